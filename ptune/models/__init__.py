@@ -1,0 +1,1 @@
+"""Model definitions (T5 in Flax linen)."""

@@ -1,0 +1,615 @@
+"""T5 encoder-decoder in Flax linen, parameter-compatible with t5x/flaxformer.
+
+The parameter tree, names and logical axis names are those of t5x/flaxformer's T5, so
+checkpoints written by t5x map one-to-one (see `ptune.checkpoints`):
+
+    token_embedder/embedding                                   [vocab, embed]
+    encoder/relpos_bias/rel_embedding                          [heads, relpos_buckets]
+    encoder/layers_{i}/pre_attention_layer_norm/scale          [embed]
+    encoder/layers_{i}/attention/{query,key,value}/kernel      [embed, joined_kv]
+    encoder/layers_{i}/attention/out/kernel                    [joined_kv, embed]
+    encoder/layers_{i}/pre_mlp_layer_norm/scale                [embed]
+    encoder/layers_{i}/mlp/{wi_0,wi_1}/kernel  (or mlp/wi)     [embed, mlp]
+    encoder/layers_{i}/mlp/wo/kernel                           [mlp, embed]
+    encoder/encoder_norm/scale                                 [embed]
+    decoder/relpos_bias/rel_embedding                          [heads, relpos_buckets]
+    decoder/layers_{i}/{pre_self_attention_layer_norm, self_attention,
+                        pre_cross_attention_layer_norm, encoder_decoder_attention,
+                        pre_mlp_layer_norm, mlp}/...
+    decoder/decoder_norm/scale                                 [embed]
+    decoder/logits_dense/kernel  (untied models only)          [embed, vocab]
+
+With `scan_layers=True` the layers are stacked under `encoder/layers` and `decoder/layers`
+with the layer axis at position 1 (flaxformer's `scan_axis=1`), logical name `layers`.
+
+An optional prompt module sits on the encoder input path at `encoder/prompt`; see
+`ptune.prompts`. The numerical core: no TensorFlow, seqio or gin imports here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+Array = jax.Array
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "relu": nn.relu,
+    "gelu": functools.partial(nn.gelu, approximate=True),  # t5x's `nn.gelu`; HF "gelu_new"
+    "gelu_exact": functools.partial(nn.gelu, approximate=False),
+    "silu": nn.silu,
+    "swish": nn.swish,
+    "linear": lambda x: x,
+}
+
+REMAT_POLICIES = ("none", "full", "minimal")
+
+# Large negative number for masked attention logits (t5x uses the same magnitude).
+_MASK_VALUE = -1e10
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Config:
+    """Architecture of a T5 model. Field names follow t5x's `network.T5Config`.
+
+    `head_dim=None` derives it as `emb_dim // num_heads` (which must divide). `dtype` is the
+    activation dtype ('float32' on CPU, 'bfloat16' on accelerators); parameters are float32.
+    """
+
+    vocab_size: int = 32128
+    emb_dim: int = 512
+    num_heads: int = 8
+    num_encoder_layers: int = 8
+    num_decoder_layers: int = 8
+    head_dim: Optional[int] = 64
+    mlp_dim: int = 2048
+    mlp_activations: Sequence[str] = ("relu",)
+    dropout_rate: float = 0.1
+    logits_via_embedding: bool = False
+    dtype: Any = "float32"
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    scan_layers: bool = False
+    remat_policy: str = "none"
+
+    def __post_init__(self):
+        for name in ("vocab_size", "emb_dim", "num_heads", "num_encoder_layers",
+                     "num_decoder_layers", "mlp_dim", "relative_attention_num_buckets",
+                     "relative_attention_max_distance"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"T5Config.{name} must be a positive integer, got {value!r}")
+        if self.head_dim is None:
+            if self.emb_dim % self.num_heads:
+                raise ValueError(
+                    f"T5Config: emb_dim={self.emb_dim} is not divisible by num_heads="
+                    f"{self.num_heads}; set head_dim explicitly or choose a dividing head count")
+            object.__setattr__(self, "head_dim", self.emb_dim // self.num_heads)
+        elif not isinstance(self.head_dim, (int, np.integer)) or self.head_dim <= 0:
+            raise ValueError(f"T5Config.head_dim must be a positive integer, got {self.head_dim!r}")
+        if isinstance(self.mlp_activations, str):
+            object.__setattr__(self, "mlp_activations", (self.mlp_activations,))
+        object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
+        if not self.mlp_activations:
+            raise ValueError("T5Config.mlp_activations must name at least one activation")
+        for act in self.mlp_activations:
+            if act not in ACTIVATIONS:
+                raise ValueError(
+                    f"T5Config.mlp_activations: unknown activation {act!r}; "
+                    f"known: {', '.join(sorted(ACTIVATIONS))}")
+        if not 0.0 <= float(self.dropout_rate) < 1.0:
+            raise ValueError(f"T5Config.dropout_rate must be in [0, 1), got {self.dropout_rate}")
+        try:
+            dtype = jnp.dtype(self.dtype)
+        except TypeError as e:
+            raise ValueError(f"T5Config.dtype: unknown dtype {self.dtype!r}") from e
+        if dtype not in (jnp.float32, jnp.bfloat16, jnp.float16):
+            raise ValueError(f"T5Config.dtype must be float32, bfloat16 or float16, got {dtype}")
+        object.__setattr__(self, "dtype", dtype.name)
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"T5Config.remat_policy must be one of {REMAT_POLICIES}, "
+                             f"got {self.remat_policy!r}")
+
+    def replace(self, **changes) -> "T5Config":
+        return dataclasses.replace(self, **changes)
+
+
+def _param(module: nn.Module, name: str, init, shape: tuple[int, ...], axes: tuple[str, ...]):
+    """A float32 parameter carrying its logical axis names (t5x style)."""
+    return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
+
+
+def _constrain(x: Array, axes: tuple[Optional[str], ...]) -> Array:
+    """Activation sharding constraint by logical names; a no-op outside a mesh."""
+    return nn.with_logical_constraint(x, axes)
+
+
+class LayerNorm(nn.Module):
+    """T5's RMS norm (no mean, no bias), computed in float32 with eps 1e-6."""
+
+    dtype: Any = jnp.float32
+    epsilon: float = 1e-6
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """[..., embed] -> [..., embed]"""
+        x = jnp.asarray(x, jnp.float32)
+        scale = _param(self, "scale", nn.initializers.ones, (x.shape[-1],), ("embed",))
+        var = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
+        y = x * jax.lax.rsqrt(var + self.epsilon)
+        return jnp.asarray(y * jnp.asarray(scale, jnp.float32), self.dtype)
+
+
+class Dense(nn.Module):
+    """Bias-free dense layer with a 2-D kernel [in, out] and logical axes."""
+
+    features: int
+    kernel_axes: tuple[str, str]
+    dtype: Any = jnp.float32
+    kernel_init: Callable = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """[..., in] -> [..., features]"""
+        kernel = _param(self, "kernel", self.kernel_init, (x.shape[-1], self.features),
+                        self.kernel_axes)
+        x = jnp.asarray(x, self.dtype)
+        return jnp.dot(x, jnp.asarray(kernel, self.dtype))
+
+
+class Embed(nn.Module):
+    """Token embedding table [vocab, embed], shared by encoder and decoder."""
+
+    num_embeddings: int
+    features: int
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        self.embedding = _param(self, "embedding", nn.initializers.normal(stddev=1.0),
+                                (self.num_embeddings, self.features), ("vocab", "embed"))
+
+    def __call__(self, ids: Array) -> Array:
+        """ids [...] int -> [..., embed]"""
+        return jnp.asarray(jnp.take(self.embedding, ids, axis=0), self.dtype)
+
+    def attend(self, query: Array) -> Array:
+        """query [..., embed] -> logits [..., vocab] (float32)."""
+        return jnp.dot(jnp.asarray(query, jnp.float32), jnp.asarray(self.embedding, jnp.float32).T)
+
+
+def relative_position_bucket(relative_position: np.ndarray, bidirectional: bool,
+                             num_buckets: int, max_distance: int) -> np.ndarray:
+    """T5's bucketing of `memory_position - query_position` (static numpy, int32).
+
+    Half the buckets (per direction when bidirectional) hold exact small distances, the rest
+    log-spaced distances up to `max_distance`; farther distances share the last bucket.
+    """
+    bucket = np.zeros_like(relative_position, dtype=np.int32)
+    n = -relative_position
+    if bidirectional:
+        num_buckets //= 2
+        bucket += (n < 0).astype(np.int32) * num_buckets
+        n = np.abs(n)
+    else:
+        n = np.maximum(n, 0)
+    max_exact = num_buckets // 2
+    is_small = n < max_exact
+    # float32 with t5x's epsilon; agrees with Mesh TF / HF buckets (checked in tests).
+    ratio = n.astype(np.float32) / np.float32(max(max_exact, 1)) + np.finfo(np.float32).eps
+    large = max_exact + (np.log(ratio) / np.float32(np.log(max_distance / max(max_exact, 1)))
+                         * np.float32(num_buckets - max_exact)).astype(np.int32)
+    large = np.minimum(large, num_buckets - 1)
+    bucket += np.where(is_small, n, large).astype(np.int32)
+    return bucket
+
+
+class RelativePositionBiases(nn.Module):
+    """Per-head learned bias for each relative-position bucket, shared across a stack."""
+
+    num_buckets: int
+    max_distance: int
+    num_heads: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, qlen: int, klen: int, bidirectional: bool) -> Array:
+        """Returns the bias [1, heads, qlen, klen] (float32)."""
+        context = np.arange(qlen, dtype=np.int32)[:, None]
+        memory = np.arange(klen, dtype=np.int32)[None, :]
+        buckets = relative_position_bucket(memory - context, bidirectional,
+                                           self.num_buckets, self.max_distance)
+        rel_embedding = _param(self, "rel_embedding",
+                               nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"),
+                               (self.num_heads, self.num_buckets), ("heads", "relpos_buckets"))
+        bias = jnp.take(jnp.asarray(rel_embedding, jnp.float32), jnp.asarray(buckets), axis=1)
+        return bias[None]
+
+
+class MultiHeadAttention(nn.Module):
+    """T5 attention: no 1/sqrt(head_dim) on the logits (folded into the query init).
+
+    With `decode=True`, self-attention keeps a key/value cache of the full target length and
+    consumes one position per call; cross-attention projects the encoder outputs once, on the
+    cache-initialising call, and reuses them.
+    """
+
+    num_heads: int
+    head_dim: int
+    dtype: Any = jnp.float32
+    dropout_rate: float = 0.0
+    is_cross: bool = False
+
+    @nn.compact
+    def __call__(self, inputs_q: Array, inputs_kv: Optional[Array], mask: Optional[Array],
+                 bias: Optional[Array] = None, *, deterministic: bool = True,
+                 decode: bool = False) -> Array:
+        """inputs_q [b, lq, e], inputs_kv [b, lk, e], mask [b|1, 1, lq, lk] bool,
+        bias [1, h, lq, lk] -> [b, lq, e]."""
+        features = self.num_heads * self.head_dim
+        emb = inputs_q.shape[-1]
+        base = nn.initializers.variance_scaling(1.0, "fan_in", "normal")
+        depth_scaling = np.sqrt(self.head_dim).astype(np.float32)
+
+        def query_init(*args):
+            return base(*args) / depth_scaling
+
+        dense = functools.partial(Dense, features=features, kernel_axes=("embed", "joined_kv"),
+                                  dtype=self.dtype)
+        query = dense(kernel_init=query_init, name="query")(inputs_q)
+        split = lambda x: x.reshape(x.shape[:-1] + (self.num_heads, self.head_dim))  # noqa: E731
+        query = _constrain(split(query), ("batch", "length", "heads", "kv"))
+        key_layer = dense(kernel_init=base, name="key")
+        value_layer = dense(kernel_init=base, name="value")
+
+        if decode and self.is_cross:
+            have_cache = self.has_variable("cache", "cross_key")
+            if not have_cache:
+                k, v = split(key_layer(inputs_kv)), split(value_layer(inputs_kv))
+            else:  # Keep the parameters referenced so the module's tree is the same.
+                k = v = None
+            cross_k = self.variable("cache", "cross_key", lambda: k)
+            cross_v = self.variable("cache", "cross_value", lambda: v)
+            key, value = cross_k.value, cross_v.value
+        else:
+            key = _constrain(split(key_layer(inputs_kv)), ("batch", "length", "heads", "kv"))
+            value = _constrain(split(value_layer(inputs_kv)), ("batch", "length", "heads", "kv"))
+
+        if decode and not self.is_cross:
+            have_cache = self.has_variable("cache", "cached_key")
+            cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+            cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape,
+                                         value.dtype)
+            cache_index = self.variable("cache", "cache_index",
+                                        lambda: jnp.array(0, dtype=jnp.int32))
+            if have_cache:
+                # One new position: write it at cache_index and attend over the filled prefix.
+                batch, max_length = cached_key.value.shape[:2]
+                if inputs_q.shape[1] != 1:
+                    raise ValueError("cached decoding consumes one position per call, got "
+                                     f"{inputs_q.shape[1]}")
+                index = cache_index.value
+                zero = jnp.zeros((), jnp.int32)
+                cached_key.value = jax.lax.dynamic_update_slice(
+                    cached_key.value, key.astype(cached_key.value.dtype), (zero, index, zero, zero))
+                cached_value.value = jax.lax.dynamic_update_slice(
+                    cached_value.value, value.astype(cached_value.value.dtype),
+                    (zero, index, zero, zero))
+                cache_index.value = index + 1
+                key, value = cached_key.value, cached_value.value
+                mask = (jnp.arange(max_length) <= index)[None, None, None, :]
+                if bias is not None:
+                    bias = jax.lax.dynamic_slice_in_dim(bias, index, 1, axis=2)
+
+        logits = jnp.einsum("bqhd,bkhd->bhqk", query, key,
+                            preferred_element_type=jnp.float32).astype(jnp.float32)
+        if bias is not None:
+            logits = logits + bias.astype(jnp.float32)
+        if mask is not None:
+            logits = jnp.where(mask, logits, jnp.float32(_MASK_VALUE))
+        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+        if self.dropout_rate > 0.0:
+            weights = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(
+                weights, deterministic=deterministic)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights, jnp.asarray(value, self.dtype))
+        out = out.reshape(out.shape[:-2] + (features,))
+        return Dense(emb, kernel_axes=("joined_kv", "embed"), dtype=self.dtype,
+                     kernel_init=base, name="out")(out)
+
+
+class MlpBlock(nn.Module):
+    """Gated (several activations, `wi_0`, `wi_1`, ...) or plain (`wi`) feed-forward block."""
+
+    mlp_dim: int
+    activations: tuple[str, ...]
+    dtype: Any = jnp.float32
+    dropout_rate: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: Array, deterministic: bool = True) -> Array:
+        """[b, l, e] -> [b, l, e]"""
+        emb = x.shape[-1]
+        hidden = None
+        for i, act in enumerate(self.activations):
+            name = "wi" if len(self.activations) == 1 else f"wi_{i}"
+            h = ACTIVATIONS[act](Dense(self.mlp_dim, ("embed", "mlp"), self.dtype, name=name)(x))
+            hidden = h if hidden is None else hidden * h
+        hidden = _constrain(hidden, ("batch", "length", "mlp"))
+        if self.dropout_rate > 0.0:
+            hidden = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(
+                hidden, deterministic=deterministic)
+        return Dense(emb, ("mlp", "embed"), self.dtype, name="wo")(hidden)
+
+
+def _dropout(config: T5Config):
+    return nn.Dropout(rate=config.dropout_rate, broadcast_dims=(-2,))
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm self-attention + MLP block."""
+
+    config: T5Config
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, bias: Array):
+        """x [b, l, e], mask [b, 1, l, l], bias [1, h, l, l] -> ([b, l, e], None)"""
+        cfg, det = self.config, self.deterministic
+        y = LayerNorm(cfg.dtype, name="pre_attention_layer_norm")(x)
+        y = MultiHeadAttention(cfg.num_heads, cfg.head_dim, cfg.dtype, cfg.dropout_rate,
+                               name="attention")(y, y, mask, bias, deterministic=det)
+        x = x + _dropout(cfg)(y, deterministic=det)
+        y = LayerNorm(cfg.dtype, name="pre_mlp_layer_norm")(x)
+        y = MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dtype, cfg.dropout_rate,
+                     name="mlp")(y, det)
+        x = x + _dropout(cfg)(y, deterministic=det)
+        return _constrain(x, ("batch", "length", "embed")), None
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm causal self-attention, cross-attention and MLP block."""
+
+    config: T5Config
+    deterministic: bool = True
+    decode: bool = False
+
+    @nn.compact
+    def __call__(self, y: Array, encoded: Optional[Array], self_mask: Optional[Array],
+                 cross_mask: Array, bias: Array):
+        """y [b, lt, e], encoded [b, ls, e], self_mask [b, 1, lt, lt], cross_mask
+        [b, 1, lt, ls], bias [1, h, lt, lt] -> ([b, lt, e], None)"""
+        cfg, det = self.config, self.deterministic
+        x = LayerNorm(cfg.dtype, name="pre_self_attention_layer_norm")(y)
+        x = MultiHeadAttention(cfg.num_heads, cfg.head_dim, cfg.dtype, cfg.dropout_rate,
+                               name="self_attention")(x, x, self_mask, bias, deterministic=det,
+                                                      decode=self.decode)
+        y = y + _dropout(cfg)(x, deterministic=det)
+        x = LayerNorm(cfg.dtype, name="pre_cross_attention_layer_norm")(y)
+        x = MultiHeadAttention(cfg.num_heads, cfg.head_dim, cfg.dtype, cfg.dropout_rate,
+                               is_cross=True, name="encoder_decoder_attention")(
+            x, encoded, cross_mask, None, deterministic=det, decode=self.decode)
+        y = y + _dropout(cfg)(x, deterministic=det)
+        x = LayerNorm(cfg.dtype, name="pre_mlp_layer_norm")(y)
+        x = MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dtype, cfg.dropout_rate,
+                     name="mlp")(x, det)
+        y = y + _dropout(cfg)(x, deterministic=det)
+        return _constrain(y, ("batch", "length", "embed")), None
+
+
+def _layer_stack(layer_cls, config: T5Config, num_layers: int, broadcast_args: int, **kwargs):
+    """Returns a callable (x, *broadcast) -> x over `num_layers` layers.
+
+    Unscanned: layers named `layers_{i}`. Scanned: one `layers` module whose parameters are
+    stacked on axis 1 (flaxformer's layout) with logical axis `layers`.
+    """
+    if config.remat_policy != "none":
+        policy = None
+        if config.remat_policy == "minimal":
+            policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+        layer_cls = nn.remat(layer_cls, policy=policy, prevent_cse=not config.scan_layers)
+    if config.scan_layers:
+        scanned = nn.scan(
+            layer_cls,
+            variable_axes={"params": 1, "cache": 0},
+            split_rngs={"params": True, "dropout": True},
+            in_axes=(nn.broadcast,) * broadcast_args,
+            length=num_layers,
+            metadata_params={nn.PARTITION_NAME: "layers"},
+        )(config, name="layers", **kwargs)
+
+        def run_scanned(x, *args):
+            return scanned(x, *args)[0]
+
+        return run_scanned
+    layers = [layer_cls(config, name=f"layers_{i}", **kwargs) for i in range(num_layers)]
+
+    def run(x, *args):
+        for layer in layers:
+            x = layer(x, *args)[0]
+        return x
+
+    return run
+
+
+def attention_mask(query_valid: Array, key_valid: Array) -> Array:
+    """[b, lq] bool, [b, lk] bool -> [b, 1, lq, lk] bool."""
+    return query_valid[:, None, :, None] & key_valid[:, None, None, :]
+
+
+def _segment_mask(mask: Array, q_segments: Optional[Array], k_segments: Optional[Array]):
+    if q_segments is None:
+        return mask
+    return mask & (q_segments[:, None, :, None] == k_segments[:, None, None, :])
+
+
+class Encoder(nn.Module):
+    """T5 encoder stack; an optional prompt module is applied to the embedded inputs.
+
+    `prompt_factory(name=...)` returns a module called as
+    `(embedded [b, l, e], valid [b, l] bool, prompt_index=[b] | None) -> ([b, l', e], [b, l'])`.
+    """
+
+    config: T5Config
+    shared_embedding: nn.Module
+    prompt_factory: Optional[Callable[[], nn.Module]] = None
+
+    @nn.compact
+    def __call__(self, encoder_input_tokens: Array, *, enable_dropout: bool = True,
+                 encoder_segment_ids: Optional[Array] = None,
+                 prompt_index: Optional[Array] = None) -> tuple[Array, Array]:
+        """tokens [b, l] int (0 = padding) -> (encoded [b, l', e], valid [b, l'] bool).
+
+        l' = l + prompt length when a prompt is configured (it does not count against l).
+        """
+        cfg = self.config
+        det = not enable_dropout
+        x = self.shared_embedding(encoder_input_tokens.astype(jnp.int32))
+        valid = encoder_input_tokens > 0
+        if self.prompt_factory is not None:
+            if encoder_segment_ids is not None:
+                raise ValueError("packed inputs (segment ids) cannot be used with a prompt: "
+                                 "turn packing off in the feature converter")
+            x, valid = self.prompt_factory(name="prompt")(x, valid, prompt_index=prompt_index)
+        elif prompt_index is not None:
+            raise ValueError("prompt_index was given but the model has no prompt module")
+        x = _constrain(x, ("batch", "length", "embed"))
+        dropout = _dropout(cfg)
+        x = dropout(x, deterministic=det)
+        length = x.shape[1]
+        mask = _segment_mask(attention_mask(valid, valid), encoder_segment_ids,
+                             encoder_segment_ids)
+        bias = RelativePositionBiases(cfg.relative_attention_num_buckets,
+                                      cfg.relative_attention_max_distance, cfg.num_heads,
+                                      cfg.dtype, name="relpos_bias")(length, length, True)
+        stack = _layer_stack(EncoderLayer, cfg, cfg.num_encoder_layers, 2, deterministic=det)
+        x = stack(x, mask, bias)
+        x = LayerNorm(cfg.dtype, name="encoder_norm")(x)
+        return dropout(x, deterministic=det), valid
+
+
+class Decoder(nn.Module):
+    """T5 decoder stack with logits (tied: scaled embedding.attend; untied: logits_dense)."""
+
+    config: T5Config
+    shared_embedding: nn.Module
+
+    @nn.compact
+    def __call__(self, encoded: Optional[Array], encoded_valid: Array,
+                 decoder_input_tokens: Array, decoder_target_tokens: Optional[Array] = None, *,
+                 enable_dropout: bool = True, decode: bool = False,
+                 max_decode_length: Optional[int] = None,
+                 encoder_segment_ids: Optional[Array] = None,
+                 decoder_segment_ids: Optional[Array] = None) -> Array:
+        """encoded [b, ls, e], encoded_valid [b, ls], decoder tokens [b, lt] -> logits
+        [b, lt, vocab] float32.
+
+        Cached decoding: a first call with `decode=True` and full-length decoder inputs
+        creates the cache (mutable 'cache'); each later call passes one position (lt = 1),
+        `max_decode_length` equal to that full length, and `encoded` may be None."""
+        cfg = self.config
+        det = not enable_dropout
+        y = self.shared_embedding(decoder_input_tokens.astype(jnp.int32))
+        y = _constrain(y, ("batch", "length", "embed"))
+        dropout = _dropout(cfg)
+        y = dropout(y, deterministic=det)
+        length = y.shape[1]
+        if decode:
+            # Self-attention masks come from the cache; no target padding to mask here.
+            target_valid = jnp.ones(y.shape[:2], bool)
+            self_mask = None
+        else:
+            target_tokens = (decoder_target_tokens if decoder_target_tokens is not None
+                             else decoder_input_tokens)
+            target_valid = target_tokens > 0
+            causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
+            self_mask = _segment_mask(attention_mask(target_valid, target_valid) & causal,
+                                      decoder_segment_ids, decoder_segment_ids)
+        cross_mask = _segment_mask(attention_mask(target_valid, encoded_valid),
+                                   decoder_segment_ids, encoder_segment_ids)
+        relpos = RelativePositionBiases(cfg.relative_attention_num_buckets,
+                                        cfg.relative_attention_max_distance, cfg.num_heads,
+                                        cfg.dtype, name="relpos_bias")
+        bias_length = max_decode_length if decode and max_decode_length else length
+        bias = relpos(bias_length, bias_length, bidirectional=False)
+        stack = _layer_stack(DecoderLayer, cfg, cfg.num_decoder_layers, 4, deterministic=det,
+                             decode=decode)
+        y = stack(y, encoded, self_mask, cross_mask, bias)
+        y = LayerNorm(cfg.dtype, name="decoder_norm")(y)
+        y = dropout(y, deterministic=det)
+        if cfg.logits_via_embedding:
+            logits = self.shared_embedding.attend(y) / jnp.sqrt(jnp.float32(y.shape[-1]))
+        else:
+            logits = Dense(cfg.vocab_size, ("embed", "vocab"), jnp.float32,
+                           name="logits_dense")(y)
+        return _constrain(logits, ("batch", "length", "vocab"))
+
+
+class Transformer(nn.Module):
+    """T5 encoder-decoder with t5x's call signature.
+
+    `prompt_factory` builds the prompt module placed at `encoder/prompt` (see
+    `ptune.prompts`); without it this is a plain T5.
+    """
+
+    config: T5Config
+    prompt_factory: Optional[Callable[[], nn.Module]] = None
+
+    def setup(self):
+        cfg = self.config
+        self.token_embedder = Embed(cfg.vocab_size, cfg.emb_dim, cfg.dtype)
+        self.encoder = Encoder(cfg, self.token_embedder, self.prompt_factory)
+        self.decoder = Decoder(cfg, self.token_embedder)
+
+    def encode(self, encoder_input_tokens: Array, *, enable_dropout: bool = True,
+               encoder_segment_ids: Optional[Array] = None,
+               prompt_index: Optional[Array] = None) -> tuple[Array, Array]:
+        """tokens [b, ls] -> (encoded [b, ls', e], encoded_valid [b, ls'] bool)."""
+        return self.encoder(encoder_input_tokens, enable_dropout=enable_dropout,
+                            encoder_segment_ids=encoder_segment_ids, prompt_index=prompt_index)
+
+    def decode(self, encoded: Optional[Array], encoded_valid: Array, decoder_input_tokens: Array,
+               decoder_target_tokens: Optional[Array] = None, *, enable_dropout: bool = True,
+               decode: bool = False, max_decode_length: Optional[int] = None,
+               encoder_segment_ids: Optional[Array] = None,
+               decoder_segment_ids: Optional[Array] = None) -> Array:
+        """-> logits [b, lt, vocab] float32. See `Decoder.__call__`."""
+        return self.decoder(encoded, encoded_valid, decoder_input_tokens, decoder_target_tokens,
+                            enable_dropout=enable_dropout, decode=decode,
+                            max_decode_length=max_decode_length,
+                            encoder_segment_ids=encoder_segment_ids,
+                            decoder_segment_ids=decoder_segment_ids)
+
+    def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
+                 decoder_target_tokens: Array, *, enable_dropout: bool = True,
+                 encoder_segment_ids: Optional[Array] = None,
+                 decoder_segment_ids: Optional[Array] = None,
+                 prompt_index: Optional[Array] = None) -> Array:
+        """encoder_input_tokens [b, ls], decoder_input_tokens [b, lt], decoder_target_tokens
+        [b, lt] -> logits [b, lt, vocab] float32. Token id 0 is padding."""
+        encoded, valid = self.encode(encoder_input_tokens, enable_dropout=enable_dropout,
+                                     encoder_segment_ids=encoder_segment_ids,
+                                     prompt_index=prompt_index)
+        return self.decode(encoded, valid, decoder_input_tokens, decoder_target_tokens,
+                           enable_dropout=enable_dropout, encoder_segment_ids=encoder_segment_ids,
+                           decoder_segment_ids=decoder_segment_ids)
+
+
+def abstract_variables(config: T5Config, prompt_factory=None, batch: int = 1,
+                       input_length: int = 1, target_length: int = 1):
+    """Boxed abstract parameters (ShapeDtypeStructs carrying logical names); allocates nothing."""
+    model = Transformer(config, prompt_factory)
+    enc = jax.ShapeDtypeStruct((batch, input_length), jnp.int32)
+    dec = jax.ShapeDtypeStruct((batch, target_length), jnp.int32)
+    return jax.eval_shape(
+        lambda e, d: model.init(jax.random.PRNGKey(0), e, d, d, enable_dropout=False), enc, dec)
+
+
+def parameter_count(config: T5Config) -> int:
+    """Total number of parameters, computed abstractly."""
+    params = nn.unbox(abstract_variables(config)["params"])
+    return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))

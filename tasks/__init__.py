@@ -1,1 +1,20 @@
-"""seqio task registrations, installed as `ptune.tasks`."""
+"""seqio task registrations, installed as `ptune.tasks`.
+
+Importing this package registers every task and mixture (SuperGLUE, GLUE QQP/MRPC transfer,
+SQuAD/MRQA, the offline demo); importing it again re-registers them without error. The CLI and
+scripts need only:
+
+    from ptune.tasks import registry
+    registry.list_tasks()                      # sorted task and mixture names (`ptune tasks`)
+    registry.get_task_or_mixture(name)         # ValueError listing close matches if unknown
+    registry.label_names(name)                 # class label strings, or None for free text
+    vocab.set_sentencepiece_path(path)         # T5 vocabulary file (gs://, local, "mt5")
+    sources.set_tfds_data_dir(path)            # offline data: see tasks/README.md
+"""
+
+from ptune.tasks import superglue  # noqa: F401  (registers on import)
+from ptune.tasks import glue  # noqa: F401
+from ptune.tasks import mrqa  # noqa: F401
+from ptune.tasks import demo  # noqa: F401
+from ptune.tasks import registry, sources, vocab  # noqa: F401
+from ptune.tasks.registry import get_task_or_mixture, label_names, list_tasks  # noqa: F401

@@ -1,0 +1,324 @@
+"""Soft prompts: the prompt parameter on the encoder input path, and its initializers.
+
+The prompt is a matrix [P, E] (P = prompt length, E = the model's embedding width) inserted
+into the embedded encoder input; only it trains. Its parameter path is stable and documented:
+
+    encoder/prompt/prompt        [prompt, prompt_embed]  (logical axes; replicated)
+
+Checkpoints, the optimizer mask (`ptune.trainable.PROMPT_ONLY`) and prompt exports all key on
+it. Placement: `prefix` (the paper), `after_bos` (after the first input token) or `suffix`
+(right after the last real input token, before padding). The encoder masks grow by the P
+visible positions; the prompt does not count against the task's input length.
+
+Initializers are gin-bindable factories returning `fn(rng, shape, context) -> [P, E]`, where
+`context` (`InitContext`) carries the frozen embedding table and, when the initializer needs
+them, the vocabulary and the task's class labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+from typing import Any, Callable, Optional, Protocol, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from ptune.errors import UserError
+
+Array = jax.Array
+PLACEMENTS = ("prefix", "after_bos", "suffix")
+PROMPT_PATH = ("encoder", "prompt", "prompt")
+PROMPT_PATH_STR = "/".join(PROMPT_PATH)
+# Paper, Section 3: sample from the 5,000 most common tokens of T5's SentencePiece vocabulary.
+TOP_K_TOKENS = 5000
+# pad (0), eos (1) and unk (2) in T5's vocabulary; sentinels lie above the base pieces.
+SPECIAL_IDS = (0, 1, 2)
+
+log = logging.getLogger(__name__)
+
+
+def insert_prompt(embedded: Array, valid: Array, prompt: Array, prompt_valid: Array,
+                  placement: str = "prefix") -> tuple[Array, Array]:
+    """Inserts per-example prompts into embedded inputs.
+
+    embedded [b, l, e], valid [b, l] bool (real input tokens; padding only at the end),
+    prompt [b, p, e], prompt_valid [b, p] bool (a prompt shorter than p is padded at its end)
+    -> (out [b, l + p, e], out_valid [b, l + p]).
+
+    Each example's prompt occupies exactly its own length: a prompt of length 3 stored in a
+    bank padded to 5 gives the same real positions (and so the same relative positions) as
+    that prompt alone; the unused slots move to the end as padding.
+    """
+    if placement not in PLACEMENTS:
+        raise UserError(f"prompt placement must be one of {PLACEMENTS}, got {placement!r}")
+    b, l, _ = embedded.shape
+    p = prompt.shape[1]
+    n_prompt = jnp.sum(prompt_valid, axis=1, dtype=jnp.int32)[:, None]  # [b, 1]
+    if placement == "prefix":
+        offset = jnp.zeros((b, 1), jnp.int32)
+    elif placement == "after_bos":
+        offset = jnp.minimum(jnp.sum(valid, axis=1, dtype=jnp.int32), 1)[:, None]
+    else:
+        offset = jnp.sum(valid, axis=1, dtype=jnp.int32)[:, None]
+    j = jnp.arange(l + p, dtype=jnp.int32)[None, :]  # output positions [1, l + p]
+    in_prompt = (j >= offset) & (j < offset + n_prompt)
+    input_index = jnp.where(j < offset, j, j - n_prompt)  # [b, l + p]
+    input_ok = (input_index >= 0) & (input_index < l)
+    input_index = jnp.clip(input_index, 0, l - 1)
+    prompt_index = jnp.clip(j - offset, 0, p - 1)
+    from_input = jnp.take_along_axis(embedded, input_index[..., None], axis=1)
+    from_prompt = jnp.take_along_axis(prompt.astype(embedded.dtype), prompt_index[..., None],
+                                      axis=1)
+    out = jnp.where(in_prompt[..., None], from_prompt, from_input)
+    input_valid = jnp.take_along_axis(valid, input_index, axis=1) & input_ok
+    return out, jnp.where(in_prompt, True, input_valid)
+
+
+class Prompt(nn.Module):
+    """One trainable prompt, parameter `prompt` [length, embed], shared by the whole batch.
+
+    Called by the T5 encoder (`t5.Transformer(config, prompt_factory=...)`) on its embedded
+    inputs. The initial value comes from an initializer via `prompts.initialize` and is placed
+    into the parameter tree by the caller; `init` here only fixes shapes and axes.
+    """
+
+    length: int
+    placement: str = "prefix"
+
+    def __post_init__(self):
+        validate_length(self.length)
+        if self.placement not in PLACEMENTS:
+            raise UserError(f"prompt placement must be one of {PLACEMENTS}, "
+                            f"got {self.placement!r}")
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, embedded: Array, valid: Array,
+                 prompt_index: Optional[Array] = None) -> tuple[Array, Array]:
+        """embedded [b, l, e], valid [b, l] -> ([b, l + length, e], [b, l + length])"""
+        if prompt_index is not None:
+            raise UserError("a single Prompt takes no prompt_index; use a PromptBank")
+        b, _, e = embedded.shape
+        prompt = self.param(
+            "prompt",
+            nn.with_logical_partitioning(random_uniform(), ("prompt", "prompt_embed")),
+            (self.length, e), jnp.float32)
+        batch_prompt = jnp.broadcast_to(prompt[None], (b, self.length, e))
+        return insert_prompt(embedded, valid, batch_prompt,
+                             jnp.ones((b, self.length), bool), self.placement)
+
+
+def prompt_factory(length: int, placement: str = "prefix") -> Callable[..., nn.Module]:
+    """The `prompt_factory` argument of `t5.Transformer` for a single trainable prompt."""
+    validate_length(length)
+    return functools.partial(Prompt, length=length, placement=placement)
+
+
+def validate_length(length: Any) -> int:
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
+        raise UserError(f"prompt length must be a positive integer, got {length!r}")
+    return int(length)
+
+
+# ----------------------------------------------------------------------------- initializers
+
+
+@dataclasses.dataclass(frozen=True)
+class InitContext:
+    """What an initializer may read.
+
+    embedding: the frozen embedding table [vocab, embed].
+    vocabulary: anything with `encode(text) -> list[int]` (seqio vocabularies qualify); with
+      `vocab_size` and `extra_ids` (seqio), sentinel ids are never sampled.
+    labels: the task's class label strings, for the class-label initializer.
+    """
+
+    embedding: Any
+    vocabulary: Any = None
+    labels: Optional[Sequence[str]] = None
+
+
+class Initializer(Protocol):
+    def __call__(self, rng: Array, shape: tuple[int, int], context: InitContext) -> np.ndarray:
+        ...
+
+
+def random_uniform(scale: float = 0.5):
+    """Uniform in [-scale, scale] (the paper's random initialisation, scale 0.5).
+
+    Also usable directly as a Flax initializer `(rng, shape, dtype)`.
+    """
+
+    def init(rng, shape, context_or_dtype=jnp.float32):
+        dtype = context_or_dtype if not isinstance(context_or_dtype, InitContext) else jnp.float32
+        return jax.random.uniform(rng, shape, dtype, minval=-scale, maxval=scale)
+
+    return init
+
+
+def _candidate_ids(context: InitContext, top_k: int, excluded: Sequence[int]) -> np.ndarray:
+    rows = int(np.shape(context.embedding)[0])
+    vocab = context.vocabulary
+    base = rows
+    if hasattr(vocab, "vocab_size") and hasattr(vocab, "extra_ids"):
+        base = int(vocab.vocab_size) - int(vocab.extra_ids or 0)  # leave out sentinel ids
+    limit = min(top_k, base, rows)
+    excluded = set(int(i) for i in excluded)
+    return np.array([i for i in range(limit) if i not in excluded], dtype=np.int64)
+
+
+def _sample_rows(rng: Array, count: int, context: InitContext, top_k: int,
+                 excluded: Sequence[int]) -> np.ndarray:
+    """`count` distinct embedding rows, uniformly from the `top_k` most frequent ids."""
+    if count == 0:
+        return np.zeros((0, np.shape(context.embedding)[1]), np.float32)
+    candidates = _candidate_ids(context, top_k, excluded)
+    if count > len(candidates):
+        raise UserError(f"cannot sample {count} distinct prompt rows from only "
+                        f"{len(candidates)} candidate tokens (ids < {top_k} without special ids)")
+    chosen = np.asarray(jax.random.choice(rng, candidates.shape[0], (count,), replace=False))
+    return np.asarray(context.embedding)[candidates[chosen]].astype(np.float32)
+
+
+def sampled_vocab(top_k: int = TOP_K_TOKENS, excluded_ids: Sequence[int] = SPECIAL_IDS):
+    """Rows copied from the frozen embedding table, drawn without replacement from the
+    `top_k` most common tokens (SentencePiece ids are ordered by frequency), leaving out
+    pad/eos/unk and sentinel ids."""
+
+    def init(rng, shape, context: InitContext):
+        return _sample_rows(rng, shape[0], context, top_k, excluded_ids)
+
+    return init
+
+
+def _token_ids(vocabulary, text: str, what: str) -> list[int]:
+    if vocabulary is None:
+        raise UserError(f"the {what} initializer needs a vocabulary (the task's output "
+                        "vocabulary); none was given")
+    ids = [int(i) for i in vocabulary.encode(text)]
+    if not ids:
+        raise UserError(f"{what} {text!r} tokenizes to nothing: it cannot initialise a prompt row")
+    return ids
+
+
+def class_labels(labels: Optional[Sequence[str]] = None, top_k: int = TOP_K_TOKENS,
+                 excluded_ids: Sequence[int] = SPECIAL_IDS):
+    """Row i is the mean embedding of the sub-tokens of label i; the remaining rows are
+    sampled vocabulary. Labels default to the task's (`InitContext.labels`). Labels beyond
+    the prompt length are dropped with a warning. (The paper's default initialisation.)"""
+
+    def init(rng, shape, context: InitContext):
+        names = list(labels) if labels is not None else context.labels
+        if not names:
+            raise UserError("class-label initialisation needs labels: the task declares none; "
+                            "bind prompts.class_labels.labels or choose another initializer")
+        if len(names) > shape[0]:
+            log.warning("prompt length %d < %d class labels: dropping labels %s", shape[0],
+                        len(names), list(names[shape[0]:]))
+            names = names[:shape[0]]
+        table = np.asarray(context.embedding)
+        label_rows = [table[_token_ids(context.vocabulary, name, "class label")].mean(axis=0)
+                      for name in names]
+        rest = _sample_rows(rng, shape[0] - len(label_rows), context, top_k, excluded_ids)
+        return np.concatenate([np.stack(label_rows).astype(np.float32), rest], axis=0)
+
+    return init
+
+
+def from_text(text: str, top_k: int = TOP_K_TOKENS, excluded_ids: Sequence[int] = SPECIAL_IDS):
+    """The embeddings of `text`'s tokens in order, then sampled vocabulary; a text longer
+    than the prompt is cut with a warning."""
+
+    def init(rng, shape, context: InitContext):
+        ids = _token_ids(context.vocabulary, text, "prompt text")
+        if len(ids) > shape[0]:
+            log.warning("prompt text has %d tokens; keeping the first %d", len(ids), shape[0])
+            ids = ids[:shape[0]]
+        rows = np.asarray(context.embedding)[ids].astype(np.float32)
+        rest = _sample_rows(rng, shape[0] - len(ids), context, top_k, excluded_ids)
+        return np.concatenate([rows, rest], axis=0)
+
+    return init
+
+
+def from_file(path: str):
+    """A saved prompt: `.npy`, `.safetensors`, or a PEFT prompt-tuning adapter directory
+    (`adapter_model.safetensors`, key `prompt_embeddings`). The shape must be [P, E]; float64
+    files (such as the original project's) are cast to float32."""
+
+    def init(rng, shape, context: InitContext):
+        del rng
+        value = load_prompt_file(path)
+        if value.shape != tuple(shape):
+            raise UserError(f"prompt file {path}: shape {value.shape} does not match the "
+                            f"model's prompt [length, embed] = {tuple(shape)}")
+        return value
+
+    return init
+
+
+def load_prompt_file(path: str) -> np.ndarray:
+    """Reads a prompt [P, E] as float32; refuses pickles, NaN/inf and non-matrices."""
+    if not os.path.exists(path):
+        raise UserError(f"prompt file {path} does not exist")
+    if os.path.isdir(path):
+        adapter = os.path.join(path, "adapter_model.safetensors")
+        if not os.path.isfile(adapter):
+            raise UserError(f"prompt directory {path} holds no adapter_model.safetensors "
+                            "(a PEFT prompt-tuning adapter)")
+        value = _read_safetensors(adapter, preferred=("prompt_embeddings",))
+    elif path.endswith(".npy"):
+        try:
+            value = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise UserError(f"prompt file {path}: not a plain numpy array ({e})") from e
+    elif path.endswith(".safetensors"):
+        value = _read_safetensors(path, preferred=("prompt", "prompt_embeddings"))
+    else:
+        raise UserError(f"prompt file {path}: expected a .npy or .safetensors file or a PEFT "
+                        "adapter directory")
+    if value.ndim != 2:
+        raise UserError(f"prompt file {path}: expected a matrix [length, embed], got shape "
+                        f"{value.shape}")
+    if not np.issubdtype(value.dtype, np.floating):
+        raise UserError(f"prompt file {path}: expected floating point values, got {value.dtype}")
+    value = value.astype(np.float32)
+    if not np.isfinite(value).all():
+        bad = int(np.sum(~np.isfinite(value)))
+        raise UserError(f"prompt file {path}: {bad} values are NaN or infinite")
+    return value
+
+
+def _read_safetensors(path: str, preferred: Sequence[str]) -> np.ndarray:
+    from safetensors.numpy import load_file
+
+    try:
+        tensors = load_file(path)
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise UserError(f"prompt file {path}: unreadable safetensors ({e})") from e
+    for key in preferred:
+        if key in tensors:
+            return tensors[key]
+    if len(tensors) == 1:
+        return next(iter(tensors.values()))
+    raise UserError(f"prompt file {path}: holds {sorted(tensors)}; expected one tensor or one "
+                    f"named {' or '.join(preferred)}")
+
+
+def initialize(initializer: Initializer, rng: Array, length: int,
+               context: InitContext) -> np.ndarray:
+    """Runs an initializer and checks its result: [length, embed] float32, finite."""
+    length = validate_length(length)
+    embed = int(np.shape(context.embedding)[1])
+    value = np.asarray(initializer(rng, (length, embed), context), dtype=np.float32)
+    if value.shape != (length, embed):
+        raise UserError(f"prompt initializer returned shape {value.shape}, expected "
+                        f"{(length, embed)}")
+    if not np.isfinite(value).all():
+        raise UserError("prompt initializer produced NaN or infinite values")
+    return value

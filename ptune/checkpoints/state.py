@@ -1,0 +1,67 @@
+"""Resumable training state in Orbax: what trains, its optimizer state, step, data position.
+
+Never the frozen model: that is re-read from its own checkpoint on resume. Orbax writes each
+step into a temporary directory and renames it when complete, so a killed process leaves
+either a whole checkpoint or none (leftover temporaries are ignored and cleaned up).
+
+Layout: MODEL_DIR/checkpoints/<step>/{state, meta}; `meta` is JSON (data position, metric
+history for early stopping).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import jax
+import orbax.checkpoint as ocp
+
+from ptune.errors import UserError
+
+PyTree = Any
+
+
+class StateCheckpointer:
+    """Saves and restores `step.TrainState` plus JSON metadata, keeping the newest `keep`."""
+
+    def __init__(self, model_dir: str, keep: int = 3):
+        if keep < 1:
+            raise UserError(f"keep_checkpoints must be at least 1, got {keep}")
+        self.directory = os.path.abspath(os.path.join(model_dir, "checkpoints"))
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                               cleanup_tmp_directories=True,
+                                               enable_async_checkpointing=False)
+        self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                              item_names=("state", "meta"))
+
+    def latest_step(self) -> Optional[int]:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def save(self, step: int, state: PyTree, meta: dict) -> None:
+        """Writes a complete checkpoint or, on failure, raises leaving earlier ones intact."""
+        try:
+            self._manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+            self._manager.wait_until_finished()
+        except (OSError, ValueError) as e:
+            previous = [s for s in self.all_steps() if s != step]
+            kept = f"checkpoint {max(previous)} is intact" if previous else "no earlier checkpoint"
+            raise UserError(f"saving the checkpoint of step {step} in {self.directory} failed "
+                            f"({e.__class__.__name__}: {e}); {kept}") from e
+
+    def restore(self, step: int, abstract_state: PyTree) -> tuple[PyTree, dict]:
+        """Restores into the structure, shapes, dtypes and shardings of `abstract_state`."""
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract_state)
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        except (ValueError, KeyError, FileNotFoundError) as e:
+            raise UserError(f"checkpoint {step} in {self.directory} does not match this run's "
+                            f"trainable parameters or optimizer ({e})") from e
+        return restored["state"], dict(restored["meta"])
+
+    def close(self) -> None:
+        self._manager.close()

@@ -1,6 +1,8 @@
 """`ptune` command line: wires gin, the library and the file system together; nothing more.
 
     ptune info  --gin_file=models/t5_1_1_xxl.gin      # configuration, parameter tree, count
+    ptune info  --checkpoint=PATH                     # detected format, inferred config, count
+    ptune convert --from PATH --to DIR                # any checkpoint -> ptune's Orbax format
     ptune tasks                                       # registered seqio tasks and mixtures
 
 Gin flags follow t5x: `--gin_file` (repeatable), `--gin.NAME=VALUE`, `--gin_bindings`,
@@ -62,18 +64,33 @@ def cmd_info(argv: Sequence[str], gin_args) -> int:
 
     parser = argparse.ArgumentParser(prog="ptune info")
     parser.add_argument("--no_tree", action="store_true", help="omit the parameter tree")
+    parser.add_argument("--checkpoint", metavar="PATH",
+                        help="describe a checkpoint (t5x, t5x Orbax, HF, ptune): detected "
+                             "format, inferred config (assumed fields marked), count; with "
+                             "--gin_file, check it strictly against that model instead")
     args = parser.parse_args(argv)
-    if not gin_args.files:
-        raise UserError("ptune info needs --gin_file=models/<model>.gin")
+    if not gin_args.files and not args.checkpoint:
+        raise UserError("ptune info needs --gin_file=models/<model>.gin or --checkpoint=PATH")
     from flax import linen as nn
     import jax
 
     from ptune.models import t5
 
-    config = _model_config_from_gin(gin_args)
+    config = _model_config_from_gin(gin_args) if gin_args.files else None
+    assumed = {}
+    if args.checkpoint:
+        from ptune import checkpoints
+
+        described = checkpoints.describe(args.checkpoint, config)
+        config, assumed = described.config, described.assumed
+        print(f"checkpoint: {described.path}")
+        print(f"format: {described.format}")
+        if described.step is not None:
+            print(f"step: {described.step}")
     print("config:")
     for field in dataclasses.fields(config):
-        print(f"  {field.name} = {getattr(config, field.name)!r}")
+        note = f"  # assumed: {assumed[field.name]}" if field.name in assumed else ""
+        print(f"  {field.name} = {getattr(config, field.name)!r}{note}")
     boxed = t5.abstract_variables(config)["params"]
     if not args.no_tree:
         print("parameters:")
@@ -81,6 +98,23 @@ def cmd_info(argv: Sequence[str], gin_args) -> int:
             print("  " + line)
     total = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(nn.unbox(boxed)))
     print(f"total_params: {total}")
+    return 0
+
+
+@command("convert", "convert a t5x / HF checkpoint into ptune's Orbax format (fast restores)")
+def cmd_convert(argv: Sequence[str], gin_args) -> int:
+    parser = argparse.ArgumentParser(prog="ptune convert")
+    parser.add_argument("--from", dest="src", required=True, metavar="PATH",
+                        help="checkpoint to convert (any format `ptune info` detects)")
+    parser.add_argument("--to", dest="dst", required=True, metavar="DIR",
+                        help="output directory (written atomically; must not exist)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
+    args = parser.parse_args(argv)
+    from ptune import checkpoints
+
+    config = _model_config_from_gin(gin_args) if gin_args.files else None
+    written = checkpoints.convert(args.src, args.dst, config, overwrite=args.overwrite)
+    print(f"wrote {written}")
     return 0
 
 

@@ -252,11 +252,12 @@ def convert_superglue_record(config: str, row: dict) -> Iterator[dict]:
         paragraph = row["passage"]
         for question in paragraph["questions"]:
             for answer in question["answers"]:
+                label = answer.get("label")  # 0/1 in the release; TFDS reads it as a bool.
                 yield {
                     "paragraph": paragraph["text"],
                     "question": question["question"],
                     "answer": answer["text"],
-                    "label": _label_index(config, answer.get("label")),
+                    "label": _label_index(config, None if label is None else bool(label)),
                     "idx": {
                         "paragraph": row["idx"],
                         "question": question["idx"],

@@ -168,6 +168,9 @@ def save_ptune(params: dict, config: t5.T5Config, directory: str, *, overwrite: 
     if not os.path.isdir(parent):
         raise UserError(f"the parent directory {parent} does not exist")
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make the result private
     try:
         checkpointer = ocp.PyTreeCheckpointer()
         checkpointer.save(os.path.join(tmp, PARAMS_DIR), params)

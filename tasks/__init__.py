@@ -12,9 +12,13 @@ scripts need only:
     sources.set_tfds_data_dir(path)            # offline data: see tasks/README.md
 """
 
-from ptune.tasks import superglue  # noqa: F401  (registers on import)
-from ptune.tasks import glue  # noqa: F401
-from ptune.tasks import mrqa  # noqa: F401
-from ptune.tasks import demo  # noqa: F401
-from ptune.tasks import registry, sources, vocab  # noqa: F401
+from ptune.tasks import (  # noqa: F401
+    demo,
+    glue,
+    mrqa,
+    registry,
+    sources,
+    superglue,
+    vocab,
+)
 from ptune.tasks.registry import get_task_or_mixture, label_names, list_tasks  # noqa: F401

@@ -64,9 +64,9 @@ def qa(answer, example=None, is_target=False):
 
 
 _DETERMINERS = frozenset(
-    "a an few her his each every many much my our some that the their these this those which "
-    "whose your".split()
-)
+    {"a", "an", "few", "her", "his", "each", "every", "many", "much", "my", "our", "some", "that",
+     "the", "their", "these", "this", "those", "which", "whose", "your"}
+)  # fmt: skip
 
 
 def _drop_determiners(text: str) -> str:

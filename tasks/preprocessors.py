@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 
 import seqio
 import tensorflow as tf
-
 from ptune.tasks import labels
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -130,9 +129,7 @@ def record(dataset: tf.data.Dataset, *, prefix: str | None) -> tf.data.Dataset:
     """
 
     def explode(x):
-        passage = tf.strings.regex_replace(
-            x["passage"], r"(\.|\?|\!|\"|\')\n@highlight\n", r"\1 "
-        )
+        passage = tf.strings.regex_replace(x["passage"], r"(\.|\?|\!|\"|\')\n@highlight\n", r"\1 ")
         passage = tf.strings.regex_replace(passage, r"\n@highlight\n", ". ")
         entities = tf.strings.reduce_join(x["entities"], separator=", ")
         parts = ["query:", x["query"], "entities:", entities, "passage:", passage]
@@ -361,7 +358,11 @@ def trim_and_append_eos(
                 kept_tail = min((preserve_final or {}).get(key, 0), keep)
                 head = value[: keep - kept_tail]
                 tail = value[n - kept_tail :] if kept_tail else value[:0]
-                value = tf.cond(cut > 0, lambda: tf.concat([head, tail], 0), lambda: value)
+                value = tf.cond(
+                    cut > 0,
+                    lambda head=head, tail=tail: tf.concat([head, tail], 0),
+                    lambda value=value: value,
+                )
             x[key] = tf.concat([value, [feature.vocabulary.eos_id]], axis=0)
             x[f"{key}_truncated"] = cut
         return x
@@ -381,9 +382,21 @@ def count_truncated(dataset: tf.data.Dataset, features=("inputs", "targets")) ->
     return totals
 
 
+def load_vocabularies(dataset: tf.data.Dataset, output_features) -> tf.data.Dataset:
+    """Loads each feature's vocabulary before tokenization is traced.
+
+    Why: a missing or unreachable vocabulary file raised inside tf.data tracing arrives wrapped
+    in an autograph StagingError many frames deep; loaded here, it is the plain one-line
+    FileNotFoundError naming the path.
+    """
+    for feature in output_features.values():
+        _ = feature.vocabulary.vocab_size
+    return dataset
+
+
 def t5_token_steps(sentinel: bool = False) -> list:
     """The steps after the text preprocessors: tokenize, cache point, [sentinel], trim + EOS."""
-    steps = [seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder()]
+    steps = [load_vocabularies, seqio.preprocessors.tokenize, seqio.CacheDatasetPlaceholder()]
     if sentinel:
         steps.append(add_sentinel)
         steps.append(_trim_keep_sentinel)

@@ -25,7 +25,6 @@ from collections.abc import Iterator, Mapping
 import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
-
 from ptune.tasks import labels
 
 SUPERGLUE_DIR_ENV = "PTUNE_SUPERGLUE_DIR"

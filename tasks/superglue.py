@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 
 import seqio
-
 from ptune.tasks import labels, metrics, postprocessors, preprocessors, registry, sources
 
 # config -> (T5's benchmark word, input fields in T5's order). AX-b is rekeyed to RTE's fields
@@ -75,8 +74,14 @@ REQUIRED = {
     "cb": ("hypothesis", "premise", "label", "idx"),
     "copa": ("choice1", "choice2", "premise", "question", "label", "idx"),
     "multirc": (
-        "question", "answer", "paragraph", "label", "idx/paragraph", "idx/question", "idx/answer",
-    ),  # fmt: skip
+        "question",
+        "answer",
+        "paragraph",
+        "label",
+        "idx/paragraph",
+        "idx/question",
+        "idx/answer",
+    ),
     "record": ("passage", "query", "entities", "answers", "idx/passage", "idx/query"),
     "rte": ("hypothesis", "premise", "label", "idx"),
     "wic": ("sentence1", "sentence2", "word", "label", "idx"),
@@ -197,10 +202,14 @@ def _register_dpr(prefix: str) -> None:
     name = "dpr_v001_simple" if PREFIXES[prefix] else "taskless_dpr_v001_simple"
     registry.add_t5_task(
         name,
-        source=sources.TaskSource("definite_pronoun_resolution:1.1.0", splits={"train": "train", "test": "test"}),
+        source=sources.TaskSource(
+            "definite_pronoun_resolution:1.1.0", splits={"train": "train", "test": "test"}
+        ),
         text_preprocessors=[
             _check(name, ("sentence", "pronoun", "candidates", "label")),
-            functools.partial(preprocessors.dpr_simple, prefix="wsc:" if PREFIXES[prefix] else None),
+            functools.partial(
+                preprocessors.dpr_simple, prefix="wsc:" if PREFIXES[prefix] else None
+            ),
         ],
         metric_fns=[metrics.accuracy],
         with_sentinel=True,

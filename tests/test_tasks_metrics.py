@@ -4,7 +4,6 @@ import random
 
 import numpy as np
 import pytest
-
 from ptune.tasks import metrics, postprocessors
 
 
@@ -28,7 +27,9 @@ def test_cb_mean_f1_over_three_classes():
     result = metrics.mean_multiclass_f1(3)(targets, predictions)
     assert result == {"mean_3class_f1": pytest.approx(100 * (2 / 3 + 2 / 3 + 4 / 5) / 3)}
     # A class neither true nor predicted scores 0 (as scikit-learn's macro F1 did for T5).
-    assert metrics.mean_multiclass_f1(3)([0, 1], [0, 1]) == {"mean_3class_f1": pytest.approx(200 / 3)}
+    assert metrics.mean_multiclass_f1(3)([0, 1], [0, 1]) == {
+        "mean_3class_f1": pytest.approx(200 / 3)
+    }
 
 
 def test_f1_with_invalid_predictions_counted_wrong():
@@ -44,26 +45,37 @@ def test_multirc_f1a_and_grouped_exact_match():
     targets = [t(1, (0, 0)), t(0, (0, 0)), t(1, (0, 0)), t(0, (0, 1)), t(1, (0, 1))]
     predictions = [{"value": v} for v in (1, 0, 1, 1, 1)]
     # Over all answers: TP 3, FP 1, FN 0 -> 6/7. Per question: (0,0) all right, (0,1) not.
-    assert metrics.multirc_f1_over_all_answers(targets, predictions) == {"f1": pytest.approx(600 / 7)}
+    assert metrics.multirc_f1_over_all_answers(targets, predictions) == {
+        "f1": pytest.approx(600 / 7)
+    }
     em = metrics.mean_group_metric(metrics.all_match)(targets, predictions)
     assert em == {"exact_match": pytest.approx(50.0)}
     # An invalid prediction (-1) is wrong for F1 and breaks its question's exact match.
     predictions[0] = {"value": -1}
-    assert metrics.mean_group_metric(metrics.all_match)(targets, predictions) == {"exact_match": 0.0}
+    assert metrics.mean_group_metric(metrics.all_match)(targets, predictions) == {
+        "exact_match": 0.0
+    }
     # Predictions become [0, 0, 1, 1, 1]: TP 2, FP 1, FN 1 -> 2/3.
-    assert metrics.multirc_f1_over_all_answers(targets, predictions) == {"f1": pytest.approx(200 / 3)}
+    assert metrics.multirc_f1_over_all_answers(targets, predictions) == {
+        "f1": pytest.approx(200 / 3)
+    }
 
 
 def test_multirc_postprocessor_groups_by_paragraph_and_question():
     example = {"idx/paragraph": np.int32(2), "idx/question": np.int32(7), "idx/answer": np.int32(1)}
-    assert postprocessors.multirc("True", example=example, is_target=True) == {"value": 1, "group": (2, 7)}
+    assert postprocessors.multirc("True", example=example, is_target=True) == {
+        "value": 1,
+        "group": (2, 7),
+    }
     assert postprocessors.multirc("maybe", example=example, is_target=False) == {"value": -1}
 
 
 def test_squad_normalisation_and_max_over_answers():
     assert metrics.normalize_squad("The  Quick, brown-fox!") == "quick brownfox"
     assert metrics.normalize_squad("An apple a day") == "apple day"
-    result = metrics.squad([["Denver Broncos", "the Broncos"], ["Paris"]], ["broncos", "in Paris, France"])
+    result = metrics.squad(
+        [["Denver Broncos", "the Broncos"], ["Paris"]], ["broncos", "in Paris, France"]
+    )
     # Ex 1: "broncos" == "broncos" (second answer): EM 1, F1 1. Ex 2: EM 0, F1 P=1/3 R=1 -> 1/2.
     assert result == {"em": pytest.approx(50.0), "f1": pytest.approx(75.0)}
     assert metrics.squad([[]], ["anything"]) == {"em": 0.0, "f1": 0.0}
@@ -94,7 +106,10 @@ def test_record_postprocessor():
 
 def test_qa_postprocessor_returns_all_answers_for_targets():
     example = {"answers": np.array([b"Denver Broncos", b"Broncos"])}
-    assert postprocessors.qa("Broncos", example=example, is_target=True) == ["Denver Broncos", "Broncos"]
+    assert postprocessors.qa("Broncos", example=example, is_target=True) == [
+        "Denver Broncos",
+        "Broncos",
+    ]
     assert postprocessors.qa("Broncos", example=example, is_target=False) == "Broncos"
 
 
@@ -138,8 +153,18 @@ def test_rank_classification_picks_highest_score_in_any_order():
 
 
 def test_rank_classification_postprocessor():
-    example = {"idx": np.array([4, 1]), "is_correct": np.True_, "weight": np.float32(1), "targets": np.array([10998, 1])}
-    assert postprocessors.rank_classification(None, example=example, is_target=True) == ((4, 1), True, 1.0, 2)
+    example = {
+        "idx": np.array([4, 1]),
+        "is_correct": np.True_,
+        "weight": np.float32(1),
+        "targets": np.array([10998, 1]),
+    }
+    assert postprocessors.rank_classification(None, example=example, is_target=True) == (
+        (4, 1),
+        True,
+        1.0,
+        2,
+    )
     assert postprocessors.rank_classification(-2.5, example=example) == -2.5
 
 

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import seqio
 import tensorflow as tf
+from ptune.tasks import sources
 from test_tasks_superglue import AXB, AXG, BOOLQ, CB, COPA, MULTIRC, RTE, WIC, WSC
 from test_tasks_support import run_all, t5_vocab, texts  # noqa: F401
 
-from ptune.tasks import sources
-
 MULTIRC_TEXT = MULTIRC["paragraph"]
-RECORD_PASSAGE = "The harbour closed.\n@highlight\nShips waited outside\n@highlight\nNo one was hurt"
+RECORD_PASSAGE = (
+    "The harbour closed.\n@highlight\nShips waited outside\n@highlight\nNo one was hurt"
+)
 
 # Records exactly as the official SuperGLUE zips hold them (val.jsonl unless noted).
 OFFICIAL = {
@@ -152,7 +153,9 @@ def test_local_test_split_without_labels(superglue_dir):
 def test_local_record_missing_a_field_names_file_and_field(superglue_dir):
     path = superglue_dir / "CB" / "val.jsonl"
     path.write_text(json.dumps({"premise": "p", "label": "neutral", "idx": 0}) + "\n")
-    with pytest.raises(ValueError, match=r"SuperGLUE cb: record at .*CB/val.jsonl:1 is missing field 'hypothesis'"):
+    with pytest.raises(
+        ValueError, match=r"SuperGLUE cb: record at .*CB/val.jsonl:1 is missing field 'hypothesis'"
+    ):
         list(sources.read_superglue_jsonl(str(superglue_dir), "cb", "validation"))
     task = seqio.get_mixture_or_task("super_glue_cb_v102")
     with pytest.raises(Exception, match=r"missing field 'hypothesis'"):
@@ -167,11 +170,20 @@ def test_local_missing_file_and_bad_label(superglue_dir):
 
 
 def test_wsc_spans_repaired_as_tfds_does():
-    row = dict(OFFICIAL["wsc.fixed"], target={"span2_index": 13, "span1_index": 0, "span1_text": "mark.", "span2_text": "He"})
+    row = dict(
+        OFFICIAL["wsc.fixed"],
+        target={"span2_index": 13, "span1_index": 0, "span1_text": "mark.", "span2_text": "He"},
+    )
     [ex] = sources.convert_superglue_record("wsc.fixed", row)
     assert ex["span1_text"] == "Mark"
-    kept = dict(OFFICIAL["wsc.fixed"], target=dict(OFFICIAL["wsc.fixed"]["target"], span1_text="Kamenev and Zinoviev"))
-    assert next(sources.convert_superglue_record("wsc.fixed", kept))["span1_text"] == "Kamenev and Zinoviev"
+    kept = dict(
+        OFFICIAL["wsc.fixed"],
+        target=dict(OFFICIAL["wsc.fixed"]["target"], span1_text="Kamenev and Zinoviev"),
+    )
+    assert (
+        next(sources.convert_superglue_record("wsc.fixed", kept))["span1_text"]
+        == "Kamenev and Zinoviev"
+    )
 
 
 def test_jsonl_dataset_has_tfds_dtypes(superglue_dir):
@@ -220,7 +232,13 @@ def test_manual_dir_prepares_from_official_zips(monkeypatch, tmp_path):
     prepared = []
     monkeypatch.setattr(sources, "prepare_tfds", lambda *a: prepared.append(a))
     source = seqio.get_mixture_or_task("super_glue_cb_v102").source
-    monkeypatch.setattr(source, "tfds_source", lambda: seqio.FunctionDataSource(lambda split, shuffle_files: tf.data.Dataset.range(1), splits=["validation"]))  # fmt: skip
+
+    def one_element_source():
+        return seqio.FunctionDataSource(
+            lambda split, shuffle_files: tf.data.Dataset.range(1), splits=["validation"]
+        )
+
+    monkeypatch.setattr(source, "tfds_source", one_element_source)
     monkeypatch.setenv("PTUNE_TFDS_MANUAL_DIR", str(tmp_path / "zips"))
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "data"))
     assert list(source.get_dataset("validation", shuffle=False).as_numpy_iterator()) == [0]

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import seqio
 import tensorflow as tf
-from test_tasks_support import evaluate, run, run_all, t5_vocab, texts  # noqa: F401
-
 from ptune.tasks import preprocessors, registry, superglue
+from test_tasks_support import evaluate, run, run_all, t5_vocab, texts  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("t5_vocab")
 
@@ -107,8 +106,10 @@ CASES = [
         "boolq_v102",
         BOOLQ,
         "validation",
-        "passage: Sky -- The sky appears blue because air scatters blue light. "
-        "question: is the sky blue",
+        (
+            "passage: Sky -- The sky appears blue because air scatters blue light. "
+            "question: is the sky blue"
+        ),
         "boolq",
         "True",
     ),
@@ -116,8 +117,10 @@ CASES = [
         "cb_v102",
         CB,
         "validation",
-        "hypothesis: the language was peeled down premise: It was a complex language. "
-        "Not written down but handed down.",
+        (
+            "hypothesis: the language was peeled down premise: It was a complex language. "
+            "Not written down but handed down."
+        ),
         "cb",
         "neutral",
     ),
@@ -125,8 +128,10 @@ CASES = [
         "copa_v102",
         COPA,
         "train",
-        "choice1: The sun was rising. choice2: The grass was cut. premise: My body cast a "
-        "shadow over the grass. question: cause",
+        (
+            "choice1: The sun was rising. choice2: The grass was cut. premise: My body cast a "
+            "shadow over the grass. question: cause"
+        ),
         "copa",
         "choice1",
     ),
@@ -143,8 +148,10 @@ CASES = [
         "wic_v102",
         WIC,
         "validation",
-        "sentence1: Do you want to come over to my place later? sentence2: A political system "
-        "with no place for the less prominent groups. word: place",
+        (
+            "sentence1: Do you want to come over to my place later? sentence2: A political system "
+            "with no place for the less prominent groups. word: place"
+        ),
         "wic",
         "False",
     ),
@@ -160,8 +167,10 @@ CASES = [
         "axg_v102",
         AXG,
         "test",
-        "hypothesis: The patient's shift would be ending in an hour. premise: The nurse "
-        "notified the patient that his shift would be ending in an hour.",
+        (
+            "hypothesis: The patient's shift would be ending in an hour. premise: The nurse "
+            "notified the patient that his shift would be ending in an hour."
+        ),
         "rte",
         "not_entailment",
     ),
@@ -208,8 +217,10 @@ def test_record_highlight_after_punctuation_and_test_split_without_answers():
     )
     [ex] = run_all("taskless_super_glue_record_v102", [record], "test")
     assert texts(ex) == (
-        "query: @placeholder stayed shut all day. entities: Ships, The harbour, harbour "
-        'passage: He said "go." They went! Done',
+        (
+            "query: @placeholder stayed shut all day. entities: Ships, The harbour, harbour "
+            'passage: He said "go." They went! Done'
+        ),
         "<unk>",
     )
     assert list(ex["answers"]) == []
@@ -237,8 +248,10 @@ def test_wsc_hand_fixed_text_and_test_label():
     }
     ex = run("taskless_super_glue_wsc_v102_simple_eval", record, "test")
     assert texts(ex) == (
-        "The boy continued to whip the pony , and eventually the pony threw him over. "
-        'John laughed out quite loud. "Good for *him* ," he said.',
+        (
+            "The boy continued to whip the pony , and eventually the pony threw him over. "
+            'John laughed out quite loud. "Good for *him* ," he said.'
+        ),
         "boy",
     )
 
@@ -272,7 +285,9 @@ def test_dpr_simple():
 def test_test_split_label_minus_one_becomes_unk():
     ex = run("taskless_super_glue_boolq_v102", dict(BOOLQ, label=-1), "test")
     assert texts(ex)[1] == "<unk>"
-    ranked = run_all("taskless_super_glue_boolq_v102_rank_classification", [dict(BOOLQ, label=-1)], "test")
+    ranked = run_all(
+        "taskless_super_glue_boolq_v102_rank_classification", [dict(BOOLQ, label=-1)], "test"
+    )
     assert [bool(ex["is_correct"]) for ex in ranked] == [False, False]
 
 
@@ -294,7 +309,10 @@ def test_sentinel_variant_appends_and_prepends_extra_id_0():
 
 
 def test_wsc_sentinel_names_follow_t5():
-    for name in ("super_glue_wsc_v102_simple_1_sentinel_train", "taskless_super_glue_wsc_v102_simple_1_sentinel_eval"):
+    for name in (
+        "super_glue_wsc_v102_simple_1_sentinel_train",
+        "taskless_super_glue_wsc_v102_simple_1_sentinel_eval",
+    ):
         assert name in registry.list_tasks()
 
 
@@ -309,20 +327,28 @@ def test_rank_classification_scores_every_label(config):
     generative = run(f"taskless_super_glue_{config}_v102", record, split)
     assert [texts(ex) for ex in out] == [(texts(generative)[0], label) for label in labels]
     assert [tuple(ex["idx"]) for ex in out] == [(0, k) for k in range(len(labels))]
-    assert [bool(ex["is_correct"]) for ex in out] == [k == record["label"] for k in range(len(labels))]
+    assert [bool(ex["is_correct"]) for ex in out] == [
+        k == record["label"] for k in range(len(labels))
+    ]
 
 
 def test_rank_classification_metric_end_to_end():
     records = [dict(BOOLQ, label=1, idx=0), dict(BOOLQ, label=0, idx=1)]
     # Candidates in order (ex0: False, True), (ex1: False, True); picks True then True.
-    metrics = evaluate("taskless_super_glue_boolq_v102_rank_classification", records, scores=[-3.0, -1.0, -2.0, -0.5])
+    metrics = evaluate(
+        "taskless_super_glue_boolq_v102_rank_classification",
+        records,
+        scores=[-3.0, -1.0, -2.0, -0.5],
+    )
     assert metrics["accuracy"] == pytest.approx(50.0)
     assert metrics["f1"] == pytest.approx(100 * 2 / 3)
 
 
 def test_cb_metrics_end_to_end_with_invalid_prediction():
     records = [dict(CB, label=0), dict(CB, label=1), dict(CB, label=2)]
-    metrics = evaluate("taskless_super_glue_cb_v102", records, predictions=["entailment", "maybe", "neutral"])
+    metrics = evaluate(
+        "taskless_super_glue_cb_v102", records, predictions=["entailment", "maybe", "neutral"]
+    )
     # Per-class F1: entailment 1, contradiction 0 (never predicted), neutral 1.
     assert metrics["mean_3class_f1"] == pytest.approx(200 / 3)
     assert metrics["accuracy"] == pytest.approx(200 / 3)
@@ -330,10 +356,14 @@ def test_cb_metrics_end_to_end_with_invalid_prediction():
 
 def test_multirc_metrics_end_to_end_group_by_question():
     def answer(question, answer_idx, label):
-        return dict(MULTIRC, label=label, idx={"paragraph": 0, "question": question, "answer": answer_idx})
+        return dict(
+            MULTIRC, label=label, idx={"paragraph": 0, "question": question, "answer": answer_idx}
+        )
 
     records = [answer(0, 0, 1), answer(0, 1, 0), answer(1, 2, 1), answer(1, 3, 1)]
-    metrics = evaluate("taskless_super_glue_multirc_v102", records, predictions=["True", "False", "True", "False"])
+    metrics = evaluate(
+        "taskless_super_glue_multirc_v102", records, predictions=["True", "False", "True", "False"]
+    )
     # F1a over answers: TP 2, FP 0, FN 1 -> 0.8; EM: question 0 right, question 1 wrong.
     assert metrics["f1"] == pytest.approx(80.0)
     assert metrics["exact_match"] == pytest.approx(50.0)
@@ -343,7 +373,9 @@ def test_record_metric_end_to_end_counts_each_query_once():
     other = dict(RECORD, answers=["Ships"], idx={"passage": 5, "query": 10})
     # Examples: query 9 twice (one per answer), query 10 once.
     metrics = evaluate(
-        "taskless_super_glue_record_v102", [RECORD, other], predictions=["the Harbour!", "nothing", "ships waiting"]
+        "taskless_super_glue_record_v102",
+        [RECORD, other],
+        predictions=["the Harbour!", "nothing", "ships waiting"],
     )
     assert metrics["em"] == pytest.approx(50.0)
     assert metrics["f1"] == pytest.approx(100 * (1 + 2 / 3) / 2)
@@ -351,13 +383,17 @@ def test_record_metric_end_to_end_counts_each_query_once():
 
 def test_wsc_metric_end_to_end():
     wrong = dict(WSC, span1_text="Pete", span1_index=2, label=0)
-    metrics = evaluate("taskless_super_glue_wsc_v102_simple_eval", [WSC, wrong], predictions=["mark", "Mark"])
+    metrics = evaluate(
+        "taskless_super_glue_wsc_v102_simple_eval", [WSC, wrong], predictions=["mark", "Mark"]
+    )
     assert metrics["accuracy"] == pytest.approx(100.0)
 
 
 def test_missing_field_names_task_and_field():
     record = {k: v for k, v in BOOLQ.items() if k != "passage"}
-    with pytest.raises(ValueError, match=r"taskless_super_glue_boolq_v102: record is missing field 'passage'"):
+    with pytest.raises(
+        ValueError, match=r"taskless_super_glue_boolq_v102: record is missing field 'passage'"
+    ):
         run("taskless_super_glue_boolq_v102", record)
     record = dict(MULTIRC, idx={"paragraph": 0, "answer": 1})
     with pytest.raises(ValueError, match=r"super_glue_multirc_v102: .* field 'idx/question'"):
@@ -399,4 +435,6 @@ def test_mixtures_use_t5_rates():
     assert rates["taskless_super_glue_axb_v102"] == 0
     assert len(rates) == 12
     sentinel = seqio.get_mixture_or_task("super_glue_v102_proportional_sentinel")
-    assert {t.name for t in sentinel.tasks} == {registry.sentinel_name(n) for n in superglue.MIXING_RATES}
+    assert {t.name for t in sentinel.tasks} == {
+        registry.sentinel_name(n) for n in superglue.MIXING_RATES
+    }

@@ -2,9 +2,8 @@
 
 import pytest
 import seqio
-from test_tasks_support import evaluate, run, run_all, t5_vocab, texts  # noqa: F401
-
 from ptune.tasks import mrqa, registry
+from test_tasks_support import evaluate, run, run_all, t5_vocab, texts  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("t5_vocab")
 
@@ -41,8 +40,10 @@ MRPC = {
 def test_squad_pads_punctuation_and_keeps_all_answers():
     ex = run("squad_v010_allanswers", SQUAD)
     assert texts(ex) == (
-        "question: What is the school ' s character ? context: Architecturally , the school "
-        "has a Catholic character . ",
+        (
+            "question: What is the school ' s character ? context: Architecturally , the school "
+            "has a Catholic character . "
+        ),
         "a Catholic character",
     )
     assert [a.decode() for a in ex["answers"]] == ["a Catholic character", "Catholic"]
@@ -50,7 +51,9 @@ def test_squad_pads_punctuation_and_keeps_all_answers():
 
 def test_squad_metric_end_to_end():
     other = dict(SQUAD, id="x2", answers={"text": ["Paris"], "answer_start": [0]})
-    metrics = evaluate("squad_v010_allanswers", [SQUAD, other], predictions=["Catholic", "in Paris, France"])
+    metrics = evaluate(
+        "squad_v010_allanswers", [SQUAD, other], predictions=["Catholic", "in Paris, France"]
+    )
     # Ex 1 matches its second answer; ex 2: EM 0, token F1 P=1/3 R=1 -> 1/2.
     assert metrics == {"em": pytest.approx(50.0), "f1": pytest.approx(75.0)}
 

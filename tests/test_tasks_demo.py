@@ -1,0 +1,83 @@
+"""The offline demo task: shipped data, byte vocabulary, learnable labels, metrics."""
+
+import collections
+
+import pytest
+import seqio
+from ptune.tasks import demo, registry
+from test_tasks_support import evaluate, run, run_all, texts
+
+# Written here, not imported: the rule a model has to learn.
+POSITIVE = {"good", "great", "lovely", "excellent", "pleasant", "fun", "wonderful", "nice"}
+NEGATIVE = {"bad", "awful", "boring", "terrible", "dull", "poor", "sad", "horrible"}
+
+
+def test_shipped_data_is_what_the_generator_writes():
+    assert {split: demo.read(split) for split in ("train", "validation")} == demo.generate()
+
+
+def test_labels_follow_from_the_text_alone():
+    rows = demo.read("train") + demo.read("validation")
+    for row in rows:
+        words = row["sentence"].rstrip(".").split()
+        adjective = words[-1]
+        assert adjective in POSITIVE | NEGATIVE
+        positive = (adjective in POSITIVE) != ("not" in words)
+        assert row["label"] == ("positive" if positive else "negative"), row
+
+
+def test_splits_sizes_balance_and_disjointness():
+    train, validation = demo.read("train"), demo.read("validation")
+    assert (len(train), len(validation)) == (400, 80)
+    assert collections.Counter(r["label"] for r in validation) == {"negative": 40, "positive": 40}
+    assert not {r["sentence"] for r in train} & {r["sentence"] for r in validation}
+    assert [r["idx"] for r in validation] == list(range(80))
+
+
+def test_task_formats_taskless_on_bytes():
+    record = {"sentence": "the soup was not very good.", "label": 0, "idx": 0}
+    ex = run("ptune_demo", record)
+    assert texts(ex) == ("sentence: the soup was not very good.", "negative")
+    assert list(ex["inputs"]) == [b + 3 for b in b"sentence: the soup was not very good."] + [1]
+    assert list(ex["targets"]) == [b + 3 for b in b"negative"] + [1]
+    vocabulary = seqio.get_mixture_or_task("ptune_demo").output_features["inputs"].vocabulary
+    assert isinstance(vocabulary, seqio.ByteVocabulary) and vocabulary.vocab_size == 259
+
+
+def test_real_shipped_data_fits_the_demo_lengths():
+    task = seqio.get_mixture_or_task("ptune_demo")
+    for split, size in demo.SPLITS.items():
+        examples = list(task.get_dataset(split=split, shuffle=False).as_numpy_iterator())
+        assert len(examples) == size
+        assert max(len(ex["inputs"]) for ex in examples) <= demo.SEQUENCE_LENGTH["inputs"]
+        assert max(len(ex["targets"]) for ex in examples) <= demo.SEQUENCE_LENGTH["targets"]
+        assert {texts(ex)[1] for ex in examples} == {"negative", "positive"}
+
+
+def test_label_names_for_the_class_label_initializer():
+    assert demo.LABELS == ("negative", "positive")
+    assert registry.label_names("ptune_demo") == ["negative", "positive"]
+    assert registry.label_names("ptune_demo_rank_classification") == ["negative", "positive"]
+
+
+def test_accuracy_end_to_end_with_an_invalid_prediction():
+    records = [{"sentence": s, "label": l, "idx": i} for i, (s, l) in enumerate(
+        [("the park is nice.", 1), ("his car was bad.", 0), ("the room is not fun.", 0), ("the game is fun.", 1)]
+    )]  # fmt: skip
+    metrics = evaluate(
+        "ptune_demo", records, predictions=["positive", "negative", "positive", "posi"]
+    )
+    assert metrics == {"accuracy": 50.0}
+
+
+def test_rank_classification_variant():
+    record = {"sentence": "the park is nice.", "label": 1, "idx": 0}
+    out = run_all("ptune_demo_rank_classification", [record])
+    assert [texts(ex) for ex in out] == [
+        ("sentence: the park is nice.", "negative"),
+        ("sentence: the park is nice.", "positive"),
+    ]
+    assert [bool(ex["is_correct"]) for ex in out] == [False, True]
+    records = [record, dict(record, label=0, idx=1)]
+    metrics = evaluate("ptune_demo_rank_classification", records, scores=[-2.0, -1.0, -0.5, -3.0])
+    assert metrics["accuracy"] == pytest.approx(100.0)

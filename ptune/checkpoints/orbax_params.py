@@ -54,6 +54,12 @@ def t5x_orbax_dir(path: str) -> Optional[str]:
     return None
 
 
+def _restorer() -> ocp.Checkpointer:
+    """Orbax bounds the bytes it reads concurrently (default 96 GB, i.e. unbounded here);
+    1 GB keeps its transient host buffers small next to the restored model."""
+    return ocp.Checkpointer(ocp.PyTreeCheckpointHandler(restore_concurrent_gb=1))
+
+
 def _tree_metadata(directory: str) -> dict:
     try:
         metadata = ocp.PyTreeCheckpointer().metadata(directory)
@@ -90,7 +96,7 @@ def _source(directory: str, subtree: Optional[str], fmt: str, path: str,
         if subtree:
             item, args = {subtree: item}, {subtree: args}
         try:
-            out = ocp.PyTreeCheckpointer().restore(directory, args=ocp.args.PyTreeRestore(
+            out = _restorer().restore(directory, args=ocp.args.PyTreeRestore(
                 item=item, restore_args=args, partial_restore=True))
         except (ValueError, OSError, KeyError) as e:
             raise UserError(f"cannot restore the Orbax checkpoint {directory}: "

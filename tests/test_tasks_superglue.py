@@ -100,7 +100,8 @@ WSC_TEXT = (
     "*He* should have been more truthful."
 )
 
-# (task suffix, record, split, T5 inputs without the task word, task word, target)
+# (task suffix, record, split, T5 inputs without the task word, task word, target); every
+# task built on these is run in test_tasks_all.py, in both the T5 and the taskless form.
 CASES = [
     (
         "boolq_v102",
@@ -177,18 +178,6 @@ CASES = [
     ("wsc_v102_simple_eval", WSC, "validation", WSC_TEXT, "wsc:", "Mark"),
     ("wsc_v102_simple_train", WSC, "train", WSC_TEXT, "wsc:", "Mark"),
 ]
-
-
-@pytest.mark.parametrize("suffix,record,split,text,word,target", CASES, ids=[c[0] for c in CASES])
-def test_t5_and_taskless_strings(suffix, record, split, text, word, target):
-    with_word = run(f"super_glue_{suffix}", record, split)
-    taskless = run(f"taskless_super_glue_{suffix}", record, split)
-    assert texts(with_word) == (f"{word} {text}", target)
-    assert texts(taskless) == (text, target)
-    # Tokenized with T5's vocabulary, EOS-terminated.
-    v = seqio.get_mixture_or_task(f"super_glue_{suffix}").output_features["inputs"].vocabulary
-    assert list(with_word["inputs"]) == v.encode(f"{word} {text}") + [1]
-    assert list(with_word["targets"]) == v.encode(target) + [1]
 
 
 def test_multirc_keeps_its_grouping_ids():

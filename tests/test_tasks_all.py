@@ -1,0 +1,121 @@
+"""Every task ptune registers runs its real preprocessors on a record and gives the expected text.
+
+Each registered name is reduced to its taskless base task, whose expected inputs and target are
+written by hand (here or in the per-family test modules); the variants must relate to it exactly:
+the T5 form adds the task word, `_1_sentinel` keeps the strings and brackets the ids with
+`<extra_id_0>`, `_rank_classification` pairs the same inputs with every label.
+"""
+
+import pytest
+import seqio
+from ptune.tasks import registry
+from test_tasks_superglue import CASES, RECORD, RECORD_TEXT
+from test_tasks_support import run_all, t5_vocab, texts  # noqa: F401
+from test_tasks_transfer import MRPC, MRQA_BIOASQ, QQP, SQUAD
+
+DPR = {
+    "sentence": "Bob asked Tom if he can lend some money.",
+    "pronoun": "he",
+    "candidates": ["Bob", "Tom"],
+    "label": 1,
+}
+MRQA_TEXT = (
+    "question: What does hepcidin regulate ? context: Hepcidin regulates iron ( Fe ) absorption . "
+)
+
+# taskless base task -> (record, split, inputs without task word, target, T5 task word)
+BASES = {
+    f"taskless_super_glue_{suffix}": (record, split, text, target, word)
+    for suffix, record, split, text, word, target in CASES
+}
+BASES.update(
+    {
+        "taskless_super_glue_record_v102": (RECORD, "train", RECORD_TEXT, "The harbour", "record"),
+        "taskless_dpr_v001_simple": (
+            DPR,
+            "train",
+            "Bob asked Tom if *he* can lend some money.",
+            "Tom",
+            "wsc:",
+        ),
+        "taskless_glue_qqp_v002": (
+            QQP,
+            "validation",
+            "question1: How do I learn Python? question2: What is the best way to learn Python?",
+            "duplicate",
+            "qqp",
+        ),
+        "taskless_glue_mrpc_v002": (
+            MRPC,
+            "validation",
+            (
+                "sentence1: Amrozi accused his brother. sentence2: Referring to him as the witness, "
+                "Amrozi accused his brother."
+            ),
+            "equivalent",
+            "mrpc",
+        ),
+        "squad_v010_allanswers": (
+            SQUAD,
+            "validation",
+            (
+                "question: What is the school ' s character ? context: Architecturally , the school "
+                "has a Catholic character . "
+            ),
+            "a Catholic character",
+            None,
+        ),
+        "ptune_demo": (
+            {"sentence": "the park is nice.", "label": 1, "idx": 0},
+            "validation",
+            "sentence: the park is nice.",
+            "positive",
+            None,
+        ),
+    }
+)
+for name in ("textbook_qa", "bio_asq", "race", "relation_extraction", "duo_rc", "drop"):
+    BASES[f"mrqa_{name}_v100"] = (
+        MRQA_BIOASQ,
+        "validation",
+        MRQA_TEXT,
+        "iron ( Fe ) absorption",
+        None,
+    )
+
+TASKS = sorted(set(registry.list_tasks(only_ptune=True)) & set(seqio.TaskRegistry.names()))
+
+
+def base_of(name: str) -> tuple[str, bool]:
+    """(taskless base task, whether `name` writes the task word)."""
+    base = name.replace("_1_sentinel", "").replace("_rank_classification", "")
+    base = base.replace("mrpc_from_qqp", "mrpc").replace("qqp_from_mrpc", "qqp")
+    for t5_prefix in ("super_glue_", "glue_", "dpr_"):
+        if base.startswith(t5_prefix):
+            return "taskless_" + base, True
+    return base, False
+
+
+def test_every_registered_task_is_covered():
+    assert len(TASKS) == 85
+    assert {base_of(name)[0] for name in TASKS} == set(BASES)
+
+
+@pytest.mark.usefixtures("t5_vocab")
+@pytest.mark.parametrize("name", TASKS)
+def test_registered_task_runs_on_a_record(name):
+    base, with_word = base_of(name)
+    record, split, text, target, word = BASES[base]
+    if with_word:
+        text = f"{word} {text}"
+    out = run_all(name, [record], split)
+    if name.endswith("_rank_classification"):
+        assert [texts(ex) for ex in out] == [(text, label) for label in registry.label_names(name)]
+    else:
+        assert texts(out[0]) == (text, target)
+    # Tokenized with the task's vocabulary, EOS-terminated (sentinel tasks: <extra_id_0> too).
+    vocabulary = seqio.get_mixture_or_task(name).output_features["inputs"].vocabulary
+    sentinel = [32099] if "_1_sentinel" in name else []
+    assert list(out[0]["inputs"]) == vocabulary.encode(text) + sentinel + [1]
+    expected_target = out[0]["targets_pretokenized"].decode()
+    assert list(out[0]["targets"]) == sentinel + vocabulary.encode(expected_target) + [1]

@@ -23,6 +23,7 @@ _CORE = [
     "tensorflow-text==2.21.1",
     "sentencepiece==0.2.3",
     "clu==0.0.12",
+    "tensorboard==2.20.0",  # clu writes TensorBoard event files through it
     "tqdm==4.70.1",
 ]
 

@@ -118,8 +118,103 @@ def cmd_convert(argv: Sequence[str], gin_args) -> int:
     return 0
 
 
+REQUIRED_MACROS = ("MODEL_DIR", "MIXTURE_OR_TASK_NAME", "INITIAL_CHECKPOINT_PATH",
+                   "INITIAL_PROMPT_FILE")
+
+
+def _check_required_macros() -> None:
+    """t5x-style macros bound to %gin.REQUIRED fail here, before any work, in one line."""
+    import gin
+
+    for name in REQUIRED_MACROS:
+        try:
+            value = gin.query_parameter(f"{name}/macro.value")
+        except (ValueError, KeyError):
+            continue
+        if value is gin.REQUIRED or type(value).__name__ == "_GinRequired" or (
+                hasattr(value, "selector") and "REQUIRED" in str(value)):
+            example = {"MODEL_DIR": "'runs/my_run'",
+                       "MIXTURE_OR_TASK_NAME": "'taskless_super_glue_boolq_v102'",
+                       "INITIAL_CHECKPOINT_PATH": "'gs://.../checkpoint_1100000'",
+                       "INITIAL_PROMPT_FILE": "'prompt.npy'"}[name]
+            raise UserError(f"{name} is required: pass --gin.{name}=\"{example}\"")
+
+
+def _setup_logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("ptune").setLevel(logging.INFO)
+
+
+def _configured(gin_args, fn):
+    from ptune import ginconfig
+
+    ginconfig.parse(gin_args)
+    _check_required_macros()
+    return ginconfig.call(fn)
+
+
+@command("train", "train (or resume) a prompt from gin files")
+def cmd_train(argv: Sequence[str], gin_args) -> int:
+    import gin
+
+    parser = argparse.ArgumentParser(prog="ptune train")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh even if MODEL_DIR holds a different run")
+    args = parser.parse_args(argv)
+    _setup_logging()
+    import ptune.tasks  # noqa: F401  registers the tasks
+    from ptune import trainer
+
+    cfg = _configured(gin_args, trainer.TrainConfig)
+    if args.overwrite:
+        cfg = dataclasses.replace(cfg, overwrite=True)
+    summary = trainer.train(cfg, config_text=gin.config_str())
+    best = summary.get("best")
+    print(f"trained to step {summary['step']} in {cfg.model_dir}"
+          + (f"; best {best['metric']} {best['value']:.4f} at step {best['step']}" if best
+             else ""))
+    return 0
+
+
+@command("eval", "evaluate a saved prompt (or a bare checkpoint) on a task")
+def cmd_eval(argv: Sequence[str], gin_args) -> int:
+    import json
+
+    argparse.ArgumentParser(prog="ptune eval").parse_args(argv)
+    _setup_logging()
+    import ptune.tasks  # noqa: F401
+    from ptune import evaluation
+
+    cfg = _configured(gin_args, evaluation.EvalConfig)
+    results = evaluation.run_eval(cfg)
+    print(json.dumps(results, indent=2, sort_keys=True))
+    return 0
+
+
+@command("tasks", "list the registered seqio tasks and mixtures")
+def cmd_tasks(argv: Sequence[str], gin_args) -> int:
+    parser = argparse.ArgumentParser(prog="ptune tasks")
+    parser.add_argument("--all", action="store_true", help="also tasks registered by others")
+    args = parser.parse_args(argv)
+    import ptune.tasks  # noqa: F401
+    from ptune.tasks import registry
+
+    tasks = registry.list_tasks(only_ptune=not args.all)
+    mixtures = registry.list_mixtures()
+    print(f"tasks ({len(tasks)}):")
+    for name in tasks:
+        print(f"  {name}")
+    print(f"mixtures ({len(mixtures)}):")
+    for name in mixtures:
+        print(f"  {name}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter out
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `ptune info | head` ends quietly
     usage = "usage: ptune {" + ",".join(COMMANDS) + "} [flags]\n" + "\n".join(

@@ -1,0 +1,204 @@
+"""Gin-configured runs: every shipped gin combination parses; a real (tiny) training run on
+the embedded demo task writes what it promises; eval reproduces it; bad input is one line."""
+
+import dataclasses
+import itertools
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import ptune.tasks  # noqa: F401  registers the tasks
+from ptune import evaluation, ginconfig, prompts, trainable, trainer
+from ptune.errors import UserError
+from ptune.models import t5
+
+from conftest import REPO
+
+TINY = t5.T5Config(vocab_size=384, emb_dim=16, num_heads=2, num_encoder_layers=1,
+                   num_decoder_layers=1, head_dim=8, mlp_dim=32,
+                   mlp_activations=("gelu", "linear"), dropout_rate=0.1)
+
+
+def tiny_config(model_dir, **changes):
+    cfg = trainer.TrainConfig(
+        model_dir=str(model_dir), mixture_or_task_name="ptune_demo_rank_classification",
+        model=TINY, random_init=True, task_feature_lengths={"inputs": 64, "targets": 8},
+        batch_size=8, train_steps=6, prompt=trainer.PromptConfig(length=4), eval_period=3,
+        eval_batch_size=16, eval_metric="accuracy", checkpoint_period=3, keep_checkpoints=2,
+        log_period=2)
+    return dataclasses.replace(cfg, **changes)
+
+
+def _gin_files(kind):
+    return sorted(f"{kind}/{name}" for name in os.listdir(os.path.join(REPO, "gin", kind)))
+
+
+RUN_MACROS = ["MODEL_DIR='/tmp/x'", "MIXTURE_OR_TASK_NAME='ptune_demo'",
+              "INITIAL_CHECKPOINT_PATH='/tmp/ckpt'", "INITIAL_PROMPT_FILE='/tmp/p.npy'",
+              "PROMPT_FILE='/tmp/p.npy'"]
+
+
+@pytest.mark.parametrize("run", ["runs/prompt_tuning.gin", "runs/model_tuning.gin",
+                                 "runs/demo.gin", "runs/eval.gin"])
+def test_every_shipped_gin_combination_parses(run):
+    import gin
+
+    fn = evaluation.EvalConfig if run == "runs/eval.gin" else trainer.TrainConfig
+    with_prompt = run in ("runs/prompt_tuning.gin", "runs/demo.gin")
+    prompt_files = [None] + _gin_files("prompts") if with_prompt else [None]
+    for model, prompt in itertools.product(_gin_files("models"), prompt_files):
+        files = [model] + ([prompt] if prompt else []) + [run]
+        macros = [m for m in RUN_MACROS
+                  if not (run == "runs/demo.gin" and m.startswith(("MIXTURE", "INITIAL")))]
+        ginconfig.parse(ginconfig.GinArgs(files=files, bindings=macros))
+        cfg = gin.get_configurable(fn)()
+        assert isinstance(cfg.model, t5.T5Config)
+        if fn is trainer.TrainConfig and prompt:
+            assert cfg.prompt.initializer is not None, files
+        gin.clear_config()
+
+
+def test_paper_recipe_is_the_prompt_tuning_default():
+    import gin
+
+    ginconfig.parse(ginconfig.GinArgs(files=["models/t5_1_1_base.gin", "runs/prompt_tuning.gin"],
+                                      bindings=RUN_MACROS[:3]))
+    cfg = gin.get_configurable(trainer.TrainConfig)()
+    gin.clear_config()
+    assert cfg.prompt.length == 100 and cfg.prompt.initializer is None  # class labels
+    assert cfg.batch_size == 32 and cfg.train_steps == 30000
+    assert dict(cfg.task_feature_lengths) == {"inputs": 512, "targets": 8}
+    assert list(cfg.trainable) == ["encoder/prompt/prompt"]
+    assert cfg.model.dropout_rate == 0.1 and cfg.eval_split == "validation"
+
+
+def test_no_value_is_bound_in_two_shipped_files():
+    import re
+
+    seen = {}
+    for kind in ("prompts", "runs"):
+        for name in _gin_files(kind):
+            scope = None
+            for line in open(os.path.join(REPO, "gin", name)):
+                line = line.split("#")[0].rstrip()
+                block = re.match(r"^([\w.]+):$", line)
+                if block:
+                    scope = block.group(1)
+                    continue
+                binding = re.match(r"^(\s*)([\w./]+)\s*=", line)
+                if not binding:
+                    continue
+                key = binding.group(2) if not binding.group(1) else f"{scope}.{binding.group(2)}"
+                seen.setdefault(key, []).append(name)
+    # Runs are alternatives (one per command line); prompts/ and runs/ must never overlap.
+    for key, files in seen.items():
+        kinds = {f.split("/")[0] for f in files}
+        assert len(kinds) == 1, (key, files)
+
+
+def _ptune(*args, cwd="/"):
+    return subprocess.run([sys.executable, "-m", "ptune.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("missing", ["MODEL_DIR", "MIXTURE_OR_TASK_NAME",
+                                     "INITIAL_CHECKPOINT_PATH"])
+def test_required_values_fail_early_in_one_line(missing):
+    bindings = [f"--gin.{m}" for m in RUN_MACROS[:3] if not m.startswith(missing)]
+    proc = _ptune("train", "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/prompt_tuning.gin",
+                  *bindings)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"ptune: error: {missing} is required")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("run")
+    summary = trainer.train(tiny_config(model_dir), config_text="# test\n")
+    return model_dir, summary
+
+
+def test_training_run_writes_what_it_promises(finished_run):
+    model_dir, summary = finished_run
+    assert summary["step"] == 6
+    lines = [json.loads(line) for line in open(model_dir / "metrics.jsonl")]
+    train_steps = [x["step"] for x in lines if x["split"] == "train"]
+    assert train_steps == [2, 4, 6]
+    assert all(np.isfinite(x["loss"]) and x["steps_per_sec"] > 0 for x in lines
+               if x["split"] == "train")
+    evals = [x for x in lines if x["split"].startswith("validation/")]
+    assert [x["step"] for x in evals] == [3, 6] and "accuracy" in evals[0]
+    for step in (3, 6):
+        directory = model_dir / "numpy_checkpoints" / f"checkpoint_{step}"
+        npy = np.load(directory / "encoder.prompt.prompt.npy")
+        assert npy.shape == (4, 16)
+        loaded = prompts.load_prompt_file(str(directory / "encoder.prompt.prompt.safetensors"))
+        np.testing.assert_array_equal(npy, loaded)
+    final = np.asarray(summary["state"].params["encoder"]["prompt"]["prompt"])
+    np.testing.assert_array_equal(
+        np.load(model_dir / "numpy_checkpoints" / "checkpoint_6" / "encoder.prompt.prompt.npy"),
+        final)
+    assert sorted(os.listdir(model_dir / "checkpoints")) == ["3", "6"]
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(model_dir / "train"))
+    assert (model_dir / "config.gin").read_text() == "# test\n"
+    assert json.load(open(model_dir / "eval" / "validation_step_6.json"))["step"] == 6
+    assert (model_dir / "numpy_checkpoints" / "best" / "encoder.prompt.prompt.npy").exists()
+
+
+def test_eval_of_the_exported_prompt_reproduces_training_numbers(finished_run, tmp_path):
+    model_dir, summary = finished_run
+    cfg = evaluation.EvalConfig(
+        mixture_or_task_name="ptune_demo_rank_classification", model=TINY,
+        checkpoint_path=str(model_dir / "random_init"),
+        prompt_file=str(model_dir / "numpy_checkpoints" / "checkpoint_6" /
+                        "encoder.prompt.prompt.npy"),
+        task_feature_lengths={"inputs": 64, "targets": 8}, batch_size=16,
+        output_dir=str(tmp_path))
+    results = evaluation.run_eval(cfg)
+    assert results == summary["eval"]
+    assert json.load(open(tmp_path / "eval_validation.json"))["results"] == results
+
+
+def test_finished_run_resumes_as_a_no_op_and_longer_runs_continue(finished_run):
+    model_dir, summary = finished_run
+    again = trainer.train(tiny_config(model_dir))
+    assert again["step"] == 6
+    np.testing.assert_array_equal(
+        np.asarray(again["state"].params["encoder"]["prompt"]["prompt"]),
+        np.asarray(summary["state"].params["encoder"]["prompt"]["prompt"]))
+
+
+def test_model_dir_with_another_configuration_is_refused(finished_run, tmp_path):
+    model_dir, _ = finished_run
+    with pytest.raises(UserError, match=r"different configuration \(changed: prompt\)"):
+        trainer.train(tiny_config(model_dir, prompt=trainer.PromptConfig(length=5)))
+    other = tmp_path / "other"
+    trainer.train(tiny_config(other, train_steps=3, eval_period=0))
+    fresh = trainer.train(tiny_config(other, train_steps=3, eval_period=0, seed=1,
+                                      overwrite=True))
+    assert fresh["step"] == 3 and json.load(open(other / "run.json"))["seed"] == 1
+
+
+def test_unknown_task_lists_close_matches(tmp_path):
+    with pytest.raises(UserError, match="ptune_demo"):
+        trainer.train(tiny_config(tmp_path / "x", mixture_or_task_name="ptune_dem"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_random_weights_must_be_asked_for(tmp_path):
+    with pytest.raises(UserError, match="INITIAL_CHECKPOINT_PATH is required"):
+        trainer.train(tiny_config(tmp_path / "x", random_init=False))
+
+
+def test_nan_loss_stops_with_the_step(tmp_path):
+    # A NaN learning rate turns the prompt into NaN after step 1; step 2's loss is NaN.
+    cfg = tiny_config(tmp_path / "run", eval_period=0, checkpoint_period=1,
+                      optimizer=trainable.paper_adafactor(learning_rate=float("nan")))
+    with pytest.raises(UserError, match=r"loss became nan at step 2; stopping \(the last "
+                                        r"checkpoint, step 1, is intact\)"):
+        trainer.train(cfg)
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["1"]

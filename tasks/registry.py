@@ -57,19 +57,23 @@ def label_names(name: str) -> list[str] | None:
     return None
 
 
-def list_tasks(only_ptune: bool = False) -> list[str]:
-    """Sorted names of all registered seqio tasks and mixtures (what `ptune tasks` prints).
+def list_tasks(only_ptune: bool = False, include_mixtures: bool = True) -> list[str]:
+    """Sorted names of the registered seqio tasks and (by default) mixtures, for `ptune tasks`.
 
-    `only_ptune` leaves out anything registered by other code in the same process.
+    `only_ptune` leaves out anything registered by other code in the same process;
+    `include_mixtures=False` lists tasks alone (then `list_mixtures()` gives the rest).
     """
-    names = set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
+    names = set(seqio.TaskRegistry.names())
+    if include_mixtures:
+        names |= set(seqio.MixtureRegistry.names())
     if only_ptune:
         names &= _OURS
     return sorted(names)
 
 
-def list_mixtures() -> list[str]:
-    return sorted(seqio.MixtureRegistry.names())
+def list_mixtures(only_ptune: bool = False) -> list[str]:
+    names = set(seqio.MixtureRegistry.names())
+    return sorted(names & _OURS if only_ptune else names)
 
 
 def get_task_or_mixture(name: str) -> seqio.Task | seqio.Mixture:

@@ -19,6 +19,11 @@ def test_every_ptune_name_resolves_and_mixtures_point_at_registered_tasks():
             assert task.name in seqio.TaskRegistry.names()
     assert set(names) <= set(registry.list_tasks())
     assert ptune.tasks.list_tasks is registry.list_tasks
+    tasks = registry.list_tasks(only_ptune=True, include_mixtures=False)
+    mixtures = registry.list_mixtures(only_ptune=True)
+    assert (len(tasks), len(mixtures)) == (85, 19)
+    assert sorted(tasks + mixtures) == names
+    assert set(tasks) <= set(seqio.TaskRegistry.names())
 
 
 @pytest.mark.parametrize(

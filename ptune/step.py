@@ -5,6 +5,10 @@ optimizer state and the step. Frozen weights are a separate, non-donated argumen
 never differentiated, never updated, never copied into the state, and may be bfloat16.
 Dropout keys are derived from (seed, step), so a resumed run draws the same masks.
 
+On a device mesh (`ptune.partitioning`), `train_shardings` gives the state's and the frozen
+weights' shardings and `make_train_step(..., partitioner=...)` compiles the step with them,
+traced under the mesh and its logical axis rules so the model's activation constraints apply.
+
 Batches are dicts of int32 arrays in seqio's encoder-decoder layout:
 `encoder_input_tokens [b, ls]`, `decoder_input_tokens [b, lt]`, `decoder_target_tokens
 [b, lt]`, optional `decoder_loss_weights [b, lt]` and `prompt_index [b]`.
@@ -21,7 +25,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from ptune import losses, trainable as trainable_lib
+from ptune import losses, partitioning
+from ptune import trainable as trainable_lib
 
 PyTree = Any
 
@@ -68,14 +73,32 @@ def loss_and_metrics(model, loss_config: LossConfig, trainable_params: PyTree, f
                           loss_normalizing_factor=loss_config.loss_normalizing_factor)
 
 
+def train_shardings(partitioner: partitioning.Partitioner, optimizer: optax.GradientTransformation,
+                    boxed_params: PyTree, mask) -> tuple[TrainState, PyTree]:
+    """(state shardings, frozen shardings) from the abstract boxed parameters (logical names
+    on each leaf, e.g. `t5.abstract_variables(...)['params']`) and the trainable mask."""
+    from flax import linen as nn
+
+    shardings = partitioner.param_shardings(boxed_params)
+    train_sh, frozen_sh = trainable_lib.partition(shardings, mask)
+    train_abstract, _ = trainable_lib.partition(nn.unbox(boxed_params), mask)
+    state_sh = TrainState(step=partitioner.replicated, params=train_sh,
+                          opt_state=partitioner.opt_state_shardings(optimizer, train_abstract,
+                                                                    train_sh))
+    return state_sh, frozen_sh
+
+
 def make_train_step(model, optimizer: optax.GradientTransformation,
                     loss_config: LossConfig = LossConfig(), *, seed: int = 0,
                     donate: bool = True, jit: bool = True,
-                    in_shardings=None, out_shardings=None) -> Callable:
+                    in_shardings=None, out_shardings=None,
+                    partitioner: Optional[partitioning.Partitioner] = None) -> Callable:
     """Returns `train_step(state, frozen, batch) -> (state, metrics)`.
 
     Gradients are taken with respect to `state.params` only, so XLA never computes weight
-    gradients of the frozen model. The state is donated (updated in place).
+    gradients of the frozen model. The state is donated (updated in place). With a
+    `partitioner`, `in_shardings` is (state, frozen) shardings (`train_shardings`); the batch
+    is split along `data`, metrics are replicated, and the state keeps its shardings.
     """
     base_key = jax.random.PRNGKey(seed)
 
@@ -91,17 +114,32 @@ def make_train_step(model, optimizer: optax.GradientTransformation,
 
     if not jit:
         return train_step
+    if partitioner is not None:
+        state_sh, frozen_sh = in_shardings
+        return partitioner.jit(
+            train_step, in_shardings=(state_sh, frozen_sh, partitioner.batch_sharding()),
+            out_shardings=(state_sh, partitioner.replicated),
+            donate_argnums=(0,) if donate else ())
     kwargs = {}
     if in_shardings is not None:
         kwargs.update(in_shardings=in_shardings, out_shardings=out_shardings)
     return jax.jit(train_step, donate_argnums=(0,) if donate else (), **kwargs)
 
 
-def make_eval_step(model, loss_config: LossConfig = LossConfig(), jit: bool = True) -> Callable:
-    """Returns `eval_step(trainable_params, frozen, batch) -> summed metrics` (no dropout)."""
+def make_eval_step(model, loss_config: LossConfig = LossConfig(), jit: bool = True, *,
+                   partitioner: Optional[partitioning.Partitioner] = None,
+                   param_shardings: Optional[tuple[PyTree, PyTree]] = None) -> Callable:
+    """Returns `eval_step(trainable_params, frozen, batch) -> summed metrics` (no dropout).
+
+    With a `partitioner`, `param_shardings` is (trainable, frozen) shardings."""
 
     def eval_step(trainable_params, frozen, batch):
         return loss_and_metrics(model, loss_config, trainable_params, frozen, batch, False,
                                 None)[1]
 
+    if jit and partitioner is not None:
+        train_sh, frozen_sh = param_shardings
+        return partitioner.jit(eval_step,
+                               in_shardings=(train_sh, frozen_sh, partitioner.batch_sharding()),
+                               out_shardings=partitioner.replicated)
     return jax.jit(eval_step) if jit else eval_step

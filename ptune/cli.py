@@ -3,6 +3,9 @@
     ptune info  --gin_file=models/t5_1_1_xxl.gin      # configuration, parameter tree, count
     ptune info  --checkpoint=PATH                     # detected format, inferred config, count
     ptune convert --from PATH --to DIR                # any checkpoint -> ptune's Orbax format
+    ptune infer --gin_file=models/... --gin_file=runs/infer.gin --gin.PROMPT_FILES=...
+    ptune ensemble --gin_file=models/... --gin_file=runs/eval.gin --prompt_files=a.npy,b.npy
+    ptune explain --prompt_file=P.npy --checkpoint=PATH [--task=NAME] [--top_k=5]
     ptune tasks                                       # registered seqio tasks and mixtures
 
 Gin flags follow t5x: `--gin_file` (repeatable), `--gin.NAME=VALUE`, `--gin_bindings`,
@@ -119,7 +122,8 @@ def cmd_convert(argv: Sequence[str], gin_args) -> int:
 
 
 REQUIRED_MACROS = ("MODEL_DIR", "MIXTURE_OR_TASK_NAME", "INITIAL_CHECKPOINT_PATH",
-                   "INITIAL_PROMPT_FILE")
+                   "INITIAL_PROMPT_FILE", "PROMPT_FILES", "INFER_INPUT_FILE",
+                   "INFER_OUTPUT_FILE")
 
 
 def _check_required_macros() -> None:
@@ -136,7 +140,10 @@ def _check_required_macros() -> None:
             example = {"MODEL_DIR": "'runs/my_run'",
                        "MIXTURE_OR_TASK_NAME": "'taskless_super_glue_boolq_v102'",
                        "INITIAL_CHECKPOINT_PATH": "'gs://.../checkpoint_1100000'",
-                       "INITIAL_PROMPT_FILE": "'prompt.npy'"}[name]
+                       "INITIAL_PROMPT_FILE": "'prompt.npy'",
+                       "PROMPT_FILES": "{'task_name': 'prompt.npy'}",
+                       "INFER_INPUT_FILE": "'requests.jsonl'",
+                       "INFER_OUTPUT_FILE": "'predictions.jsonl'"}[name]
             raise UserError(f"{name} is required: pass --gin.{name}=\"{example}\"")
 
 
@@ -193,6 +200,81 @@ def cmd_eval(argv: Sequence[str], gin_args) -> int:
     return 0
 
 
+@command("infer", "serve a file of requests with a bank of named prompts (mixed batches)")
+def cmd_infer(argv: Sequence[str], gin_args) -> int:
+    argparse.ArgumentParser(prog="ptune infer").parse_args(argv)
+    _setup_logging()
+    import ptune.tasks  # noqa: F401
+    from ptune import serving
+
+    cfg = _configured(gin_args, serving.InferConfig)
+    results = serving.run_infer(cfg, progress=sys.stderr.isatty())
+    for r in results[:5]:
+        print(f"[{r['prompt']}] {r['inputs'][:60]!r} -> {r['prediction']!r}")
+    print(f"wrote {len(results)} predictions to {cfg.output_file}")
+    return 0
+
+
+@command("ensemble", "evaluate N prompts of one task in one pass; majority vote (Table 3)")
+def cmd_ensemble(argv: Sequence[str], gin_args) -> int:
+    parser = argparse.ArgumentParser(prog="ptune ensemble")
+    parser.add_argument("--prompt_files", required=True,
+                        help="comma-separated prompt files (.npy/.safetensors/PEFT dirs)")
+    parser.add_argument("--output", default=None, help="write the table as JSON here")
+    args = parser.parse_args(argv)
+    _setup_logging()
+    import ptune.tasks  # noqa: F401
+    from ptune import evaluation, serving
+
+    eval_cfg = _configured(gin_args, evaluation.EvalConfig)
+    files = [f for f in args.prompt_files.split(",") if f]
+    cfg = serving.EnsembleConfig(
+        mixture_or_task_name=eval_cfg.mixture_or_task_name, model=eval_cfg.model,
+        checkpoint_path=eval_cfg.checkpoint_path, prompt_files=files,
+        task_feature_lengths=eval_cfg.task_feature_lengths, batch_size=eval_cfg.batch_size,
+        split=eval_cfg.split, output_file=args.output)
+    table = serving.run_ensemble(cfg)
+    print(serving.format_table(table))
+    return 0
+
+
+@command("explain", "nearest vocabulary tokens of each prompt position (paper, Section 7)")
+def cmd_explain(argv: Sequence[str], gin_args) -> int:
+    import json
+
+    parser = argparse.ArgumentParser(prog="ptune explain")
+    parser.add_argument("--prompt_file", required=True)
+    parser.add_argument("--checkpoint", required=True, help="the frozen model (embedding table)")
+    parser.add_argument("--task", default=None,
+                        help="task whose vocabulary decodes tokens and whose labels summarise")
+    parser.add_argument("--labels", default=None, help="comma-separated labels (else the task's)")
+    parser.add_argument("--top_k", type=int, default=5)
+    parser.add_argument("--output", default=None, help="JSON output (default: beside prompt)")
+    args = parser.parse_args(argv)
+    from ptune import interpret, prompts
+
+    vocabulary, labels = None, None
+    if args.task:
+        import ptune.tasks  # noqa: F401
+        from ptune import data
+        from ptune.tasks import registry
+
+        vocabulary = data.output_vocabulary(args.task)
+        labels = registry.label_names(args.task)
+    if args.labels:
+        labels = [x for x in args.labels.split(",") if x]
+    prompt = prompts.load_prompt_file(args.prompt_file)
+    result = interpret.explain(prompt, interpret.read_embedding(args.checkpoint), vocabulary,
+                               labels, args.top_k)
+    print(interpret.format_text(result))
+    output = args.output or os.path.splitext(args.prompt_file)[0] + ".explain.json"
+    with open(output + ".tmp", "w") as f:
+        json.dump(result, f, indent=2, ensure_ascii=False)
+    os.replace(output + ".tmp", output)
+    print(f"wrote {output}")
+    return 0
+
+
 @command("tasks", "list the registered seqio tasks and mixtures")
 def cmd_tasks(argv: Sequence[str], gin_args) -> int:
     parser = argparse.ArgumentParser(prog="ptune tasks")
@@ -201,8 +283,8 @@ def cmd_tasks(argv: Sequence[str], gin_args) -> int:
     import ptune.tasks  # noqa: F401
     from ptune.tasks import registry
 
-    tasks = registry.list_tasks(only_ptune=not args.all)
-    mixtures = registry.list_mixtures()
+    tasks = registry.list_tasks(only_ptune=not args.all, include_mixtures=False)
+    mixtures = registry.list_mixtures(only_ptune=not args.all)
     print(f"tasks ({len(tasks)}):")
     for name in tasks:
         print(f"  {name}")

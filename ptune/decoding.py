@@ -110,3 +110,95 @@ def score(model: t5.Transformer, params: PyTree, encoder_input_tokens: Array,
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     token = jnp.take_along_axis(log_probs, decoder_target_tokens[..., None], axis=-1)[..., 0]
     return jnp.sum(token * (decoder_target_tokens > 0), axis=-1)
+
+
+def brevity_penalty(length, alpha: float):
+    """T5's length normalisation: ((5 + length) / 6) ** alpha (alpha 0.6 by default)."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def _gather_beams(tree: PyTree, flat_index: Array, batch_axis_of) -> PyTree:
+    """Reorders the batch*beam axis of every cache leaf by `flat_index` [b * k]."""
+
+    def gather(leaf):
+        axis = batch_axis_of(leaf)
+        return leaf if axis is None else jnp.take(leaf, flat_index, axis=axis)
+
+    return jax.tree_util.tree_map(gather, tree)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_length", "num_beams", "alpha",
+                                              "eos_id"))
+def beam_search(model: t5.Transformer, params: PyTree, encoder_input_tokens: Array, *,
+                max_length: int, num_beams: int = 4, alpha: float = 0.6, eos_id: int = 1,
+                prompt_index: Optional[Array] = None) -> tuple[Array, Array]:
+    """Beam search with the KV cache and T5's length penalty.
+
+    encoder_input_tokens [b, ls] -> (tokens [b, num_beams, max_length], scores [b, num_beams]),
+    best first; a score is the sequence log-probability / brevity_penalty(length, alpha).
+    Beams still live at max_length (no EOS) compete, scored at max_length, for the slots
+    that finished beams leave. With alpha = 0 and one beam this is greedy decoding.
+    """
+    b, k, length = encoder_input_tokens.shape[0], num_beams, max_length
+    encoded, valid = encode(model, params, encoder_input_tokens, prompt_index)
+    encoded = jnp.repeat(encoded, k, axis=0)
+    valid = jnp.repeat(valid, k, axis=0)
+    cache = init_cache(model, params, encoded, valid, length)
+    scanned = model.config.scan_layers
+
+    def batch_axis_of(leaf):
+        if scanned:
+            return 1 if leaf.ndim >= 2 else None
+        return 0 if leaf.ndim >= 1 else None
+
+    neg = jnp.float32(-1e9)
+    positions = jnp.arange(length)
+
+    def body(carry):
+        i, live_seqs, live_logp, fin_seqs, fin_scores, cache = carry
+        previous = jax.lax.dynamic_index_in_dim(live_seqs, jnp.maximum(i - 1, 0), axis=2,
+                                                keepdims=False)
+        last = jnp.where(i == 0, 0, previous)
+        logits, cache = _step(model, params, cache, valid, last.reshape(b * k), length)
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(b, k, -1)
+        vocab = logp.shape[-1]
+        candidates = (live_logp[:, :, None] + logp).reshape(b, k * vocab)
+        top_logp, top_index = jax.lax.top_k(candidates, 2 * k)  # [b, 2k]
+        source = top_index // vocab
+        token = (top_index % vocab).astype(jnp.int32)
+        seqs = jnp.take_along_axis(live_seqs, source[..., None], axis=1)
+        seqs = jnp.where(positions[None, None, :] == i, token[..., None], seqs)
+        is_eos = token == eos_id
+        # Finished: merge new EOS-ending candidates with those kept so far; keep the best k.
+        new_scores = jnp.where(is_eos, top_logp / brevity_penalty(i + 1.0, alpha), neg)
+        all_scores = jnp.concatenate([fin_scores, new_scores], axis=1)
+        all_seqs = jnp.concatenate([fin_seqs, seqs], axis=1)
+        fin_scores, keep = jax.lax.top_k(all_scores, k)
+        fin_seqs = jnp.take_along_axis(all_seqs, keep[..., None], axis=1)
+        # Live: the best k candidates that did not end.
+        live_logp, keep = jax.lax.top_k(jnp.where(is_eos, neg, top_logp), k)
+        live_seqs = jnp.take_along_axis(seqs, keep[..., None], axis=1)
+        parent = jnp.take_along_axis(source, keep, axis=1)  # [b, k]
+        flat = (jnp.arange(b)[:, None] * k + parent).reshape(-1)
+        cache = _gather_beams(cache, flat, batch_axis_of)
+        return i + 1, live_seqs, live_logp, fin_seqs, fin_scores, cache
+
+    def cond(carry):
+        i, _, live_logp, _, fin_scores, _ = carry
+        # Log-probabilities only fall, and the penalty is largest at max_length: once every
+        # finished slot beats the best live beam's bound, nothing can change the result.
+        best_live = live_logp[:, 0] / brevity_penalty(float(length), alpha)
+        settled = jnp.all(fin_scores[:, -1] > best_live) if alpha >= 0 else False
+        return (i < length) & ~settled
+
+    live_logp = jnp.tile(jnp.array([0.0] + [-1e9] * (k - 1), jnp.float32)[None], (b, 1))
+    init = (jnp.zeros((), jnp.int32), jnp.zeros((b, k, length), jnp.int32), live_logp,
+            jnp.zeros((b, k, length), jnp.int32), jnp.full((b, k), neg), cache)
+    _, live_seqs, live_logp, fin_seqs, fin_scores, _ = jax.lax.while_loop(cond, body, init)
+    # Empty finished slots are filled by the beams still live at max_length (no EOS).
+    live_scores = jnp.where(live_logp > neg / 2,
+                            live_logp / brevity_penalty(float(length), alpha), neg)
+    scores, keep = jax.lax.top_k(jnp.concatenate([fin_scores, live_scores], axis=1), k)
+    seqs = jnp.take_along_axis(jnp.concatenate([fin_seqs, live_seqs], axis=1), keep[..., None],
+                               axis=1)
+    return seqs, scores

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import numpy as np
@@ -50,33 +50,86 @@ class Evaluation:
     def _batches(self, ds):
         return data.padded_batches(ds.as_numpy_iterator(), self.batch_size, self._model_lengths)
 
-    def __call__(self, model: t5.Transformer, params: PyTree, step: int = -1
-                 ) -> dict[str, dict[str, float]]:
-        def predict_fn(ds, *_):
-            out = []
-            for indices, batch in self._batches(ds):
-                tokens = np.asarray(decoding.generate(
-                    model, params, batch["encoder_input_tokens"],
-                    max_length=self.lengths["targets"]))
-                out.extend((i, tokens[r].tolist()) for r, i in enumerate(indices))
-            return out
+    def model_outputs(self, generate_fn: Callable, score_fn: Callable) -> dict[str, dict]:
+        """Runs the model once over every eval task's examples.
 
-        def score_fn(ds, *_):
-            out = []
+        generate_fn(encoder_tokens [b, ls]) -> tokens [b, lt], or for an ensemble
+          (per-prompt tokens [N, b, lt], voted token tuples [b]);
+        score_fn(encoder_tokens [b, ls], target_tokens [b, lt]) -> scores [b], or for an
+          ensemble (per-prompt scores [N, b], mean scores [b]).
+        Only what a task's metrics need is computed. Returns {task: {"predictions": [(index,
+        output)], "scores": [(index, output)]}} with the outputs as returned per example.
+        """
+        outputs = {}
+        for task in self._evaluator.eval_tasks:
+            ds = self._evaluator.cached_model_datasets[task.name]
+            record = {"predictions": [], "scores": []}
+            need_predictions = bool(task.predict_metric_fns)
+            need_scores = bool(task.score_metric_fns)
             for indices, batch in self._batches(ds):
-                scores = np.asarray(decoding.score(
-                    model, params, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
-                    batch["decoder_target_tokens"]))
-                out.extend((i, float(scores[r])) for r, i in enumerate(indices))
-            return out
+                tokens = batch["encoder_input_tokens"]
+                if need_predictions:
+                    out = generate_fn(tokens)
+                    record["predictions"].extend(zip(indices, _per_example(out, len(indices))))
+                if need_scores:
+                    out = score_fn(tokens, batch["decoder_target_tokens"])
+                    record["scores"].extend(zip(indices, _per_example(out, len(indices))))
+            outputs[task.name] = record
+        return outputs
+
+    def metrics_from_outputs(self, outputs: dict[str, dict], member: Optional[int] = None
+                             ) -> dict[str, dict[str, float]]:
+        """Metrics of precomputed outputs; `member` selects one prompt of an ensemble's
+        outputs, None the combined (or only) output."""
+        by_dataset = {id(self._evaluator.cached_model_datasets[name]): name for name in outputs}
+
+        def pick(kind):
+            def fn(ds, *_):
+                rows = outputs[by_dataset[id(ds)]][kind]
+                return [(i, _member(o, member)) for i, o in rows]
+
+            return fn
 
         if not self.has_tasks:
             return {}
-        future, _ = self._evaluator.evaluate(compute_metrics=True, step=step,
-                                             predict_fn=predict_fn, score_fn=score_fn)
-        results = future.result()
+        future, _ = self._evaluator.evaluate(compute_metrics=True, predict_fn=pick("predictions"),
+                                             score_fn=pick("scores"))
         return {task: {k: _to_float(v) for k, v in metrics.items()}
-                for task, metrics in results.items()}
+                for task, metrics in future.result().items()}
+
+    def __call__(self, model: t5.Transformer, params: PyTree, step: int = -1
+                 ) -> dict[str, dict[str, float]]:
+        """Greedy predictions and target scores of `model` with `params` -> metrics."""
+        targets = self.lengths["targets"]
+        outputs = self.model_outputs(
+            lambda tokens: np.asarray(decoding.generate(model, params, tokens,
+                                                        max_length=targets)),
+            lambda tokens, target_tokens: np.asarray(decoding.score(
+                model, params, tokens, _shift_right(target_tokens), target_tokens)))
+        return self.metrics_from_outputs(outputs)
+
+
+def _shift_right(targets: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
+
+
+def _per_example(out, n: int) -> list:
+    """Splits a batch output (or an ensemble's (per-prompt, combined) pair) into n rows."""
+    if isinstance(out, tuple):
+        per_prompt, combined = out
+        return [(np.asarray(per_prompt)[:, r], combined[r]) for r in range(n)]
+    return [np.asarray(out)[r] for r in range(n)]
+
+
+def _member(output, member: Optional[int]):
+    """The output seqio expects (token list or float) from a stored per-example output."""
+    if isinstance(output, tuple):
+        per_prompt, combined = output
+        output = combined if member is None else per_prompt[member]
+    if isinstance(output, (tuple, list)):
+        return [int(t) for t in output]
+    output = np.asarray(output)
+    return output.tolist() if output.ndim else float(output)
 
 
 def _to_float(value):

@@ -113,6 +113,59 @@ class Prompt(nn.Module):
                              jnp.ones((b, self.length), bool), self.placement)
 
 
+class PromptBank(nn.Module):
+    """K prompts stacked [K, max_length, embed] at `encoder/prompt/prompt`; each example picks
+    one by `prompt_index` [b]. Prompts shorter than the longest are padded and masked (each
+    occupies exactly its own length), so a mixed batch computes what per-prompt batches do.
+    """
+
+    lengths: tuple[int, ...]
+    placement: str = "prefix"
+
+    @nn.compact
+    def __call__(self, embedded: Array, valid: Array,
+                 prompt_index: Optional[Array] = None) -> tuple[Array, Array]:
+        """embedded [b, l, e], valid [b, l], prompt_index [b] int
+        -> ([b, l + max_length, e], [b, l + max_length])"""
+        if prompt_index is None:
+            raise UserError("a prompt bank needs a prompt_index for every example")
+        b, _, e = embedded.shape
+        longest = max(self.lengths)
+        bank = self.param("prompt", nn.with_logical_partitioning(
+            random_uniform(), (None, "prompt", "prompt_embed")),
+            (len(self.lengths), longest, e), jnp.float32)
+        index = jnp.asarray(prompt_index, jnp.int32)
+        prompt = jnp.take(bank, index, axis=0)
+        lengths = jnp.asarray(self.lengths, jnp.int32)[index]
+        prompt_valid = jnp.arange(longest)[None, :] < lengths[:, None]
+        return insert_prompt(embedded, valid, prompt, prompt_valid, self.placement)
+
+
+def bank_factory(lengths: Sequence[int], placement: str = "prefix") -> Callable[..., nn.Module]:
+    """The `prompt_factory` argument of `t5.Transformer` for a bank of prompts."""
+    lengths = tuple(validate_length(n) for n in lengths)
+    if not lengths:
+        raise UserError("a prompt bank needs at least one prompt")
+    return functools.partial(PromptBank, lengths=lengths, placement=placement)
+
+
+def stack_bank(values: Sequence[np.ndarray], names: Optional[Sequence[str]] = None
+               ) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Prompts [P_k, E] -> (bank [K, max P, E] zero-padded, lengths). Widths must agree."""
+    names = list(names) if names is not None else [f"prompt {i}" for i in range(len(values))]
+    if not values:
+        raise UserError("a prompt bank needs at least one prompt")
+    widths = {name: int(np.shape(v)[1]) for name, v in zip(names, values)}
+    if len(set(widths.values())) > 1:
+        raise UserError("prompt bank entries have different embedding widths: "
+                        + ", ".join(f"{n}: {w}" for n, w in widths.items()))
+    longest = max(int(np.shape(v)[0]) for v in values)
+    bank = np.zeros((len(values), longest, next(iter(widths.values()))), np.float32)
+    for k, value in enumerate(values):
+        bank[k, :len(value)] = value
+    return bank, tuple(int(np.shape(v)[0]) for v in values)
+
+
 def prompt_factory(length: int, placement: str = "prefix") -> Callable[..., nn.Module]:
     """The `prompt_factory` argument of `t5.Transformer` for a single trainable prompt."""
     validate_length(length)

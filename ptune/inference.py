@@ -1,0 +1,215 @@
+"""Serving many prompts over one frozen model: prompt banks, mixed-task batches, ensembling.
+
+A `Bank` stacks K named prompts [K, max P, E]; every example carries a prompt index, so one
+jitted call serves a batch that mixes tasks (what a single-adapter system must split into
+per-task batches). Prompts of different lengths are padded and masked, never truncated, and
+each example's result equals that of running its prompt alone.
+
+Ensembling (paper, Table 3): N prompts for one task in one pass, each example expanded N
+times; generated labels are combined by majority vote, rank-classification scores by their
+mean log-likelihood.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+from typing import Any, Hashable, Mapping, Optional, Sequence
+
+import jax
+import numpy as np
+
+from ptune import decoding, prompts
+from ptune.errors import UserError
+from ptune.models import t5
+
+PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Bank:
+    """Named prompts stacked for one model: prompts [K, max P, E], lengths (P_k)."""
+
+    names: tuple[str, ...]
+    prompts: np.ndarray
+    lengths: tuple[int, ...]
+    placement: str = "prefix"
+
+    @classmethod
+    def from_arrays(cls, named: Mapping[str, np.ndarray], placement: str = "prefix") -> "Bank":
+        names = tuple(named)
+        stacked, lengths = prompts.stack_bank([np.asarray(named[n]) for n in names], names)
+        return cls(names, stacked, lengths, placement)
+
+    @classmethod
+    def from_files(cls, named_files: Mapping[str, str], placement: str = "prefix") -> "Bank":
+        if not named_files:
+            raise UserError("no prompts given: name at least one prompt file")
+        return cls.from_arrays({name: prompts.load_prompt_file(path)
+                                for name, path in named_files.items()}, placement)
+
+    def index(self, name: str) -> int:
+        if name not in self.names:
+            raise UserError(f"unknown prompt {name!r}; the bank holds {list(self.names)}")
+        return self.names.index(name)
+
+    def check(self, prompt_index: np.ndarray, what: str = "prompt_index") -> np.ndarray:
+        """Indices must name bank entries: jnp.take would silently clip them."""
+        prompt_index = np.asarray(prompt_index, np.int32)
+        bad = np.flatnonzero((prompt_index < 0) | (prompt_index >= len(self.names)))
+        if bad.size:
+            raise UserError(f"{what} {int(prompt_index[bad[0]])} at position {int(bad[0])} is "
+                            f"out of range for a bank of {len(self.names)} prompts")
+        return prompt_index
+
+
+class Server:
+    """One frozen model with a bank of prompts, called with fixed batch shapes.
+
+    `frozen` is the model's parameters without a prompt (as `checkpoints.load` returns them).
+    Inputs are token arrays; rows are split into batches of `batch_size` (the last padded) so
+    every call reuses one compilation.
+    """
+
+    def __init__(self, config: t5.T5Config, frozen: PyTree, bank: Bank, batch_size: int = 32):
+        if bank.prompts.shape[-1] != config.emb_dim:
+            raise UserError(f"prompt width {bank.prompts.shape[-1]} does not match the model's "
+                            f"emb_dim {config.emb_dim}")
+        self.bank = bank
+        self.batch_size = batch_size
+        self.model = t5.Transformer(config, prompts.bank_factory(bank.lengths, bank.placement))
+        params = dict(frozen)
+        params["encoder"] = dict(frozen["encoder"], prompt={"prompt": bank.prompts})
+        self.params = jax.device_put(params)
+
+    def _batched(self, fn, arrays: Sequence[np.ndarray], prompt_index: np.ndarray):
+        prompt_index = self.bank.check(prompt_index)
+        n = len(prompt_index)
+        outputs = []
+        for start in range(0, n, self.batch_size):
+            rows = slice(start, min(start + self.batch_size, n))
+            pad = self.batch_size - (rows.stop - rows.start)
+            chunk = [np.pad(np.asarray(a[rows], np.int32), [(0, pad)] + [(0, 0)] * (a.ndim - 1))
+                     for a in arrays]
+            index = np.pad(prompt_index[rows], (0, pad))
+            out = fn(*chunk, index)
+            outputs.append(jax.tree_util.tree_map(lambda x: np.asarray(x)[:rows.stop - rows.start],
+                                                  out))
+        return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=0), *outputs)
+
+    def generate(self, encoder_input_tokens: np.ndarray, prompt_index: np.ndarray, *,
+                 max_length: int, num_beams: int = 1, alpha: float = 0.6) -> np.ndarray:
+        """[n, ls] tokens, [n] prompt indices -> [n, max_length] (greedy, or the best beam)."""
+        if num_beams > 1:
+            def fn(tokens, index):
+                return decoding.beam_search(self.model, self.params, tokens, max_length=max_length,
+                                            num_beams=num_beams, alpha=alpha,
+                                            prompt_index=index)[0][:, 0]
+        else:
+            def fn(tokens, index):
+                return decoding.generate(self.model, self.params, tokens, max_length=max_length,
+                                         prompt_index=index)
+        return self._batched(fn, [encoder_input_tokens], prompt_index)
+
+    def score(self, encoder_input_tokens: np.ndarray, decoder_target_tokens: np.ndarray,
+              prompt_index: np.ndarray) -> np.ndarray:
+        """Log-likelihood of each target [n] (decoder inputs are the targets shifted right)."""
+        targets = np.asarray(decoder_target_tokens, np.int32)
+        inputs = np.concatenate([np.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
+        fn = functools.partial(decoding.score, self.model, self.params)
+        return self._batched(fn, [encoder_input_tokens, inputs, targets], prompt_index)
+
+
+def expand_for_ensemble(n_examples: int, members: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Example-major expansion: (row of each example [n * N], prompt index [n * N])."""
+    members = np.asarray(members, np.int32)
+    rows = np.repeat(np.arange(n_examples), len(members))
+    return rows, np.tile(members, n_examples)
+
+
+def majority_vote(votes: Sequence[Sequence[Hashable]]) -> list[Hashable]:
+    """votes [n][N] -> winner per example. Ties go to the tied answer that the lowest-numbered
+    prompt gave, so the result never depends on hashing or dictionary order."""
+    winners = []
+    for row in votes:
+        counts = collections.Counter(row)
+        best = max(counts.values())
+        winners.append(next(v for v in row if counts[v] == best))
+    return winners
+
+
+def ensemble_generate(server: Server, encoder_input_tokens: np.ndarray, members: Sequence[int],
+                      *, max_length: int, num_beams: int = 1
+                      ) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+    """One pass over n examples x N prompts. Returns (per-prompt outputs [N, n, max_length],
+    majority-voted token sequences [n], as tuples without padding)."""
+    n = len(encoder_input_tokens)
+    rows, index = expand_for_ensemble(n, members)
+    out = server.generate(np.asarray(encoder_input_tokens)[rows], index, max_length=max_length,
+                          num_beams=num_beams)
+    per_prompt = out.reshape(n, len(members), -1).transpose(1, 0, 2)
+    votes = [[_strip(per_prompt[m, i]) for m in range(len(members))] for i in range(n)]
+    return per_prompt, majority_vote(votes)
+
+
+def ensemble_scores(server: Server, encoder_input_tokens: np.ndarray,
+                    decoder_target_tokens: np.ndarray, members: Sequence[int]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of n (input, target) pairs under N prompts in one pass:
+    (per-prompt [N, n], mean log-likelihood [n])."""
+    n = len(encoder_input_tokens)
+    rows, index = expand_for_ensemble(n, members)
+    scores = server.score(np.asarray(encoder_input_tokens)[rows],
+                          np.asarray(decoder_target_tokens)[rows], index)
+    per_prompt = scores.reshape(n, len(members)).T
+    return per_prompt, per_prompt.mean(axis=0)
+
+
+def _strip(tokens: np.ndarray) -> tuple[int, ...]:
+    """Token ids up to (and including) EOS, as a hashable vote."""
+    ids = [int(t) for t in tokens]
+    return tuple(ids[:ids.index(1) + 1] if 1 in ids else [t for t in ids if t])
+
+
+def tokenize(vocabulary, text: str, length: int, eos_id: int = 1) -> np.ndarray:
+    """T5-style encoder input: tokens of `text`, truncated to leave room for EOS, then EOS."""
+    ids = list(vocabulary.encode(text))[:length - 1] + [eos_id]
+    out = np.zeros(length, np.int32)
+    out[:len(ids)] = ids
+    return out
+
+
+def rows_to_tokens(texts: Sequence[str], vocabulary, length: int) -> np.ndarray:
+    return np.stack([tokenize(vocabulary, t, length) for t in texts]) if texts else \
+        np.zeros((0, length), np.int32)
+
+
+def serve_mixed(server: Server, requests: Sequence[tuple[str, np.ndarray]], *,
+                max_length: int, num_beams: int = 1) -> np.ndarray:
+    """(prompt name, encoder tokens [ls]) requests, served in mixed batches -> [n, lt]."""
+    index = np.array([server.bank.index(name) for name, _ in requests], np.int32)
+    tokens = np.stack([t for _, t in requests])
+    return server.generate(tokens, index, max_length=max_length, num_beams=num_beams)
+
+
+def group_by_prompt(requests: Sequence[tuple[str, np.ndarray]]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = collections.defaultdict(list)
+    for i, (name, _) in enumerate(requests):
+        groups[name].append(i)
+    return dict(groups)
+
+
+def serve_grouped(server_for: Mapping[str, Server], requests: Sequence[tuple[str, np.ndarray]],
+                  *, max_length: int) -> np.ndarray:
+    """What a single-adapter system must do: one batch stream per prompt, each on a server
+    holding only that prompt. The baseline `serve_mixed` is measured against."""
+    out: Optional[np.ndarray] = None
+    for name, rows in group_by_prompt(requests).items():
+        tokens = np.stack([requests[i][1] for i in rows])
+        result = server_for[name].generate(tokens, np.zeros(len(rows), np.int32),
+                                           max_length=max_length)
+        if out is None:
+            out = np.zeros((len(requests), result.shape[1]), np.int32)
+        out[rows] = result
+    return out

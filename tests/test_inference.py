@@ -1,0 +1,237 @@
+"""Decoding, prompt banks, mixed-task batches, ensembling, prompt interpretation."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+import ptune.tasks  # noqa: F401  registers the demo task
+from ptune import decoding, inference, interpret, prompts, serving
+from ptune.checkpoints.orbax_params import save_ptune
+from ptune.errors import UserError
+from ptune.models import t5
+
+CFG = t5.T5Config(vocab_size=384, emb_dim=16, num_heads=2, num_encoder_layers=1,
+                  num_decoder_layers=2, head_dim=8, mlp_dim=32,
+                  mlp_activations=("gelu", "linear"), dropout_rate=0.0)
+MAX = 6
+
+
+@pytest.fixture(scope="module")
+def frozen():
+    model = t5.Transformer(CFG)
+    tokens = jnp.ones((1, 4), jnp.int32)
+    return nn.unbox(model.init(jax.random.PRNGKey(0), tokens, tokens, tokens,
+                               enable_dropout=False)["params"])
+
+
+@pytest.fixture(scope="module")
+def named_prompts():
+    rng = np.random.default_rng(1)
+    return {"a": rng.normal(size=(3, 16)).astype(np.float32),
+            "b": rng.normal(size=(5, 16)).astype(np.float32)}
+
+
+def _inputs(n=6, length=9, seed=0):
+    enc = np.random.default_rng(seed).integers(3, 259, size=(n, length)).astype(np.int32)
+    for r in range(n):
+        enc[r, length - 1 - (r % 4):] = 0
+    return enc
+
+
+def _single(frozen, prompt):
+    params = dict(frozen)
+    params["encoder"] = dict(frozen["encoder"], prompt={"prompt": prompt})
+    return t5.Transformer(CFG, prompts.prompt_factory(len(prompt))), params
+
+
+def test_cached_decoding_equals_rerunning_the_full_decoder(frozen, named_prompts):
+    model, params = _single(frozen, named_prompts["b"])
+    enc = _inputs()
+    cached = np.asarray(decoding.generate(model, params, enc, max_length=MAX, eos_id=-1))
+    apply = jax.jit(lambda dec: model.apply({"params": params}, enc, dec, jnp.ones_like(dec),
+                                            enable_dropout=False))
+    dec = np.zeros((len(enc), MAX), np.int32)
+    for i in range(MAX):  # uncached: the whole decoder again for every new position
+        logits = np.asarray(apply(dec))
+        nxt = logits[:, i].argmax(-1)
+        if i + 1 < MAX:
+            dec[:, i + 1] = nxt
+        last = nxt
+    np.testing.assert_array_equal(cached[:, :-1], dec[:, 1:])
+    np.testing.assert_array_equal(cached[:, -1], last)
+
+
+def test_beam_search_with_one_beam_is_greedy_and_scores_are_normalised(frozen, named_prompts):
+    model, params = _single(frozen, named_prompts["a"])
+    enc = _inputs()
+    greedy = np.asarray(decoding.generate(model, params, enc, max_length=MAX))
+    seqs, _ = decoding.beam_search(model, params, enc, max_length=MAX, num_beams=1, alpha=0.0)
+    np.testing.assert_array_equal(np.asarray(seqs[:, 0]), greedy)
+    seqs, scores = decoding.beam_search(model, params, enc, max_length=MAX, num_beams=3)
+    seqs, scores = np.asarray(seqs), np.asarray(scores)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
+    best = seqs[:, 0]
+    dec_in = np.concatenate([np.zeros((len(enc), 1), np.int32), best[:, :-1]], axis=1)
+    logp = np.asarray(decoding.score(model, params, enc, dec_in, best))
+    lengths = (best > 0).sum(axis=1)
+    np.testing.assert_allclose(scores[:, 0], logp / ((5.0 + lengths) / 6.0) ** 0.6, rtol=1e-4)
+
+
+def test_mixed_batch_equals_per_prompt_batches(frozen, named_prompts):
+    bank = inference.Bank.from_arrays(named_prompts)
+    server = inference.Server(CFG, frozen, bank, batch_size=4)
+    enc = _inputs(n=7)
+    names = ["a", "b", "b", "a", "b", "a", "a"]
+    mixed = inference.serve_mixed(server, list(zip(names, enc)), max_length=MAX)
+    singles = {n: inference.Server(CFG, frozen, inference.Bank.from_arrays({n: p}), 4)
+               for n, p in named_prompts.items()}
+    grouped = inference.serve_grouped(singles, list(zip(names, enc)), max_length=MAX)
+    np.testing.assert_array_equal(mixed, grouped)
+    # Scores too, against the plain single-prompt model (no bank at all).
+    targets = np.random.default_rng(3).integers(3, 259, size=(7, 4)).astype(np.int32)
+    targets[:, -1] = 1
+    index = np.array([bank.index(n) for n in names])
+    mixed_scores = server.score(enc, targets, index)
+    for n, p in named_prompts.items():
+        model, params = _single(frozen, p)
+        rows = [i for i, x in enumerate(names) if x == n]
+        dec_in = np.concatenate([np.zeros((len(rows), 1), np.int32), targets[rows, :-1]], 1)
+        ref = np.asarray(decoding.score(model, params, enc[rows], dec_in, targets[rows]))
+        np.testing.assert_allclose(mixed_scores[rows], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_ensemble_of_copies_equals_the_prompt_alone(frozen, named_prompts):
+    copies = {f"copy{i}": named_prompts["b"] for i in range(3)}
+    server = inference.Server(CFG, frozen, inference.Bank.from_arrays(copies), batch_size=8)
+    alone = inference.Server(CFG, frozen, inference.Bank.from_arrays({"b": named_prompts["b"]}),
+                             batch_size=8)
+    enc = _inputs(n=5)
+    per_prompt, voted = inference.ensemble_generate(server, enc, [0, 1, 2], max_length=MAX)
+    single = alone.generate(enc, np.zeros(5, np.int32), max_length=MAX)
+    for m in range(3):
+        np.testing.assert_array_equal(per_prompt[m], single)
+    assert voted == [inference._strip(row) for row in single]
+    targets = np.full((5, 3), 7, np.int32)
+    _, mean = inference.ensemble_scores(server, enc, targets, [0, 1, 2])
+    np.testing.assert_allclose(mean, alone.score(enc, targets, np.zeros(5, np.int32)), rtol=1e-6)
+
+
+def test_majority_vote_breaks_ties_by_prompt_order():
+    assert inference.majority_vote([["x", "y", "y"], ["x", "y", "z"], ["z", "y", "z", "y"],
+                                    ["q"]]) == ["y", "x", "z", "q"]
+
+
+def test_bank_bad_input(frozen, named_prompts):
+    with pytest.raises(UserError, match="different embedding widths: a: 16, c: 8"):
+        inference.Bank.from_arrays({"a": named_prompts["a"], "c": np.zeros((2, 8), np.float32)})
+    server = inference.Server(CFG, frozen, inference.Bank.from_arrays(named_prompts), 4)
+    with pytest.raises(UserError, match="prompt_index 2 at position 1 is out of range"):
+        server.generate(_inputs(n=2), np.array([0, 2]), max_length=MAX)
+    with pytest.raises(UserError, match="unknown prompt 'z'"):
+        server.bank.index("z")
+
+
+def test_explain_finds_the_tokens_a_prompt_was_initialised_from():
+    import seqio
+
+    vocab = seqio.ByteVocabulary()
+    table = np.random.default_rng(0).normal(size=(384, 16)).astype(np.float32)
+    ctx = prompts.InitContext(embedding=table, vocabulary=vocab)
+    value = prompts.initialize(prompts.from_text("good"), jax.random.PRNGKey(0), 6, ctx)
+    result = interpret.explain(value, table, vocab, labels=["good", "bad"], top_k=3)
+    first = [p["neighbors"][0]["token"] for p in result["positions"][:4]]
+    assert first == ["g", "o", "o", "d"]
+    assert all(abs(p["neighbors"][0]["cosine"] - 1.0) < 1e-6 for p in result["positions"][:4])
+    assert result["labels"]["good"]["positions"][:4] == [0, 1, 2, 3]
+    assert "position   0: 'g' (1.000)" in interpret.format_text(result)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, frozen, named_prompts):
+    root = tmp_path_factory.mktemp("serve")
+    save_ptune(frozen, CFG, str(root / "model"))
+    files = {}
+    for name, value in named_prompts.items():
+        files[name] = str(root / f"{name}.npy")
+        np.save(files[name], value)
+    return root, files
+
+
+def test_infer_file_with_named_prompts(saved, tmp_path):
+    root, files = saved
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(json.dumps({"task": "ptune_demo", "inputs": "the film was good",
+                                    "prompt": "a"}) + "\n\n" +
+                        json.dumps({"task": "ptune_demo", "inputs": "it was dull",
+                                    "prompt": "b"}) + "\n")
+    cfg = serving.InferConfig(model=CFG, checkpoint_path=str(root / "model"), prompt_files=files,
+                              input_file=str(requests), output_file=str(tmp_path / "out.jsonl"),
+                              task_feature_lengths={"inputs": 32, "targets": MAX}, batch_size=4)
+    results = serving.run_infer(cfg, progress=False)
+    written = [json.loads(line) for line in open(tmp_path / "out.jsonl")]
+    assert written == results and [r["line"] for r in results] == [1, 3]
+    assert [r["prompt"] for r in results] == ["a", "b"]
+    # The same request through the plain single-prompt model gives the same text.
+    import seqio
+
+    vocab = seqio.ByteVocabulary()
+    model, params = _single(frozen_from(root), np.load(files["b"]))
+    tokens = inference.tokenize(vocab, "it was dull", 32)[None]
+    ids = np.asarray(decoding.generate(model, params, tokens, max_length=MAX))[0]
+    assert results[1]["prediction"] == vocab.decode([int(i) for i in ids])
+
+
+def frozen_from(root):
+    from ptune import checkpoints
+
+    return checkpoints.load(str(root / "model"), CFG)[1]
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("", "holds no requests"),
+    ('{"inputs": "x"}\n', "line 1: no task name"),
+    ('{"task": "ptune_demo", "inputs": "x"}\n{"task": "ptune_demo"\n', "line 2: not valid JSON"),
+    ('{"task": "ptune_demo", "inputs": "x", "prompt": "zz"}\n', "line 1: no prompt named 'zz'"),
+    ('{"task": "ptune_dem", "inputs": "x", "prompt": "a"}\n', "line 1: .*ptune_demo"),
+])
+def test_infer_bad_input_names_the_line(saved, tmp_path, content, needle):
+    root, files = saved
+    path = tmp_path / "in.jsonl"
+    path.write_text(content)
+    cfg = serving.InferConfig(model=CFG, checkpoint_path=str(root / "model"), prompt_files=files,
+                              input_file=str(path), output_file=str(tmp_path / "o.jsonl"))
+    with pytest.raises(UserError, match=needle):
+        serving.run_infer(cfg, progress=False)
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_tsv_requests(tmp_path):
+    path = tmp_path / "in.tsv"
+    path.write_text("ptune_demo\tthe film was good\tb\n\nptune_demo\tit was dull\n")
+    got = serving.read_requests(str(path))
+    assert [(r["task"], r["inputs"], r.get("prompt"), r["line"]) for r in got] == [
+        ("ptune_demo", "the film was good", "b", 1), ("ptune_demo", "it was dull", None, 3)]
+    path.write_text("\tno task\n")
+    with pytest.raises(UserError, match="line 1: expected 'task<TAB>inputs"):
+        serving.read_requests(str(path))
+
+
+def test_ensemble_table(saved):
+    root, files = saved
+    cfg = serving.EnsembleConfig(
+        mixture_or_task_name="ptune_demo_rank_classification", model=CFG,
+        checkpoint_path=str(root / "model"), prompt_files=[files["a"], files["b"], files["a"]],
+        task_feature_lengths={"inputs": 64, "targets": 9}, batch_size=32)
+    table = serving.run_ensemble(cfg)
+    a, b, a2 = (p["metrics"] for p in table["prompts"])
+    assert a == a2
+    key = "ptune_demo_rank_classification/accuracy"
+    assert table["average"][key] == pytest.approx(
+        (2 * a["ptune_demo_rank_classification"]["accuracy"]
+         + b["ptune_demo_rank_classification"]["accuracy"]) / 3)
+    text = serving.format_table(table)
+    assert text.splitlines()[-1].startswith("| Ensemble |") and "| Average |" in text

@@ -303,9 +303,14 @@ class MeshedFunction:
 
 
 def gather(x: jax.Array) -> np.ndarray:
-    """The whole value of a (possibly multi-host) array on this host, as numpy."""
+    """The whole value of a (possibly multi-host) array on this host, as numpy.
+
+    Replicated arrays (the prompt) are read from a local copy, so one process alone may call
+    this; a sharded multi-host array needs an all-gather that every process must join."""
     if getattr(x, "is_fully_addressable", True):
         return np.asarray(x)
+    if x.sharding.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
     from jax.experimental import multihost_utils
 
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))

@@ -1,5 +1,10 @@
 """The training story in one function, `train(cfg)`, read top to bottom; extended by hooks.
 
+Every array lives on the (data, model) device mesh of `cfg.partitioning` (see
+`ptune.partitioning`): frozen weights are read straight into their shards, the prompt is
+replicated, each host feeds its own rows of the global batch. One process, one device is
+simply the 1x1 mesh.
+
 Resume order: the run's own MODEL_DIR (latest checkpoint) -> the initial checkpoint. The
 frozen model always comes from INITIAL_CHECKPOINT_PATH (strictly: every parameter but the
 prompt must be there); random frozen weights only where a run names them (`random_init`,
@@ -28,7 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from ptune import data, evaluation, prompts, step as step_lib, trainable as trainable_lib
+from ptune import data, evaluation, partitioning, prompts
+from ptune import step as step_lib
+from ptune import trainable as trainable_lib
 from ptune.checkpoints import prompt_io
 from ptune.checkpoints.state import StateCheckpointer
 from ptune.errors import UserError
@@ -68,6 +75,7 @@ class TrainConfig:
     optimizer: Any = None  # None: trainable.paper_adafactor()
     loss: step_lib.LossConfig = step_lib.LossConfig()
     frozen_dtype: Optional[str] = None  # e.g. "bfloat16" halves the frozen model's memory
+    partitioning: partitioning.MeshConfig = partitioning.MeshConfig()  # mesh and axis rules
     seed: int = 0
     train_split: str = "train"
     eval_split: str = "validation"
@@ -115,16 +123,27 @@ def build_model(cfg_model: t5.T5Config, prompt: Optional[PromptConfig]) -> t5.Tr
     return t5.Transformer(cfg_model, prompt.factory() if prompt is not None else None)
 
 
-def _random_params(model: t5.Transformer, seed: int) -> PyTree:
+def _random_params(model: t5.Transformer, seed: int,
+                   partitioner: Optional[partitioning.Partitioner] = None,
+                   shardings: Optional[PyTree] = None) -> PyTree:
+    """Every host computes the same values from `seed`; each device keeps only its shards."""
     tokens = jnp.zeros((1, 1), jnp.int32)
-    init = jax.jit(lambda rng: model.init(rng, tokens, tokens, tokens, enable_dropout=False))
-    return nn.unbox(init(jax.random.PRNGKey(seed))["params"])
+
+    def init(rng):
+        return nn.unbox(model.init(rng, tokens, tokens, tokens, enable_dropout=False)["params"])
+
+    if partitioner is None:
+        return jax.jit(init)(jax.random.PRNGKey(seed))
+    return partitioner.jit(init, in_shardings=partitioner.replicated,
+                           out_shardings=shardings)(jax.random.PRNGKey(seed))
 
 
 def load_frozen_params(model: t5.Transformer, path: Optional[str], random_init: bool,
-                       seed: int) -> PyTree:
-    """Full params (a placeholder prompt included) from the checkpoint, strictly."""
-    placeholder = _random_params(model, seed)
+                       seed: int, partitioner: Optional[partitioning.Partitioner] = None,
+                       shardings: Optional[PyTree] = None) -> PyTree:
+    """Full params (a placeholder prompt included) from the checkpoint, strictly; with
+    `shardings` (shaped like the params) each device reads only its own shards."""
+    placeholder = _random_params(model, seed, partitioner, shardings)
     if path is None:
         if not random_init:
             raise UserError("INITIAL_CHECKPOINT_PATH is required: prompt tuning needs a "
@@ -133,7 +152,8 @@ def load_frozen_params(model: t5.Transformer, path: Optional[str], random_init: 
         return placeholder
     from ptune import checkpoints
 
-    _, loaded = checkpoints.load(path, model.config, fresh=[r"encoder/prompt/.*"])
+    _, loaded = checkpoints.load(path, model.config, fresh=[r"encoder/prompt/.*"],
+                                 shardings=shardings)
     merged = trainable_lib.merge(loaded, {})
     if "prompt" in placeholder.get("encoder", {}):
         merged["encoder"]["prompt"] = placeholder["encoder"]["prompt"]
@@ -146,7 +166,7 @@ def initial_prompt(cfg: TrainConfig, params: PyTree) -> np.ndarray:
 
     init = cfg.prompt.initializer or prompts.class_labels()
     context = prompts.InitContext(
-        embedding=np.asarray(params["token_embedder"]["embedding"], np.float32),
+        embedding=partitioning.gather(params["token_embedder"]["embedding"]).astype(np.float32),
         vocabulary=data.output_vocabulary(cfg.mixture_or_task_name),
         labels=registry.label_names(cfg.mixture_or_task_name))
     rng = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
@@ -238,13 +258,21 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     if main_process:
         prepare_model_dir(cfg, config_text)
 
-    # ---- model, frozen weights, prompt
+    # ---- mesh: the (data, model) device grid; the logical axis rules place every array
+    partitioner = partitioning.Partitioner.create(cfg.partitioning)
+    partitioner.check_batch_size(cfg.batch_size)
+
+    # ---- model, frozen weights (straight into their shards), prompt (replicated)
     model = build_model(cfg.model, cfg.prompt)
-    params = load_frozen_params(model, cfg.initial_checkpoint_path, cfg.random_init, cfg.seed)
+    boxed = t5.abstract_variables(cfg.model, model.prompt_factory)["params"]
+    shardings = partitioner.param_shardings(boxed)
+    params = load_frozen_params(model, cfg.initial_checkpoint_path, cfg.random_init, cfg.seed,
+                                partitioner, shardings)
     if cfg.random_init and main_process:
         _write_random_init(cfg, params)
     if cfg.prompt is not None:
-        params["encoder"]["prompt"]["prompt"] = jnp.asarray(initial_prompt(cfg, params))
+        params["encoder"]["prompt"]["prompt"] = partitioner.put(
+            initial_prompt(cfg, params), shardings["encoder"]["prompt"]["prompt"])
 
     # ---- what trains: one mask for the optimizer, the state, checkpoints and the log line
     mask = trainable_lib.trainable_mask(params, cfg.trainable)
@@ -253,7 +281,9 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     frozen = trainable_lib.cast_frozen(frozen, cfg.frozen_dtype)
     del params
     optimizer = cfg.optimizer or trainable_lib.paper_adafactor()
-    state = step_lib.init_state(train_params, optimizer)
+    state_sh, frozen_sh = step_lib.train_shardings(partitioner, optimizer, boxed, mask)
+    state = partitioner.jit(lambda p: step_lib.init_state(p, optimizer),
+                            in_shardings=(state_sh.params,), out_shardings=state_sh)(train_params)
 
     # ---- resume from this run's own latest checkpoint
     checkpointer = StateCheckpointer(cfg.model_dir, cfg.keep_checkpoints)
@@ -265,7 +295,9 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     start = int(state.step)
 
     # ---- steps, data, evaluation, logging
-    train_step = step_lib.make_train_step(model, optimizer, cfg.loss, seed=cfg.seed)
+    train_step = step_lib.make_train_step(model, optimizer, cfg.loss, seed=cfg.seed,
+                                          partitioner=partitioner,
+                                          in_shardings=(state_sh, frozen_sh))
     batches = data.train_batches(
         cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.batch_size, seed=cfg.seed,
         split=cfg.train_split, start_batch=int(meta["data_position"]),
@@ -283,11 +315,12 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
         checkpointer.save(step_number, state, meta)
         if main_process and cfg.prompt is not None:
             prompt_io.save_prompt(prompt_io.step_directory(cfg.model_dir, step_number),
-                                  np.asarray(state.params["encoder"]["prompt"]["prompt"]))
+                                  partitioning.gather(state.params["encoder"]["prompt"]["prompt"]))
 
     def evaluate(step_number: int) -> bool:
         """Evaluates, tracks the best prompt; returns True when early stopping triggers."""
-        results = evaluator(model, trainable_lib.merge(state.params, frozen), step_number)
+        with partitioner.context():
+            results = evaluator(model, trainable_lib.merge(state.params, frozen), step_number)
         summary["eval"] = results
         if main_process:
             for task, values in results.items():
@@ -303,8 +336,9 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
             meta["best"] = {"step": step_number, "value": value, "metric": cfg.eval_metric}
             meta["evals_without_improvement"] = 0
             if main_process and cfg.prompt is not None:
-                prompt_io.save_prompt(os.path.join(cfg.model_dir, "numpy_checkpoints", "best"),
-                                      np.asarray(state.params["encoder"]["prompt"]["prompt"]))
+                prompt_io.save_prompt(
+                    os.path.join(cfg.model_dir, "numpy_checkpoints", "best"),
+                    partitioning.gather(state.params["encoder"]["prompt"]["prompt"]))
         else:
             meta["evals_without_improvement"] += 1
         summary["best"] = meta["best"]
@@ -318,7 +352,7 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     step_number = start
     stopped_early = False
     while step_number < cfg.train_steps:
-        state, metrics = train_step(state, frozen, next(batches))
+        state, metrics = train_step(state, frozen, partitioner.shard_batch(next(batches)))
         step_number += 1
         loss = float(metrics["loss_sum"]) / max(float(metrics["tokens"]), 1.0)
         if not np.isfinite(loss):

@@ -17,8 +17,28 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
+# The offline demo: train a prompt on the embedded ptune_demo task over a small random T5,
+# evaluate the best prompt, serve a few requests with it, and list its nearest tokens.
+DEMO_DIR ?= demo_run
+DEMO_MODEL := --gin_file=models/ptune_demo.gin
+DEMO_TASK := ptune_demo_rank_classification
+DEMO_LENGTHS := --gin.TASK_FEATURE_LENGTHS="{'inputs': 64, 'targets': 9}"
+DEMO_PROMPT := $(DEMO_DIR)/numpy_checkpoints/best/encoder.prompt.prompt.npy
+
 demo: $(STAMP)
-	$(BIN)/ptune info --gin_file=models/t5_1_1_tiny.gin
+	rm -rf $(DEMO_DIR)
+	$(BIN)/ptune train $(DEMO_MODEL) --gin_file=prompts/class_labels.gin --gin_file=runs/demo.gin \
+	  --gin.MODEL_DIR="'$(DEMO_DIR)'" --gin.MIXTURE_OR_TASK_NAME="'$(DEMO_TASK)'"
+	$(BIN)/ptune eval $(DEMO_MODEL) --gin_file=runs/eval.gin $(DEMO_LENGTHS) \
+	  --gin.MIXTURE_OR_TASK_NAME="'$(DEMO_TASK)'" \
+	  --gin.INITIAL_CHECKPOINT_PATH="'$(DEMO_DIR)/random_init'" --gin.PROMPT_FILE="'$(DEMO_PROMPT)'"
+	$(BIN)/ptune infer $(DEMO_MODEL) --gin_file=runs/infer.gin $(DEMO_LENGTHS) \
+	  --gin.INITIAL_CHECKPOINT_PATH="'$(DEMO_DIR)/random_init'" \
+	  --gin.PROMPT_FILES="{'ptune_demo': '$(DEMO_PROMPT)'}" \
+	  --gin.INFER_INPUT_FILE="'tasks/data/demo/requests.jsonl'" \
+	  --gin.INFER_OUTPUT_FILE="'$(DEMO_DIR)/predictions.jsonl'"
+	$(BIN)/ptune explain --prompt_file=$(DEMO_PROMPT) --checkpoint=$(DEMO_DIR)/random_init \
+	  --task=ptune_demo --top_k=3
 
 lint: $(STAMP)
 	$(BIN)/ruff check ptune tasks tests benchmarks
@@ -27,8 +47,20 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format ptune tasks tests benchmarks
 
-bench: $(STAMP)
-	@echo "benchmarks: not yet implemented" && exit 1
+# The benchmark has its own environment (ptune + CPU PyTorch, transformers, peft from the
+# pinned [test] extra) so timing runs never disturb the test venv.
+BENCH_VENV ?= .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): setup.py constraints.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --upgrade pip==23.2.1
+	$(BENCH_VENV)/bin/pip install -q -c constraints.txt -e '.[test]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

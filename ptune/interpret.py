@@ -47,9 +47,8 @@ def explain(prompt: np.ndarray, embedding: np.ndarray, vocabulary=None,
     ids, cosine = nearest_tokens(prompt, embedding, top_k, limit)
 
     def piece(i: int) -> str:
-        if vocabulary is None:
-            return str(i)
-        return vocabulary.decode([int(i)])
+        text = vocabulary.decode([int(i)]) if vocabulary is not None else ""
+        return text if text.strip() and text.isprintable() else f"<id {int(i)}>"
 
     positions = [{"position": p,
                   "neighbors": [{"id": int(i), "token": piece(i), "cosine": float(c)}

@@ -66,6 +66,8 @@ def open_checkpoint(path: str) -> tuple[CheckpointSource, Optional[t5.T5Config]]
     """(source, the configuration stored with it if the format stores one)."""
     fmt = detect_format(path)
     path = os.fspath(path)
+    if "://" not in path:
+        path = os.path.abspath(path)  # Orbax refuses relative paths
     if fmt == "t5x":
         return t5x.open_checkpoint(path), None
     if fmt == "hf":

@@ -294,6 +294,28 @@ def cmd_tasks(argv: Sequence[str], gin_args) -> int:
     return 0
 
 
+@command("export", "write a prompt for other tools: a PEFT adapter directory, .npy or .safetensors")
+def cmd_export(argv: Sequence[str], gin_args) -> int:
+    parser = argparse.ArgumentParser(prog="ptune export")
+    parser.add_argument("--format", required=True, choices=("peft", "npy", "safetensors"),
+                        help="peft: adapter_model.safetensors + adapter_config.json that "
+                             "peft.PeftModel.from_pretrained loads")
+    parser.add_argument("--prompt", required=True, metavar="PATH",
+                        help="the prompt: .npy, .safetensors or a PEFT adapter directory")
+    parser.add_argument("--to", required=True, metavar="PATH",
+                        help="output directory (peft) or file (.npy / .safetensors)")
+    parser.add_argument("--base_model", metavar="NAME",
+                        help="base_model_name_or_path recorded in the PEFT adapter config")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing PATH")
+    args = parser.parse_args(argv)
+    from ptune import export
+
+    written = export.export_prompt(args.prompt, args.to, args.format,
+                                   base_model=args.base_model, overwrite=args.overwrite)
+    print(f"wrote {written}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter out

@@ -1,0 +1,172 @@
+"""Prompt exports for other tools: a Hugging Face PEFT adapter directory, `.npy`, `.safetensors`.
+
+    ptune export --format peft --prompt PROMPT.npy --to DIR [--base_model NAME] [--overwrite]
+
+A trained prompt [P, E] is all a prompt-tuning adapter holds, so moving one between ptune and
+PEFT is a change of container, not a conversion: PEFT's `PROMPT_TUNING` adapter for a
+seq2seq T5 with `num_transformer_submodules=1` prepends its P virtual tokens to the encoder
+input, which is ptune's `prefix` placement (same positions, same attention mask), so the
+same values give the same logits. The way back needs nothing here: `prompts.from_file` reads
+a PEFT adapter directory.
+
+    DIR/adapter_model.safetensors   {"prompt_embeddings": float32 [P, E]}
+    DIR/adapter_config.json         peft_type PROMPT_TUNING, task_type SEQ_2_SEQ_LM,
+                                    num_virtual_tokens P, token_dim E,
+                                    num_transformer_submodules 1, base_model_name_or_path
+
+Every export is atomic (written beside its destination, then renamed into place) and refuses
+to replace an existing destination unless `overwrite=True`. Imports numpy and safetensors
+only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Optional, Union
+
+import numpy as np
+
+from ptune import prompts
+from ptune.errors import UserError
+
+FORMATS = ("peft", "npy", "safetensors")
+PEFT_WEIGHTS = "adapter_model.safetensors"
+PEFT_CONFIG = "adapter_config.json"
+PEFT_KEY = "prompt_embeddings"
+SAFETENSORS_KEY = "prompt"  # as `ptune.checkpoints.prompt_io` writes it
+
+
+def peft_adapter_config(length: int, embed: int, base_model: Optional[str] = None) -> dict:
+    """The adapter_config.json PEFT writes for a seq2seq prompt-tuning adapter of [length,
+    embed]; fields PEFT fills from the base model when loading (`num_layers`,
+    `num_attention_heads`) stay null."""
+    return {
+        "peft_type": "PROMPT_TUNING",
+        "task_type": "SEQ_2_SEQ_LM",
+        "num_virtual_tokens": int(length),
+        "token_dim": int(embed),
+        "num_transformer_submodules": 1,
+        "base_model_name_or_path": base_model,
+        "num_layers": None,
+        "num_attention_heads": None,
+        "prompt_tuning_init": "RANDOM",
+        "prompt_tuning_init_text": None,
+        "tokenizer_name_or_path": None,
+        "tokenizer_kwargs": None,
+        "inference_mode": True,
+        "revision": None,
+        "modules_to_save": None,
+        "auto_mapping": None,
+    }
+
+
+def _as_prompt(prompt: Union[str, os.PathLike, np.ndarray]) -> np.ndarray:
+    if isinstance(prompt, (str, os.PathLike)):
+        return prompts.load_prompt_file(os.fspath(prompt))
+    value = np.asarray(prompt)
+    if value.ndim != 2 or not np.issubdtype(value.dtype, np.floating):
+        raise UserError(f"a prompt is a float matrix [length, embed], got {value.dtype} "
+                        f"{value.shape}")
+    value = value.astype(np.float32)
+    if not np.isfinite(value).all():
+        raise UserError("the prompt holds NaN or infinite values")
+    return value
+
+
+def _check_destination(path: str, overwrite: bool) -> None:
+    if os.path.lexists(path) and not overwrite:
+        raise UserError(f"{path} already exists; pass --overwrite to replace it")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UserError(f"cannot write {path}: its parent directory {parent} does not exist")
+
+
+def _replace(tmp: str, path: str) -> None:
+    """Moves tmp (file or directory) to path; an existing path is moved aside first and
+    removed only once tmp is in place, so a failure never leaves neither."""
+    if not os.path.lexists(path):
+        os.rename(tmp, path)
+        return
+    aside = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".old-")
+    old = os.path.join(aside, "old")
+    os.rename(path, old)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        os.rename(old, path)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def write_peft(prompt: Union[str, os.PathLike, np.ndarray], directory: str, *,
+               base_model: Optional[str] = None, overwrite: bool = False) -> str:
+    """Writes a PEFT prompt-tuning adapter directory that `peft.PeftModel.from_pretrained`
+    loads onto a T5 of width E. Returns the directory."""
+    from safetensors.numpy import save_file
+
+    value = _as_prompt(prompt)
+    directory = os.fspath(directory)
+    _check_destination(directory, overwrite)
+    tmp = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(directory)), prefix=".tmp-export-")
+    try:
+        save_file({PEFT_KEY: np.ascontiguousarray(value)}, os.path.join(tmp, PEFT_WEIGHTS),
+                  metadata={"format": "pt"})
+        with open(os.path.join(tmp, PEFT_CONFIG), "w") as f:
+            json.dump(peft_adapter_config(*value.shape, base_model=base_model), f, indent=2)
+            f.write("\n")
+        _replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def write_file(prompt: Union[str, os.PathLike, np.ndarray], path: str, *,
+               overwrite: bool = False) -> str:
+    """Writes a `.npy` or `.safetensors` file (key 'prompt'), by `path`'s extension."""
+    from safetensors.numpy import save_file
+
+    value = _as_prompt(prompt)
+    path = os.fspath(path)
+    if not path.endswith((".npy", ".safetensors")):
+        raise UserError(f"{path}: the file name must end in .npy or .safetensors")
+    _check_destination(path, overwrite)
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a directory; a .npy or .safetensors export is one file")
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-export-",
+                               suffix=os.path.splitext(path)[1])
+    os.close(fd)
+    try:
+        if path.endswith(".npy"):
+            with open(tmp, "wb") as f:
+                np.save(f, value, allow_pickle=False)
+        else:
+            save_file({SAFETENSORS_KEY: np.ascontiguousarray(value)}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def export_prompt(prompt: Union[str, os.PathLike, np.ndarray], to: str, format: str, *,
+                  base_model: Optional[str] = None, overwrite: bool = False) -> str:
+    """Exports `prompt` (an array [P, E] or any file `prompts.load_prompt_file` reads: .npy,
+    .safetensors, a PEFT adapter directory) to `to` in `format` ('peft' | 'npy' |
+    'safetensors'). Returns what was written."""
+    if format not in FORMATS:
+        raise UserError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
+    if format == "peft":
+        return write_peft(prompt, to, base_model=base_model, overwrite=overwrite)
+    if base_model is not None:
+        raise UserError("--base_model is recorded in PEFT adapters only (--format peft)")
+    expected = "." + format
+    if not os.fspath(to).endswith(expected):
+        raise UserError(f"--format {format} writes a {expected} file; {to} does not end in "
+                        f"{expected}")
+    return write_file(prompt, to, overwrite=overwrite)

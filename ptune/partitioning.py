@@ -72,11 +72,28 @@ class MeshConfig:
       takes the remaining devices. 1 is pure data parallelism.
     logical_axis_rules: the whole rule table as (logical axis, mesh axis | None) pairs, in
       priority order; None uses `STANDARD_RULES`. It must name every axis in `LOGICAL_AXES`.
+    parameter_partitioning_dims: 2 also splits the parameters' `embed` dimension along
+      `data` (t5x's 2-D parameter partitioning): each device then holds 1/(data x model) of
+      the frozen weights instead of 1/model, at the cost of gathering them in each step.
+      Activations stay split by batch (`batch` claims `data` first). Ignored with
+      explicit `logical_axis_rules`.
     """
 
     mesh_shape: Optional[Sequence[int]] = None
     num_partitions: int = 1
     logical_axis_rules: Optional[Sequence[Sequence[Any]]] = None
+    parameter_partitioning_dims: int = 1
+
+    def rules(self) -> tuple[tuple[str, MeshAxes], ...]:
+        """The validated rule table (see `validate_rules`)."""
+        if self.logical_axis_rules is not None:
+            return validate_rules(self.logical_axis_rules)
+        if self.parameter_partitioning_dims not in (1, 2):
+            raise UserError("parameter_partitioning_dims must be 1 or 2, got "
+                            f"{self.parameter_partitioning_dims}")
+        if self.parameter_partitioning_dims == 1:
+            return STANDARD_RULES
+        return tuple((n, "data") if n == "embed" else (n, m) for n, m in STANDARD_RULES)
 
     def shape(self, num_devices: int) -> tuple[int, int]:
         """(data, model) for `num_devices` devices; a `UserError` when they do not fit."""
@@ -167,8 +184,7 @@ class Partitioner:
     @classmethod
     def create(cls, config: MeshConfig = MeshConfig(),
                devices: Optional[Sequence[Any]] = None) -> "Partitioner":
-        rules = validate_rules(config.logical_axis_rules)
-        return cls(create_mesh(config, devices), rules)
+        return cls(create_mesh(config, devices), config.rules())
 
     @property
     def data_size(self) -> int:

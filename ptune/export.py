@@ -68,8 +68,9 @@ def _as_prompt(prompt: Union[str, os.PathLike, np.ndarray]) -> np.ndarray:
         return prompts.load_prompt_file(os.fspath(prompt))
     value = np.asarray(prompt)
     if value.ndim != 2 or not np.issubdtype(value.dtype, np.floating):
-        raise UserError(f"a prompt is a float matrix [length, embed], got {value.dtype} "
-                        f"{value.shape}")
+        raise UserError(
+            f"a prompt is a float matrix [length, embed], got {value.dtype} {value.shape}"
+        )
     value = value.astype(np.float32)
     if not np.isfinite(value).all():
         raise UserError("the prompt holds NaN or infinite values")
@@ -102,8 +103,13 @@ def _replace(tmp: str, path: str) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
-def write_peft(prompt: Union[str, os.PathLike, np.ndarray], directory: str, *,
-               base_model: Optional[str] = None, overwrite: bool = False) -> str:
+def write_peft(
+    prompt: Union[str, os.PathLike, np.ndarray],
+    directory: str,
+    *,
+    base_model: Optional[str] = None,
+    overwrite: bool = False,
+) -> str:
     """Writes a PEFT prompt-tuning adapter directory that `peft.PeftModel.from_pretrained`
     loads onto a T5 of width E. Returns the directory."""
     from safetensors.numpy import save_file
@@ -113,8 +119,11 @@ def write_peft(prompt: Union[str, os.PathLike, np.ndarray], directory: str, *,
     _check_destination(directory, overwrite)
     tmp = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(directory)), prefix=".tmp-export-")
     try:
-        save_file({PEFT_KEY: np.ascontiguousarray(value)}, os.path.join(tmp, PEFT_WEIGHTS),
-                  metadata={"format": "pt"})
+        save_file(
+            {PEFT_KEY: np.ascontiguousarray(value)},
+            os.path.join(tmp, PEFT_WEIGHTS),
+            metadata={"format": "pt"},
+        )
         with open(os.path.join(tmp, PEFT_CONFIG), "w") as f:
             json.dump(peft_adapter_config(*value.shape, base_model=base_model), f, indent=2)
             f.write("\n")
@@ -125,8 +134,9 @@ def write_peft(prompt: Union[str, os.PathLike, np.ndarray], directory: str, *,
     return directory
 
 
-def write_file(prompt: Union[str, os.PathLike, np.ndarray], path: str, *,
-               overwrite: bool = False) -> str:
+def write_file(
+    prompt: Union[str, os.PathLike, np.ndarray], path: str, *, overwrite: bool = False
+) -> str:
     """Writes a `.npy` or `.safetensors` file (key 'prompt'), by `path`'s extension."""
     from safetensors.numpy import save_file
 
@@ -137,8 +147,11 @@ def write_file(prompt: Union[str, os.PathLike, np.ndarray], path: str, *,
     _check_destination(path, overwrite)
     if os.path.isdir(path):
         raise UserError(f"{path} is a directory; a .npy or .safetensors export is one file")
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-export-",
-                               suffix=os.path.splitext(path)[1])
+    fd, tmp = tempfile.mkstemp(
+        dir=os.path.dirname(os.path.abspath(path)),
+        prefix=".tmp-export-",
+        suffix=os.path.splitext(path)[1],
+    )
     os.close(fd)
     try:
         if path.endswith(".npy"):
@@ -154,8 +167,14 @@ def write_file(prompt: Union[str, os.PathLike, np.ndarray], path: str, *,
     return path
 
 
-def export_prompt(prompt: Union[str, os.PathLike, np.ndarray], to: str, format: str, *,
-                  base_model: Optional[str] = None, overwrite: bool = False) -> str:
+def export_prompt(
+    prompt: Union[str, os.PathLike, np.ndarray],
+    to: str,
+    format: str,
+    *,
+    base_model: Optional[str] = None,
+    overwrite: bool = False,
+) -> str:
     """Exports `prompt` (an array [P, E] or any file `prompts.load_prompt_file` reads: .npy,
     .safetensors, a PEFT adapter directory) to `to` in `format` ('peft' | 'npy' |
     'safetensors'). Returns what was written."""
@@ -167,6 +186,7 @@ def export_prompt(prompt: Union[str, os.PathLike, np.ndarray], to: str, format: 
         raise UserError("--base_model is recorded in PEFT adapters only (--format peft)")
     expected = "." + format
     if not os.fspath(to).endswith(expected):
-        raise UserError(f"--format {format} writes a {expected} file; {to} does not end in "
-                        f"{expected}")
+        raise UserError(
+            f"--format {format} writes a {expected} file; {to} does not end in {expected}"
+        )
     return write_file(prompt, to, overwrite=overwrite)

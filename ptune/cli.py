@@ -7,6 +7,9 @@
     ptune ensemble --gin_file=models/... --gin_file=runs/eval.gin --prompt_files=a.npy,b.npy
     ptune explain --prompt_file=P.npy --checkpoint=PATH [--task=NAME] [--top_k=5]
     ptune tasks                                       # registered seqio tasks and mixtures
+    ptune plan --gin_file=... --mesh_shape=DATA,MODEL   # per-device memory, no weights
+    ptune train ... --multiprocess                    # one process per host (or
+        --coordinator_address=HOST:PORT --num_processes=N --process_id=I)
 
 Gin flags follow t5x: `--gin_file` (repeatable), `--gin.NAME=VALUE`, `--gin_bindings`,
 `--gin_search_paths`. Bad input prints one line `ptune: error: ...` and exits with status 2;
@@ -316,6 +319,97 @@ def cmd_export(argv: Sequence[str], gin_args) -> int:
     return 0
 
 
+# ---- capacity planning and multi-process flags (ptune.plan, ptune.distributed)
+
+PLAN_PLACEHOLDERS = ["MODEL_DIR='(plan)'", "MIXTURE_OR_TASK_NAME='(plan)'",
+                     "INITIAL_CHECKPOINT_PATH=None", "INITIAL_PROMPT_FILE=None"]
+
+
+def _simulate_cpu_devices(count: int) -> None:
+    """Makes jax (not yet started) see `count` CPU devices, however many chips are here."""
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
+    os.environ["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={count}"])
+    os.environ["JAX_PLATFORMS"] = "cpu"
+
+
+@command("plan", "per-device memory of a training run on a mesh, compiled from shapes only")
+def cmd_plan(argv: Sequence[str], gin_args) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ptune plan", description="Compiles the sharded train step from abstract shapes "
+        "(no weights allocated) and prints per-device memory; the last line reads "
+        "'per_device_bytes: N'. Required run macros (MODEL_DIR, ...) need not be given.")
+    parser.add_argument("--mesh_shape", required=True, metavar="DATA,MODEL",
+                        help="mesh to plan for, e.g. 4,4 (simulated on CPU devices)")
+    parser.add_argument("--scan_layers", action="store_true",
+                        help="plan with scanned layers: much faster to compile for big models")
+    parser.add_argument("--real_devices", action="store_true",
+                        help="compile for this machine's own devices instead of simulated CPUs")
+    args = parser.parse_args(argv)
+    try:
+        data, model = (int(n) for n in args.mesh_shape.split(","))
+    except ValueError:
+        raise UserError(f"--mesh_shape must be DATA,MODEL (e.g. 4,4), got {args.mesh_shape!r}")
+    if data < 1 or model < 1:
+        raise UserError(f"--mesh_shape sizes must be positive, got {args.mesh_shape!r}")
+    if not args.real_devices:
+        _simulate_cpu_devices(data * model)
+    _setup_logging()
+    from ptune import ginconfig, plan, trainer
+
+    ginconfig.parse(dataclasses.replace(gin_args,
+                                        bindings=PLAN_PLACEHOLDERS + list(gin_args.bindings)))
+    cfg = ginconfig.call(trainer.TrainConfig)
+    model_config = cfg.model.replace(scan_layers=True) if args.scan_layers else cfg.model
+    result = plan.plan_training(
+        model_config, mesh=dataclasses.replace(cfg.partitioning, mesh_shape=(data, model)),
+        batch_size=cfg.batch_size, feature_lengths=cfg.task_feature_lengths,
+        prompt_length=cfg.prompt.length if cfg.prompt is not None else None,
+        placement=cfg.prompt.placement if cfg.prompt is not None else "prefix",
+        trainable=cfg.trainable, optimizer=cfg.optimizer, loss=cfg.loss,
+        frozen_dtype=cfg.frozen_dtype)
+    print(f"model: {model_config.num_encoder_layers}+{model_config.num_decoder_layers} layers, "
+          f"emb {model_config.emb_dim}, activations {model_config.dtype}, frozen weights "
+          f"{cfg.frozen_dtype or 'float32'}, remat {model_config.remat_policy}, scanned "
+          f"{model_config.scan_layers}; batch {cfg.batch_size}, lengths "
+          f"{dict(cfg.task_feature_lengths)}")
+    print("\n".join(result.lines()))
+    return 0
+
+
+PROCESS_FLAGS = ("--coordinator_address", "--num_processes", "--process_id")
+
+
+def _take_process_flags(argv: Sequence[str]) -> list[str]:
+    """`--multiprocess` (auto-detect: TPU pod, SLURM) or `--coordinator_address=HOST:PORT
+    --num_processes=N --process_id=I` join this process to the others before jax starts
+    (see ptune.distributed); the other arguments are returned."""
+    rest, values, multiprocess = [], {}, False
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if arg == "--multiprocess":
+            multiprocess = True
+        elif name in PROCESS_FLAGS:
+            if not eq or not value:
+                raise UserError(f"{name} needs a value: {name}=VALUE")
+            values[name[2:]] = value
+        else:
+            rest.append(arg)
+    if multiprocess or values:
+        from ptune import distributed
+
+        try:
+            config = distributed.ProcessConfig(
+                coordinator_address=values.get("coordinator_address"),
+                num_processes=int(values["num_processes"]) if "num_processes" in values
+                else None,
+                process_id=int(values["process_id"]) if "process_id" in values else None)
+        except ValueError:
+            raise UserError("--num_processes and --process_id must be integers")
+        distributed.initialize(config)
+    return rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter out
@@ -331,6 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ptune: error: unknown command {name!r}\n{usage}", file=sys.stderr)
         return 2
     try:
+        rest = _take_process_flags(rest)
         from ptune import ginconfig
 
         gin_args = ginconfig.split_gin_args(rest)

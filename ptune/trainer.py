@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from ptune import data, evaluation, partitioning, prompts
+from ptune import data, distributed, evaluation, partitioning, prompts
 from ptune import step as step_lib
 from ptune import trainable as trainable_lib
 from ptune.checkpoints import prompt_io
@@ -261,6 +261,7 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     # ---- mesh: the (data, model) device grid; the logical axis rules place every array
     partitioner = partitioning.Partitioner.create(cfg.partitioning)
     partitioner.check_batch_size(cfg.batch_size)
+    distributed.check_same_on_all_hosts(cfg.seed, "the seed")  # data order, dropout, init
 
     # ---- model, frozen weights (straight into their shards), prompt (replicated)
     model = build_model(cfg.model, cfg.prompt)

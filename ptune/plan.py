@@ -1,0 +1,152 @@
+"""Capacity planning: will a run fit, per device, before anyone rents the pod?
+
+`plan_training` compiles the real sharded train step ahead of time from abstract shapes only
+(`ShapeDtypeStruct`s carrying their shardings; no weight is ever allocated) and reads XLA's
+own memory analysis of the per-device program:
+
+    arguments    state (trainable params + optimizer state) + frozen weights + batch, sharded
+    outputs      the new state and the metrics
+    aliased      outputs written in place over donated arguments (the state), counted once
+    temporaries  activations kept for the backward pass, gradients, collectives' buffers
+
+    per_device_bytes = arguments + outputs - aliased + temporaries
+
+It also sums the parameter and optimizer-state bytes each device holds, from the shardings
+alone. Compiling needs the devices of the mesh to exist: on a laptop, simulated CPU devices
+(`--xla_force_host_platform_device_count`, which `ptune plan` sets from `--mesh_shape`). XLA's
+CPU backend computes in float32 where a TPU would keep bfloat16, so its temporaries are an
+upper bound for TPU.
+
+The numerical core: jax, flax, optax and numpy only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+
+from ptune import partitioning, prompts
+from ptune import step as step_lib
+from ptune import trainable as trainable_lib
+from ptune.models import t5
+
+PyTree = Any
+GIB = 1024 ** 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Bytes per device of one compiled train step (the peak over the mesh's devices)."""
+
+    mesh_shape: tuple[int, int]
+    argument_bytes: int
+    output_bytes: int
+    alias_bytes: int
+    temp_bytes: int
+    trainable_bytes: int
+    frozen_bytes: int
+    optimizer_bytes: int
+    trainable_params: int
+    total_params: int
+    compile_seconds: float
+
+    @property
+    def per_device_bytes(self) -> int:
+        return self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
+
+    def lines(self) -> list[str]:
+        """Human-readable report; the last line is `per_device_bytes: N`."""
+        def row(name, value):
+            return f"{name + ':':<26}{value:>16,d} bytes  ({value / GIB:8.3f} GiB)"
+
+        data, model = self.mesh_shape
+        return [
+            f"mesh: {data}x{model} (data x model), {data * model} devices",
+            f"trainable params: {self.trainable_params:,} of {self.total_params:,}",
+            f"compiled in {self.compile_seconds:.1f} s",
+            "per device:",
+            "  " + row("trainable params", self.trainable_bytes),
+            "  " + row("optimizer state", self.optimizer_bytes),
+            "  " + row("frozen params", self.frozen_bytes),
+            "  " + row("arguments", self.argument_bytes),
+            "  " + row("outputs", self.output_bytes),
+            "  " + row("aliased (donated)", self.alias_bytes),
+            "  " + row("temporaries", self.temp_bytes),
+            "  " + row("peak", self.per_device_bytes),
+            f"per_device_bytes: {self.per_device_bytes}",
+        ]
+
+
+def _shard_bytes(abstract: PyTree, shardings: PyTree) -> int:
+    """Bytes of the largest shard of each leaf, summed (the worst device)."""
+    total = 0
+    for leaf, sharding in zip(jax.tree_util.tree_leaves(abstract),
+                              jax.tree_util.tree_leaves(shardings)):
+        shape = sharding.shard_shape(tuple(leaf.shape))
+        total += int(np.prod(shape)) * jnp.dtype(leaf.dtype).itemsize
+    return total
+
+
+def _with_shardings(abstract: PyTree, shardings: PyTree, dtype=None) -> PyTree:
+    return jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, dtype or x.dtype, sharding=s),
+        abstract, shardings)
+
+
+def plan_training(model_config: t5.T5Config, *, mesh: partitioning.MeshConfig,
+                  batch_size: int, feature_lengths: Mapping[str, int],
+                  prompt_length: Optional[int] = 100, placement: str = "prefix",
+                  trainable: Sequence[str] = trainable_lib.PROMPT_ONLY,
+                  optimizer: Optional[optax.GradientTransformation] = None,
+                  loss: step_lib.LossConfig = step_lib.LossConfig(),
+                  frozen_dtype: Optional[str] = None,
+                  devices: Optional[Sequence[Any]] = None) -> Plan:
+    """Compiles the train step for `batch_size` examples of `feature_lengths` ({'inputs': ls,
+    'targets': lt} tokens) on the mesh and returns its per-device memory. Allocates nothing.
+
+    prompt_length None plans a run without a prompt (model tuning)."""
+    partitioner = partitioning.Partitioner.create(mesh, devices)
+    partitioner.check_batch_size(batch_size)
+    factory = prompts.prompt_factory(prompt_length, placement) if prompt_length else None
+    model = t5.Transformer(model_config, factory)
+    boxed = t5.abstract_variables(model_config, factory)["params"]
+    abstract = nn.unbox(boxed)
+    mask = trainable_lib.trainable_mask(abstract, trainable)
+    optimizer = optimizer or trainable_lib.paper_adafactor()
+    state_sh, frozen_sh = step_lib.train_shardings(partitioner, optimizer, boxed, mask)
+    train_abstract, frozen_abstract = trainable_lib.partition(abstract, mask)
+    state_abstract = jax.eval_shape(lambda p: step_lib.init_state(p, optimizer), train_abstract)
+    state_abstract = _with_shardings(state_abstract, state_sh)
+    frozen_abstract = _with_shardings(frozen_abstract, frozen_sh,
+                                      jnp.dtype(frozen_dtype) if frozen_dtype else None)
+    lengths = {"encoder_input_tokens": feature_lengths["inputs"],
+               "decoder_input_tokens": feature_lengths["targets"],
+               "decoder_target_tokens": feature_lengths["targets"],
+               "decoder_loss_weights": feature_lengths["targets"]}
+    batch = {k: jax.ShapeDtypeStruct((batch_size, n), jnp.int32,
+                                     sharding=partitioner.batch_sharding())
+             for k, n in lengths.items()}
+    train_step = step_lib.make_train_step(model, optimizer, loss, partitioner=partitioner,
+                                          in_shardings=(state_sh, frozen_sh))
+    start = time.perf_counter()
+    compiled = train_step.lower(state_abstract, frozen_abstract, batch).compile()
+    seconds = time.perf_counter() - start
+    memory = compiled.memory_analysis()
+    counts = trainable_lib.count(mask, abstract)
+    return Plan(
+        mesh_shape=(partitioner.data_size, partitioner.model_size),
+        argument_bytes=int(memory.argument_size_in_bytes),
+        output_bytes=int(memory.output_size_in_bytes),
+        alias_bytes=int(memory.alias_size_in_bytes),
+        temp_bytes=int(memory.temp_size_in_bytes),
+        trainable_bytes=_shard_bytes(state_abstract.params, state_sh.params),
+        frozen_bytes=_shard_bytes(frozen_abstract, frozen_sh),
+        optimizer_bytes=_shard_bytes(state_abstract.opt_state, state_sh.opt_state),
+        trainable_params=counts[0], total_params=counts[1], compile_seconds=seconds)

@@ -19,6 +19,7 @@ _CORE = [
     "seqio==0.0.20",
     "gin-config==0.5.0",
     "tensorflow-datasets==4.9.10",
+    "importlib_resources==7.1.0",  # tensorflow-datasets imports it without declaring it
     "tensorflow==2.21.0",
     "tensorflow-text==2.21.1",
     "sentencepiece==0.2.3",

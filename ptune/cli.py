@@ -12,7 +12,8 @@
         --coordinator_address=HOST:PORT --num_processes=N --process_id=I)
 
 Gin flags follow t5x: `--gin_file` (repeatable), `--gin.NAME=VALUE`, `--gin_bindings`,
-`--gin_search_paths`. Bad input prints one line `ptune: error: ...` and exits with status 2;
+`--gin_search_paths`. Data flags (any command): `--tfds_data_dir`, `--tfds_manual_dir`,
+`--superglue_dir`, `--spm_path` (or gin: `data.DataSources.*`; or the environment). Bad input prints one line `ptune: error: ...` and exits with status 2;
 set PTUNE_DEBUG=1 to see the traceback as well.
 """
 
@@ -157,11 +158,32 @@ def _setup_logging() -> None:
     logging.getLogger("ptune").setLevel(logging.INFO)
 
 
+DATA_FLAGS = {"--tfds_data_dir": "TFDS_DATA_DIR", "--spm_path": "PTUNE_SPM_PATH",
+              "--tfds_manual_dir": "PTUNE_TFDS_MANUAL_DIR",
+              "--superglue_dir": "PTUNE_SUPERGLUE_DIR"}
+
+
+def _take_data_flags(argv: Sequence[str]) -> list[str]:
+    """`--tfds_data_dir=...` and friends set the environment the tasks read; rest returned."""
+    rest = []
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if name in DATA_FLAGS:
+            if not eq or not value:
+                raise UserError(f"{name} needs a value: {name}=PATH")
+            os.environ[DATA_FLAGS[name]] = value
+        else:
+            rest.append(arg)
+    return rest
+
+
 def _configured(gin_args, fn):
-    from ptune import ginconfig
+    """Parses gin, checks required macros, applies data sources, builds `fn`'s config."""
+    from ptune import data, ginconfig
 
     ginconfig.parse(gin_args)
     _check_required_macros()
+    ginconfig.call(data.DataSources).apply()
     return ginconfig.call(fn)
 
 
@@ -428,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rest = _take_process_flags(rest)
         from ptune import ginconfig
 
-        gin_args = ginconfig.split_gin_args(rest)
+        gin_args = ginconfig.split_gin_args(_take_data_flags(rest))
         return COMMANDS[name][1](gin_args.rest, gin_args) or 0
     except (UserError, FileNotFoundError) as e:
         if os.environ.get("PTUNE_DEBUG"):

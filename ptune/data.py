@@ -11,6 +11,8 @@ decoder_target_tokens [b, lt], decoder_loss_weights [b, lt].
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from typing import Iterator, Mapping, Optional
 
 import numpy as np
@@ -32,6 +34,26 @@ def get_task(name: str):
         raise UserError(str(e).splitlines()[0]) from e
 
 
+@contextlib.contextmanager
+def dataset_errors(task_name: str):
+    """Turns "the data is not here and cannot be fetched" into one line with the remedies."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001  requests/urllib3/tfds each raise their own types
+        text = f"{type(e).__name__}: {e}"
+        offline = any(word in text for word in (
+            "ConnectionError", "NameResolution", "Max retries", "DownloadError",
+            "Failed to resolve", "DatasetNotFoundError", "ManualDirError", "manual_dir"))
+        if not offline:
+            raise
+        first = " ".join(str(e).split())[:200]
+        raise UserError(
+            f"task {task_name}: its data is not prepared here and cannot be downloaded "
+            f"({type(e).__name__}: {first}); use --tfds_data_dir with prepared TFDS data, "
+            "--tfds_manual_dir with the official archives, or --superglue_dir with the "
+            "SuperGLUE JSONL release (see ptune/tasks/README.md)") from e
+
+
 def feature_converter(pack: bool = False) -> seqio.FeatureConverter:
     return seqio.EncDecFeatureConverter(pack=pack)
 
@@ -49,10 +71,11 @@ def train_batches(task_name: str, feature_lengths: Mapping[str, int], batch_size
     if batch_size % num_shards:
         raise UserError(f"batch size {batch_size} is not divisible by the {num_shards} hosts")
     shard = seqio.ShardInfo(index=shard_index, num_shards=num_shards) if num_shards > 1 else None
-    ds = seqio.get_dataset(task_name, task_feature_lengths=dict(feature_lengths),
-                           dataset_split=split, use_cached=use_cached, shuffle=True,
-                           num_epochs=None, shard_info=shard, verbose=False, seed=seed,
-                           feature_converter=feature_converter(pack))
+    with dataset_errors(task_name):
+        ds = seqio.get_dataset(task_name, task_feature_lengths=dict(feature_lengths),
+                               dataset_split=split, use_cached=use_cached, shuffle=True,
+                               num_epochs=None, shard_info=shard, verbose=False, seed=seed,
+                               feature_converter=feature_converter(pack))
     ds = ds.batch(batch_size // num_shards, drop_remainder=True)
     if start_batch:
         ds = ds.skip(start_batch)
@@ -87,3 +110,27 @@ def padded_batches(examples, batch_size: int,
             chunk = []
     if chunk:
         yield emit(chunk)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSources:
+    """Where task data and the vocabulary come from; gin-bindable, applied by the CLI before
+    any task is read. None keeps the environment's choice (PTUNE_SPM_PATH, TFDS_DATA_DIR,
+    PTUNE_TFDS_MANUAL_DIR, PTUNE_SUPERGLUE_DIR) or the default (public gs:// / TFDS)."""
+
+    spm_path: Optional[str] = None  # SentencePiece model, or "t5" / "mt5"
+    tfds_data_dir: Optional[str] = None  # prepared TFDS data
+    tfds_manual_dir: Optional[str] = None  # the official archives, prepared on first read
+    superglue_dir: Optional[str] = None  # the official SuperGLUE JSONL release
+
+    def apply(self) -> None:
+        from ptune.tasks import sources, vocab
+
+        if self.spm_path:
+            vocab.set_sentencepiece_path(self.spm_path)
+        if self.tfds_data_dir:
+            sources.set_tfds_data_dir(self.tfds_data_dir)
+        if self.tfds_manual_dir:
+            sources.set_tfds_manual_dir(self.tfds_manual_dir)
+        if self.superglue_dir:
+            sources.set_superglue_dir(self.superglue_dir)

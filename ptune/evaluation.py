@@ -34,9 +34,10 @@ class Evaluation:
         self.lengths = dict(feature_lengths)
         self.batch_size = batch_size
         self.split = split
-        self._evaluator = seqio.Evaluator(
-            task_name, feature_converter=data.feature_converter(pack=False), eval_split=split,
-            sequence_length=self.lengths, use_memory_cache=True)
+        with data.dataset_errors(task_name):
+            self._evaluator = seqio.Evaluator(
+                task_name, feature_converter=data.feature_converter(pack=False),
+                eval_split=split, sequence_length=self.lengths, use_memory_cache=True)
         self._model_lengths = {
             "encoder_input_tokens": self.lengths["inputs"],
             "decoder_input_tokens": self.lengths["targets"],

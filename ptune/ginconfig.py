@@ -125,9 +125,14 @@ def _one_line(error: BaseException) -> str:
 
 
 def call(fn, **kwargs):
-    """Calls `fn` with its gin bindings (dynamic registration); gin errors become one line."""
+    """Calls `fn` with its gin bindings (dynamic registration); gin errors become one line.
+    A function no gin file mentions is called with its defaults."""
     try:
-        return gin.get_configurable(fn)(**kwargs)
+        configured = gin.get_configurable(fn)
+    except ValueError:
+        configured = fn
+    try:
+        return configured(**kwargs)
     except (ValueError, TypeError) as e:
         if isinstance(e, UserError):
             raise

@@ -202,3 +202,17 @@ def test_nan_loss_stops_with_the_step(tmp_path):
                                         r"checkpoint, step 1, is intact\)"):
         trainer.train(cfg)
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["1"]
+
+
+def test_unreachable_data_is_one_line_with_the_remedies():
+    import requests
+
+    from ptune import data
+
+    with pytest.raises(UserError, match=r"task taskless_super_glue_rte_v102: its data is not "
+                                        r"prepared here .* --tfds_data_dir"):
+        with data.dataset_errors("taskless_super_glue_rte_v102"):
+            raise requests.exceptions.ConnectionError("Max retries exceeded with url: RTE.zip")
+    with pytest.raises(KeyError):  # other errors pass through untouched
+        with data.dataset_errors("x"):
+            raise KeyError("bug")

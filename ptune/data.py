@@ -20,8 +20,12 @@ import seqio
 
 from ptune.errors import UserError
 
-MODEL_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
-                  "decoder_loss_weights")
+MODEL_FEATURES = (
+    "encoder_input_tokens",
+    "decoder_input_tokens",
+    "decoder_target_tokens",
+    "decoder_loss_weights",
+)
 
 
 def get_task(name: str):
@@ -41,9 +45,19 @@ def dataset_errors(task_name: str):
         yield
     except Exception as e:  # noqa: BLE001  requests/urllib3/tfds each raise their own types
         text = f"{type(e).__name__}: {e}"
-        offline = any(word in text for word in (
-            "ConnectionError", "NameResolution", "Max retries", "DownloadError",
-            "Failed to resolve", "DatasetNotFoundError", "ManualDirError", "manual_dir"))
+        offline = any(
+            word in text
+            for word in (
+                "ConnectionError",
+                "NameResolution",
+                "Max retries",
+                "DownloadError",
+                "Failed to resolve",
+                "DatasetNotFoundError",
+                "ManualDirError",
+                "manual_dir",
+            )
+        )
         if not offline:
             raise
         first = " ".join(str(e).split())[:200]
@@ -51,7 +65,8 @@ def dataset_errors(task_name: str):
             f"task {task_name}: its data is not prepared here and cannot be downloaded "
             f"({type(e).__name__}: {first}); use --tfds_data_dir with prepared TFDS data, "
             "--tfds_manual_dir with the official archives, or --superglue_dir with the "
-            "SuperGLUE JSONL release (see ptune/tasks/README.md)") from e
+            "SuperGLUE JSONL release (see ptune/tasks/README.md)"
+        ) from e
 
 
 def feature_converter(pack: bool = False) -> seqio.FeatureConverter:
@@ -62,20 +77,37 @@ def output_vocabulary(task_name: str):
     return get_task(task_name).output_features["targets"].vocabulary
 
 
-def train_batches(task_name: str, feature_lengths: Mapping[str, int], batch_size: int, *,
-                  seed: int, split: str = "train", start_batch: int = 0,
-                  shard_index: int = 0, num_shards: int = 1, pack: bool = False,
-                  use_cached: bool = False) -> Iterator[dict[str, np.ndarray]]:
+def train_batches(
+    task_name: str,
+    feature_lengths: Mapping[str, int],
+    batch_size: int,
+    *,
+    seed: int,
+    split: str = "train",
+    start_batch: int = 0,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    pack: bool = False,
+    use_cached: bool = False,
+) -> Iterator[dict[str, np.ndarray]]:
     """Endless shuffled batches, starting after `start_batch` already-consumed batches."""
     get_task(task_name)
     if batch_size % num_shards:
         raise UserError(f"batch size {batch_size} is not divisible by the {num_shards} hosts")
     shard = seqio.ShardInfo(index=shard_index, num_shards=num_shards) if num_shards > 1 else None
     with dataset_errors(task_name):
-        ds = seqio.get_dataset(task_name, task_feature_lengths=dict(feature_lengths),
-                               dataset_split=split, use_cached=use_cached, shuffle=True,
-                               num_epochs=None, shard_info=shard, verbose=False, seed=seed,
-                               feature_converter=feature_converter(pack))
+        ds = seqio.get_dataset(
+            task_name,
+            task_feature_lengths=dict(feature_lengths),
+            dataset_split=split,
+            use_cached=use_cached,
+            shuffle=True,
+            num_epochs=None,
+            shard_info=shard,
+            verbose=False,
+            seed=seed,
+            feature_converter=feature_converter(pack),
+        )
     ds = ds.batch(batch_size // num_shards, drop_remainder=True)
     if start_batch:
         ds = ds.skip(start_batch)
@@ -83,8 +115,9 @@ def train_batches(task_name: str, feature_lengths: Mapping[str, int], batch_size
         yield {k: np.asarray(batch[k], np.int32) for k in MODEL_FEATURES if k in batch}
 
 
-def padded_batches(examples, batch_size: int,
-                   lengths: Optional[Mapping[str, int]] = None) -> Iterator[tuple[list, dict]]:
+def padded_batches(
+    examples, batch_size: int, lengths: Optional[Mapping[str, int]] = None
+) -> Iterator[tuple[list, dict]]:
     """Groups (index, features) pairs into fixed-size batches, padding the last with zero
     rows so every batch has one shape (one compilation). Yields (indices, batch)."""
     chunk: list = []
@@ -99,7 +132,7 @@ def padded_batches(examples, batch_size: int,
                 width = lengths[k]
             rows = np.zeros((batch_size, width), np.int32)
             for r, (_, f) in enumerate(chunk):
-                rows[r, :len(f[k])] = f[k]
+                rows[r, : len(f[k])] = f[k]
             batch[k] = rows
         return indices, batch
 

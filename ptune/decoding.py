@@ -20,29 +20,53 @@ Array = jax.Array
 PyTree = Any
 
 
-def encode(model: t5.Transformer, params: PyTree, encoder_input_tokens: Array,
-           prompt_index: Optional[Array] = None) -> tuple[Array, Array]:
+def encode(
+    model: t5.Transformer,
+    params: PyTree,
+    encoder_input_tokens: Array,
+    prompt_index: Optional[Array] = None,
+) -> tuple[Array, Array]:
     """-> (encoded [b, ls', e], encoded_valid [b, ls'])"""
-    return model.apply({"params": params}, encoder_input_tokens, enable_dropout=False,
-                       prompt_index=prompt_index, method=t5.Transformer.encode)
+    return model.apply(
+        {"params": params},
+        encoder_input_tokens,
+        enable_dropout=False,
+        prompt_index=prompt_index,
+        method=t5.Transformer.encode,
+    )
 
 
-def init_cache(model: t5.Transformer, params: PyTree, encoded: Array, encoded_valid: Array,
-               max_length: int) -> PyTree:
+def init_cache(
+    model: t5.Transformer, params: PyTree, encoded: Array, encoded_valid: Array, max_length: int
+) -> PyTree:
     """The decoder cache for `max_length` positions, cross-attention keys/values filled."""
     dummy = jnp.zeros((encoded.shape[0], max_length), jnp.int32)
-    _, variables = model.apply({"params": params}, encoded, encoded_valid, dummy,
-                               enable_dropout=False, decode=True, mutable=["cache"],
-                               method=t5.Transformer.decode)
+    _, variables = model.apply(
+        {"params": params},
+        encoded,
+        encoded_valid,
+        dummy,
+        enable_dropout=False,
+        decode=True,
+        mutable=["cache"],
+        method=t5.Transformer.decode,
+    )
     return variables["cache"]
 
 
 def _step(model, params, cache, encoded_valid, tokens, max_length):
     """tokens [b] -> (logits [b, vocab], cache)"""
-    logits, variables = model.apply({"params": params, "cache": cache}, None, encoded_valid,
-                                    tokens[:, None], enable_dropout=False, decode=True,
-                                    max_decode_length=max_length, mutable=["cache"],
-                                    method=t5.Transformer.decode)
+    logits, variables = model.apply(
+        {"params": params, "cache": cache},
+        None,
+        encoded_valid,
+        tokens[:, None],
+        enable_dropout=False,
+        decode=True,
+        max_decode_length=max_length,
+        mutable=["cache"],
+        method=t5.Transformer.decode,
+    )
     return logits[:, 0], variables["cache"]
 
 
@@ -62,12 +86,22 @@ def _filter_logits(logits: Array, top_k: int, top_p: float) -> Array:
     return logits
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_length", "eos_id", "temperature",
-                                              "top_k", "top_p"))
-def generate(model: t5.Transformer, params: PyTree, encoder_input_tokens: Array, *,
-             max_length: int, eos_id: int = 1, temperature: float = 0.0, top_k: int = 0,
-             top_p: float = 1.0, rng: Optional[Array] = None,
-             prompt_index: Optional[Array] = None) -> Array:
+@functools.partial(
+    jax.jit, static_argnames=("model", "max_length", "eos_id", "temperature", "top_k", "top_p")
+)
+def generate(
+    model: t5.Transformer,
+    params: PyTree,
+    encoder_input_tokens: Array,
+    *,
+    max_length: int,
+    eos_id: int = 1,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    rng: Optional[Array] = None,
+    prompt_index: Optional[Array] = None,
+) -> Array:
     """Greedy (temperature 0) or sampled decoding with the KV cache.
 
     encoder_input_tokens [b, ls] -> tokens [b, max_length] (0 after EOS).
@@ -95,18 +129,35 @@ def generate(model: t5.Transformer, params: PyTree, encoder_input_tokens: Array,
         i, _, done, *_ = carry
         return (i < max_length) & ~jnp.all(done)
 
-    init = (jnp.zeros((), jnp.int32), jnp.zeros((batch,), jnp.int32),
-            jnp.zeros((batch,), bool), jnp.zeros((batch, max_length), jnp.int32), cache, rng)
+    init = (
+        jnp.zeros((), jnp.int32),
+        jnp.zeros((batch,), jnp.int32),
+        jnp.zeros((batch,), bool),
+        jnp.zeros((batch, max_length), jnp.int32),
+        cache,
+        rng,
+    )
     return jax.lax.while_loop(cond, body, init)[3]
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
-def score(model: t5.Transformer, params: PyTree, encoder_input_tokens: Array,
-          decoder_input_tokens: Array, decoder_target_tokens: Array,
-          prompt_index: Optional[Array] = None) -> Array:
+def score(
+    model: t5.Transformer,
+    params: PyTree,
+    encoder_input_tokens: Array,
+    decoder_input_tokens: Array,
+    decoder_target_tokens: Array,
+    prompt_index: Optional[Array] = None,
+) -> Array:
     """Log-likelihood of each target sequence: -> [b] (sum over real target tokens)."""
-    logits = model.apply({"params": params}, encoder_input_tokens, decoder_input_tokens,
-                         decoder_target_tokens, enable_dropout=False, prompt_index=prompt_index)
+    logits = model.apply(
+        {"params": params},
+        encoder_input_tokens,
+        decoder_input_tokens,
+        decoder_target_tokens,
+        enable_dropout=False,
+        prompt_index=prompt_index,
+    )
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     token = jnp.take_along_axis(log_probs, decoder_target_tokens[..., None], axis=-1)[..., 0]
     return jnp.sum(token * (decoder_target_tokens > 0), axis=-1)
@@ -127,11 +178,18 @@ def _gather_beams(tree: PyTree, flat_index: Array, batch_axis_of) -> PyTree:
     return jax.tree_util.tree_map(gather, tree)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_length", "num_beams", "alpha",
-                                              "eos_id"))
-def beam_search(model: t5.Transformer, params: PyTree, encoder_input_tokens: Array, *,
-                max_length: int, num_beams: int = 4, alpha: float = 0.6, eos_id: int = 1,
-                prompt_index: Optional[Array] = None) -> tuple[Array, Array]:
+@functools.partial(jax.jit, static_argnames=("model", "max_length", "num_beams", "alpha", "eos_id"))
+def beam_search(
+    model: t5.Transformer,
+    params: PyTree,
+    encoder_input_tokens: Array,
+    *,
+    max_length: int,
+    num_beams: int = 4,
+    alpha: float = 0.6,
+    eos_id: int = 1,
+    prompt_index: Optional[Array] = None,
+) -> tuple[Array, Array]:
     """Beam search with the KV cache and T5's length penalty.
 
     encoder_input_tokens [b, ls] -> (tokens [b, num_beams, max_length], scores [b, num_beams]),
@@ -156,8 +214,9 @@ def beam_search(model: t5.Transformer, params: PyTree, encoder_input_tokens: Arr
 
     def body(carry):
         i, live_seqs, live_logp, fin_seqs, fin_scores, cache = carry
-        previous = jax.lax.dynamic_index_in_dim(live_seqs, jnp.maximum(i - 1, 0), axis=2,
-                                                keepdims=False)
+        previous = jax.lax.dynamic_index_in_dim(
+            live_seqs, jnp.maximum(i - 1, 0), axis=2, keepdims=False
+        )
         last = jnp.where(i == 0, 0, previous)
         logits, cache = _step(model, params, cache, valid, last.reshape(b * k), length)
         logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(b, k, -1)
@@ -192,13 +251,21 @@ def beam_search(model: t5.Transformer, params: PyTree, encoder_input_tokens: Arr
         return (i < length) & ~settled
 
     live_logp = jnp.tile(jnp.array([0.0] + [-1e9] * (k - 1), jnp.float32)[None], (b, 1))
-    init = (jnp.zeros((), jnp.int32), jnp.zeros((b, k, length), jnp.int32), live_logp,
-            jnp.zeros((b, k, length), jnp.int32), jnp.full((b, k), neg), cache)
+    init = (
+        jnp.zeros((), jnp.int32),
+        jnp.zeros((b, k, length), jnp.int32),
+        live_logp,
+        jnp.zeros((b, k, length), jnp.int32),
+        jnp.full((b, k), neg),
+        cache,
+    )
     _, live_seqs, live_logp, fin_seqs, fin_scores, _ = jax.lax.while_loop(cond, body, init)
     # Empty finished slots are filled by the beams still live at max_length (no EOS).
-    live_scores = jnp.where(live_logp > neg / 2,
-                            live_logp / brevity_penalty(float(length), alpha), neg)
+    live_scores = jnp.where(
+        live_logp > neg / 2, live_logp / brevity_penalty(float(length), alpha), neg
+    )
     scores, keep = jax.lax.top_k(jnp.concatenate([fin_scores, live_scores], axis=1), k)
-    seqs = jnp.take_along_axis(jnp.concatenate([fin_seqs, live_seqs], axis=1), keep[..., None],
-                               axis=1)
+    seqs = jnp.take_along_axis(
+        jnp.concatenate([fin_seqs, live_seqs], axis=1), keep[..., None], axis=1
+    )
     return seqs, scores

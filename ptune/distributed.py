@@ -48,18 +48,22 @@ class ProcessConfig:
     def check(self) -> None:
         explicit = (self.coordinator_address, self.num_processes, self.process_id)
         if any(v is not None for v in explicit) and any(v is None for v in explicit):
-            raise UserError("multi-process flags: give all of --coordinator_address, "
-                            "--num_processes and --process_id, or none of them (auto-detect "
-                            "on TPU pods and under SLURM)")
+            raise UserError(
+                "multi-process flags: give all of --coordinator_address, "
+                "--num_processes and --process_id, or none of them (auto-detect "
+                "on TPU pods and under SLURM)"
+            )
         if self.num_processes is not None:
             if self.num_processes < 1:
                 raise UserError(f"--num_processes must be at least 1, got {self.num_processes}")
             if not 0 <= self.process_id < self.num_processes:
-                raise UserError(f"--process_id must be in [0, {self.num_processes}), got "
-                                f"{self.process_id}")
+                raise UserError(
+                    f"--process_id must be in [0, {self.num_processes}), got {self.process_id}"
+                )
         if self.coordinator_address is not None and ":" not in self.coordinator_address:
-            raise UserError(f"--coordinator_address must be host:port, got "
-                            f"{self.coordinator_address!r}")
+            raise UserError(
+                f"--coordinator_address must be host:port, got {self.coordinator_address!r}"
+            )
 
 
 def initialize(config: ProcessConfig = ProcessConfig()) -> None:
@@ -73,15 +77,24 @@ def initialize(config: ProcessConfig = ProcessConfig()) -> None:
     try:
         jax.distributed.initialize(
             coordinator_address=config.coordinator_address,
-            num_processes=config.num_processes, process_id=config.process_id,
-            local_device_ids=list(config.local_device_ids) if config.local_device_ids else None)
+            num_processes=config.num_processes,
+            process_id=config.process_id,
+            local_device_ids=list(config.local_device_ids) if config.local_device_ids else None,
+        )
     except (ValueError, RuntimeError) as e:
         message = " ".join(str(e).split())[:300]
-        raise UserError(f"could not join the other processes ({message}); outside a TPU pod "
-                        "or SLURM job pass --coordinator_address, --num_processes and "
-                        "--process_id") from e
-    log.info("process %d of %d: %d local of %d devices", jax.process_index(),
-             jax.process_count(), jax.local_device_count(), jax.device_count())
+        raise UserError(
+            f"could not join the other processes ({message}); outside a TPU pod "
+            "or SLURM job pass --coordinator_address, --num_processes and "
+            "--process_id"
+        ) from e
+    log.info(
+        "process %d of %d: %d local of %d devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
 
 
 def check_same_on_all_hosts(value: int, what: str) -> None:
@@ -93,5 +106,7 @@ def check_same_on_all_hosts(value: int, what: str) -> None:
 
     values = np.asarray(multihost_utils.process_allgather(np.int64(value)))
     if len(set(values.tolist())) != 1:
-        raise UserError(f"the processes disagree on {what}: {values.tolist()}; pass the same "
-                        "configuration to every host")
+        raise UserError(
+            f"the processes disagree on {what}: {values.tolist()}; pass the same "
+            "configuration to every host"
+        )

@@ -27,8 +27,13 @@ PyTree = Any
 class Evaluation:
     """Evaluates params on `task_name`'s `split` at fixed feature lengths and batch size."""
 
-    def __init__(self, task_name: str, feature_lengths: Mapping[str, int], batch_size: int,
-                 split: str = "validation"):
+    def __init__(
+        self,
+        task_name: str,
+        feature_lengths: Mapping[str, int],
+        batch_size: int,
+        split: str = "validation",
+    ):
         data.get_task(task_name)
         self.task_name = task_name
         self.lengths = dict(feature_lengths)
@@ -36,13 +41,18 @@ class Evaluation:
         self.split = split
         with data.dataset_errors(task_name):
             self._evaluator = seqio.Evaluator(
-                task_name, feature_converter=data.feature_converter(pack=False),
-                eval_split=split, sequence_length=self.lengths, use_memory_cache=True)
+                task_name,
+                feature_converter=data.feature_converter(pack=False),
+                eval_split=split,
+                sequence_length=self.lengths,
+                use_memory_cache=True,
+            )
         self._model_lengths = {
             "encoder_input_tokens": self.lengths["inputs"],
             "decoder_input_tokens": self.lengths["targets"],
             "decoder_target_tokens": self.lengths["targets"],
-            "decoder_loss_weights": self.lengths["targets"]}
+            "decoder_loss_weights": self.lengths["targets"],
+        }
 
     @property
     def has_tasks(self) -> bool:
@@ -78,8 +88,9 @@ class Evaluation:
             outputs[task.name] = record
         return outputs
 
-    def metrics_from_outputs(self, outputs: dict[str, dict], member: Optional[int] = None
-                             ) -> dict[str, dict[str, float]]:
+    def metrics_from_outputs(
+        self, outputs: dict[str, dict], member: Optional[int] = None
+    ) -> dict[str, dict[str, float]]:
         """Metrics of precomputed outputs; `member` selects one prompt of an ensemble's
         outputs, None the combined (or only) output."""
         by_dataset = {id(self._evaluator.cached_model_datasets[name]): name for name in outputs}
@@ -93,20 +104,25 @@ class Evaluation:
 
         if not self.has_tasks:
             return {}
-        future, _ = self._evaluator.evaluate(compute_metrics=True, predict_fn=pick("predictions"),
-                                             score_fn=pick("scores"))
-        return {task: {k: _to_float(v) for k, v in metrics.items()}
-                for task, metrics in future.result().items()}
+        future, _ = self._evaluator.evaluate(
+            compute_metrics=True, predict_fn=pick("predictions"), score_fn=pick("scores")
+        )
+        return {
+            task: {k: _to_float(v) for k, v in metrics.items()}
+            for task, metrics in future.result().items()
+        }
 
-    def __call__(self, model: t5.Transformer, params: PyTree, step: int = -1
-                 ) -> dict[str, dict[str, float]]:
+    def __call__(
+        self, model: t5.Transformer, params: PyTree, step: int = -1
+    ) -> dict[str, dict[str, float]]:
         """Greedy predictions and target scores of `model` with `params` -> metrics."""
         targets = self.lengths["targets"]
         outputs = self.model_outputs(
-            lambda tokens: np.asarray(decoding.generate(model, params, tokens,
-                                                        max_length=targets)),
-            lambda tokens, target_tokens: np.asarray(decoding.score(
-                model, params, tokens, _shift_right(target_tokens), target_tokens)))
+            lambda tokens: np.asarray(decoding.generate(model, params, tokens, max_length=targets)),
+            lambda tokens, target_tokens: np.asarray(
+                decoding.score(model, params, tokens, _shift_right(target_tokens), target_tokens)
+            ),
+        )
         return self.metrics_from_outputs(outputs)
 
 
@@ -149,8 +165,10 @@ def select_metric(results: Mapping[str, Mapping[str, float]], name: str) -> floa
     else:
         found = [m[name] for m in results.values() if name in m]
         if len(found) > 1:
-            raise ValueError(f"eval metric {name!r} is reported by several tasks; name one as "
-                             f"'task/{name}' (tasks: {sorted(results)})")
+            raise ValueError(
+                f"eval metric {name!r} is reported by several tasks; name one as "
+                f"'task/{name}' (tasks: {sorted(results)})"
+            )
         found = found[0] if found else None
     if found is None:
         available = sorted(f"{t}/{m}" for t, ms in results.items() for m in ms)
@@ -163,8 +181,7 @@ def write_results(path: str, step: int, results: Mapping, extra: Optional[dict] 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump({"step": step, "results": results, **(extra or {})}, f, indent=2,
-                  sort_keys=True)
+        json.dump({"step": step, "results": results, **(extra or {})}, f, indent=2, sort_keys=True)
     os.replace(tmp, path)
 
 
@@ -178,7 +195,8 @@ class EvalConfig:
     prompt_file: Optional[str] = None  # None: evaluate the checkpoint without a prompt
     prompt_placement: str = "prefix"
     task_feature_lengths: Mapping[str, int] = dataclasses.field(
-        default_factory=lambda: {"inputs": 512, "targets": 8})
+        default_factory=lambda: {"inputs": 512, "targets": 8}
+    )
     batch_size: int = 32
     split: str = "validation"
     output_dir: Optional[str] = None  # where eval_<split>.json goes (default: beside prompt)
@@ -197,14 +215,22 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
     _, params = checkpoints.load(cfg.checkpoint_path, cfg.model)
     if prompt is not None:
         if prompt.shape[1] != cfg.model.emb_dim:
-            raise UserError(f"prompt file {cfg.prompt_file}: width {prompt.shape[1]} does not "
-                            f"match the model's emb_dim {cfg.model.emb_dim}")
+            raise UserError(
+                f"prompt file {cfg.prompt_file}: width {prompt.shape[1]} does not "
+                f"match the model's emb_dim {cfg.model.emb_dim}"
+            )
         params["encoder"]["prompt"] = {"prompt": prompt}
     model = t5.Transformer(cfg.model, factory)
-    results = Evaluation(cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.batch_size,
-                         cfg.split)(model, params)
-    output_dir = cfg.output_dir or (os.path.dirname(os.path.abspath(cfg.prompt_file))
-                                    if cfg.prompt_file else os.getcwd())
-    write_results(os.path.join(output_dir, f"eval_{cfg.split}.json"), -1, results,
-                  {"checkpoint_path": cfg.checkpoint_path, "prompt_file": cfg.prompt_file})
+    results = Evaluation(
+        cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.batch_size, cfg.split
+    )(model, params)
+    output_dir = cfg.output_dir or (
+        os.path.dirname(os.path.abspath(cfg.prompt_file)) if cfg.prompt_file else os.getcwd()
+    )
+    write_results(
+        os.path.join(output_dir, f"eval_{cfg.split}.json"),
+        -1,
+        results,
+        {"checkpoint_path": cfg.checkpoint_path, "prompt_file": cfg.prompt_file},
+    )
     return results

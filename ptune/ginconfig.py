@@ -15,7 +15,6 @@ import re
 from typing import Sequence
 
 import gin
-
 import ptune
 from ptune.errors import UserError
 
@@ -63,10 +62,12 @@ def split_gin_args(argv: Sequence[str]) -> GinArgs:
             else:
                 out.search_paths.extend(p for p in value.split(",") if p)
         elif arg.startswith("--gin."):
-            macro = name[len("--gin."):]
+            macro = name[len("--gin.") :]
             if not eq or not macro or not macro.replace(".", "_").replace("/", "_").isidentifier():
-                raise UserError(f"malformed gin flag {arg!r}: expected --gin.NAME=VALUE, for "
-                                "example --gin.MODEL_DIR=\"'runs/boolq'\"")
+                raise UserError(
+                    f"malformed gin flag {arg!r}: expected --gin.NAME=VALUE, for "
+                    "example --gin.MODEL_DIR=\"'runs/boolq'\""
+                )
             out.bindings.append(_check_binding(f"{macro}={value}", arg))
         else:
             out.rest.append(arg)
@@ -84,7 +85,7 @@ def _check_binding(binding: str, flag: str) -> str:
 def resolve_gin_file(name: str, search_paths: Sequence[str] = ()) -> str:
     """Path of a gin file: as given, on the search paths, or in the installed gin folder."""
     candidates = [name]
-    stripped = name[len("gin/"):] if name.startswith("gin/") else name
+    stripped = name[len("gin/") :] if name.startswith("gin/") else name
     for base in list(search_paths) + [GIN_DIR]:
         candidates += [os.path.join(base, name), os.path.join(base, stripped)]
     for path in candidates:
@@ -113,8 +114,7 @@ def parse(args: GinArgs) -> list[str]:
     return files
 
 
-_GIN_ERRORS = (ValueError, SyntaxError, ImportError, AttributeError, TypeError, KeyError,
-               IOError)
+_GIN_ERRORS = (ValueError, SyntaxError, ImportError, AttributeError, TypeError, KeyError, IOError)
 
 
 def _one_line(error: BaseException) -> str:

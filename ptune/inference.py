@@ -46,8 +46,9 @@ class Bank:
     def from_files(cls, named_files: Mapping[str, str], placement: str = "prefix") -> "Bank":
         if not named_files:
             raise UserError("no prompts given: name at least one prompt file")
-        return cls.from_arrays({name: prompts.load_prompt_file(path)
-                                for name, path in named_files.items()}, placement)
+        return cls.from_arrays(
+            {name: prompts.load_prompt_file(path) for name, path in named_files.items()}, placement
+        )
 
     def index(self, name: str) -> int:
         if name not in self.names:
@@ -59,8 +60,10 @@ class Bank:
         prompt_index = np.asarray(prompt_index, np.int32)
         bad = np.flatnonzero((prompt_index < 0) | (prompt_index >= len(self.names)))
         if bad.size:
-            raise UserError(f"{what} {int(prompt_index[bad[0]])} at position {int(bad[0])} is "
-                            f"out of range for a bank of {len(self.names)} prompts")
+            raise UserError(
+                f"{what} {int(prompt_index[bad[0]])} at position {int(bad[0])} is "
+                f"out of range for a bank of {len(self.names)} prompts"
+            )
         return prompt_index
 
 
@@ -74,8 +77,10 @@ class Server:
 
     def __init__(self, config: t5.T5Config, frozen: PyTree, bank: Bank, batch_size: int = 32):
         if bank.prompts.shape[-1] != config.emb_dim:
-            raise UserError(f"prompt width {bank.prompts.shape[-1]} does not match the model's "
-                            f"emb_dim {config.emb_dim}")
+            raise UserError(
+                f"prompt width {bank.prompts.shape[-1]} does not match the model's "
+                f"emb_dim {config.emb_dim}"
+            )
         self.bank = bank
         self.batch_size = batch_size
         self.model = t5.Transformer(config, prompts.bank_factory(bank.lengths, bank.placement))
@@ -90,30 +95,54 @@ class Server:
         for start in range(0, n, self.batch_size):
             rows = slice(start, min(start + self.batch_size, n))
             pad = self.batch_size - (rows.stop - rows.start)
-            chunk = [np.pad(np.asarray(a[rows], np.int32), [(0, pad)] + [(0, 0)] * (a.ndim - 1))
-                     for a in arrays]
+            chunk = [
+                np.pad(np.asarray(a[rows], np.int32), [(0, pad)] + [(0, 0)] * (a.ndim - 1))
+                for a in arrays
+            ]
             index = np.pad(prompt_index[rows], (0, pad))
             out = fn(*chunk, index)
-            outputs.append(jax.tree_util.tree_map(lambda x: np.asarray(x)[:rows.stop - rows.start],
-                                                  out))
+            outputs.append(
+                jax.tree_util.tree_map(lambda x: np.asarray(x)[: rows.stop - rows.start], out)
+            )
         return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=0), *outputs)
 
-    def generate(self, encoder_input_tokens: np.ndarray, prompt_index: np.ndarray, *,
-                 max_length: int, num_beams: int = 1, alpha: float = 0.6) -> np.ndarray:
+    def generate(
+        self,
+        encoder_input_tokens: np.ndarray,
+        prompt_index: np.ndarray,
+        *,
+        max_length: int,
+        num_beams: int = 1,
+        alpha: float = 0.6,
+    ) -> np.ndarray:
         """[n, ls] tokens, [n] prompt indices -> [n, max_length] (greedy, or the best beam)."""
         if num_beams > 1:
+
             def fn(tokens, index):
-                return decoding.beam_search(self.model, self.params, tokens, max_length=max_length,
-                                            num_beams=num_beams, alpha=alpha,
-                                            prompt_index=index)[0][:, 0]
+                return decoding.beam_search(
+                    self.model,
+                    self.params,
+                    tokens,
+                    max_length=max_length,
+                    num_beams=num_beams,
+                    alpha=alpha,
+                    prompt_index=index,
+                )[0][:, 0]
         else:
+
             def fn(tokens, index):
-                return decoding.generate(self.model, self.params, tokens, max_length=max_length,
-                                         prompt_index=index)
+                return decoding.generate(
+                    self.model, self.params, tokens, max_length=max_length, prompt_index=index
+                )
+
         return self._batched(fn, [encoder_input_tokens], prompt_index)
 
-    def score(self, encoder_input_tokens: np.ndarray, decoder_target_tokens: np.ndarray,
-              prompt_index: np.ndarray) -> np.ndarray:
+    def score(
+        self,
+        encoder_input_tokens: np.ndarray,
+        decoder_target_tokens: np.ndarray,
+        prompt_index: np.ndarray,
+    ) -> np.ndarray:
         """Log-likelihood of each target [n] (decoder inputs are the targets shifted right)."""
         targets = np.asarray(decoder_target_tokens, np.int32)
         inputs = np.concatenate([np.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
@@ -139,29 +168,39 @@ def majority_vote(votes: Sequence[Sequence[Hashable]]) -> list[Hashable]:
     return winners
 
 
-def ensemble_generate(server: Server, encoder_input_tokens: np.ndarray, members: Sequence[int],
-                      *, max_length: int, num_beams: int = 1
-                      ) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+def ensemble_generate(
+    server: Server,
+    encoder_input_tokens: np.ndarray,
+    members: Sequence[int],
+    *,
+    max_length: int,
+    num_beams: int = 1,
+) -> tuple[np.ndarray, list[tuple[int, ...]]]:
     """One pass over n examples x N prompts. Returns (per-prompt outputs [N, n, max_length],
     majority-voted token sequences [n], as tuples without padding)."""
     n = len(encoder_input_tokens)
     rows, index = expand_for_ensemble(n, members)
-    out = server.generate(np.asarray(encoder_input_tokens)[rows], index, max_length=max_length,
-                          num_beams=num_beams)
+    out = server.generate(
+        np.asarray(encoder_input_tokens)[rows], index, max_length=max_length, num_beams=num_beams
+    )
     per_prompt = out.reshape(n, len(members), -1).transpose(1, 0, 2)
     votes = [[_strip(per_prompt[m, i]) for m in range(len(members))] for i in range(n)]
     return per_prompt, majority_vote(votes)
 
 
-def ensemble_scores(server: Server, encoder_input_tokens: np.ndarray,
-                    decoder_target_tokens: np.ndarray, members: Sequence[int]
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def ensemble_scores(
+    server: Server,
+    encoder_input_tokens: np.ndarray,
+    decoder_target_tokens: np.ndarray,
+    members: Sequence[int],
+) -> tuple[np.ndarray, np.ndarray]:
     """Scores of n (input, target) pairs under N prompts in one pass:
     (per-prompt [N, n], mean log-likelihood [n])."""
     n = len(encoder_input_tokens)
     rows, index = expand_for_ensemble(n, members)
-    scores = server.score(np.asarray(encoder_input_tokens)[rows],
-                          np.asarray(decoder_target_tokens)[rows], index)
+    scores = server.score(
+        np.asarray(encoder_input_tokens)[rows], np.asarray(decoder_target_tokens)[rows], index
+    )
     per_prompt = scores.reshape(n, len(members)).T
     return per_prompt, per_prompt.mean(axis=0)
 
@@ -169,24 +208,32 @@ def ensemble_scores(server: Server, encoder_input_tokens: np.ndarray,
 def _strip(tokens: np.ndarray) -> tuple[int, ...]:
     """Token ids up to (and including) EOS, as a hashable vote."""
     ids = [int(t) for t in tokens]
-    return tuple(ids[:ids.index(1) + 1] if 1 in ids else [t for t in ids if t])
+    return tuple(ids[: ids.index(1) + 1] if 1 in ids else [t for t in ids if t])
 
 
 def tokenize(vocabulary, text: str, length: int, eos_id: int = 1) -> np.ndarray:
     """T5-style encoder input: tokens of `text`, truncated to leave room for EOS, then EOS."""
-    ids = list(vocabulary.encode(text))[:length - 1] + [eos_id]
+    ids = list(vocabulary.encode(text))[: length - 1] + [eos_id]
     out = np.zeros(length, np.int32)
-    out[:len(ids)] = ids
+    out[: len(ids)] = ids
     return out
 
 
 def rows_to_tokens(texts: Sequence[str], vocabulary, length: int) -> np.ndarray:
-    return np.stack([tokenize(vocabulary, t, length) for t in texts]) if texts else \
-        np.zeros((0, length), np.int32)
+    return (
+        np.stack([tokenize(vocabulary, t, length) for t in texts])
+        if texts
+        else np.zeros((0, length), np.int32)
+    )
 
 
-def serve_mixed(server: Server, requests: Sequence[tuple[str, np.ndarray]], *,
-                max_length: int, num_beams: int = 1) -> np.ndarray:
+def serve_mixed(
+    server: Server,
+    requests: Sequence[tuple[str, np.ndarray]],
+    *,
+    max_length: int,
+    num_beams: int = 1,
+) -> np.ndarray:
     """(prompt name, encoder tokens [ls]) requests, served in mixed batches -> [n, lt]."""
     index = np.array([server.bank.index(name) for name, _ in requests], np.int32)
     tokens = np.stack([t for _, t in requests])
@@ -200,15 +247,17 @@ def group_by_prompt(requests: Sequence[tuple[str, np.ndarray]]) -> dict[str, lis
     return dict(groups)
 
 
-def serve_grouped(server_for: Mapping[str, Server], requests: Sequence[tuple[str, np.ndarray]],
-                  *, max_length: int) -> np.ndarray:
+def serve_grouped(
+    server_for: Mapping[str, Server], requests: Sequence[tuple[str, np.ndarray]], *, max_length: int
+) -> np.ndarray:
     """What a single-adapter system must do: one batch stream per prompt, each on a server
     holding only that prompt. The baseline `serve_mixed` is measured against."""
     out: Optional[np.ndarray] = None
     for name, rows in group_by_prompt(requests).items():
         tokens = np.stack([requests[i][1] for i in rows])
-        result = server_for[name].generate(tokens, np.zeros(len(rows), np.int32),
-                                           max_length=max_length)
+        result = server_for[name].generate(
+            tokens, np.zeros(len(rows), np.int32), max_length=max_length
+        )
         if out is None:
             out = np.zeros((len(requests), result.shape[1]), np.int32)
         out[rows] = result

@@ -14,8 +14,9 @@ import numpy as np
 from ptune.errors import UserError
 
 
-def nearest_tokens(prompt: np.ndarray, embedding: np.ndarray, top_k: int = 5,
-                   token_limit: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+def nearest_tokens(
+    prompt: np.ndarray, embedding: np.ndarray, top_k: int = 5, token_limit: Optional[int] = None
+) -> tuple[np.ndarray, np.ndarray]:
     """prompt [P, E], embedding [V, E] -> (ids [P, top_k], cosine [P, top_k]), best first.
 
     `token_limit` restricts candidates to ids below it (e.g. the vocabulary size, leaving out
@@ -36,8 +37,13 @@ def nearest_tokens(prompt: np.ndarray, embedding: np.ndarray, top_k: int = 5,
     return ids, np.take_along_axis(cosine, ids, axis=1)
 
 
-def explain(prompt: np.ndarray, embedding: np.ndarray, vocabulary=None,
-            labels: Optional[Sequence[str]] = None, top_k: int = 5) -> dict:
+def explain(
+    prompt: np.ndarray,
+    embedding: np.ndarray,
+    vocabulary=None,
+    labels: Optional[Sequence[str]] = None,
+    top_k: int = 5,
+) -> dict:
     """-> {"positions": [{"position", "neighbors": [{"id", "token", "cosine"}]}],
     "labels": {label: {"token_ids", "positions"}}} where a label appears at a position when
     one of its sub-tokens is among that position's neighbours."""
@@ -50,10 +56,16 @@ def explain(prompt: np.ndarray, embedding: np.ndarray, vocabulary=None,
         text = vocabulary.decode([int(i)]) if vocabulary is not None else ""
         return text if text.strip() and text.isprintable() else f"<id {int(i)}>"
 
-    positions = [{"position": p,
-                  "neighbors": [{"id": int(i), "token": piece(i), "cosine": float(c)}
-                                for i, c in zip(ids[p], cosine[p])]}
-                 for p in range(ids.shape[0])]
+    positions = [
+        {
+            "position": p,
+            "neighbors": [
+                {"id": int(i), "token": piece(i), "cosine": float(c)}
+                for i, c in zip(ids[p], cosine[p])
+            ],
+        }
+        for p in range(ids.shape[0])
+    ]
     summary = {}
     for label in labels or ():
         if vocabulary is None:

@@ -19,8 +19,9 @@ NUM_REAL_TARGET_TOKENS = "NUM_REAL_TARGET_TOKENS"
 Normalization = Optional[Union[str, float, int]]
 
 
-def cross_entropy_with_z_loss(logits: Array, targets: Array, z_loss: float = 1e-4,
-                              label_smoothing: float = 0.0) -> tuple[Array, Array]:
+def cross_entropy_with_z_loss(
+    logits: Array, targets: Array, z_loss: float = 1e-4, label_smoothing: float = 0.0
+) -> tuple[Array, Array]:
     """logits [b, l, v] (float32), targets [b, l] int -> (loss [b, l], z_loss [b, l]).
 
     loss includes z_loss * logsumexp(logits)**2, which keeps the softmax normaliser near 1.
@@ -36,18 +37,24 @@ def cross_entropy_with_z_loss(logits: Array, targets: Array, z_loss: float = 1e-
         low = label_smoothing / (vocab - 1)
         soft = jax.nn.one_hot(targets, vocab, dtype=jnp.float32) * (confidence - low) + low
         loss = -jnp.sum(soft * log_probs, axis=-1)
-        loss = loss + (confidence * jnp.log(confidence)
-                       + (vocab - 1) * low * jnp.log(low + 1e-20))
+        loss = loss + (confidence * jnp.log(confidence) + (vocab - 1) * low * jnp.log(low + 1e-20))
     else:
-        loss = -jnp.take_along_axis(log_probs, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+        loss = -jnp.take_along_axis(log_probs, targets[..., None].astype(jnp.int32), axis=-1)[
+            ..., 0
+        ]
     z = z_loss * jnp.square(log_z)
     return loss + z, z
 
 
-def compute(logits: Array, targets: Array, weights: Optional[Array] = None, *,
-            z_loss: float = 1e-4, label_smoothing: float = 0.0,
-            loss_normalizing_factor: Normalization = NUM_REAL_TARGET_TOKENS
-            ) -> tuple[Array, dict[str, Array]]:
+def compute(
+    logits: Array,
+    targets: Array,
+    weights: Optional[Array] = None,
+    *,
+    z_loss: float = 1e-4,
+    label_smoothing: float = 0.0,
+    loss_normalizing_factor: Normalization = NUM_REAL_TARGET_TOKENS,
+) -> tuple[Array, dict[str, Array]]:
     """logits [b, l, v], targets [b, l], weights [b, l] (default: targets > 0)
     -> (scalar loss for the gradient, metrics summed over the batch).
 
@@ -67,9 +74,15 @@ def compute(logits: Array, targets: Array, weights: Optional[Array] = None, *,
     elif isinstance(loss_normalizing_factor, (int, float)) and loss_normalizing_factor > 0:
         total = loss_sum / float(loss_normalizing_factor)
     else:
-        raise ValueError("loss_normalizing_factor must be None, 'NUM_REAL_TARGET_TOKENS' or a "
-                         f"positive number, got {loss_normalizing_factor!r}")
+        raise ValueError(
+            "loss_normalizing_factor must be None, 'NUM_REAL_TARGET_TOKENS' or a "
+            f"positive number, got {loss_normalizing_factor!r}"
+        )
     correct = jnp.sum((jnp.argmax(logits, axis=-1) == targets) * weights)
-    metrics = {"loss_sum": loss_sum, "z_loss_sum": jnp.sum(z * weights), "correct": correct,
-               "tokens": tokens}
+    metrics = {
+        "loss_sum": loss_sum,
+        "z_loss_sum": jnp.sum(z * weights),
+        "correct": correct,
+        "tokens": tokens,
+    }
     return total, metrics

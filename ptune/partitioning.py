@@ -44,8 +44,20 @@ MeshAxes = Union[None, str, tuple[str, ...]]
 
 MESH_AXES = ("data", "model")
 # Every logical axis name the model and the prompt declare; a rule table must cover each.
-LOGICAL_AXES = ("vocab", "embed", "joined_kv", "mlp", "heads", "relpos_buckets", "kv", "length",
-                "batch", "layers", "prompt", "prompt_embed")
+LOGICAL_AXES = (
+    "vocab",
+    "embed",
+    "joined_kv",
+    "mlp",
+    "heads",
+    "relpos_buckets",
+    "kv",
+    "length",
+    "batch",
+    "layers",
+    "prompt",
+    "prompt_embed",
+)
 STANDARD_RULES: tuple[tuple[str, MeshAxes], ...] = (
     ("batch", "data"),
     ("vocab", "model"),
@@ -89,8 +101,10 @@ class MeshConfig:
         if self.logical_axis_rules is not None:
             return validate_rules(self.logical_axis_rules)
         if self.parameter_partitioning_dims not in (1, 2):
-            raise UserError("parameter_partitioning_dims must be 1 or 2, got "
-                            f"{self.parameter_partitioning_dims}")
+            raise UserError(
+                "parameter_partitioning_dims must be 1 or 2, got "
+                f"{self.parameter_partitioning_dims}"
+            )
         if self.parameter_partitioning_dims == 1:
             return STANDARD_RULES
         return tuple((n, "data") if n == "embed" else (n, m) for n, m in STANDARD_RULES)
@@ -100,21 +114,27 @@ class MeshConfig:
         if self.mesh_shape is not None:
             shape = tuple(int(n) for n in self.mesh_shape)
             if len(shape) != 2 or min(shape) < 1:
-                raise UserError(f"mesh_shape must be two positive sizes (data, model), got "
-                                f"{tuple(self.mesh_shape)}")
+                raise UserError(
+                    f"mesh_shape must be two positive sizes (data, model), got "
+                    f"{tuple(self.mesh_shape)}"
+                )
             if shape[0] * shape[1] != num_devices:
-                raise UserError(f"mesh_shape {shape[0]}x{shape[1]} needs {shape[0] * shape[1]} "
-                                f"devices but there are {num_devices}")
+                raise UserError(
+                    f"mesh_shape {shape[0]}x{shape[1]} needs {shape[0] * shape[1]} "
+                    f"devices but there are {num_devices}"
+                )
             return shape
         model = int(self.num_partitions)
         if model < 1 or num_devices % model:
-            raise UserError(f"num_partitions={self.num_partitions} does not divide the "
-                            f"{num_devices} devices")
+            raise UserError(
+                f"num_partitions={self.num_partitions} does not divide the {num_devices} devices"
+            )
         return num_devices // model, model
 
 
-def validate_rules(rules: Optional[Sequence[Sequence[Any]]],
-                   mesh_axes: Sequence[str] = MESH_AXES) -> tuple[tuple[str, MeshAxes], ...]:
+def validate_rules(
+    rules: Optional[Sequence[Sequence[Any]]], mesh_axes: Sequence[str] = MESH_AXES
+) -> tuple[tuple[str, MeshAxes], ...]:
     """The rule table as a tuple of pairs; one `UserError` for an unknown logical axis, a
     mesh axis that does not exist, or a logical axis no rule covers."""
     if rules is None:
@@ -122,24 +142,31 @@ def validate_rules(rules: Optional[Sequence[Sequence[Any]]],
     out = []
     for rule in rules:
         if isinstance(rule, str) or len(rule) != 2:
-            raise UserError(f"logical_axis_rules: each rule is a (logical axis, mesh axis) pair, "
-                            f"got {rule!r}")
+            raise UserError(
+                f"logical_axis_rules: each rule is a (logical axis, mesh axis) pair, got {rule!r}"
+            )
         name, target = rule[0], rule[1]
         if name not in LOGICAL_AXES:
-            raise UserError(f"logical_axis_rules: unknown logical axis {name!r}; the model's "
-                            f"axes are {', '.join(LOGICAL_AXES)}")
+            raise UserError(
+                f"logical_axis_rules: unknown logical axis {name!r}; the model's "
+                f"axes are {', '.join(LOGICAL_AXES)}"
+            )
         targets = () if target is None else (target,) if isinstance(target, str) else target
         for axis in targets:
             if axis not in mesh_axes:
-                raise UserError(f"logical_axis_rules: {name!r} maps to mesh axis {axis!r}, "
-                                f"which does not exist (the mesh axes are "
-                                f"{', '.join(mesh_axes)})")
+                raise UserError(
+                    f"logical_axis_rules: {name!r} maps to mesh axis {axis!r}, "
+                    f"which does not exist (the mesh axes are "
+                    f"{', '.join(mesh_axes)})"
+                )
         target = None if not targets else targets[0] if len(targets) == 1 else tuple(targets)
         out.append((name, target))
     missing = [a for a in LOGICAL_AXES if a not in {n for n, _ in out}]
     if missing:
-        raise UserError(f"logical_axis_rules: no rule for logical axis {missing[0]!r} (every one "
-                        f"of {', '.join(LOGICAL_AXES)} needs a rule; None replicates)")
+        raise UserError(
+            f"logical_axis_rules: no rule for logical axis {missing[0]!r} (every one "
+            f"of {', '.join(LOGICAL_AXES)} needs a rule; None replicates)"
+        )
     return tuple(out)
 
 
@@ -158,20 +185,22 @@ def device_grid(devices: Sequence[Any], data: int, model: int) -> np.ndarray:
         slices = {getattr(d, "slice_index", 0) for d in devices}
         if len(slices) > 1 and data % len(slices) == 0:
             return mesh_utils.create_hybrid_device_mesh(
-                (data // len(slices), model), (len(slices), 1), devices)
-        return mesh_utils.create_device_mesh((data, model), devices,
-                                             allow_split_physical_axes=True)
+                (data // len(slices), model), (len(slices), 1), devices
+            )
+        return mesh_utils.create_device_mesh((data, model), devices, allow_split_physical_axes=True)
     devices.sort(key=lambda d: (d.process_index, d.id))
     return np.array(devices, dtype=object).reshape(data, model)
 
 
-def create_mesh(config: MeshConfig = MeshConfig(), devices: Optional[Sequence[Any]] = None
-                ) -> Mesh:
+def create_mesh(config: MeshConfig = MeshConfig(), devices: Optional[Sequence[Any]] = None) -> Mesh:
     """The (data, model) mesh over `devices` (default: all devices of all processes)."""
     devices = list(jax.devices() if devices is None else devices)
     data, model = config.shape(len(devices))
-    return Mesh(device_grid(devices, data, model), MESH_AXES,
-                axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+    return Mesh(
+        device_grid(devices, data, model),
+        MESH_AXES,
+        axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,8 +211,9 @@ class Partitioner:
     rules: tuple[tuple[str, MeshAxes], ...] = STANDARD_RULES
 
     @classmethod
-    def create(cls, config: MeshConfig = MeshConfig(),
-               devices: Optional[Sequence[Any]] = None) -> "Partitioner":
+    def create(
+        cls, config: MeshConfig = MeshConfig(), devices: Optional[Sequence[Any]] = None
+    ) -> "Partitioner":
         return cls(create_mesh(config, devices), config.rules())
 
     @property
@@ -198,8 +228,9 @@ class Partitioner:
     def replicated(self) -> NamedSharding:
         return NamedSharding(self.mesh, PartitionSpec())
 
-    def sharding(self, logical_axes: Sequence[Optional[str]],
-                 shape: Optional[Sequence[int]] = None) -> NamedSharding:
+    def sharding(
+        self, logical_axes: Sequence[Optional[str]], shape: Optional[Sequence[int]] = None
+    ) -> NamedSharding:
         """NamedSharding for an array with these logical axis names. With `shape`, a
         dimension its mesh axes do not divide stays whole."""
         spec = nn.logical_to_mesh_axes(tuple(logical_axes), self.rules)
@@ -225,12 +256,18 @@ class Partitioner:
         """Shardings for `t5.abstract_variables(...)['params']` (boxed: logical names on each
         leaf) -> the same tree, unboxed, of NamedShardings."""
         return jax.tree_util.tree_map(
-            lambda x: self.sharding(x.names, nn.unbox(x).shape)
-            if isinstance(x, nn.LogicallyPartitioned) else self.replicated,
-            boxed_params, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+            lambda x: (
+                self.sharding(x.names, nn.unbox(x).shape)
+                if isinstance(x, nn.LogicallyPartitioned)
+                else self.replicated
+            ),
+            boxed_params,
+            is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned),
+        )
 
-    def opt_state_shardings(self, optimizer, abstract_params: PyTree,
-                            param_shardings: PyTree) -> PyTree:
+    def opt_state_shardings(
+        self, optimizer, abstract_params: PyTree, param_shardings: PyTree
+    ) -> PyTree:
         """Shardings for `optimizer.init(params)`: a leaf shaped like its parameter follows the
         parameter; others (Adafactor's factored v_row / v_col, counts) are replicated."""
         import optax
@@ -241,8 +278,13 @@ class Partitioner:
             return sharding if tuple(leaf.shape) == tuple(param.shape) else self.replicated
 
         return optax.tree_map_params(
-            optimizer, follow, abstract_state, abstract_params, param_shardings,
-            transform_non_params=lambda _: self.replicated)
+            optimizer,
+            follow,
+            abstract_state,
+            abstract_params,
+            param_shardings,
+            transform_non_params=lambda _: self.replicated,
+        )
 
     def batch_sharding(self) -> NamedSharding:
         """For every batch feature ([batch, ...], int32): rows split along `data`."""
@@ -250,11 +292,15 @@ class Partitioner:
 
     def check_batch_size(self, batch_size: int, what: str = "batch size") -> None:
         """A `UserError` unless `batch_size` splits evenly over the data axis and the hosts."""
-        for ways, name in ((self.data_size, "the data axis"),
-                           (jax.process_count(), "the processes")):
+        for ways, name in (
+            (self.data_size, "the data axis"),
+            (jax.process_count(), "the processes"),
+        ):
             if batch_size % ways:
-                raise UserError(f"{what} {batch_size} is not divisible by {name} ({ways}); "
-                                f"choose a multiple of {ways}")
+                raise UserError(
+                    f"{what} {batch_size} is not divisible by {name} ({ways}); "
+                    f"choose a multiple of {ways}"
+                )
 
     def shard_batch(self, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         """Host-local rows [batch / processes, ...] -> global arrays [batch, ...] on `data`.
@@ -272,6 +318,7 @@ class Partitioner:
     def put(self, tree: PyTree, shardings: PyTree) -> PyTree:
         """Host values that every process holds identically (the prompt, a seed's init) ->
         global arrays with `shardings`; each device gets only its slice."""
+
         def place(x, sharding):
             x = np.asarray(x)
             return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
@@ -285,18 +332,26 @@ class Partitioner:
         with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
             yield
 
-    def jit(self, fn, *, in_shardings, out_shardings, donate_argnums=(), static_argnums=()
-            ) -> "MeshedFunction":
+    def jit(
+        self, fn, *, in_shardings, out_shardings, donate_argnums=(), static_argnums=()
+    ) -> "MeshedFunction":
         """`jax.jit` with in/out shardings, traced under `context()`."""
-        return MeshedFunction(self, jax.jit(fn, in_shardings=in_shardings,
-                                            out_shardings=out_shardings,
-                                            donate_argnums=donate_argnums,
-                                            static_argnums=static_argnums))
+        return MeshedFunction(
+            self,
+            jax.jit(
+                fn,
+                in_shardings=in_shardings,
+                out_shardings=out_shardings,
+                donate_argnums=donate_argnums,
+                static_argnums=static_argnums,
+            ),
+        )
 
 
 def _boxed_leaves(boxed: PyTree):
     flat = jax.tree_util.tree_flatten_with_path(
-        boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))[0]
+        boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)
+    )[0]
     for path, leaf in flat:
         if isinstance(leaf, nn.LogicallyPartitioned):
             yield "/".join(str(getattr(k, "key", k)) for k in path), leaf

@@ -38,7 +38,7 @@ from ptune import trainable as trainable_lib
 from ptune.models import t5
 
 PyTree = Any
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +63,7 @@ class Plan:
 
     def lines(self) -> list[str]:
         """Human-readable report; the last line is `per_device_bytes: N`."""
+
         def row(name, value):
             return f"{name + ':':<26}{value:>16,d} bytes  ({value / GIB:8.3f} GiB)"
 
@@ -87,8 +88,9 @@ class Plan:
 def _shard_bytes(abstract: PyTree, shardings: PyTree) -> int:
     """Bytes of the largest shard of each leaf, summed (the worst device)."""
     total = 0
-    for leaf, sharding in zip(jax.tree_util.tree_leaves(abstract),
-                              jax.tree_util.tree_leaves(shardings)):
+    for leaf, sharding in zip(
+        jax.tree_util.tree_leaves(abstract), jax.tree_util.tree_leaves(shardings)
+    ):
         shape = sharding.shard_shape(tuple(leaf.shape))
         total += int(np.prod(shape)) * jnp.dtype(leaf.dtype).itemsize
     return total
@@ -97,17 +99,25 @@ def _shard_bytes(abstract: PyTree, shardings: PyTree) -> int:
 def _with_shardings(abstract: PyTree, shardings: PyTree, dtype=None) -> PyTree:
     return jax.tree_util.tree_map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, dtype or x.dtype, sharding=s),
-        abstract, shardings)
+        abstract,
+        shardings,
+    )
 
 
-def plan_training(model_config: t5.T5Config, *, mesh: partitioning.MeshConfig,
-                  batch_size: int, feature_lengths: Mapping[str, int],
-                  prompt_length: Optional[int] = 100, placement: str = "prefix",
-                  trainable: Sequence[str] = trainable_lib.PROMPT_ONLY,
-                  optimizer: Optional[optax.GradientTransformation] = None,
-                  loss: step_lib.LossConfig = step_lib.LossConfig(),
-                  frozen_dtype: Optional[str] = None,
-                  devices: Optional[Sequence[Any]] = None) -> Plan:
+def plan_training(
+    model_config: t5.T5Config,
+    *,
+    mesh: partitioning.MeshConfig,
+    batch_size: int,
+    feature_lengths: Mapping[str, int],
+    prompt_length: Optional[int] = 100,
+    placement: str = "prefix",
+    trainable: Sequence[str] = trainable_lib.PROMPT_ONLY,
+    optimizer: Optional[optax.GradientTransformation] = None,
+    loss: step_lib.LossConfig = step_lib.LossConfig(),
+    frozen_dtype: Optional[str] = None,
+    devices: Optional[Sequence[Any]] = None,
+) -> Plan:
     """Compiles the train step for `batch_size` examples of `feature_lengths` ({'inputs': ls,
     'targets': lt} tokens) on the mesh and returns its per-device memory. Allocates nothing.
 
@@ -124,17 +134,22 @@ def plan_training(model_config: t5.T5Config, *, mesh: partitioning.MeshConfig,
     train_abstract, frozen_abstract = trainable_lib.partition(abstract, mask)
     state_abstract = jax.eval_shape(lambda p: step_lib.init_state(p, optimizer), train_abstract)
     state_abstract = _with_shardings(state_abstract, state_sh)
-    frozen_abstract = _with_shardings(frozen_abstract, frozen_sh,
-                                      jnp.dtype(frozen_dtype) if frozen_dtype else None)
-    lengths = {"encoder_input_tokens": feature_lengths["inputs"],
-               "decoder_input_tokens": feature_lengths["targets"],
-               "decoder_target_tokens": feature_lengths["targets"],
-               "decoder_loss_weights": feature_lengths["targets"]}
-    batch = {k: jax.ShapeDtypeStruct((batch_size, n), jnp.int32,
-                                     sharding=partitioner.batch_sharding())
-             for k, n in lengths.items()}
-    train_step = step_lib.make_train_step(model, optimizer, loss, partitioner=partitioner,
-                                          in_shardings=(state_sh, frozen_sh))
+    frozen_abstract = _with_shardings(
+        frozen_abstract, frozen_sh, jnp.dtype(frozen_dtype) if frozen_dtype else None
+    )
+    lengths = {
+        "encoder_input_tokens": feature_lengths["inputs"],
+        "decoder_input_tokens": feature_lengths["targets"],
+        "decoder_target_tokens": feature_lengths["targets"],
+        "decoder_loss_weights": feature_lengths["targets"],
+    }
+    batch = {
+        k: jax.ShapeDtypeStruct((batch_size, n), jnp.int32, sharding=partitioner.batch_sharding())
+        for k, n in lengths.items()
+    }
+    train_step = step_lib.make_train_step(
+        model, optimizer, loss, partitioner=partitioner, in_shardings=(state_sh, frozen_sh)
+    )
     start = time.perf_counter()
     compiled = train_step.lower(state_abstract, frozen_abstract, batch).compile()
     seconds = time.perf_counter() - start
@@ -149,4 +164,7 @@ def plan_training(model_config: t5.T5Config, *, mesh: partitioning.MeshConfig,
         trainable_bytes=_shard_bytes(state_abstract.params, state_sh.params),
         frozen_bytes=_shard_bytes(frozen_abstract, frozen_sh),
         optimizer_bytes=_shard_bytes(state_abstract.opt_state, state_sh.opt_state),
-        trainable_params=counts[0], total_params=counts[1], compile_seconds=seconds)
+        trainable_params=counts[0],
+        total_params=counts[1],
+        compile_seconds=seconds,
+    )

@@ -42,8 +42,9 @@ SPECIAL_IDS = (0, 1, 2)
 log = logging.getLogger(__name__)
 
 
-def insert_prompt(embedded: Array, valid: Array, prompt: Array, prompt_valid: Array,
-                  placement: str = "prefix") -> tuple[Array, Array]:
+def insert_prompt(
+    embedded: Array, valid: Array, prompt: Array, prompt_valid: Array, placement: str = "prefix"
+) -> tuple[Array, Array]:
     """Inserts per-example prompts into embedded inputs.
 
     embedded [b, l, e], valid [b, l] bool (real input tokens; padding only at the end),
@@ -72,8 +73,9 @@ def insert_prompt(embedded: Array, valid: Array, prompt: Array, prompt_valid: Ar
     input_index = jnp.clip(input_index, 0, l - 1)
     prompt_index = jnp.clip(j - offset, 0, p - 1)
     from_input = jnp.take_along_axis(embedded, input_index[..., None], axis=1)
-    from_prompt = jnp.take_along_axis(prompt.astype(embedded.dtype), prompt_index[..., None],
-                                      axis=1)
+    from_prompt = jnp.take_along_axis(
+        prompt.astype(embedded.dtype), prompt_index[..., None], axis=1
+    )
     out = jnp.where(in_prompt[..., None], from_prompt, from_input)
     input_valid = jnp.take_along_axis(valid, input_index, axis=1) & input_ok
     return out, jnp.where(in_prompt, True, input_valid)
@@ -93,13 +95,13 @@ class Prompt(nn.Module):
     def __post_init__(self):
         validate_length(self.length)
         if self.placement not in PLACEMENTS:
-            raise UserError(f"prompt placement must be one of {PLACEMENTS}, "
-                            f"got {self.placement!r}")
+            raise UserError(f"prompt placement must be one of {PLACEMENTS}, got {self.placement!r}")
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, embedded: Array, valid: Array,
-                 prompt_index: Optional[Array] = None) -> tuple[Array, Array]:
+    def __call__(
+        self, embedded: Array, valid: Array, prompt_index: Optional[Array] = None
+    ) -> tuple[Array, Array]:
         """embedded [b, l, e], valid [b, l] -> ([b, l + length, e], [b, l + length])"""
         if prompt_index is not None:
             raise UserError("a single Prompt takes no prompt_index; use a PromptBank")
@@ -107,10 +109,13 @@ class Prompt(nn.Module):
         prompt = self.param(
             "prompt",
             nn.with_logical_partitioning(random_uniform(), ("prompt", "prompt_embed")),
-            (self.length, e), jnp.float32)
+            (self.length, e),
+            jnp.float32,
+        )
         batch_prompt = jnp.broadcast_to(prompt[None], (b, self.length, e))
-        return insert_prompt(embedded, valid, batch_prompt,
-                             jnp.ones((b, self.length), bool), self.placement)
+        return insert_prompt(
+            embedded, valid, batch_prompt, jnp.ones((b, self.length), bool), self.placement
+        )
 
 
 class PromptBank(nn.Module):
@@ -123,17 +128,21 @@ class PromptBank(nn.Module):
     placement: str = "prefix"
 
     @nn.compact
-    def __call__(self, embedded: Array, valid: Array,
-                 prompt_index: Optional[Array] = None) -> tuple[Array, Array]:
+    def __call__(
+        self, embedded: Array, valid: Array, prompt_index: Optional[Array] = None
+    ) -> tuple[Array, Array]:
         """embedded [b, l, e], valid [b, l], prompt_index [b] int
         -> ([b, l + max_length, e], [b, l + max_length])"""
         if prompt_index is None:
             raise UserError("a prompt bank needs a prompt_index for every example")
         b, _, e = embedded.shape
         longest = max(self.lengths)
-        bank = self.param("prompt", nn.with_logical_partitioning(
-            random_uniform(), (None, "prompt", "prompt_embed")),
-            (len(self.lengths), longest, e), jnp.float32)
+        bank = self.param(
+            "prompt",
+            nn.with_logical_partitioning(random_uniform(), (None, "prompt", "prompt_embed")),
+            (len(self.lengths), longest, e),
+            jnp.float32,
+        )
         index = jnp.asarray(prompt_index, jnp.int32)
         prompt = jnp.take(bank, index, axis=0)
         lengths = jnp.asarray(self.lengths, jnp.int32)[index]
@@ -149,20 +158,23 @@ def bank_factory(lengths: Sequence[int], placement: str = "prefix") -> Callable[
     return functools.partial(PromptBank, lengths=lengths, placement=placement)
 
 
-def stack_bank(values: Sequence[np.ndarray], names: Optional[Sequence[str]] = None
-               ) -> tuple[np.ndarray, tuple[int, ...]]:
+def stack_bank(
+    values: Sequence[np.ndarray], names: Optional[Sequence[str]] = None
+) -> tuple[np.ndarray, tuple[int, ...]]:
     """Prompts [P_k, E] -> (bank [K, max P, E] zero-padded, lengths). Widths must agree."""
     names = list(names) if names is not None else [f"prompt {i}" for i in range(len(values))]
     if not values:
         raise UserError("a prompt bank needs at least one prompt")
     widths = {name: int(np.shape(v)[1]) for name, v in zip(names, values)}
     if len(set(widths.values())) > 1:
-        raise UserError("prompt bank entries have different embedding widths: "
-                        + ", ".join(f"{n}: {w}" for n, w in widths.items()))
+        raise UserError(
+            "prompt bank entries have different embedding widths: "
+            + ", ".join(f"{n}: {w}" for n, w in widths.items())
+        )
     longest = max(int(np.shape(v)[0]) for v in values)
     bank = np.zeros((len(values), longest, next(iter(widths.values()))), np.float32)
     for k, value in enumerate(values):
-        bank[k, :len(value)] = value
+        bank[k, : len(value)] = value
     return bank, tuple(int(np.shape(v)[0]) for v in values)
 
 
@@ -197,8 +209,7 @@ class InitContext:
 
 
 class Initializer(Protocol):
-    def __call__(self, rng: Array, shape: tuple[int, int], context: InitContext) -> np.ndarray:
-        ...
+    def __call__(self, rng: Array, shape: tuple[int, int], context: InitContext) -> np.ndarray: ...
 
 
 def random_uniform(scale: float = 0.5):
@@ -225,15 +236,18 @@ def _candidate_ids(context: InitContext, top_k: int, excluded: Sequence[int]) ->
     return np.array([i for i in range(limit) if i not in excluded], dtype=np.int64)
 
 
-def _sample_rows(rng: Array, count: int, context: InitContext, top_k: int,
-                 excluded: Sequence[int]) -> np.ndarray:
+def _sample_rows(
+    rng: Array, count: int, context: InitContext, top_k: int, excluded: Sequence[int]
+) -> np.ndarray:
     """`count` distinct embedding rows, uniformly from the `top_k` most frequent ids."""
     if count == 0:
         return np.zeros((0, np.shape(context.embedding)[1]), np.float32)
     candidates = _candidate_ids(context, top_k, excluded)
     if count > len(candidates):
-        raise UserError(f"cannot sample {count} distinct prompt rows from only "
-                        f"{len(candidates)} candidate tokens (ids < {top_k} without special ids)")
+        raise UserError(
+            f"cannot sample {count} distinct prompt rows from only "
+            f"{len(candidates)} candidate tokens (ids < {top_k} without special ids)"
+        )
     chosen = np.asarray(jax.random.choice(rng, candidates.shape[0], (count,), replace=False))
     return np.asarray(context.embedding)[candidates[chosen]].astype(np.float32)
 
@@ -251,16 +265,21 @@ def sampled_vocab(top_k: int = TOP_K_TOKENS, excluded_ids: Sequence[int] = SPECI
 
 def _token_ids(vocabulary, text: str, what: str) -> list[int]:
     if vocabulary is None:
-        raise UserError(f"the {what} initializer needs a vocabulary (the task's output "
-                        "vocabulary); none was given")
+        raise UserError(
+            f"the {what} initializer needs a vocabulary (the task's output "
+            "vocabulary); none was given"
+        )
     ids = [int(i) for i in vocabulary.encode(text)]
     if not ids:
         raise UserError(f"{what} {text!r} tokenizes to nothing: it cannot initialise a prompt row")
     return ids
 
 
-def class_labels(labels: Optional[Sequence[str]] = None, top_k: int = TOP_K_TOKENS,
-                 excluded_ids: Sequence[int] = SPECIAL_IDS):
+def class_labels(
+    labels: Optional[Sequence[str]] = None,
+    top_k: int = TOP_K_TOKENS,
+    excluded_ids: Sequence[int] = SPECIAL_IDS,
+):
     """Row i is the mean embedding of the sub-tokens of label i; the remaining rows are
     sampled vocabulary. Labels default to the task's (`InitContext.labels`). Labels beyond
     the prompt length are dropped with a warning. (The paper's default initialisation.)"""
@@ -268,15 +287,23 @@ def class_labels(labels: Optional[Sequence[str]] = None, top_k: int = TOP_K_TOKE
     def init(rng, shape, context: InitContext):
         names = list(labels) if labels is not None else context.labels
         if not names:
-            raise UserError("class-label initialisation needs labels: the task declares none; "
-                            "bind prompts.class_labels.labels or choose another initializer")
+            raise UserError(
+                "class-label initialisation needs labels: the task declares none; "
+                "bind prompts.class_labels.labels or choose another initializer"
+            )
         if len(names) > shape[0]:
-            log.warning("prompt length %d < %d class labels: dropping labels %s", shape[0],
-                        len(names), list(names[shape[0]:]))
-            names = names[:shape[0]]
+            log.warning(
+                "prompt length %d < %d class labels: dropping labels %s",
+                shape[0],
+                len(names),
+                list(names[shape[0] :]),
+            )
+            names = names[: shape[0]]
         table = np.asarray(context.embedding)
-        label_rows = [table[_token_ids(context.vocabulary, name, "class label")].mean(axis=0)
-                      for name in names]
+        label_rows = [
+            table[_token_ids(context.vocabulary, name, "class label")].mean(axis=0)
+            for name in names
+        ]
         rest = _sample_rows(rng, shape[0] - len(label_rows), context, top_k, excluded_ids)
         return np.concatenate([np.stack(label_rows).astype(np.float32), rest], axis=0)
 
@@ -291,7 +318,7 @@ def from_text(text: str, top_k: int = TOP_K_TOKENS, excluded_ids: Sequence[int] 
         ids = _token_ids(context.vocabulary, text, "prompt text")
         if len(ids) > shape[0]:
             log.warning("prompt text has %d tokens; keeping the first %d", len(ids), shape[0])
-            ids = ids[:shape[0]]
+            ids = ids[: shape[0]]
         rows = np.asarray(context.embedding)[ids].astype(np.float32)
         rest = _sample_rows(rng, shape[0] - len(ids), context, top_k, excluded_ids)
         return np.concatenate([rows, rest], axis=0)
@@ -308,8 +335,10 @@ def from_file(path: str):
         del rng
         value = load_prompt_file(path)
         if value.shape != tuple(shape):
-            raise UserError(f"prompt file {path}: shape {value.shape} does not match the "
-                            f"model's prompt [length, embed] = {tuple(shape)}")
+            raise UserError(
+                f"prompt file {path}: shape {value.shape} does not match the "
+                f"model's prompt [length, embed] = {tuple(shape)}"
+            )
         return value
 
     return init
@@ -322,8 +351,10 @@ def load_prompt_file(path: str) -> np.ndarray:
     if os.path.isdir(path):
         adapter = os.path.join(path, "adapter_model.safetensors")
         if not os.path.isfile(adapter):
-            raise UserError(f"prompt directory {path} holds no adapter_model.safetensors "
-                            "(a PEFT prompt-tuning adapter)")
+            raise UserError(
+                f"prompt directory {path} holds no adapter_model.safetensors "
+                "(a PEFT prompt-tuning adapter)"
+            )
         value = _read_safetensors(adapter, preferred=("prompt_embeddings",))
     elif path.endswith(".npy"):
         try:
@@ -333,11 +364,13 @@ def load_prompt_file(path: str) -> np.ndarray:
     elif path.endswith(".safetensors"):
         value = _read_safetensors(path, preferred=("prompt", "prompt_embeddings"))
     else:
-        raise UserError(f"prompt file {path}: expected a .npy or .safetensors file or a PEFT "
-                        "adapter directory")
+        raise UserError(
+            f"prompt file {path}: expected a .npy or .safetensors file or a PEFT adapter directory"
+        )
     if value.ndim != 2:
-        raise UserError(f"prompt file {path}: expected a matrix [length, embed], got shape "
-                        f"{value.shape}")
+        raise UserError(
+            f"prompt file {path}: expected a matrix [length, embed], got shape {value.shape}"
+        )
     if not np.issubdtype(value.dtype, np.floating):
         raise UserError(f"prompt file {path}: expected floating point values, got {value.dtype}")
     value = value.astype(np.float32)
@@ -359,19 +392,23 @@ def _read_safetensors(path: str, preferred: Sequence[str]) -> np.ndarray:
             return tensors[key]
     if len(tensors) == 1:
         return next(iter(tensors.values()))
-    raise UserError(f"prompt file {path}: holds {sorted(tensors)}; expected one tensor or one "
-                    f"named {' or '.join(preferred)}")
+    raise UserError(
+        f"prompt file {path}: holds {sorted(tensors)}; expected one tensor or one "
+        f"named {' or '.join(preferred)}"
+    )
 
 
-def initialize(initializer: Initializer, rng: Array, length: int,
-               context: InitContext) -> np.ndarray:
+def initialize(
+    initializer: Initializer, rng: Array, length: int, context: InitContext
+) -> np.ndarray:
     """Runs an initializer and checks its result: [length, embed] float32, finite."""
     length = validate_length(length)
     embed = int(np.shape(context.embedding)[1])
     value = np.asarray(initializer(rng, (length, embed), context), dtype=np.float32)
     if value.shape != (length, embed):
-        raise UserError(f"prompt initializer returned shape {value.shape}, expected "
-                        f"{(length, embed)}")
+        raise UserError(
+            f"prompt initializer returned shape {value.shape}, expected {(length, embed)}"
+        )
     if not np.isfinite(value).all():
         raise UserError("prompt initializer produced NaN or infinite values")
     return value

@@ -33,7 +33,8 @@ class InferConfig:
     input_file: str  # JSONL or TSV requests
     output_file: str  # JSONL results
     task_feature_lengths: Mapping[str, int] = dataclasses.field(
-        default_factory=lambda: {"inputs": 512, "targets": 8})
+        default_factory=lambda: {"inputs": 512, "targets": 8}
+    )
     batch_size: int = 32
     num_beams: int = 1  # 1: greedy; more: beam search with T5's length penalty
     prompt_placement: str = "prefix"
@@ -52,8 +53,10 @@ def read_requests(path: str) -> list[dict]:
             if tsv:
                 fields = line.rstrip("\n").split("\t")
                 if len(fields) < 2 or not fields[0].strip():
-                    raise UserError(f"{path}, line {number}: expected 'task<TAB>inputs"
-                                    "[<TAB>prompt]' with a task name")
+                    raise UserError(
+                        f"{path}, line {number}: expected 'task<TAB>inputs"
+                        "[<TAB>prompt]' with a task name"
+                    )
                 record = {"task": fields[0].strip(), "inputs": fields[1]}
                 if len(fields) > 2 and fields[2].strip():
                     record["prompt"] = fields[2].strip()
@@ -89,32 +92,49 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
     for r in requests:
         r.setdefault("prompt", r["task"])
         if r["prompt"] not in bank.names:
-            raise UserError(f"{cfg.input_file}, line {r['line']}: no prompt named "
-                            f"{r['prompt']!r} (the bank holds {list(bank.names)})")
+            raise UserError(
+                f"{cfg.input_file}, line {r['line']}: no prompt named "
+                f"{r['prompt']!r} (the bank holds {list(bank.names)})"
+            )
         if r["task"] not in vocabularies:
             try:
                 task = data.get_task(r["task"])
             except UserError as e:
                 raise UserError(f"{cfg.input_file}, line {r['line']}: {e}") from e
-            vocabularies[r["task"]] = (task.output_features["inputs"].vocabulary,
-                                       task.output_features["targets"].vocabulary)
-    server = inference.Server(cfg.model, _load_frozen(cfg.model, cfg.checkpoint_path), bank,
-                              cfg.batch_size)
+            vocabularies[r["task"]] = (
+                task.output_features["inputs"].vocabulary,
+                task.output_features["targets"].vocabulary,
+            )
+    server = inference.Server(
+        cfg.model, _load_frozen(cfg.model, cfg.checkpoint_path), bank, cfg.batch_size
+    )
     length = cfg.task_feature_lengths["inputs"]
     results = []
     chunk = cfg.batch_size * 8
     with tqdm(total=len(requests), unit="req", disable=not progress) as bar:
         for start in range(0, len(requests), chunk):
-            part = requests[start:start + chunk]
-            tokens = np.stack([inference.tokenize(vocabularies[r["task"]][0], r["inputs"], length)
-                               for r in part])
+            part = requests[start : start + chunk]
+            tokens = np.stack(
+                [inference.tokenize(vocabularies[r["task"]][0], r["inputs"], length) for r in part]
+            )
             index = np.array([bank.index(r["prompt"]) for r in part], np.int32)
-            out = server.generate(tokens, index, max_length=cfg.task_feature_lengths["targets"],
-                                  num_beams=cfg.num_beams)
+            out = server.generate(
+                tokens,
+                index,
+                max_length=cfg.task_feature_lengths["targets"],
+                num_beams=cfg.num_beams,
+            )
             for r, ids in zip(part, out):
                 text = vocabularies[r["task"]][1].decode([int(i) for i in ids])
-                results.append({"line": r["line"], "task": r["task"], "prompt": r["prompt"],
-                                "inputs": r["inputs"], "prediction": text})
+                results.append(
+                    {
+                        "line": r["line"],
+                        "task": r["task"],
+                        "prompt": r["prompt"],
+                        "inputs": r["inputs"],
+                        "prediction": text,
+                    }
+                )
             bar.update(len(part))
     directory = os.path.dirname(os.path.abspath(cfg.output_file))
     os.makedirs(directory, exist_ok=True)
@@ -133,7 +153,8 @@ class EnsembleConfig:
     checkpoint_path: str
     prompt_files: Sequence[str]
     task_feature_lengths: Mapping[str, int] = dataclasses.field(
-        default_factory=lambda: {"inputs": 512, "targets": 8})
+        default_factory=lambda: {"inputs": 512, "targets": 8}
+    )
     batch_size: int = 32
     split: str = "validation"
     output_file: Optional[str] = None  # JSON of the table; default: none
@@ -145,15 +166,19 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
         raise UserError("ensembling needs at least two prompt files")
     names = [f"prompt_{i + 1}" for i in range(len(cfg.prompt_files))]
     bank = inference.Bank.from_files(dict(zip(names, cfg.prompt_files)))
-    server = inference.Server(cfg.model, _load_frozen(cfg.model, cfg.checkpoint_path), bank,
-                              cfg.batch_size)
+    server = inference.Server(
+        cfg.model, _load_frozen(cfg.model, cfg.checkpoint_path), bank, cfg.batch_size
+    )
     members = list(range(len(names)))
-    evaluator = evaluation.Evaluation(cfg.mixture_or_task_name, cfg.task_feature_lengths,
-                                      cfg.batch_size, cfg.split)
+    evaluator = evaluation.Evaluation(
+        cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.batch_size, cfg.split
+    )
     outputs = evaluator.model_outputs(
         lambda tokens: inference.ensemble_generate(
-            server, tokens, members, max_length=cfg.task_feature_lengths["targets"]),
-        lambda tokens, targets: inference.ensemble_scores(server, tokens, targets, members))
+            server, tokens, members, max_length=cfg.task_feature_lengths["targets"]
+        ),
+        lambda tokens, targets: inference.ensemble_scores(server, tokens, targets, members),
+    )
     table = {"prompts": [], "task": cfg.mixture_or_task_name, "split": cfg.split}
     for m, name in enumerate(names):
         metrics = evaluator.metrics_from_outputs(outputs, member=m)
@@ -167,8 +192,12 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
 
 
 def _flat(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    return {f"{task}/{name}": float(v) for task, ms in metrics.items() for name, v in ms.items()
-            if isinstance(v, (int, float))}
+    return {
+        f"{task}/{name}": float(v)
+        for task, ms in metrics.items()
+        for name, v in ms.items()
+        if isinstance(v, (int, float))
+    }
 
 
 def _mean_metrics(all_metrics: Sequence[Mapping]) -> dict[str, float]:

@@ -48,33 +48,56 @@ class LossConfig:
 
 
 def init_state(trainable_params: PyTree, optimizer: optax.GradientTransformation) -> TrainState:
-    return TrainState(step=jnp.zeros((), jnp.int32), params=trainable_params,
-                      opt_state=optimizer.init(trainable_params))
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=trainable_params,
+        opt_state=optimizer.init(trainable_params),
+    )
 
 
 def _logits(model, params, batch, enable_dropout, rng):
     kwargs = {}
     if "prompt_index" in batch:
         kwargs["prompt_index"] = batch["prompt_index"]
-    return model.apply({"params": params}, batch["encoder_input_tokens"],
-                       batch["decoder_input_tokens"], batch["decoder_target_tokens"],
-                       enable_dropout=enable_dropout, rngs={"dropout": rng} if rng is not None
-                       else None, **kwargs)
+    return model.apply(
+        {"params": params},
+        batch["encoder_input_tokens"],
+        batch["decoder_input_tokens"],
+        batch["decoder_target_tokens"],
+        enable_dropout=enable_dropout,
+        rngs={"dropout": rng} if rng is not None else None,
+        **kwargs,
+    )
 
 
-def loss_and_metrics(model, loss_config: LossConfig, trainable_params: PyTree, frozen: PyTree,
-                     batch: dict, enable_dropout: bool, rng: Optional[jax.Array]):
+def loss_and_metrics(
+    model,
+    loss_config: LossConfig,
+    trainable_params: PyTree,
+    frozen: PyTree,
+    batch: dict,
+    enable_dropout: bool,
+    rng: Optional[jax.Array],
+):
     """-> (scalar loss for the gradient, summed metrics). See `ptune.losses.compute`."""
     params = trainable_lib.merge(trainable_params, frozen)
     logits = _logits(model, params, batch, enable_dropout, rng)
-    return losses.compute(logits, batch["decoder_target_tokens"],
-                          batch.get("decoder_loss_weights"), z_loss=loss_config.z_loss,
-                          label_smoothing=loss_config.label_smoothing,
-                          loss_normalizing_factor=loss_config.loss_normalizing_factor)
+    return losses.compute(
+        logits,
+        batch["decoder_target_tokens"],
+        batch.get("decoder_loss_weights"),
+        z_loss=loss_config.z_loss,
+        label_smoothing=loss_config.label_smoothing,
+        loss_normalizing_factor=loss_config.loss_normalizing_factor,
+    )
 
 
-def train_shardings(partitioner: partitioning.Partitioner, optimizer: optax.GradientTransformation,
-                    boxed_params: PyTree, mask) -> tuple[TrainState, PyTree]:
+def train_shardings(
+    partitioner: partitioning.Partitioner,
+    optimizer: optax.GradientTransformation,
+    boxed_params: PyTree,
+    mask,
+) -> tuple[TrainState, PyTree]:
     """(state shardings, frozen shardings) from the abstract boxed parameters (logical names
     on each leaf, e.g. `t5.abstract_variables(...)['params']`) and the trainable mask."""
     from flax import linen as nn
@@ -82,17 +105,26 @@ def train_shardings(partitioner: partitioning.Partitioner, optimizer: optax.Grad
     shardings = partitioner.param_shardings(boxed_params)
     train_sh, frozen_sh = trainable_lib.partition(shardings, mask)
     train_abstract, _ = trainable_lib.partition(nn.unbox(boxed_params), mask)
-    state_sh = TrainState(step=partitioner.replicated, params=train_sh,
-                          opt_state=partitioner.opt_state_shardings(optimizer, train_abstract,
-                                                                    train_sh))
+    state_sh = TrainState(
+        step=partitioner.replicated,
+        params=train_sh,
+        opt_state=partitioner.opt_state_shardings(optimizer, train_abstract, train_sh),
+    )
     return state_sh, frozen_sh
 
 
-def make_train_step(model, optimizer: optax.GradientTransformation,
-                    loss_config: LossConfig = LossConfig(), *, seed: int = 0,
-                    donate: bool = True, jit: bool = True,
-                    in_shardings=None, out_shardings=None,
-                    partitioner: Optional[partitioning.Partitioner] = None) -> Callable:
+def make_train_step(
+    model,
+    optimizer: optax.GradientTransformation,
+    loss_config: LossConfig = LossConfig(),
+    *,
+    seed: int = 0,
+    donate: bool = True,
+    jit: bool = True,
+    in_shardings=None,
+    out_shardings=None,
+    partitioner: Optional[partitioning.Partitioner] = None,
+) -> Callable:
     """Returns `train_step(state, frozen, batch) -> (state, metrics)`.
 
     Gradients are taken with respect to `state.params` only, so XLA never computes weight
@@ -105,7 +137,8 @@ def make_train_step(model, optimizer: optax.GradientTransformation,
     def train_step(state: TrainState, frozen: PyTree, batch: dict):
         rng = jax.random.fold_in(base_key, state.step)
         grad_fn = jax.value_and_grad(
-            functools.partial(loss_and_metrics, model, loss_config), has_aux=True)
+            functools.partial(loss_and_metrics, model, loss_config), has_aux=True
+        )
         (_, metrics), grads = grad_fn(state.params, frozen, batch, True, rng)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -117,29 +150,37 @@ def make_train_step(model, optimizer: optax.GradientTransformation,
     if partitioner is not None:
         state_sh, frozen_sh = in_shardings
         return partitioner.jit(
-            train_step, in_shardings=(state_sh, frozen_sh, partitioner.batch_sharding()),
+            train_step,
+            in_shardings=(state_sh, frozen_sh, partitioner.batch_sharding()),
             out_shardings=(state_sh, partitioner.replicated),
-            donate_argnums=(0,) if donate else ())
+            donate_argnums=(0,) if donate else (),
+        )
     kwargs = {}
     if in_shardings is not None:
         kwargs.update(in_shardings=in_shardings, out_shardings=out_shardings)
     return jax.jit(train_step, donate_argnums=(0,) if donate else (), **kwargs)
 
 
-def make_eval_step(model, loss_config: LossConfig = LossConfig(), jit: bool = True, *,
-                   partitioner: Optional[partitioning.Partitioner] = None,
-                   param_shardings: Optional[tuple[PyTree, PyTree]] = None) -> Callable:
+def make_eval_step(
+    model,
+    loss_config: LossConfig = LossConfig(),
+    jit: bool = True,
+    *,
+    partitioner: Optional[partitioning.Partitioner] = None,
+    param_shardings: Optional[tuple[PyTree, PyTree]] = None,
+) -> Callable:
     """Returns `eval_step(trainable_params, frozen, batch) -> summed metrics` (no dropout).
 
     With a `partitioner`, `param_shardings` is (trainable, frozen) shardings."""
 
     def eval_step(trainable_params, frozen, batch):
-        return loss_and_metrics(model, loss_config, trainable_params, frozen, batch, False,
-                                None)[1]
+        return loss_and_metrics(model, loss_config, trainable_params, frozen, batch, False, None)[1]
 
     if jit and partitioner is not None:
         train_sh, frozen_sh = param_shardings
-        return partitioner.jit(eval_step,
-                               in_shardings=(train_sh, frozen_sh, partitioner.batch_sharding()),
-                               out_shardings=partitioner.replicated)
+        return partitioner.jit(
+            eval_step,
+            in_shardings=(train_sh, frozen_sh, partitioner.batch_sharding()),
+            out_shardings=partitioner.replicated,
+        )
     return jax.jit(eval_step) if jit else eval_step

@@ -49,8 +49,10 @@ def trainable_mask(params: Mapping, patterns: Sequence[str]) -> dict[str, bool]:
     for pattern, regex in zip(patterns, compiled):
         if not any(regex.fullmatch(p) for p in paths):
             sample = ", ".join(paths[:4])
-            raise UserError(f"trainable pattern {pattern!r} matches no parameter (paths look "
-                            f"like: {sample}, ...)")
+            raise UserError(
+                f"trainable pattern {pattern!r} matches no parameter (paths look "
+                f"like: {sample}, ...)"
+            )
     return {p: any(r.fullmatch(p) for r in compiled) for p in paths}
 
 
@@ -58,12 +60,15 @@ def partition(params: Mapping, mask: Mapping[str, bool]) -> tuple[dict, dict]:
     """Splits nested params into (trainable, frozen) nested dicts by the mask."""
     flat = _flat(params)
     if set(flat) != set(mask):
-        raise ValueError("mask and parameters disagree on paths: "
-                         f"{sorted(set(flat) ^ set(mask))[:5]}")
+        raise ValueError(
+            f"mask and parameters disagree on paths: {sorted(set(flat) ^ set(mask))[:5]}"
+        )
     trainable = {k: v for k, v in flat.items() if mask[k]}
     frozen = {k: v for k, v in flat.items() if not mask[k]}
-    return (traverse_util.unflatten_dict(trainable, sep="/"),
-            traverse_util.unflatten_dict(frozen, sep="/"))
+    return (
+        traverse_util.unflatten_dict(trainable, sep="/"),
+        traverse_util.unflatten_dict(frozen, sep="/"),
+    )
 
 
 def merge(trainable: Mapping, frozen: Mapping) -> dict:
@@ -93,11 +98,15 @@ def summary_line(mask: Mapping[str, bool], params: Mapping) -> str:
     return f"trainable params: {trainable:,} of {total:,} ({percent:.4g}%)"
 
 
-def paper_adafactor(learning_rate: float = 0.3, decay_rate: float = 0.8,
-                    decay_offset: int = 0, weight_decay_rate: Optional[float] = 1e-5,
-                    clipping_threshold: Optional[float] = 1.0,
-                    multiply_by_parameter_scale: bool = False,
-                    min_dim_size_to_factor: int = 128) -> optax.GradientTransformation:
+def paper_adafactor(
+    learning_rate: float = 0.3,
+    decay_rate: float = 0.8,
+    decay_offset: int = 0,
+    weight_decay_rate: Optional[float] = 1e-5,
+    clipping_threshold: Optional[float] = 1.0,
+    multiply_by_parameter_scale: bool = False,
+    min_dim_size_to_factor: int = 128,
+) -> optax.GradientTransformation:
     """The paper's optimizer: Adafactor, constant lr 0.3, second-moment decay exponent 0.8,
     no parameter scaling, update clipping 1.0, and weight decay applied as
     p <- p * (1 - 1e-5) each step, not scaled by the learning rate (as t5x's Adafactor).
@@ -108,7 +117,11 @@ def paper_adafactor(learning_rate: float = 0.3, decay_rate: float = 0.8,
       default 0 counts from the start of this run.
     """
     return optax.adafactor(
-        learning_rate=learning_rate, min_dim_size_to_factor=min_dim_size_to_factor,
-        decay_rate=decay_rate, decay_offset=decay_offset,
+        learning_rate=learning_rate,
+        min_dim_size_to_factor=min_dim_size_to_factor,
+        decay_rate=decay_rate,
+        decay_offset=decay_offset,
         multiply_by_parameter_scale=multiply_by_parameter_scale,
-        clipping_threshold=clipping_threshold, weight_decay_rate=weight_decay_rate)
+        clipping_threshold=clipping_threshold,
+        weight_decay_rate=weight_decay_rate,
+    )

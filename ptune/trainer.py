@@ -67,7 +67,8 @@ class TrainConfig:
     initial_checkpoint_path: Optional[str] = None
     random_init: bool = False  # frozen weights from `seed` instead of a checkpoint (demo only)
     task_feature_lengths: Mapping[str, int] = dataclasses.field(
-        default_factory=lambda: {"inputs": 512, "targets": 8})
+        default_factory=lambda: {"inputs": 512, "targets": 8}
+    )
     batch_size: int = 32
     train_steps: int = 30000
     prompt: Optional[PromptConfig] = PromptConfig()
@@ -90,16 +91,22 @@ class TrainConfig:
 
     def fingerprint(self) -> dict:
         """What must not change when a run resumes (steps and periods may)."""
-        return {"model": dataclasses.asdict(self.model), "task": self.mixture_or_task_name,
-                "initial_checkpoint_path": self.initial_checkpoint_path,
-                "random_init": self.random_init,
-                "task_feature_lengths": dict(self.task_feature_lengths),
-                "batch_size": self.batch_size,
-                "prompt": None if self.prompt is None else
-                {"length": self.prompt.length, "placement": self.prompt.placement},
-                "trainable": list(self.trainable), "loss": dataclasses.asdict(self.loss),
-                "frozen_dtype": self.frozen_dtype, "seed": self.seed,
-                "train_split": self.train_split}
+        return {
+            "model": dataclasses.asdict(self.model),
+            "task": self.mixture_or_task_name,
+            "initial_checkpoint_path": self.initial_checkpoint_path,
+            "random_init": self.random_init,
+            "task_feature_lengths": dict(self.task_feature_lengths),
+            "batch_size": self.batch_size,
+            "prompt": None
+            if self.prompt is None
+            else {"length": self.prompt.length, "placement": self.prompt.placement},
+            "trainable": list(self.trainable),
+            "loss": dataclasses.asdict(self.loss),
+            "frozen_dtype": self.frozen_dtype,
+            "seed": self.seed,
+            "train_split": self.train_split,
+        }
 
 
 @dataclasses.dataclass
@@ -123,9 +130,12 @@ def build_model(cfg_model: t5.T5Config, prompt: Optional[PromptConfig]) -> t5.Tr
     return t5.Transformer(cfg_model, prompt.factory() if prompt is not None else None)
 
 
-def _random_params(model: t5.Transformer, seed: int,
-                   partitioner: Optional[partitioning.Partitioner] = None,
-                   shardings: Optional[PyTree] = None) -> PyTree:
+def _random_params(
+    model: t5.Transformer,
+    seed: int,
+    partitioner: Optional[partitioning.Partitioner] = None,
+    shardings: Optional[PyTree] = None,
+) -> PyTree:
     """Every host computes the same values from `seed`; each device keeps only its shards."""
     tokens = jnp.zeros((1, 1), jnp.int32)
 
@@ -134,26 +144,35 @@ def _random_params(model: t5.Transformer, seed: int,
 
     if partitioner is None:
         return jax.jit(init)(jax.random.PRNGKey(seed))
-    return partitioner.jit(init, in_shardings=partitioner.replicated,
-                           out_shardings=shardings)(jax.random.PRNGKey(seed))
+    return partitioner.jit(init, in_shardings=partitioner.replicated, out_shardings=shardings)(
+        jax.random.PRNGKey(seed)
+    )
 
 
-def load_frozen_params(model: t5.Transformer, path: Optional[str], random_init: bool,
-                       seed: int, partitioner: Optional[partitioning.Partitioner] = None,
-                       shardings: Optional[PyTree] = None) -> PyTree:
+def load_frozen_params(
+    model: t5.Transformer,
+    path: Optional[str],
+    random_init: bool,
+    seed: int,
+    partitioner: Optional[partitioning.Partitioner] = None,
+    shardings: Optional[PyTree] = None,
+) -> PyTree:
     """Full params (a placeholder prompt included) from the checkpoint, strictly; with
     `shardings` (shaped like the params) each device reads only its own shards."""
     placeholder = _random_params(model, seed, partitioner, shardings)
     if path is None:
         if not random_init:
-            raise UserError("INITIAL_CHECKPOINT_PATH is required: prompt tuning needs a "
-                            "pretrained model (random frozen weights only with random_init)")
+            raise UserError(
+                "INITIAL_CHECKPOINT_PATH is required: prompt tuning needs a "
+                "pretrained model (random frozen weights only with random_init)"
+            )
         log.warning("frozen model: RANDOM weights from seed %d (random_init=True)", seed)
         return placeholder
     from ptune import checkpoints
 
-    _, loaded = checkpoints.load(path, model.config, fresh=[r"encoder/prompt/.*"],
-                                 shardings=shardings)
+    _, loaded = checkpoints.load(
+        path, model.config, fresh=[r"encoder/prompt/.*"], shardings=shardings
+    )
     merged = trainable_lib.merge(loaded, {})
     if "prompt" in placeholder.get("encoder", {}):
         merged["encoder"]["prompt"] = placeholder["encoder"]["prompt"]
@@ -168,7 +187,8 @@ def initial_prompt(cfg: TrainConfig, params: PyTree) -> np.ndarray:
     context = prompts.InitContext(
         embedding=partitioning.gather(params["token_embedder"]["embedding"]).astype(np.float32),
         vocabulary=data.output_vocabulary(cfg.mixture_or_task_name),
-        labels=registry.label_names(cfg.mixture_or_task_name))
+        labels=registry.label_names(cfg.mixture_or_task_name),
+    )
     rng = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
     return prompts.initialize(init, rng, cfg.prompt.length, context)
 
@@ -182,22 +202,35 @@ def prepare_model_dir(cfg: TrainConfig, config_text: str) -> None:
             previous = json.load(f)
         if previous != fingerprint:
             if not cfg.overwrite:
-                changed = sorted(k for k in set(previous) | set(fingerprint)
-                                 if previous.get(k) != fingerprint.get(k))
-                raise UserError(f"MODEL_DIR {cfg.model_dir} holds a run with a different "
-                                f"configuration (changed: {', '.join(changed)}); choose another "
-                                "MODEL_DIR or pass --overwrite to start it afresh")
+                changed = sorted(
+                    k
+                    for k in set(previous) | set(fingerprint)
+                    if previous.get(k) != fingerprint.get(k)
+                )
+                raise UserError(
+                    f"MODEL_DIR {cfg.model_dir} holds a run with a different "
+                    f"configuration (changed: {', '.join(changed)}); choose another "
+                    "MODEL_DIR or pass --overwrite to start it afresh"
+                )
             log.warning("overwriting the run in %s", cfg.model_dir)
-            for name in ("checkpoints", "numpy_checkpoints", "train", "eval", "random_init",
-                         "metrics.jsonl"):
+            for name in (
+                "checkpoints",
+                "numpy_checkpoints",
+                "train",
+                "eval",
+                "random_init",
+                "metrics.jsonl",
+            ):
                 target = os.path.join(cfg.model_dir, name)
                 if os.path.isdir(target):
                     shutil.rmtree(target)
                 elif os.path.exists(target):
                     os.remove(target)
     os.makedirs(cfg.model_dir, exist_ok=True)
-    for name, text in (("run.json", json.dumps(fingerprint, indent=2, sort_keys=True)),
-                       ("config.gin", config_text)):
+    for name, text in (
+        ("run.json", json.dumps(fingerprint, indent=2, sort_keys=True)),
+        ("config.gin", config_text),
+    ):
         if text:
             tmp = os.path.join(cfg.model_dir, f".{name}.tmp")
             with open(tmp, "w") as f:
@@ -221,8 +254,9 @@ class MetricsLog:
                 f.writelines(kept)
         from clu import metric_writers
 
-        self._writer = metric_writers.create_default_writer(os.path.join(model_dir, "train"),
-                                                            asynchronous=False)
+        self._writer = metric_writers.create_default_writer(
+            os.path.join(model_dir, "train"), asynchronous=False
+        )
 
     def write(self, step: int, split: str, values: Mapping[str, float]) -> None:
         if not self.enabled:
@@ -236,10 +270,12 @@ class MetricsLog:
 
 def _summarize(metrics: Mapping[str, jax.Array]) -> dict[str, float]:
     tokens = max(float(metrics["tokens"]), 1.0)
-    return {"loss": float(metrics["loss_sum"]) / tokens,
-            "z_loss": float(metrics["z_loss_sum"]) / tokens,
-            "token_accuracy": float(metrics["correct"]) / tokens,
-            "grad_norm": float(metrics["grad_norm"])}
+    return {
+        "loss": float(metrics["loss_sum"]) / tokens,
+        "z_loss": float(metrics["z_loss_sum"]) / tokens,
+        "token_accuracy": float(metrics["correct"]) / tokens,
+        "grad_norm": float(metrics["grad_norm"]),
+    }
 
 
 def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()) -> dict:
@@ -248,8 +284,10 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
 
     main_process = jax.process_index() == 0
     if cfg.train_steps < 0 or cfg.batch_size < 1:
-        raise UserError(f"train_steps must be >= 0 and batch_size >= 1, got {cfg.train_steps} "
-                        f"and {cfg.batch_size}")
+        raise UserError(
+            f"train_steps must be >= 0 and batch_size >= 1, got {cfg.train_steps} "
+            f"and {cfg.batch_size}"
+        )
     if cfg.early_stopping_patience is not None and cfg.eval_metric is None:
         raise UserError("early_stopping_patience needs eval_metric (e.g. 'accuracy')")
 
@@ -267,13 +305,15 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     model = build_model(cfg.model, cfg.prompt)
     boxed = t5.abstract_variables(cfg.model, model.prompt_factory)["params"]
     shardings = partitioner.param_shardings(boxed)
-    params = load_frozen_params(model, cfg.initial_checkpoint_path, cfg.random_init, cfg.seed,
-                                partitioner, shardings)
+    params = load_frozen_params(
+        model, cfg.initial_checkpoint_path, cfg.random_init, cfg.seed, partitioner, shardings
+    )
     if cfg.random_init and main_process:
         _write_random_init(cfg, params)
     if cfg.prompt is not None:
         params["encoder"]["prompt"]["prompt"] = partitioner.put(
-            initial_prompt(cfg, params), shardings["encoder"]["prompt"]["prompt"])
+            initial_prompt(cfg, params), shardings["encoder"]["prompt"]["prompt"]
+        )
 
     # ---- what trains: one mask for the optimizer, the state, checkpoints and the log line
     mask = trainable_lib.trainable_mask(params, cfg.trainable)
@@ -283,8 +323,11 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     del params
     optimizer = cfg.optimizer or trainable_lib.paper_adafactor()
     state_sh, frozen_sh = step_lib.train_shardings(partitioner, optimizer, boxed, mask)
-    state = partitioner.jit(lambda p: step_lib.init_state(p, optimizer),
-                            in_shardings=(state_sh.params,), out_shardings=state_sh)(train_params)
+    state = partitioner.jit(
+        lambda p: step_lib.init_state(p, optimizer),
+        in_shardings=(state_sh.params,),
+        out_shardings=state_sh,
+    )(train_params)
 
     # ---- resume from this run's own latest checkpoint
     checkpointer = StateCheckpointer(cfg.model_dir, cfg.keep_checkpoints)
@@ -296,18 +339,33 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     start = int(state.step)
 
     # ---- steps, data, evaluation, logging
-    train_step = step_lib.make_train_step(model, optimizer, cfg.loss, seed=cfg.seed,
-                                          partitioner=partitioner,
-                                          in_shardings=(state_sh, frozen_sh))
+    train_step = step_lib.make_train_step(
+        model,
+        optimizer,
+        cfg.loss,
+        seed=cfg.seed,
+        partitioner=partitioner,
+        in_shardings=(state_sh, frozen_sh),
+    )
     batches = data.train_batches(
-        cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.batch_size, seed=cfg.seed,
-        split=cfg.train_split, start_batch=int(meta["data_position"]),
-        shard_index=jax.process_index(), num_shards=jax.process_count(),
-        pack=False)
+        cfg.mixture_or_task_name,
+        cfg.task_feature_lengths,
+        cfg.batch_size,
+        seed=cfg.seed,
+        split=cfg.train_split,
+        start_batch=int(meta["data_position"]),
+        shard_index=jax.process_index(),
+        num_shards=jax.process_count(),
+        pack=False,
+    )
     evaluator = None
     if cfg.eval_period > 0:
-        evaluator = evaluation.Evaluation(cfg.mixture_or_task_name, cfg.task_feature_lengths,
-                                          cfg.eval_batch_size or cfg.batch_size, cfg.eval_split)
+        evaluator = evaluation.Evaluation(
+            cfg.mixture_or_task_name,
+            cfg.task_feature_lengths,
+            cfg.eval_batch_size or cfg.batch_size,
+            cfg.eval_split,
+        )
     metrics_log = MetricsLog(cfg.model_dir, start, main_process)
     summary = {"step": start, "train": None, "eval": None, "best": meta.get("best")}
 
@@ -315,8 +373,10 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
         meta["data_position"] = step_number
         checkpointer.save(step_number, state, meta)
         if main_process and cfg.prompt is not None:
-            prompt_io.save_prompt(prompt_io.step_directory(cfg.model_dir, step_number),
-                                  partitioning.gather(state.params["encoder"]["prompt"]["prompt"]))
+            prompt_io.save_prompt(
+                prompt_io.step_directory(cfg.model_dir, step_number),
+                partitioning.gather(state.params["encoder"]["prompt"]["prompt"]),
+            )
 
     def evaluate(step_number: int) -> bool:
         """Evaluates, tracks the best prompt; returns True when early stopping triggers."""
@@ -326,9 +386,11 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
         if main_process:
             for task, values in results.items():
                 metrics_log.write(step_number, f"{cfg.eval_split}/{task}", values)
-            evaluation.write_results(os.path.join(
-                cfg.model_dir, "eval", f"{cfg.eval_split}_step_{step_number}.json"),
-                step_number, results)
+            evaluation.write_results(
+                os.path.join(cfg.model_dir, "eval", f"{cfg.eval_split}_step_{step_number}.json"),
+                step_number,
+                results,
+            )
         if cfg.eval_metric is None:
             return False
         value = evaluation.select_metric(results, cfg.eval_metric)
@@ -339,7 +401,8 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
             if main_process and cfg.prompt is not None:
                 prompt_io.save_prompt(
                     os.path.join(cfg.model_dir, "numpy_checkpoints", "best"),
-                    partitioning.gather(state.params["encoder"]["prompt"]["prompt"]))
+                    partitioning.gather(state.params["encoder"]["prompt"]["prompt"]),
+                )
         else:
             meta["evals_without_improvement"] += 1
         summary["best"] = meta["best"]
@@ -347,8 +410,14 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
         return patience is not None and meta["evals_without_improvement"] >= patience
 
     # ---- the loop
-    progress = tqdm(total=cfg.train_steps, initial=min(start, cfg.train_steps), unit="step",
-                    disable=not main_process, mininterval=1.0, dynamic_ncols=True)
+    progress = tqdm(
+        total=cfg.train_steps,
+        initial=min(start, cfg.train_steps),
+        unit="step",
+        disable=not main_process,
+        mininterval=1.0,
+        dynamic_ncols=True,
+    )
     window_start, window_steps = time.perf_counter(), 0
     step_number = start
     stopped_early = False
@@ -358,8 +427,10 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
         loss = float(metrics["loss_sum"]) / max(float(metrics["tokens"]), 1.0)
         if not np.isfinite(loss):
             last = checkpointer.latest_step()
-            raise UserError(f"the training loss became {loss} at step {step_number}; stopping "
-                            f"(the last checkpoint, step {last}, is intact)")
+            raise UserError(
+                f"the training loss became {loss} at step {step_number}; stopping "
+                f"(the last checkpoint, step {last}, is intact)"
+            )
         window_steps += 1
         progress.update(1)
         if step_number % cfg.log_period == 0 or step_number == cfg.train_steps:
@@ -379,8 +450,12 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
         if step_number % cfg.checkpoint_period == 0 or last_step or stopped_early:
             save(step_number)
         if stopped_early:
-            log.info("early stopping at step %d: %s did not improve for %d evaluations",
-                     step_number, cfg.eval_metric, cfg.early_stopping_patience)
+            log.info(
+                "early stopping at step %d: %s did not improve for %d evaluations",
+                step_number,
+                cfg.eval_metric,
+                cfg.early_stopping_patience,
+            )
             break
     progress.close()
     if latest is None and start == step_number == 0 and cfg.train_steps == 0:

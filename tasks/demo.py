@@ -23,6 +23,7 @@ import random
 
 import seqio
 import tensorflow as tf
+
 from ptune.tasks import labels, metrics, postprocessors, preprocessors, registry, vocab
 
 TASK = "ptune_demo"

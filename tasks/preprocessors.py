@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import seqio
 import tensorflow as tf
+
 from ptune.tasks import labels
 
 AUTOTUNE = tf.data.AUTOTUNE

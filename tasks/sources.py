@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
 from ptune.tasks import labels
 
 SUPERGLUE_DIR_ENV = "PTUNE_SUPERGLUE_DIR"
@@ -40,12 +41,14 @@ def set_superglue_dir(path: str | None) -> None:
 
 
 def set_tfds_data_dir(path: str | None) -> None:
-    """Reads (and prepares) TFDS datasets under `path` instead of `$TFDS_DATA_DIR`/~/tensorflow_datasets."""
+    """Reads (and prepares) TFDS datasets under `path` instead of `$TFDS_DATA_DIR` (or
+    ~/tensorflow_datasets)."""
     _overrides["data_dir"] = path
 
 
 def set_tfds_manual_dir(path: str | None) -> None:
-    """Prepares missing TFDS datasets from the official archives in `path` instead of downloading."""
+    """Prepares missing TFDS datasets from the official archives in `path` instead of
+    downloading them."""
     _overrides["manual_dir"] = path
 
 

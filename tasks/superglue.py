@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 
 import seqio
+
 from ptune.tasks import labels, metrics, postprocessors, preprocessors, registry, sources
 
 # config -> (T5's benchmark word, input fields in T5's order). AX-b is rekeyed to RTE's fields

@@ -5,19 +5,17 @@ import subprocess
 import sys
 import textwrap
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from flax import traverse_util
+from test_checkpoints_t5x import TINY
 
+from conftest import REPO, shared_path
 from ptune import checkpoints, cli
 from ptune.errors import UserError
 from ptune.models import t5
-
-from conftest import REPO, shared_path
-from test_checkpoints_t5x import TINY
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +52,13 @@ def test_converted_checkpoint_restores_exactly_with_its_config(converted, tiny_f
     config, params = checkpoints.load(converted, scan_layers=True, dtype=jnp.bfloat16)
     kernel = params["encoder"]["layers"]["attention"]["query"]["kernel"]
     assert kernel.shape == (4, 2, 4) and kernel.dtype == jnp.bfloat16
-    np.testing.assert_array_equal(np.asarray(kernel[:, 1]), tiny_flat[
-        "encoder/layers_1/attention/query/kernel"].astype(jnp.bfloat16))
+    np.testing.assert_array_equal(
+        np.asarray(kernel[:, 1]),
+        tiny_flat["encoder/layers_1/attention/query/kernel"].astype(jnp.bfloat16),
+    )
 
 
-def test_convert_refuses_to_overwrite_and_leaves_nothing_on_failure(converted, tiny_path,
-                                                                    tmp_path):
+def test_convert_refuses_to_overwrite_and_leaves_nothing_on_failure(converted, tiny_path, tmp_path):
     with pytest.raises(UserError, match="already exists; pass --overwrite"):
         checkpoints.convert(tiny_path, converted, TINY)
     with pytest.raises(UserError, match="does not exist"):
@@ -75,8 +74,13 @@ def test_convert_refuses_to_overwrite_and_leaves_nothing_on_failure(converted, t
 
 def test_t5x_orbax_layout(tiny_flat, tmp_path):
     params = traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in tiny_flat.items()})
-    state = {"target": params, "state": {"step": np.int64(1100000), "param_states": {
-        "token_embedder": {"embedding": {"v": np.ones(4, np.float32)}}}}}
+    state = {
+        "target": params,
+        "state": {
+            "step": np.int64(1100000),
+            "param_states": {"token_embedder": {"embedding": {"v": np.ones(4, np.float32)}}},
+        },
+    }
     ocp.PyTreeCheckpointer().save(str(tmp_path / "checkpoint_1100000"), state)
     path = str(tmp_path / "checkpoint_1100000")
     assert checkpoints.detect_format(path) == "t5x_orbax"
@@ -84,8 +88,11 @@ def test_t5x_orbax_layout(tiny_flat, tmp_path):
     for name, value in _flat(loaded).items():
         np.testing.assert_array_equal(value, tiny_flat[name], err_msg=name)
     assert checkpoints.describe(path, TINY).step == 1100000
-    with pytest.raises(UserError, match=r"(?s)t5x_orbax\) does not match.*1 unexpected.*"
-                                        r"unexpected: decoder/logits_dense/kernel"):
+    with pytest.raises(
+        UserError,
+        match=r"(?s)t5x_orbax\) does not match.*1 unexpected.*"
+        r"unexpected: decoder/logits_dense/kernel",
+    ):
         checkpoints.load(path, TINY.replace(logits_via_embedding=True))
 
 
@@ -95,25 +102,38 @@ def test_cli_info_and_convert(tiny_path, tmp_path, capsys):
     assert "format: t5x" in out and "step: 3" in out
     assert "relative_attention_max_distance = 128  # assumed:" in out
     assert f"total_params: {t5.parameter_count(TINY)}" in out
-    assert cli.main(["info", f"--checkpoint={tiny_path}", "--gin_file=models/t5_1_1_tiny.gin",
-                     "--no_tree"]) == 0
+    assert (
+        cli.main(
+            ["info", f"--checkpoint={tiny_path}", "--gin_file=models/t5_1_1_tiny.gin", "--no_tree"]
+        )
+        == 0
+    )
     assert "relative_attention_max_distance = 8\n" in capsys.readouterr().out
     dst = str(tmp_path / "tiny")
-    assert cli.main(["convert", "--from", tiny_path, "--to", dst,
-                     "--gin_file=models/t5_1_1_tiny.gin"]) == 0
+    assert (
+        cli.main(["convert", "--from", tiny_path, "--to", dst, "--gin_file=models/t5_1_1_tiny.gin"])
+        == 0
+    )
     assert f"wrote {dst}" in capsys.readouterr().out
     assert cli.main(["convert", "--from", tiny_path, "--to", dst]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ptune: error: ") and err.count("\n") == 1 and "--overwrite" in err
     assert cli.main(["info", "--checkpoint", str(tmp_path / "nope")]) == 2
-    assert capsys.readouterr().err == (f"ptune: error: checkpoint path {tmp_path}/nope does "
-                                       "not exist\n")
+    assert capsys.readouterr().err == (
+        f"ptune: error: checkpoint path {tmp_path}/nope does not exist\n"
+    )
 
 
 def _run(code: str, env_extra=None) -> str:
     env = dict(os.environ, JAX_PLATFORMS="cpu", **(env_extra or {}))
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -129,7 +149,8 @@ def test_importing_checkpoints_pulls_in_no_tensorflow_seqio_gin_or_torch():
 
 def test_sharded_load_reads_slices_into_sharded_arrays(tiny_path, converted):
     """Four simulated CPU devices; every array sharded or replicated by a NamedSharding."""
-    out = _run(f"""
+    out = _run(
+        f"""
         import jax, numpy as np
         from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
         from flax import linen as nn, traverse_util
@@ -163,7 +184,9 @@ def test_sharded_load_reads_slices_into_sharded_arrays(tiny_path, converted):
                 np.testing.assert_array_equal(np.asarray(v), np.asarray(r))
         emb = params["token_embedder"]["embedding"]
         print(len(jax.devices()), full, max(reads), emb.addressable_shards[0].data.shape)
-    """, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    """,
+        {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+    )
     devices, full, largest_sharded_read, shard = out.split(maxsplit=3)
     assert devices == "4" and shard.strip() == "(8032, 4)"
     assert int(full) == 32128 * 4 and int(largest_sharded_read) == 32128 * 4 // 4

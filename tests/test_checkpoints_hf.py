@@ -24,16 +24,27 @@ from ptune.models import t5  # noqa: E402
 TOLERANCE = 1e-4
 
 
-def build_hf(directory, *, gated, buckets, max_distance, vocab=256, untied=None,
-             shard_size=None, seed=0):
+def build_hf(
+    directory, *, gated, buckets, max_distance, vocab=256, untied=None, shard_size=None, seed=0
+):
     """A random HF T5 saved as safetensors; `untied`: None (T5 1.0, tied and scaled),
     'lm_head' (T5 1.1 with its own lm_head, as real 1.1 checkpoints) or 'unscaled' (what
     transformers 5 saves for 1.1 without an lm_head of its own)."""
-    kwargs = dict(vocab_size=vocab, d_model=8, d_kv=4, d_ff=16, num_layers=2,
-                  num_decoder_layers=3, num_heads=2, relative_attention_num_buckets=buckets,
-                  relative_attention_max_distance=max_distance,
-                  feed_forward_proj="gated-gelu" if gated else "relu", dropout_rate=0.0,
-                  decoder_start_token_id=0, pad_token_id=0)
+    kwargs = dict(
+        vocab_size=vocab,
+        d_model=8,
+        d_kv=4,
+        d_ff=16,
+        num_layers=2,
+        num_decoder_layers=3,
+        num_heads=2,
+        relative_attention_num_buckets=buckets,
+        relative_attention_max_distance=max_distance,
+        feed_forward_proj="gated-gelu" if gated else "relu",
+        dropout_rate=0.0,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+    )
     if untied:
         kwargs["tie_word_embeddings"] = False  # transformers 5: no output scaling
     torch.manual_seed(seed)
@@ -74,17 +85,24 @@ def batch(vocab, seed=0):
 def max_logit_difference(model, directory, vocab, **load_kwargs):
     enc, dec, tgt = batch(vocab)
     with torch.no_grad():
-        ref = model(input_ids=torch.tensor(enc), attention_mask=torch.tensor(enc > 0).long(),
-                    decoder_input_ids=torch.tensor(dec),
-                    decoder_attention_mask=torch.tensor(tgt > 0).long()).logits.numpy()
+        ref = model(
+            input_ids=torch.tensor(enc),
+            attention_mask=torch.tensor(enc > 0).long(),
+            decoder_input_ids=torch.tensor(dec),
+            decoder_attention_mask=torch.tensor(tgt > 0).long(),
+        ).logits.numpy()
     config, params = checkpoints.load(str(directory), **load_kwargs)
-    logits = t5.Transformer(config).apply({"params": params}, jnp.asarray(enc),
-                                          jnp.asarray(dec), jnp.asarray(tgt),
-                                          enable_dropout=False)
+    logits = t5.Transformer(config).apply(
+        {"params": params},
+        jnp.asarray(enc),
+        jnp.asarray(dec),
+        jnp.asarray(tgt),
+        enable_dropout=False,
+    )
     logits = np.asarray(logits)
     assert logits.dtype == np.float32 and logits.shape[:2] == ref.shape[:2]
     valid = tgt > 0
-    return float(np.abs(logits[..., :ref.shape[-1]] - ref)[valid].max()), config, params
+    return float(np.abs(logits[..., : ref.shape[-1]] - ref)[valid].max()), config, params
 
 
 def test_t5_1_1_untied_gated_matches_transformers(tmp_path):
@@ -92,17 +110,31 @@ def test_t5_1_1_untied_gated_matches_transformers(tmp_path):
     assert checkpoints.detect_format(str(tmp_path)) == "hf"
     diff, config, params = max_logit_difference(model, tmp_path, 256)
     assert diff < TOLERANCE
-    assert config == t5.T5Config(vocab_size=256, emb_dim=8, num_heads=2, num_encoder_layers=2,
-                                 num_decoder_layers=3, head_dim=4, mlp_dim=16,
-                                 mlp_activations=("gelu", "linear"), dropout_rate=0.0,
-                                 relative_attention_num_buckets=8,
-                                 relative_attention_max_distance=16)
-    np.testing.assert_array_equal(np.asarray(params["decoder"]["logits_dense"]["kernel"]),
-                                  model.lm_head.weight.detach().numpy().T)
+    assert config == t5.T5Config(
+        vocab_size=256,
+        emb_dim=8,
+        num_heads=2,
+        num_encoder_layers=2,
+        num_decoder_layers=3,
+        head_dim=4,
+        mlp_dim=16,
+        mlp_activations=("gelu", "linear"),
+        dropout_rate=0.0,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=16,
+    )
+    np.testing.assert_array_equal(
+        np.asarray(params["decoder"]["logits_dense"]["kernel"]),
+        model.lm_head.weight.detach().numpy().T,
+    )
     np.testing.assert_array_equal(
         np.asarray(params["encoder"]["relpos_bias"]["rel_embedding"]),
-        model.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight
-        .detach().numpy().T)
+        model.encoder.block[0]
+        .layer[0]
+        .SelfAttention.relative_attention_bias.weight.detach()
+        .numpy()
+        .T,
+    )
 
 
 def test_t5_1_0_tied_sharded_matches_transformers(tmp_path):
@@ -119,13 +151,16 @@ def test_transformers_5_unscaled_tied_copy_matches(tmp_path):
     model = build_hf(tmp_path, gated=True, buckets=8, max_distance=16, untied="unscaled")
     diff, config, params = max_logit_difference(model, tmp_path, 256)
     assert diff < TOLERANCE and not config.logits_via_embedding
-    np.testing.assert_array_equal(np.asarray(params["decoder"]["logits_dense"]["kernel"]),
-                                  np.asarray(params["token_embedder"]["embedding"]).T)
+    np.testing.assert_array_equal(
+        np.asarray(params["decoder"]["logits_dense"]["kernel"]),
+        np.asarray(params["token_embedder"]["embedding"]).T,
+    )
 
 
 def test_resized_vocabulary_is_padded_back_with_zero_rows(tmp_path):
-    model = build_hf(tmp_path, gated=True, buckets=8, max_distance=16, vocab=32100,
-                     untied="lm_head")
+    model = build_hf(
+        tmp_path, gated=True, buckets=8, max_distance=16, vocab=32100, untied="lm_head"
+    )
     diff, config, params = max_logit_difference(model, tmp_path, 32100)
     assert diff < TOLERANCE and config.vocab_size == 32128
     embedding = np.asarray(params["token_embedder"]["embedding"])
@@ -133,8 +168,11 @@ def test_resized_vocabulary_is_padded_back_with_zero_rows(tmp_path):
     assert not np.asarray(params["decoder"]["logits_dense"]["kernel"])[:, 32100:].any()
     # An explicit 32,128-row config gets the same padding; a 32,000-row one does not fit.
     config, _ = checkpoints.load(str(tmp_path), config)
-    with pytest.raises(UserError, match=r"mis-shaped: token_embedder/embedding: checkpoint "
-                                        r"\(32100, 8\)"):
+    with pytest.raises(
+        UserError,
+        match=r"mis-shaped: token_embedder/embedding: checkpoint "
+        r"\(32100, 8\)",
+    ):
         checkpoints.load(str(tmp_path), config.replace(vocab_size=32000))
 
 
@@ -169,8 +207,9 @@ def test_bfloat16_safetensors_load_into_any_dtype(small_hf, tmp_path):
 def test_missing_and_unexpected_tensors_are_listed_by_name(small_hf, tmp_path):
     tensors = _tensors(small_hf)
     del tensors["decoder.final_layer_norm.weight"]
-    tensors["encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight"] = (
-        np.zeros((8, 2), np.float32))
+    tensors["encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight"] = np.zeros(
+        (8, 2), np.float32
+    )
     save_file(tensors, str(tmp_path / "model.safetensors"))
     (tmp_path / "config.json").write_text((small_hf / "config.json").read_text())
     with pytest.raises(UserError) as e:
@@ -178,15 +217,20 @@ def test_missing_and_unexpected_tensors_are_listed_by_name(small_hf, tmp_path):
     message = str(e.value)
     assert message.splitlines()[0].startswith(f"checkpoint {tmp_path} (hf) does not match")
     assert "missing: decoder/decoder_norm/scale" in message
-    assert ("unexpected: encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight"
-            in message)
+    assert (
+        "unexpected: encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight"
+        in message
+    )
 
 
 def test_pickles_are_refused_never_unpickled(tmp_path, small_hf):
     (tmp_path / "config.json").write_text((small_hf / "config.json").read_text())
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
-    with pytest.raises(UserError, match=r"holds only pytorch_model.bin, a Python pickle, which "
-                                        r"ptune never unpickles.*save_pretrained"):
+    with pytest.raises(
+        UserError,
+        match=r"holds only pytorch_model.bin, a Python pickle, which "
+        r"ptune never unpickles.*save_pretrained",
+    ):
         checkpoints.load(str(tmp_path))
 
 

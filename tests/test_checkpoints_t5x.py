@@ -13,18 +13,25 @@ import tensorstore as ts
 from flax import linen as nn
 from flax import serialization, traverse_util
 
+from conftest import shared_path
 from ptune import checkpoints
 from ptune.checkpoints import t5x, t5x_write
 from ptune.errors import UserError
 from ptune.models import t5
 
-from conftest import shared_path
-
 # The shape of ../shared/data/t5x_tiny_checkpoint (max distance 8 cannot be inferred).
-TINY = t5.T5Config(vocab_size=32128, emb_dim=4, num_heads=2, num_encoder_layers=2,
-                   num_decoder_layers=2, head_dim=2, mlp_dim=8,
-                   mlp_activations=("gelu", "linear"), relative_attention_num_buckets=4,
-                   relative_attention_max_distance=8)
+TINY = t5.T5Config(
+    vocab_size=32128,
+    emb_dim=4,
+    num_heads=2,
+    num_encoder_layers=2,
+    num_decoder_layers=2,
+    head_dim=2,
+    mlp_dim=8,
+    mlp_activations=("gelu", "linear"),
+    relative_attention_num_buckets=4,
+    relative_attention_max_distance=8,
+)
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +77,12 @@ def test_every_array_lands_in_place(tiny_path, tiny_params):
             node = node[key]
         if isinstance(node, dict):
             zarr = os.path.join(tiny_path, "target." + name.replace("/", "."))
-            node = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": zarr}}
-                           ).result().read().result()
+            node = (
+                ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": zarr}})
+                .result()
+                .read()
+                .result()
+            )
         np.testing.assert_array_equal(value, node, err_msg=name)
         assert value.dtype == np.float32
 
@@ -93,39 +104,52 @@ def test_step_format_and_inferred_config(tiny_path):
     assert checkpoints.read_t5x_optimizer_step(tiny_path) == 3
     info = checkpoints.describe(tiny_path)
     assert info.config == TINY.replace(relative_attention_max_distance=128)
-    assert set(info.assumed) == {"relative_attention_max_distance", "dropout_rate", "dtype",
-                                 "mlp_activations"}
+    assert set(info.assumed) == {
+        "relative_attention_max_distance",
+        "dropout_rate",
+        "dtype",
+        "mlp_activations",
+    }
     assert info.parameter_count == t5.parameter_count(TINY) and info.step == 3
 
 
 def test_scanned_bfloat16_load_stacks_layers_on_axis_1(tiny_path, tiny_params, tmp_path):
     config, scanned = checkpoints.load(tiny_path, TINY, scan_layers=True, dtype=jnp.bfloat16)
     assert config.scan_layers
-    abstract = traverse_util.flatten_dict(jax.tree_util.tree_map(
-        lambda x: x.shape, nn.unbox(t5.abstract_variables(config)["params"])))
+    abstract = traverse_util.flatten_dict(
+        jax.tree_util.tree_map(lambda x: x.shape, nn.unbox(t5.abstract_variables(config)["params"]))
+    )
     flat, unscanned = _flat(scanned), _flat(tiny_params)
     assert {k: v.shape for k, v in flat.items()} == {"/".join(k): v for k, v in abstract.items()}
     assert all(v.dtype == jnp.bfloat16 for v in flat.values())
     wo = np.stack([unscanned[f"decoder/layers_{i}/mlp/wo/kernel"] for i in range(2)], axis=1)
-    np.testing.assert_array_equal(flat["decoder/layers/mlp/wo/kernel"],
-                                  wo.astype(jnp.bfloat16))
+    np.testing.assert_array_equal(flat["decoder/layers/mlp/wo/kernel"], wo.astype(jnp.bfloat16))
     # A checkpoint written scanned loads back unscanned, exactly.
-    t5x_write.write_checkpoint(jax.tree_util.tree_map(
-        lambda x: np.asarray(x, np.float32), scanned), str(tmp_path / "scanned"), step=7)
+    t5x_write.write_checkpoint(
+        jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), scanned),
+        str(tmp_path / "scanned"),
+        step=7,
+    )
     config, params = checkpoints.load(str(tmp_path / "scanned"), TINY)
-    assert not config.scan_layers and checkpoints.read_t5x_optimizer_step(
-        str(tmp_path / "scanned")) == 7
+    assert (
+        not config.scan_layers
+        and checkpoints.read_t5x_optimizer_step(str(tmp_path / "scanned")) == 7
+    )
     for name, value in _flat(params).items():
-        np.testing.assert_array_equal(value, unscanned[name].astype(jnp.bfloat16)
-                                      .astype(np.float32), err_msg=name)
+        np.testing.assert_array_equal(
+            value, unscanned[name].astype(jnp.bfloat16).astype(np.float32), err_msg=name
+        )
 
 
 def test_fresh_parameters_may_be_absent_and_nothing_else(tiny_params, tmp_path):
     params = jax.tree_util.tree_map(np.asarray, tiny_params)
     del params["decoder"]["logits_dense"]
     t5x_write.write_checkpoint(params, str(tmp_path / "c"))
-    with pytest.raises(UserError, match=r"(?s)^checkpoint .*/c \(t5x\) does not match.*1 "
-                                        r"missing.*missing: decoder/logits_dense/kernel"):
+    with pytest.raises(
+        UserError,
+        match=r"(?s)^checkpoint .*/c \(t5x\) does not match.*1 "
+        r"missing.*missing: decoder/logits_dense/kernel",
+    ):
         checkpoints.load(str(tmp_path / "c"), TINY)
     _, loaded = checkpoints.load(str(tmp_path / "c"), TINY, fresh=["decoder/logits_dense/.*"])
     assert "logits_dense" not in loaded["decoder"]
@@ -137,22 +161,37 @@ def test_config_disagreeing_with_shapes_lists_every_mismatch(tiny_path):
     message = str(e.value)
     first = message.splitlines()[0]
     assert tiny_path in first and "12 mis-shaped" in first and "1 unexpected" in first
-    assert ("mis-shaped: encoder/layers_0/mlp/wi_0/kernel: checkpoint (4, 8) "
-            in message and "vs model (4, 16)" in message)
+    assert (
+        "mis-shaped: encoder/layers_0/mlp/wi_0/kernel: checkpoint (4, 8) " in message
+        and "vs model (4, 16)" in message
+    )
     assert "unexpected: decoder/logits_dense/kernel" in message
 
 
 def test_gcs_paths_become_gcs_tensorstore_specs():
-    spec = t5x.zarr_spec("gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_base/"
-                         "checkpoint_1100000",
-                         {"driver": "zarr", "kvstore": {"driver": "gfile", "path":
-                          "target.encoder.layers_0.mlp.wo.kernel"}, "metadata": {"shape": [2]}})
-    assert spec == {"driver": "zarr", "metadata": {"shape": [2]}, "kvstore": {
-        "driver": "gcs", "bucket": "t5-data",
-        "path": "pretrained_models/t5x/t5_1_1_lm100k_base/checkpoint_1100000/"
-                "target.encoder.layers_0.mlp.wo.kernel"}}
-    assert t5x.kvstore_spec("gs://bucket/dir/") == {"driver": "gcs", "bucket": "bucket",
-                                                   "path": "dir"}
+    spec = t5x.zarr_spec(
+        "gs://t5-data/pretrained_models/t5x/t5_1_1_lm100k_base/checkpoint_1100000",
+        {
+            "driver": "zarr",
+            "kvstore": {"driver": "gfile", "path": "target.encoder.layers_0.mlp.wo.kernel"},
+            "metadata": {"shape": [2]},
+        },
+    )
+    assert spec == {
+        "driver": "zarr",
+        "metadata": {"shape": [2]},
+        "kvstore": {
+            "driver": "gcs",
+            "bucket": "t5-data",
+            "path": "pretrained_models/t5x/t5_1_1_lm100k_base/checkpoint_1100000/"
+            "target.encoder.layers_0.mlp.wo.kernel",
+        },
+    }
+    assert t5x.kvstore_spec("gs://bucket/dir/") == {
+        "driver": "gcs",
+        "bucket": "bucket",
+        "path": "dir",
+    }
     assert t5x.kvstore_spec("/ckpt", "a.b") == {"driver": "file", "path": "/ckpt/a.b"}
 
 
@@ -185,16 +224,22 @@ def test_missing_zarr_array_and_wrong_zarr_dtype(tiny_copy):
     zarray.write_text(json.dumps(meta | {"dtype": "<i4"}))
     message = _error(tiny_copy)
     assert message.startswith(f"t5x checkpoint {tiny_copy}: 2 parameter array(s) cannot")
-    assert (f"encoder/layers_1/mlp/wo/kernel: cannot open zarr array "
-            f"{tiny_copy}/target.encoder.layers_1.mlp.wo.kernel") in message
+    assert (
+        f"encoder/layers_1/mlp/wo/kernel: cannot open zarr array "
+        f"{tiny_copy}/target.encoder.layers_1.mlp.wo.kernel"
+    ) in message
     assert "decoder/layers_0/mlp/wi_0/kernel" in message and "dtype" in message
 
 
 def test_checkpoint_of_another_architecture(tmp_path):
-    state = {"version": 3, "optimizer": {"target": {"bert": {"embeddings": {
-        "word": np.zeros((4, 2), np.float32).tolist()}}}, "state": {"step": 1}}}
+    state = {
+        "version": 3,
+        "optimizer": {
+            "target": {"bert": {"embeddings": {"word": np.zeros((4, 2), np.float32).tolist()}}},
+            "state": {"step": 1},
+        },
+    }
     (tmp_path / "checkpoint").write_bytes(msgpack.packb(state))
-    assert f"{tmp_path} is not a T5 encoder-decoder checkpoint" in (
-        _error(tmp_path, config=None))
+    assert f"{tmp_path} is not a T5 encoder-decoder checkpoint" in (_error(tmp_path, config=None))
     message = _error(tmp_path)
     assert "unexpected: bert/embeddings/word" in message and "missing" in message

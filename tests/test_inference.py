@@ -14,9 +14,17 @@ from ptune.checkpoints.orbax_params import save_ptune
 from ptune.errors import UserError
 from ptune.models import t5
 
-CFG = t5.T5Config(vocab_size=384, emb_dim=16, num_heads=2, num_encoder_layers=1,
-                  num_decoder_layers=2, head_dim=8, mlp_dim=32,
-                  mlp_activations=("gelu", "linear"), dropout_rate=0.0)
+CFG = t5.T5Config(
+    vocab_size=384,
+    emb_dim=16,
+    num_heads=2,
+    num_encoder_layers=1,
+    num_decoder_layers=2,
+    head_dim=8,
+    mlp_dim=32,
+    mlp_activations=("gelu", "linear"),
+    dropout_rate=0.0,
+)
 MAX = 6
 
 
@@ -24,21 +32,24 @@ MAX = 6
 def frozen():
     model = t5.Transformer(CFG)
     tokens = jnp.ones((1, 4), jnp.int32)
-    return nn.unbox(model.init(jax.random.PRNGKey(0), tokens, tokens, tokens,
-                               enable_dropout=False)["params"])
+    return nn.unbox(
+        model.init(jax.random.PRNGKey(0), tokens, tokens, tokens, enable_dropout=False)["params"]
+    )
 
 
 @pytest.fixture(scope="module")
 def named_prompts():
     rng = np.random.default_rng(1)
-    return {"a": rng.normal(size=(3, 16)).astype(np.float32),
-            "b": rng.normal(size=(5, 16)).astype(np.float32)}
+    return {
+        "a": rng.normal(size=(3, 16)).astype(np.float32),
+        "b": rng.normal(size=(5, 16)).astype(np.float32),
+    }
 
 
 def _inputs(n=6, length=9, seed=0):
     enc = np.random.default_rng(seed).integers(3, 259, size=(n, length)).astype(np.int32)
     for r in range(n):
-        enc[r, length - 1 - (r % 4):] = 0
+        enc[r, length - 1 - (r % 4) :] = 0
     return enc
 
 
@@ -52,8 +63,11 @@ def test_cached_decoding_equals_rerunning_the_full_decoder(frozen, named_prompts
     model, params = _single(frozen, named_prompts["b"])
     enc = _inputs()
     cached = np.asarray(decoding.generate(model, params, enc, max_length=MAX, eos_id=-1))
-    apply = jax.jit(lambda dec: model.apply({"params": params}, enc, dec, jnp.ones_like(dec),
-                                            enable_dropout=False))
+    apply = jax.jit(
+        lambda dec: model.apply(
+            {"params": params}, enc, dec, jnp.ones_like(dec), enable_dropout=False
+        )
+    )
     dec = np.zeros((len(enc), MAX), np.int32)
     for i in range(MAX):  # uncached: the whole decoder again for every new position
         logits = np.asarray(apply(dec))
@@ -87,8 +101,10 @@ def test_mixed_batch_equals_per_prompt_batches(frozen, named_prompts):
     enc = _inputs(n=7)
     names = ["a", "b", "b", "a", "b", "a", "a"]
     mixed = inference.serve_mixed(server, list(zip(names, enc)), max_length=MAX)
-    singles = {n: inference.Server(CFG, frozen, inference.Bank.from_arrays({n: p}), 4)
-               for n, p in named_prompts.items()}
+    singles = {
+        n: inference.Server(CFG, frozen, inference.Bank.from_arrays({n: p}), 4)
+        for n, p in named_prompts.items()
+    }
     grouped = inference.serve_grouped(singles, list(zip(names, enc)), max_length=MAX)
     np.testing.assert_array_equal(mixed, grouped)
     # Scores too, against the plain single-prompt model (no bank at all).
@@ -107,8 +123,9 @@ def test_mixed_batch_equals_per_prompt_batches(frozen, named_prompts):
 def test_ensemble_of_copies_equals_the_prompt_alone(frozen, named_prompts):
     copies = {f"copy{i}": named_prompts["b"] for i in range(3)}
     server = inference.Server(CFG, frozen, inference.Bank.from_arrays(copies), batch_size=8)
-    alone = inference.Server(CFG, frozen, inference.Bank.from_arrays({"b": named_prompts["b"]}),
-                             batch_size=8)
+    alone = inference.Server(
+        CFG, frozen, inference.Bank.from_arrays({"b": named_prompts["b"]}), batch_size=8
+    )
     enc = _inputs(n=5)
     per_prompt, voted = inference.ensemble_generate(server, enc, [0, 1, 2], max_length=MAX)
     single = alone.generate(enc, np.zeros(5, np.int32), max_length=MAX)
@@ -121,8 +138,9 @@ def test_ensemble_of_copies_equals_the_prompt_alone(frozen, named_prompts):
 
 
 def test_majority_vote_breaks_ties_by_prompt_order():
-    assert inference.majority_vote([["x", "y", "y"], ["x", "y", "z"], ["z", "y", "z", "y"],
-                                    ["q"]]) == ["y", "x", "z", "q"]
+    assert inference.majority_vote(
+        [["x", "y", "y"], ["x", "y", "z"], ["z", "y", "z", "y"], ["q"]]
+    ) == ["y", "x", "z", "q"]
 
 
 def test_bank_bad_input(frozen, named_prompts):
@@ -164,13 +182,21 @@ def saved(tmp_path_factory, frozen, named_prompts):
 def test_infer_file_with_named_prompts(saved, tmp_path):
     root, files = saved
     requests = tmp_path / "requests.jsonl"
-    requests.write_text(json.dumps({"task": "ptune_demo", "inputs": "the film was good",
-                                    "prompt": "a"}) + "\n\n" +
-                        json.dumps({"task": "ptune_demo", "inputs": "it was dull",
-                                    "prompt": "b"}) + "\n")
-    cfg = serving.InferConfig(model=CFG, checkpoint_path=str(root / "model"), prompt_files=files,
-                              input_file=str(requests), output_file=str(tmp_path / "out.jsonl"),
-                              task_feature_lengths={"inputs": 32, "targets": MAX}, batch_size=4)
+    requests.write_text(
+        json.dumps({"task": "ptune_demo", "inputs": "the film was good", "prompt": "a"})
+        + "\n\n"
+        + json.dumps({"task": "ptune_demo", "inputs": "it was dull", "prompt": "b"})
+        + "\n"
+    )
+    cfg = serving.InferConfig(
+        model=CFG,
+        checkpoint_path=str(root / "model"),
+        prompt_files=files,
+        input_file=str(requests),
+        output_file=str(tmp_path / "out.jsonl"),
+        task_feature_lengths={"inputs": 32, "targets": MAX},
+        batch_size=4,
+    )
     results = serving.run_infer(cfg, progress=False)
     written = [json.loads(line) for line in open(tmp_path / "out.jsonl")]
     assert written == results and [r["line"] for r in results] == [1, 3]
@@ -191,19 +217,30 @@ def frozen_from(root):
     return checkpoints.load(str(root / "model"), CFG)[1]
 
 
-@pytest.mark.parametrize("content,needle", [
-    ("", "holds no requests"),
-    ('{"inputs": "x"}\n', "line 1: no task name"),
-    ('{"task": "ptune_demo", "inputs": "x"}\n{"task": "ptune_demo"\n', "line 2: not valid JSON"),
-    ('{"task": "ptune_demo", "inputs": "x", "prompt": "zz"}\n', "line 1: no prompt named 'zz'"),
-    ('{"task": "ptune_dem", "inputs": "x", "prompt": "a"}\n', "line 1: .*ptune_demo"),
-])
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        ("", "holds no requests"),
+        ('{"inputs": "x"}\n', "line 1: no task name"),
+        (
+            '{"task": "ptune_demo", "inputs": "x"}\n{"task": "ptune_demo"\n',
+            "line 2: not valid JSON",
+        ),
+        ('{"task": "ptune_demo", "inputs": "x", "prompt": "zz"}\n', "line 1: no prompt named 'zz'"),
+        ('{"task": "ptune_dem", "inputs": "x", "prompt": "a"}\n', "line 1: .*ptune_demo"),
+    ],
+)
 def test_infer_bad_input_names_the_line(saved, tmp_path, content, needle):
     root, files = saved
     path = tmp_path / "in.jsonl"
     path.write_text(content)
-    cfg = serving.InferConfig(model=CFG, checkpoint_path=str(root / "model"), prompt_files=files,
-                              input_file=str(path), output_file=str(tmp_path / "o.jsonl"))
+    cfg = serving.InferConfig(
+        model=CFG,
+        checkpoint_path=str(root / "model"),
+        prompt_files=files,
+        input_file=str(path),
+        output_file=str(tmp_path / "o.jsonl"),
+    )
     with pytest.raises(UserError, match=needle):
         serving.run_infer(cfg, progress=False)
     assert not (tmp_path / "o.jsonl").exists()
@@ -214,7 +251,9 @@ def test_tsv_requests(tmp_path):
     path.write_text("ptune_demo\tthe film was good\tb\n\nptune_demo\tit was dull\n")
     got = serving.read_requests(str(path))
     assert [(r["task"], r["inputs"], r.get("prompt"), r["line"]) for r in got] == [
-        ("ptune_demo", "the film was good", "b", 1), ("ptune_demo", "it was dull", None, 3)]
+        ("ptune_demo", "the film was good", "b", 1),
+        ("ptune_demo", "it was dull", None, 3),
+    ]
     path.write_text("\tno task\n")
     with pytest.raises(UserError, match="line 1: expected 'task<TAB>inputs"):
         serving.read_requests(str(path))
@@ -223,15 +262,23 @@ def test_tsv_requests(tmp_path):
 def test_ensemble_table(saved):
     root, files = saved
     cfg = serving.EnsembleConfig(
-        mixture_or_task_name="ptune_demo_rank_classification", model=CFG,
-        checkpoint_path=str(root / "model"), prompt_files=[files["a"], files["b"], files["a"]],
-        task_feature_lengths={"inputs": 64, "targets": 9}, batch_size=32)
+        mixture_or_task_name="ptune_demo_rank_classification",
+        model=CFG,
+        checkpoint_path=str(root / "model"),
+        prompt_files=[files["a"], files["b"], files["a"]],
+        task_feature_lengths={"inputs": 64, "targets": 9},
+        batch_size=32,
+    )
     table = serving.run_ensemble(cfg)
     a, b, a2 = (p["metrics"] for p in table["prompts"])
     assert a == a2
     key = "ptune_demo_rank_classification/accuracy"
     assert table["average"][key] == pytest.approx(
-        (2 * a["ptune_demo_rank_classification"]["accuracy"]
-         + b["ptune_demo_rank_classification"]["accuracy"]) / 3)
+        (
+            2 * a["ptune_demo_rank_classification"]["accuracy"]
+            + b["ptune_demo_rank_classification"]["accuracy"]
+        )
+        / 3
+    )
     text = serving.format_table(table)
     assert text.splitlines()[-1].startswith("| Ensemble |") and "| Average |" in text

@@ -34,10 +34,19 @@ def _worker(mode: str, out_dir: str, process_id: int = 0, port: int = 0) -> None
     from ptune.models import t5
 
     assert jax.device_count() == 2 and jax.process_count() == (2 if mode == "multi" else 1)
-    cfg = t5.T5Config(vocab_size=64, emb_dim=16, num_heads=2, num_encoder_layers=1,
-                      num_decoder_layers=1, head_dim=8, mlp_dim=32,
-                      mlp_activations=("gelu", "linear"), dropout_rate=0.1,
-                      relative_attention_num_buckets=8, relative_attention_max_distance=16)
+    cfg = t5.T5Config(
+        vocab_size=64,
+        emb_dim=16,
+        num_heads=2,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        head_dim=8,
+        mlp_dim=32,
+        mlp_activations=("gelu", "linear"),
+        dropout_rate=0.1,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=16,
+    )
     factory = prompts.prompt_factory(4)
     model = t5.Transformer(cfg, factory)
     part = partitioning.Partitioner.create(partitioning.MeshConfig(mesh_shape=(2, 1)))
@@ -46,26 +55,38 @@ def _worker(mode: str, out_dir: str, process_id: int = 0, port: int = 0) -> None
     tokens = np.zeros((1, 1), np.int32)
     params = part.jit(
         lambda k: nn.unbox(model.init(k, tokens, tokens, tokens, enable_dropout=False)["params"]),
-        in_shardings=part.replicated, out_shardings=shardings)(jax.random.PRNGKey(0))
+        in_shardings=part.replicated,
+        out_shardings=shardings,
+    )(jax.random.PRNGKey(0))
     optimizer = trainable.paper_adafactor()
     mask = trainable.trainable_mask(params, trainable.PROMPT_ONLY)
     state_sh, frozen_sh = step.train_shardings(part, optimizer, boxed, mask)
     train, frozen = trainable.partition(params, mask)
-    state = part.jit(lambda p: step.init_state(p, optimizer), in_shardings=(state_sh.params,),
-                     out_shardings=state_sh)(train)
-    train_step = step.make_train_step(model, optimizer, seed=1, partitioner=part,
-                                      in_shardings=(state_sh, frozen_sh))
+    state = part.jit(
+        lambda p: step.init_state(p, optimizer),
+        in_shardings=(state_sh.params,),
+        out_shardings=state_sh,
+    )(train)
+    train_step = step.make_train_step(
+        model, optimizer, seed=1, partitioner=part, in_shardings=(state_sh, frozen_sh)
+    )
 
-    rows = slice(None) if mode == "single" else slice(process_id * BATCH // 2,
-                                                      (process_id + 1) * BATCH // 2)
+    rows = (
+        slice(None)
+        if mode == "single"
+        else slice(process_id * BATCH // 2, (process_id + 1) * BATCH // 2)
+    )
     rng = np.random.default_rng(0)
     losses = []
     for _ in range(STEPS):
         enc = rng.integers(3, 64, size=(BATCH, 12)).astype(np.int32)
         tgt = rng.integers(3, 64, size=(BATCH, 4)).astype(np.int32)
         dec = np.concatenate([np.zeros((BATCH, 1), np.int32), tgt[:, :-1]], axis=1)
-        host = {"encoder_input_tokens": enc[rows], "decoder_input_tokens": dec[rows],
-                "decoder_target_tokens": tgt[rows]}
+        host = {
+            "encoder_input_tokens": enc[rows],
+            "decoder_input_tokens": dec[rows],
+            "decoder_target_tokens": tgt[rows],
+        }
         state, metrics = train_step(state, frozen, part.shard_batch(host))
         losses.append(float(metrics["loss_sum"] / metrics["tokens"]))
 
@@ -76,8 +97,10 @@ def _worker(mode: str, out_dir: str, process_id: int = 0, port: int = 0) -> None
     prompt = partitioning.gather(state.params["encoder"]["prompt"]["prompt"])
     if jax.process_index() == 0:  # one writer, as the trainer's exports
         np.save(os.path.join(out_dir, "prompt.npy"), prompt)
-        np.save(os.path.join(out_dir, "restored.npy"), partitioning.gather(
-            restored.params["encoder"]["prompt"]["prompt"]))
+        np.save(
+            os.path.join(out_dir, "restored.npy"),
+            partitioning.gather(restored.params["encoder"]["prompt"]["prompt"]),
+        )
         with open(os.path.join(out_dir, "losses.json"), "w") as f:
             json.dump({"losses": losses, "meta": meta}, f)
 
@@ -89,8 +112,11 @@ def _free_port() -> int:
 
 
 def _env(devices: int) -> dict:
-    return dict(os.environ, JAX_PLATFORMS="cpu",
-                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    return dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +125,23 @@ def runs(tmp_path_factory):
     multi = tmp_path_factory.mktemp("multi")
     single = tmp_path_factory.mktemp("single")
     port = _free_port()
-    procs = [subprocess.Popen([sys.executable, here, "multi", str(multi), str(i), str(port)],
-                              env=_env(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for i in range(2)]
-    reference = subprocess.run([sys.executable, here, "single", str(single)], env=_env(2),
-                               capture_output=True, text=True, timeout=180)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, here, "multi", str(multi), str(i), str(port)],
+            env=_env(1),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    reference = subprocess.run(
+        [sys.executable, here, "single", str(single)],
+        env=_env(2),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     outputs = [p.communicate(timeout=180)[0] for p in procs]
     for p, text in zip(procs, outputs):
         assert p.returncode == 0, text[-3000:]
@@ -116,8 +154,9 @@ def test_two_processes_end_with_the_prompt_of_one_process_with_two_devices(runs)
     got, want = np.load(multi / "prompt.npy"), np.load(single / "prompt.npy")
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
     losses = json.load(open(multi / "losses.json"))["losses"]
-    np.testing.assert_allclose(losses, json.load(open(single / "losses.json"))["losses"],
-                               rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(
+        losses, json.load(open(single / "losses.json"))["losses"], rtol=RTOL, atol=ATOL
+    )
     assert losses[0] != losses[-1]
 
 

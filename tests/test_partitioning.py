@@ -29,21 +29,32 @@ def _worker() -> dict:
     from ptune.models import t5
 
     assert jax.device_count() == 8, jax.devices()
-    cfg = t5.T5Config(vocab_size=64, emb_dim=16, num_heads=8, num_encoder_layers=1,
-                      num_decoder_layers=1, head_dim=2, mlp_dim=16,
-                      mlp_activations=("gelu", "linear"), dropout_rate=0.1,
-                      relative_attention_num_buckets=8, relative_attention_max_distance=16)
+    cfg = t5.T5Config(
+        vocab_size=64,
+        emb_dim=16,
+        num_heads=8,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        head_dim=2,
+        mlp_dim=16,
+        mlp_activations=("gelu", "linear"),
+        dropout_rate=0.1,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=16,
+    )
     model = t5.Transformer(cfg, prompts.prompt_factory(4))
     rng = np.random.default_rng(0)
     enc = rng.integers(3, 64, size=(8, 12)).astype(np.int32)
     enc[:, 9:] = 0
     tgt = rng.integers(3, 64, size=(8, 4)).astype(np.int32)
     dec = np.concatenate([np.zeros((8, 1), np.int32), tgt[:, :-1]], axis=1)
-    batch = {"encoder_input_tokens": enc, "decoder_input_tokens": dec,
-             "decoder_target_tokens": tgt}
+    batch = {"encoder_input_tokens": enc, "decoder_input_tokens": dec, "decoder_target_tokens": tgt}
     boxed = t5.abstract_variables(cfg, prompts.prompt_factory(4))["params"]
-    params = nn.unbox(jax.jit(lambda k: model.init(k, enc, dec, tgt, enable_dropout=False))(
-        jax.random.PRNGKey(0))["params"])
+    params = nn.unbox(
+        jax.jit(lambda k: model.init(k, enc, dec, tgt, enable_dropout=False))(
+            jax.random.PRNGKey(0)
+        )["params"]
+    )
     host_params = jax.tree_util.tree_map(np.asarray, params)
 
     def run(mesh_shape, patterns, optimizer):
@@ -59,8 +70,9 @@ def _worker() -> dict:
             state_sh, frozen_sh = step.train_shardings(part, optimizer, boxed, mask)
             frozen = part.put(frozen, frozen_sh)
             state = part.put(jax.device_get(state), state_sh)
-            train_step = step.make_train_step(model, optimizer, seed=1, partitioner=part,
-                                              in_shardings=(state_sh, frozen_sh))
+            train_step = step.make_train_step(
+                model, optimizer, seed=1, partitioner=part, in_shardings=(state_sh, frozen_sh)
+            )
         losses = []
         global_batch = None
         for _ in range(STEPS):
@@ -69,19 +81,22 @@ def _worker() -> dict:
             losses.append(float(metrics["loss_sum"] / metrics["tokens"]))
         flat = lambda tree: {  # noqa: E731
             "/".join(str(getattr(k, "key", k)) for k in p): v
-            for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+            for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]
+        }
         spec = lambda x: list(getattr(getattr(x, "sharding", None), "spec", []))  # noqa: E731
-        specs = {k: spec(v) for k, v in
-                 {**flat(state.params), **flat(frozen)}.items()}
-        opt_specs = {k: [spec(v), list(v.shape)]
-                     for k, v in flat(state.opt_state).items()}
-        return {"losses": losses,
-                "params": {k: np.asarray(v).tolist() for k, v in flat(state.params).items()},
-                "specs": specs, "opt_specs": opt_specs,
-                "batch_spec": spec(global_batch["encoder_input_tokens"]),
-                "batch_shard_rows": [s.data.shape[0] for s in
-                                     global_batch["encoder_input_tokens"].addressable_shards],
-                "uneven": part.uneven(boxed) if part else []}
+        specs = {k: spec(v) for k, v in {**flat(state.params), **flat(frozen)}.items()}
+        opt_specs = {k: [spec(v), list(v.shape)] for k, v in flat(state.opt_state).items()}
+        return {
+            "losses": losses,
+            "params": {k: np.asarray(v).tolist() for k, v in flat(state.params).items()},
+            "specs": specs,
+            "opt_specs": opt_specs,
+            "batch_spec": spec(global_batch["encoder_input_tokens"]),
+            "batch_shard_rows": [
+                s.data.shape[0] for s in global_batch["encoder_input_tokens"].addressable_shards
+            ],
+            "uneven": part.uneven(boxed) if part else [],
+        }
 
     paper = trainable.paper_adafactor()
     out = {"single": run(None, trainable.PROMPT_ONLY, paper)}
@@ -91,18 +106,27 @@ def _worker() -> dict:
     factored = trainable.paper_adafactor(learning_rate=1e-3, min_dim_size_to_factor=8)
     out["model_single"] = run(None, trainable.EVERYTHING, factored)
     out["model_2x4"] = run((2, 4), trainable.EVERYTHING, factored)
-    out["shapes"] = {"/".join(str(getattr(k, "key", k)) for k in p): list(v.names)
-                     for p, v in jax.tree_util.tree_flatten_with_path(
-                         boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))[0]}
+    out["shapes"] = {
+        "/".join(str(getattr(k, "key", k)) for k in p): list(v.names)
+        for p, v in jax.tree_util.tree_flatten_with_path(
+            boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)
+        )[0]
+    }
     return out
 
 
 @pytest.fixture(scope="module")
 def results():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__)], capture_output=True,
-                          text=True, env=env, timeout=300)
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+    )
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -113,15 +137,23 @@ def test_every_mesh_gives_the_single_device_loss_and_prompt(results, mesh):
     np.testing.assert_allclose(sharded["losses"], single["losses"], rtol=RTOL, atol=ATOL)
     assert single["losses"][-1] != single["losses"][0]  # the prompt did move
     for name, value in single["params"].items():
-        np.testing.assert_allclose(sharded["params"][name], value, rtol=RTOL, atol=ATOL,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            sharded["params"][name], value, rtol=RTOL, atol=ATOL, err_msg=name
+        )
 
 
 @pytest.mark.parametrize("mesh", ["x".join(map(str, s)) for s in MESHES])
 def test_each_parameter_is_sharded_as_the_rules_say(results, mesh):
     data, model = map(int, mesh.split("x"))
-    rules = dict([("batch", "data"), ("vocab", "model"), ("mlp", "model"), ("heads", "model"),
-                  ("joined_kv", "model")])
+    rules = dict(
+        [
+            ("batch", "data"),
+            ("vocab", "model"),
+            ("mlp", "model"),
+            ("heads", "model"),
+            ("joined_kv", "model"),
+        ]
+    )
     specs = results[mesh]["specs"]
     assert set(specs) == set(results["shapes"])
     for name, axes in results["shapes"].items():
@@ -138,8 +170,9 @@ def test_model_tuning_with_factored_adafactor_matches_one_device(results):
     single, sharded = results["model_single"], results["model_2x4"]
     np.testing.assert_allclose(sharded["losses"], single["losses"], rtol=RTOL, atol=ATOL)
     for name, value in single["params"].items():
-        np.testing.assert_allclose(sharded["params"][name], value, rtol=RTOL, atol=ATOL,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            sharded["params"][name], value, rtol=RTOL, atol=ATOL, err_msg=name
+        )
     # Full-shape optimizer leaves follow their parameter; factored v_row / v_col replicate.
     specs = sharded["specs"]
     followed = factored = 0
@@ -167,20 +200,21 @@ def test_bad_meshes_rules_and_batch_sizes_are_one_clear_error():
     with pytest.raises(UserError, match=r"unknown logical axis 'mlp_activations'"):
         partitioning.validate_rules(rules + [("mlp_activations", None)])
     with pytest.raises(UserError, match=r"'heads' maps to mesh axis 'tensor', which does not"):
-        partitioning.validate_rules([r if r[0] != "heads" else ("heads", "tensor")
-                                     for r in rules])
+        partitioning.validate_rules([r if r[0] != "heads" else ("heads", "tensor") for r in rules])
     with pytest.raises(UserError, match=r"no rule for logical axis 'prompt'"):
         partitioning.validate_rules([r for r in rules if r[0] != "prompt"])
     part = partitioning.Partitioner.create()
     with pytest.raises(UserError, match=r"batch size 6 is not divisible by the processes"):
         import unittest.mock as mock
+
         with mock.patch("jax.process_count", return_value=4):
             part.check_batch_size(6)
 
 
 def test_batch_not_divisible_by_the_data_axis(results):
-    assert "batch_error" in results and "not divisible by the data axis (8)" in \
-        results["batch_error"]
+    assert (
+        "batch_error" in results and "not divisible by the data axis (8)" in results["batch_error"]
+    )
 
 
 if __name__ == "__main__":
@@ -189,7 +223,8 @@ if __name__ == "__main__":
 
     try:
         partitioning.Partitioner.create(partitioning.MeshConfig(mesh_shape=(8, 1))).shard_batch(
-            {"encoder_input_tokens": np.zeros((12, 4), np.int32)})
+            {"encoder_input_tokens": np.zeros((12, 4), np.int32)}
+        )
     except Exception as e:  # noqa: BLE001  reported to the test
         out["batch_error"] = f"{type(e).__name__}: {e}"
     print(json.dumps(out))

@@ -8,13 +8,22 @@ import sys
 
 import pytest
 
-TINY = ["--gin_file=models/t5_1_1_tiny.gin", "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, "
-        "'targets': 4}", "--gin.BATCH_SIZE=8", "--gin.t5.T5Config.vocab_size=64"]
+TINY = [
+    "--gin_file=models/t5_1_1_tiny.gin",
+    "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 4}",
+    "--gin.BATCH_SIZE=8",
+    "--gin.t5.T5Config.vocab_size=64",
+]
 
 
 def _plan(*args):
-    return subprocess.run([sys.executable, "-m", "ptune.cli", "plan", *args], capture_output=True,
-                          text=True, cwd="/", timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ptune.cli", "plan", *args],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        timeout=300,
+    )
 
 
 def _bytes(stdout: str, name: str) -> int:
@@ -23,8 +32,13 @@ def _bytes(stdout: str, name: str) -> int:
 
 @pytest.fixture(scope="module")
 def prompt_plan():
-    proc = _plan(*TINY, "--gin_file=runs/prompt_tuning.gin", "--gin.PROMPT_LENGTH=4",
-                 "--mesh_shape=2,4", "--gin.trainer.TrainConfig.frozen_dtype='bfloat16'")
+    proc = _plan(
+        *TINY,
+        "--gin_file=runs/prompt_tuning.gin",
+        "--gin.PROMPT_LENGTH=4",
+        "--mesh_shape=2,4",
+        "--gin.trainer.TrainConfig.frozen_dtype='bfloat16'",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
@@ -50,12 +64,16 @@ def test_model_tuning_holds_more_per_device_than_prompt_tuning(prompt_plan):
     assert _bytes(proc.stdout, "arguments") > 1.5 * _bytes(prompt_plan, "arguments")
 
 
-@pytest.mark.parametrize("mesh, message", [
-    ("4", "--mesh_shape must be DATA,MODEL"),
-    ("3,1", "batch size 8 is not divisible by the data axis (3)"),
-])
+@pytest.mark.parametrize(
+    "mesh, message",
+    [
+        ("4", "--mesh_shape must be DATA,MODEL"),
+        ("3,1", "batch size 8 is not divisible by the data axis (3)"),
+    ],
+)
 def test_bad_plan_input_is_one_line(mesh, message):
     proc = _plan(*TINY, "--gin_file=runs/prompt_tuning.gin", f"--mesh_shape={mesh}")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "ptune: error: " + message + (
-        "; choose a multiple of 3" if mesh == "3,1" else f" (e.g. 4,4), got '{mesh}'")
+        "; choose a multiple of 3" if mesh == "3,1" else f" (e.g. 4,4), got '{mesh}'"
+    )

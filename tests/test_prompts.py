@@ -8,16 +8,24 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
+from conftest import shared_path
 from ptune import prompts
 from ptune.errors import UserError
 from ptune.models import t5
 
-from conftest import shared_path
-
-CFG = t5.T5Config(vocab_size=64, emb_dim=8, num_heads=2, num_encoder_layers=1,
-                  num_decoder_layers=1, head_dim=4, mlp_dim=16,
-                  mlp_activations=("gelu", "linear"), dropout_rate=0.0,
-                  relative_attention_num_buckets=8, relative_attention_max_distance=16)
+CFG = t5.T5Config(
+    vocab_size=64,
+    emb_dim=8,
+    num_heads=2,
+    num_encoder_layers=1,
+    num_decoder_layers=1,
+    head_dim=4,
+    mlp_dim=16,
+    mlp_activations=("gelu", "linear"),
+    dropout_rate=0.0,
+    relative_attention_num_buckets=8,
+    relative_attention_max_distance=16,
+)
 
 
 def _insert(placement, lengths=(3, 3)):
@@ -27,8 +35,9 @@ def _insert(placement, lengths=(3, 3)):
     p = max(lengths)
     prompt = -(np.arange(p, dtype=np.float32) + 1)[None, :, None].repeat(2, axis=0)
     prompt_valid = np.arange(p)[None, :] < np.array(lengths)[:, None]
-    out, valid = prompts.insert_prompt(embedded, jnp.asarray(tokens > 0), jnp.asarray(prompt),
-                                       jnp.asarray(prompt_valid), placement)
+    out, valid = prompts.insert_prompt(
+        embedded, jnp.asarray(tokens > 0), jnp.asarray(prompt), jnp.asarray(prompt_valid), placement
+    )
     return np.asarray(out[..., 0]), np.asarray(valid)
 
 
@@ -63,12 +72,15 @@ def test_prompt_parameter_path_shape_axes_and_mask_growth():
     assert boxed.value.shape == (5, 8)
     assert tuple(boxed.names) == ("prompt", "prompt_embed")
     assert t5.parameter_count(CFG) + 40 == sum(
-        int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(nn.unbox(variables)))
+        int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(nn.unbox(variables))
+    )
     tokens = np.array([[3, 4, 5, 0]], np.int32)
-    params = nn.unbox(model.init(jax.random.PRNGKey(0), tokens, tokens, tokens,
-                                 enable_dropout=False)["params"])
-    encoded, valid = model.apply({"params": params}, tokens, enable_dropout=False,
-                                 method=t5.Transformer.encode)
+    params = nn.unbox(
+        model.init(jax.random.PRNGKey(0), tokens, tokens, tokens, enable_dropout=False)["params"]
+    )
+    encoded, valid = model.apply(
+        {"params": params}, tokens, enable_dropout=False, method=t5.Transformer.encode
+    )
     assert encoded.shape == (1, 9, 8)
     np.testing.assert_array_equal(np.asarray(valid), [[1] * 8 + [0]])
 
@@ -78,8 +90,9 @@ def test_prompt_changes_outputs_and_padding_stays_invisible():
     enc = np.array([[3, 4, 5, 0, 0], [6, 7, 0, 0, 0]], np.int32)
     dec = np.array([[0, 9, 10], [0, 11, 12]], np.int32)
     tgt = np.array([[9, 10, 1], [11, 12, 1]], np.int32)
-    params = nn.unbox(model.init(jax.random.PRNGKey(0), enc, dec, tgt, enable_dropout=False)
-                      ["params"])
+    params = nn.unbox(
+        model.init(jax.random.PRNGKey(0), enc, dec, tgt, enable_dropout=False)["params"]
+    )
     apply = jax.jit(lambda p, e: model.apply({"params": p}, e, dec, tgt, enable_dropout=False))
     base = np.asarray(apply(params, enc))
     padded = np.concatenate([enc, np.zeros((2, 4), np.int32)], axis=1)
@@ -92,11 +105,19 @@ def test_prompt_changes_outputs_and_padding_stays_invisible():
 def test_packing_is_refused_with_a_prompt():
     model = t5.Transformer(CFG, prompts.prompt_factory(2))
     tokens = np.array([[3, 4]], np.int32)
-    params = nn.unbox(model.init(jax.random.PRNGKey(0), tokens, tokens, tokens,
-                                 enable_dropout=False)["params"])
+    params = nn.unbox(
+        model.init(jax.random.PRNGKey(0), tokens, tokens, tokens, enable_dropout=False)["params"]
+    )
     with pytest.raises(ValueError, match="packed inputs .* cannot be used with a prompt"):
-        model.apply({"params": params}, tokens, tokens, tokens, enable_dropout=False,
-                    encoder_segment_ids=np.ones_like(tokens), decoder_segment_ids=tokens > 0)
+        model.apply(
+            {"params": params},
+            tokens,
+            tokens,
+            tokens,
+            enable_dropout=False,
+            encoder_segment_ids=np.ones_like(tokens),
+            decoder_segment_ids=tokens > 0,
+        )
 
 
 @pytest.mark.parametrize("length", [0, -3, 2.5, True])
@@ -112,8 +133,9 @@ def test_bad_prompt_length(length):
 def t5_vocab():
     import seqio
 
-    return seqio.SentencePieceVocabulary(shared_path("t5_vocab", "sentencepiece.model"),
-                                         extra_ids=100)
+    return seqio.SentencePieceVocabulary(
+        shared_path("t5_vocab", "sentencepiece.model"), extra_ids=100
+    )
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +167,9 @@ def test_sampling_never_picks_sentinels_in_a_small_vocabulary():
     class Vocab:  # 10 real pieces and 4 sentinels
         vocab_size, extra_ids = 14, 4
 
-    ctx = prompts.InitContext(embedding=np.arange(14 * 2, dtype=np.float32).reshape(14, 2),
-                              vocabulary=Vocab())
+    ctx = prompts.InitContext(
+        embedding=np.arange(14 * 2, dtype=np.float32).reshape(14, 2), vocabulary=Vocab()
+    )
     value = prompts.initialize(prompts.sampled_vocab(), jax.random.PRNGKey(0), 7, ctx)
     assert sorted(value[:, 0] // 2) == [3, 4, 5, 6, 7, 8, 9]
     with pytest.raises(UserError, match="cannot sample 8 distinct prompt rows"):
@@ -169,8 +192,11 @@ def test_class_labels_rows_are_subtoken_means(tiny_embedding, t5_vocab):
 
 
 def test_class_labels_from_the_task_and_extra_labels_dropped(tiny_embedding, t5_vocab, caplog):
-    ctx = prompts.InitContext(embedding=tiny_embedding, vocabulary=t5_vocab,
-                              labels=["entailment", "neutral", "contradiction"])
+    ctx = prompts.InitContext(
+        embedding=tiny_embedding,
+        vocabulary=t5_vocab,
+        labels=["entailment", "neutral", "contradiction"],
+    )
     with caplog.at_level(logging.WARNING):
         value = prompts.initialize(prompts.class_labels(), jax.random.PRNGKey(0), 2, ctx)
     assert "dropping labels ['contradiction']" in caplog.text
@@ -189,11 +215,13 @@ def test_label_that_tokenizes_to_nothing(tiny_embedding, t5_vocab):
 def test_from_text(tiny_embedding, t5_vocab):
     ctx = prompts.InitContext(embedding=tiny_embedding, vocabulary=t5_vocab)
     ids = t5_vocab.encode("Classify the sentiment")
-    value = prompts.initialize(prompts.from_text("Classify the sentiment"),
-                               jax.random.PRNGKey(0), len(ids) + 2, ctx)
-    np.testing.assert_array_equal(value[:len(ids)], tiny_embedding[ids])
-    short = prompts.initialize(prompts.from_text("Classify the sentiment"),
-                               jax.random.PRNGKey(0), 2, ctx)
+    value = prompts.initialize(
+        prompts.from_text("Classify the sentiment"), jax.random.PRNGKey(0), len(ids) + 2, ctx
+    )
+    np.testing.assert_array_equal(value[: len(ids)], tiny_embedding[ids])
+    short = prompts.initialize(
+        prompts.from_text("Classify the sentiment"), jax.random.PRNGKey(0), 2, ctx
+    )
     np.testing.assert_array_equal(short, tiny_embedding[ids[:2]])
 
 
@@ -208,8 +236,9 @@ def test_from_file_round_trips(tmp_path):
     peft_dir.mkdir()
     save_file({"prompt_embeddings": value}, str(peft_dir / "adapter_model.safetensors"))
     for path in ("p.npy", "p.safetensors", "adapter"):
-        got = prompts.initialize(prompts.from_file(str(tmp_path / path)), jax.random.PRNGKey(0),
-                                 6, ctx)
+        got = prompts.initialize(
+            prompts.from_file(str(tmp_path / path)), jax.random.PRNGKey(0), 6, ctx
+        )
         np.testing.assert_array_equal(got, value)
 
 
@@ -229,7 +258,8 @@ def test_released_prompts_load():
 def test_from_file_bad_input(tmp_path):
     ctx = prompts.InitContext(embedding=np.zeros((20, 8), np.float32))
     init = lambda path, length=4: prompts.initialize(  # noqa: E731
-        prompts.from_file(str(path)), jax.random.PRNGKey(0), length, ctx)
+        prompts.from_file(str(path)), jax.random.PRNGKey(0), length, ctx
+    )
     np.save(tmp_path / "wide.npy", np.zeros((4, 9), np.float32))
     with pytest.raises(UserError, match=r"wide.npy: shape \(4, 9\) does not match .* \(4, 8\)"):
         init(tmp_path / "wide.npy")

@@ -13,18 +13,29 @@ STEPS = 160
 
 
 def _command(model_dir):
-    return [sys.executable, "-m", "ptune.cli", "train", "--gin_file=models/ptune_demo.gin",
-            "--gin_file=prompts/sampled_vocab.gin", "--gin_file=runs/demo.gin",
-            f"--gin.MODEL_DIR='{model_dir}'", f"--gin.TRAIN_STEPS={STEPS}",
-            "--gin.t5.T5Config.dropout_rate=0.1",  # dropout keys must resume too
-            "--gin.trainer.TrainConfig.eval_period=0",
-            "--gin.trainer.TrainConfig.checkpoint_period=10",
-            "--gin.trainer.TrainConfig.keep_checkpoints=3"]
+    return [
+        sys.executable,
+        "-m",
+        "ptune.cli",
+        "train",
+        "--gin_file=models/ptune_demo.gin",
+        "--gin_file=prompts/sampled_vocab.gin",
+        "--gin_file=runs/demo.gin",
+        f"--gin.MODEL_DIR='{model_dir}'",
+        f"--gin.TRAIN_STEPS={STEPS}",
+        "--gin.t5.T5Config.dropout_rate=0.1",  # dropout keys must resume too
+        "--gin.trainer.TrainConfig.eval_period=0",
+        "--gin.trainer.TrainConfig.checkpoint_period=10",
+        "--gin.trainer.TrainConfig.keep_checkpoints=3",
+    ]
 
 
 def _final_prompt(model_dir):
-    return np.load(os.path.join(model_dir, "numpy_checkpoints", f"checkpoint_{STEPS}",
-                                "encoder.prompt.prompt.npy"))
+    return np.load(
+        os.path.join(
+            model_dir, "numpy_checkpoints", f"checkpoint_{STEPS}", "encoder.prompt.prompt.npy"
+        )
+    )
 
 
 def _checkpoint_steps(model_dir):
@@ -36,13 +47,13 @@ def _checkpoint_steps(model_dir):
 
 def test_sigkill_and_resume_equals_an_uninterrupted_run(tmp_path):
     straight = str(tmp_path / "straight")
-    proc = subprocess.run(_command(straight), capture_output=True, text=True, cwd="/",
-                          timeout=300)
+    proc = subprocess.run(_command(straight), capture_output=True, text=True, cwd="/", timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
     killed = str(tmp_path / "killed")
-    victim = subprocess.Popen(_command(killed), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, cwd="/")
+    victim = subprocess.Popen(
+        _command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/"
+    )
     deadline = time.time() + 240
     while time.time() < deadline and not any(s >= 30 for s in _checkpoint_steps(killed)):
         assert victim.poll() is None, "the run ended before it could be killed"
@@ -51,11 +62,9 @@ def test_sigkill_and_resume_equals_an_uninterrupted_run(tmp_path):
     victim.wait()
     interrupted_at = _checkpoint_steps(killed)
     assert interrupted_at and max(interrupted_at) < STEPS, interrupted_at
-    assert not os.path.exists(os.path.join(killed, "numpy_checkpoints",
-                                           f"checkpoint_{STEPS}"))
+    assert not os.path.exists(os.path.join(killed, "numpy_checkpoints", f"checkpoint_{STEPS}"))
 
-    proc = subprocess.run(_command(killed), capture_output=True, text=True, cwd="/",
-                          timeout=300)
+    proc = subprocess.run(_command(killed), capture_output=True, text=True, cwd="/", timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "resumed from" in proc.stderr
     np.testing.assert_array_equal(_final_prompt(killed), _final_prompt(straight))

@@ -12,24 +12,41 @@ import numpy as np
 import pytest
 
 import ptune.tasks  # noqa: F401  registers the tasks
+from conftest import REPO
 from ptune import evaluation, ginconfig, prompts, trainable, trainer
 from ptune.errors import UserError
 from ptune.models import t5
 
-from conftest import REPO
-
-TINY = t5.T5Config(vocab_size=384, emb_dim=16, num_heads=2, num_encoder_layers=1,
-                   num_decoder_layers=1, head_dim=8, mlp_dim=32,
-                   mlp_activations=("gelu", "linear"), dropout_rate=0.1)
+TINY = t5.T5Config(
+    vocab_size=384,
+    emb_dim=16,
+    num_heads=2,
+    num_encoder_layers=1,
+    num_decoder_layers=1,
+    head_dim=8,
+    mlp_dim=32,
+    mlp_activations=("gelu", "linear"),
+    dropout_rate=0.1,
+)
 
 
 def tiny_config(model_dir, **changes):
     cfg = trainer.TrainConfig(
-        model_dir=str(model_dir), mixture_or_task_name="ptune_demo_rank_classification",
-        model=TINY, random_init=True, task_feature_lengths={"inputs": 64, "targets": 8},
-        batch_size=8, train_steps=6, prompt=trainer.PromptConfig(length=4), eval_period=3,
-        eval_batch_size=16, eval_metric="accuracy", checkpoint_period=3, keep_checkpoints=2,
-        log_period=2)
+        model_dir=str(model_dir),
+        mixture_or_task_name="ptune_demo_rank_classification",
+        model=TINY,
+        random_init=True,
+        task_feature_lengths={"inputs": 64, "targets": 8},
+        batch_size=8,
+        train_steps=6,
+        prompt=trainer.PromptConfig(length=4),
+        eval_period=3,
+        eval_batch_size=16,
+        eval_metric="accuracy",
+        checkpoint_period=3,
+        keep_checkpoints=2,
+        log_period=2,
+    )
     return dataclasses.replace(cfg, **changes)
 
 
@@ -37,13 +54,18 @@ def _gin_files(kind):
     return sorted(f"{kind}/{name}" for name in os.listdir(os.path.join(REPO, "gin", kind)))
 
 
-RUN_MACROS = ["MODEL_DIR='/tmp/x'", "MIXTURE_OR_TASK_NAME='ptune_demo'",
-              "INITIAL_CHECKPOINT_PATH='/tmp/ckpt'", "INITIAL_PROMPT_FILE='/tmp/p.npy'",
-              "PROMPT_FILE='/tmp/p.npy'"]
+RUN_MACROS = [
+    "MODEL_DIR='/tmp/x'",
+    "MIXTURE_OR_TASK_NAME='ptune_demo'",
+    "INITIAL_CHECKPOINT_PATH='/tmp/ckpt'",
+    "INITIAL_PROMPT_FILE='/tmp/p.npy'",
+    "PROMPT_FILE='/tmp/p.npy'",
+]
 
 
-@pytest.mark.parametrize("run", ["runs/prompt_tuning.gin", "runs/model_tuning.gin",
-                                 "runs/demo.gin", "runs/eval.gin"])
+@pytest.mark.parametrize(
+    "run", ["runs/prompt_tuning.gin", "runs/model_tuning.gin", "runs/demo.gin", "runs/eval.gin"]
+)
 def test_every_shipped_gin_combination_parses(run):
     import gin
 
@@ -52,8 +74,11 @@ def test_every_shipped_gin_combination_parses(run):
     prompt_files = [None] + _gin_files("prompts") if with_prompt else [None]
     for model, prompt in itertools.product(_gin_files("models"), prompt_files):
         files = [model] + ([prompt] if prompt else []) + [run]
-        macros = [m for m in RUN_MACROS
-                  if not (run == "runs/demo.gin" and m.startswith(("MIXTURE", "INITIAL")))]
+        macros = [
+            m
+            for m in RUN_MACROS
+            if not (run == "runs/demo.gin" and m.startswith(("MIXTURE", "INITIAL")))
+        ]
         ginconfig.parse(ginconfig.GinArgs(files=files, bindings=macros))
         cfg = gin.get_configurable(fn)()
         assert isinstance(cfg.model, t5.T5Config)
@@ -65,8 +90,11 @@ def test_every_shipped_gin_combination_parses(run):
 def test_paper_recipe_is_the_prompt_tuning_default():
     import gin
 
-    ginconfig.parse(ginconfig.GinArgs(files=["models/t5_1_1_base.gin", "runs/prompt_tuning.gin"],
-                                      bindings=RUN_MACROS[:3]))
+    ginconfig.parse(
+        ginconfig.GinArgs(
+            files=["models/t5_1_1_base.gin", "runs/prompt_tuning.gin"], bindings=RUN_MACROS[:3]
+        )
+    )
     cfg = gin.get_configurable(trainer.TrainConfig)()
     gin.clear_config()
     assert cfg.prompt.length == 100 and cfg.prompt.initializer is None  # class labels
@@ -101,16 +129,23 @@ def test_no_value_is_bound_in_two_shipped_files():
 
 
 def _ptune(*args, cwd="/"):
-    return subprocess.run([sys.executable, "-m", "ptune.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ptune.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
-@pytest.mark.parametrize("missing", ["MODEL_DIR", "MIXTURE_OR_TASK_NAME",
-                                     "INITIAL_CHECKPOINT_PATH"])
+@pytest.mark.parametrize(
+    "missing", ["MODEL_DIR", "MIXTURE_OR_TASK_NAME", "INITIAL_CHECKPOINT_PATH"]
+)
 def test_required_values_fail_early_in_one_line(missing):
     bindings = [f"--gin.{m}" for m in RUN_MACROS[:3] if not m.startswith(missing)]
-    proc = _ptune("train", "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/prompt_tuning.gin",
-                  *bindings)
+    proc = _ptune(
+        "train", "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/prompt_tuning.gin", *bindings
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(f"ptune: error: {missing} is required")
 
@@ -128,8 +163,9 @@ def test_training_run_writes_what_it_promises(finished_run):
     lines = [json.loads(line) for line in open(model_dir / "metrics.jsonl")]
     train_steps = [x["step"] for x in lines if x["split"] == "train"]
     assert train_steps == [2, 4, 6]
-    assert all(np.isfinite(x["loss"]) and x["steps_per_sec"] > 0 for x in lines
-               if x["split"] == "train")
+    assert all(
+        np.isfinite(x["loss"]) and x["steps_per_sec"] > 0 for x in lines if x["split"] == "train"
+    )
     evals = [x for x in lines if x["split"].startswith("validation/")]
     assert [x["step"] for x in evals] == [3, 6] and "accuracy" in evals[0]
     for step in (3, 6):
@@ -141,7 +177,8 @@ def test_training_run_writes_what_it_promises(finished_run):
     final = np.asarray(summary["state"].params["encoder"]["prompt"]["prompt"])
     np.testing.assert_array_equal(
         np.load(model_dir / "numpy_checkpoints" / "checkpoint_6" / "encoder.prompt.prompt.npy"),
-        final)
+        final,
+    )
     assert sorted(os.listdir(model_dir / "checkpoints")) == ["3", "6"]
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(model_dir / "train"))
     assert (model_dir / "config.gin").read_text() == "# test\n"
@@ -152,12 +189,16 @@ def test_training_run_writes_what_it_promises(finished_run):
 def test_eval_of_the_exported_prompt_reproduces_training_numbers(finished_run, tmp_path):
     model_dir, summary = finished_run
     cfg = evaluation.EvalConfig(
-        mixture_or_task_name="ptune_demo_rank_classification", model=TINY,
+        mixture_or_task_name="ptune_demo_rank_classification",
+        model=TINY,
         checkpoint_path=str(model_dir / "random_init"),
-        prompt_file=str(model_dir / "numpy_checkpoints" / "checkpoint_6" /
-                        "encoder.prompt.prompt.npy"),
-        task_feature_lengths={"inputs": 64, "targets": 8}, batch_size=16,
-        output_dir=str(tmp_path))
+        prompt_file=str(
+            model_dir / "numpy_checkpoints" / "checkpoint_6" / "encoder.prompt.prompt.npy"
+        ),
+        task_feature_lengths={"inputs": 64, "targets": 8},
+        batch_size=16,
+        output_dir=str(tmp_path),
+    )
     results = evaluation.run_eval(cfg)
     assert results == summary["eval"]
     assert json.load(open(tmp_path / "eval_validation.json"))["results"] == results
@@ -169,7 +210,8 @@ def test_finished_run_resumes_as_a_no_op_and_longer_runs_continue(finished_run):
     assert again["step"] == 6
     np.testing.assert_array_equal(
         np.asarray(again["state"].params["encoder"]["prompt"]["prompt"]),
-        np.asarray(summary["state"].params["encoder"]["prompt"]["prompt"]))
+        np.asarray(summary["state"].params["encoder"]["prompt"]["prompt"]),
+    )
 
 
 def test_model_dir_with_another_configuration_is_refused(finished_run, tmp_path):
@@ -178,8 +220,7 @@ def test_model_dir_with_another_configuration_is_refused(finished_run, tmp_path)
         trainer.train(tiny_config(model_dir, prompt=trainer.PromptConfig(length=5)))
     other = tmp_path / "other"
     trainer.train(tiny_config(other, train_steps=3, eval_period=0))
-    fresh = trainer.train(tiny_config(other, train_steps=3, eval_period=0, seed=1,
-                                      overwrite=True))
+    fresh = trainer.train(tiny_config(other, train_steps=3, eval_period=0, seed=1, overwrite=True))
     assert fresh["step"] == 3 and json.load(open(other / "run.json"))["seed"] == 1
 
 
@@ -196,10 +237,17 @@ def test_random_weights_must_be_asked_for(tmp_path):
 
 def test_nan_loss_stops_with_the_step(tmp_path):
     # A NaN learning rate turns the prompt into NaN after step 1; step 2's loss is NaN.
-    cfg = tiny_config(tmp_path / "run", eval_period=0, checkpoint_period=1,
-                      optimizer=trainable.paper_adafactor(learning_rate=float("nan")))
-    with pytest.raises(UserError, match=r"loss became nan at step 2; stopping \(the last "
-                                        r"checkpoint, step 1, is intact\)"):
+    cfg = tiny_config(
+        tmp_path / "run",
+        eval_period=0,
+        checkpoint_period=1,
+        optimizer=trainable.paper_adafactor(learning_rate=float("nan")),
+    )
+    with pytest.raises(
+        UserError,
+        match=r"loss became nan at step 2; stopping \(the last "
+        r"checkpoint, step 1, is intact\)",
+    ):
         trainer.train(cfg)
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["1"]
 
@@ -209,8 +257,11 @@ def test_unreachable_data_is_one_line_with_the_remedies():
 
     from ptune import data
 
-    with pytest.raises(UserError, match=r"task taskless_super_glue_rte_v102: its data is not "
-                                        r"prepared here .* --tfds_data_dir"):
+    with pytest.raises(
+        UserError,
+        match=r"task taskless_super_glue_rte_v102: its data is not "
+        r"prepared here .* --tfds_data_dir",
+    ):
         with data.dataset_errors("taskless_super_glue_rte_v102"):
             raise requests.exceptions.ConnectionError("Max retries exceeded with url: RTE.zip")
     with pytest.raises(KeyError):  # other errors pass through untouched

@@ -13,10 +13,19 @@ from ptune import losses, prompts, step, trainable
 from ptune.errors import UserError
 from ptune.models import t5
 
-CFG = t5.T5Config(vocab_size=64, emb_dim=8, num_heads=2, num_encoder_layers=2,
-                  num_decoder_layers=2, head_dim=4, mlp_dim=16,
-                  mlp_activations=("gelu", "linear"), dropout_rate=0.1,
-                  relative_attention_num_buckets=8, relative_attention_max_distance=16)
+CFG = t5.T5Config(
+    vocab_size=64,
+    emb_dim=8,
+    num_heads=2,
+    num_encoder_layers=2,
+    num_decoder_layers=2,
+    head_dim=4,
+    mlp_dim=16,
+    mlp_activations=("gelu", "linear"),
+    dropout_rate=0.1,
+    relative_attention_num_buckets=8,
+    relative_attention_max_distance=16,
+)
 P = 4
 
 
@@ -26,17 +35,22 @@ def _batch():
     enc[:, 7:] = 0
     tgt = np.array([[5, 1, 0], [6, 1, 0], [5, 1, 0], [6, 1, 0]], np.int32)
     dec = np.concatenate([np.zeros((4, 1), np.int32), tgt[:, :-1]], axis=1)
-    return {"encoder_input_tokens": enc, "decoder_input_tokens": dec,
-            "decoder_target_tokens": tgt}
+    return {"encoder_input_tokens": enc, "decoder_input_tokens": dec, "decoder_target_tokens": tgt}
 
 
 @pytest.fixture(scope="module")
 def setup():
     model = t5.Transformer(CFG, prompts.prompt_factory(P))
     b = _batch()
-    params = nn.unbox(model.init(jax.random.PRNGKey(0), b["encoder_input_tokens"],
-                                 b["decoder_input_tokens"], b["decoder_target_tokens"],
-                                 enable_dropout=False)["params"])
+    params = nn.unbox(
+        model.init(
+            jax.random.PRNGKey(0),
+            b["encoder_input_tokens"],
+            b["decoder_input_tokens"],
+            b["decoder_target_tokens"],
+            enable_dropout=False,
+        )["params"]
+    )
     return model, params
 
 
@@ -118,8 +132,9 @@ def test_model_tuning_changes_every_weight(setup):
 
 def test_bfloat16_frozen_weights(setup):
     model, params = setup
-    state, frozen, history = _run(model, params, trainable.PROMPT_ONLY, 3,
-                                  frozen_dtype=jnp.bfloat16)
+    state, frozen, history = _run(
+        model, params, trainable.PROMPT_ONLY, 3, frozen_dtype=jnp.bfloat16
+    )
     assert all(x.dtype == jnp.bfloat16 for x in jax.tree_util.tree_leaves(frozen))
     assert state.params["encoder"]["prompt"]["prompt"].dtype == jnp.float32
     _, _, reference = _run(model, params, trainable.PROMPT_ONLY, 3)
@@ -131,10 +146,14 @@ def test_paper_adafactor_matches_t5x_update_rule():
     """Two steps of the t5x Adafactor rule, written out by hand, for an unfactored [4, 8]
     prompt and a factored [256, 128] matrix."""
     rng = np.random.default_rng(0)
-    params = {"a": rng.normal(size=(4, 8)).astype(np.float32),
-              "b": rng.normal(size=(256, 128)).astype(np.float32)}
-    grads = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
-             for _ in range(2)]
+    params = {
+        "a": rng.normal(size=(4, 8)).astype(np.float32),
+        "b": rng.normal(size=(256, 128)).astype(np.float32),
+    }
+    grads = [
+        {k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
+        for _ in range(2)
+    ]
     opt = trainable.paper_adafactor()
     state = opt.init(params)
     current = params
@@ -166,7 +185,7 @@ def test_cross_entropy_z_loss_and_smoothing_by_hand():
     logits = jnp.array([[[2.0, 0.5, -1.0], [0.0, 0.0, 0.0]]])
     targets = jnp.array([[0, 2]])
     log_z0 = np.log(np.exp(2.0) + np.exp(0.5) + np.exp(-1.0))
-    expected = [-(2.0 - log_z0) + 1e-4 * log_z0 ** 2, np.log(3.0) + 1e-4 * np.log(3.0) ** 2]
+    expected = [-(2.0 - log_z0) + 1e-4 * log_z0**2, np.log(3.0) + 1e-4 * np.log(3.0) ** 2]
     loss, z = losses.cross_entropy_with_z_loss(logits, targets, 1e-4)
     np.testing.assert_allclose(np.asarray(loss[0]), expected, rtol=1e-6)
     # Smoothing: a near-perfect prediction of the smoothed target scores ~0.

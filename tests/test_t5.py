@@ -11,21 +11,32 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
+from conftest import REPO
 from ptune.models import t5
 
-from conftest import REPO
-
-TINY_11 = t5.T5Config(vocab_size=64, emb_dim=8, num_heads=2, num_encoder_layers=2,
-                      num_decoder_layers=2, head_dim=4, mlp_dim=16,
-                      mlp_activations=("gelu", "linear"), dropout_rate=0.1,
-                      relative_attention_num_buckets=8, relative_attention_max_distance=16)
+TINY_11 = t5.T5Config(
+    vocab_size=64,
+    emb_dim=8,
+    num_heads=2,
+    num_encoder_layers=2,
+    num_decoder_layers=2,
+    head_dim=4,
+    mlp_dim=16,
+    mlp_activations=("gelu", "linear"),
+    dropout_rate=0.1,
+    relative_attention_num_buckets=8,
+    relative_attention_max_distance=16,
+)
 TINY_10 = TINY_11.replace(mlp_activations=("relu",), logits_via_embedding=True)
 
 
 def _flat(tree):
-    return {"/".join(str(getattr(k, "key", k)) for k in path): leaf
-            for path, leaf in jax.tree_util.tree_flatten_with_path(
-                tree, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))[0]}
+    return {
+        "/".join(str(getattr(k, "key", k)) for k in path): leaf
+        for path, leaf in jax.tree_util.tree_flatten_with_path(
+            tree, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)
+        )[0]
+    }
 
 
 def expected_tree(cfg: t5.T5Config, gated: bool, tied: bool) -> dict:
@@ -38,11 +49,13 @@ def expected_tree(cfg: t5.T5Config, gated: bool, tied: bool) -> dict:
     mlp = {f"{w}/kernel": ((e, m), ("embed", "mlp")) for w in wi}
     mlp["wo/kernel"] = ((m, e), ("mlp", "embed"))
     norm = ((e,), ("embed",))
-    tree = {"token_embedder/embedding": ((v, e), ("vocab", "embed")),
-            "encoder/relpos_bias/rel_embedding": (rel, ("heads", "relpos_buckets")),
-            "encoder/encoder_norm/scale": norm,
-            "decoder/relpos_bias/rel_embedding": (rel, ("heads", "relpos_buckets")),
-            "decoder/decoder_norm/scale": norm}
+    tree = {
+        "token_embedder/embedding": ((v, e), ("vocab", "embed")),
+        "encoder/relpos_bias/rel_embedding": (rel, ("heads", "relpos_buckets")),
+        "encoder/encoder_norm/scale": norm,
+        "decoder/relpos_bias/rel_embedding": (rel, ("heads", "relpos_buckets")),
+        "decoder/decoder_norm/scale": norm,
+    }
     if not tied:
         tree["decoder/logits_dense/kernel"] = ((e, v), ("embed", "vocab"))
     for i in range(cfg.num_encoder_layers):
@@ -53,8 +66,11 @@ def expected_tree(cfg: t5.T5Config, gated: bool, tied: bool) -> dict:
         tree.update({p + "mlp/" + k: x for k, x in mlp.items()})
     for i in range(cfg.num_decoder_layers):
         p = f"decoder/layers_{i}/"
-        for n in ("pre_self_attention_layer_norm", "pre_cross_attention_layer_norm",
-                  "pre_mlp_layer_norm"):
+        for n in (
+            "pre_self_attention_layer_norm",
+            "pre_cross_attention_layer_norm",
+            "pre_mlp_layer_norm",
+        ):
             tree[p + n + "/scale"] = norm
         tree.update({p + "self_attention/" + k: x for k, x in attn.items()})
         tree.update({p + "encoder_decoder_attention/" + k: x for k, x in attn.items()})
@@ -71,12 +87,18 @@ def test_parameter_tree_names_shapes_and_axes(cfg, gated, tied):
     assert all(v.value.dtype == jnp.float32 for v in boxed.values())
 
 
-@pytest.mark.parametrize("size,count", [
-    ("small", 76_961_152), ("base", 247_577_856), ("large", 783_150_080),
-    ("xl", 2_849_757_184), ("xxl", 11_135_332_352)])
+@pytest.mark.parametrize(
+    "size,count",
+    [
+        ("small", 76_961_152),
+        ("base", 247_577_856),
+        ("large", 783_150_080),
+        ("xl", 2_849_757_184),
+        ("xxl", 11_135_332_352),
+    ],
+)
 def test_published_t5_1_1_parameter_counts_from_gin(size, count):
     import gin
-
     from ptune import ginconfig
 
     ginconfig.parse(ginconfig.GinArgs(files=[f"models/t5_1_1_{size}.gin"]))
@@ -87,13 +109,19 @@ def test_published_t5_1_1_parameter_counts_from_gin(size, count):
     assert t5.parameter_count(cfg) == count
 
 
-@pytest.mark.parametrize("gin_file,count", [
-    # Hugging Face's num_parameters() for t5-small/base/large and mt5-small/base.
-    ("t5_1_0_small", 60_506_624), ("t5_1_0_base", 222_903_552), ("t5_1_0_large", 737_668_096),
-    ("mt5_small", 300_176_768), ("mt5_base", 582_401_280)])
+@pytest.mark.parametrize(
+    "gin_file,count",
+    [
+        # Hugging Face's num_parameters() for t5-small/base/large and mt5-small/base.
+        ("t5_1_0_small", 60_506_624),
+        ("t5_1_0_base", 222_903_552),
+        ("t5_1_0_large", 737_668_096),
+        ("mt5_small", 300_176_768),
+        ("mt5_base", 582_401_280),
+    ],
+)
 def test_t5_1_0_and_mt5_counts(gin_file, count):
     import gin
-
     from ptune import ginconfig
 
     ginconfig.parse(ginconfig.GinArgs(files=[f"models/{gin_file}.gin"]))
@@ -106,7 +134,6 @@ def test_t5_1_0_and_mt5_counts(gin_file, count):
 
 def test_every_model_gin_file_parses():
     import gin
-
     from ptune import ginconfig
 
     files = sorted(os.listdir(os.path.join(REPO, "gin", "models")))
@@ -151,8 +178,9 @@ def test_relative_position_buckets_match_t5_definition():
         max_exact = num_buckets // 2
         if n < max_exact:
             return ret + n
-        large = max_exact + int(math.log(n / max_exact) / math.log(max_distance / max_exact)
-                                * (num_buckets - max_exact))
+        large = max_exact + int(
+            math.log(n / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+        )
         return ret + min(large, num_buckets - 1)
 
     rel = np.arange(-300, 301)
@@ -173,8 +201,9 @@ def tiny():
     dec_tgt = rng.integers(1, 64, size=(3, 7)).astype(np.int32)
     dec_tgt[0, 5:] = 0
     dec_in = np.concatenate([np.zeros((3, 1), np.int32), dec_tgt[:, :-1]], axis=1)
-    params = nn.unbox(model.init(jax.random.PRNGKey(1), enc, dec_in, dec_tgt,
-                                 enable_dropout=False)["params"])
+    params = nn.unbox(
+        model.init(jax.random.PRNGKey(1), enc, dec_in, dec_tgt, enable_dropout=False)["params"]
+    )
 
     @jax.jit
     def logits(params, enc, dec_in, dec_tgt):
@@ -197,8 +226,12 @@ def test_encoder_padding_changes_nothing(tiny):
     base = np.asarray(logits(params, enc, dec_in, dec_tgt))
     longer = np.concatenate([enc, np.zeros((3, 5), np.int32)], axis=1)
     valid = dec_tgt > 0  # logits at padded target positions are not defined
-    np.testing.assert_allclose(np.asarray(logits(params, longer, dec_in, dec_tgt))[valid],
-                               base[valid], atol=1e-6, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(logits(params, longer, dec_in, dec_tgt))[valid],
+        base[valid],
+        atol=1e-6,
+        rtol=1e-6,
+    )
 
 
 def test_decoder_padding_and_causality(tiny):
@@ -222,9 +255,16 @@ def test_dropout_on_and_off(tiny):
     model, params, logits, enc, dec_in, dec_tgt = tiny
 
     def run(seed, enable):
-        return np.asarray(model.apply({"params": params}, enc, dec_in, dec_tgt,
-                                      enable_dropout=enable,
-                                      rngs={"dropout": jax.random.PRNGKey(seed)}))
+        return np.asarray(
+            model.apply(
+                {"params": params},
+                enc,
+                dec_in,
+                dec_tgt,
+                enable_dropout=enable,
+                rngs={"dropout": jax.random.PRNGKey(seed)},
+            )
+        )
 
     off = run(0, False)
     np.testing.assert_array_equal(off, run(1, False))
@@ -233,9 +273,20 @@ def test_dropout_on_and_off(tiny):
     assert np.abs(on0 - off).max() > 1e-3 and np.abs(on0 - on1).max() > 1e-3
     no_dropout = t5.Transformer(TINY_11.replace(dropout_rate=0.0))
     np.testing.assert_allclose(
-        np.asarray(no_dropout.apply({"params": params}, enc, dec_in, dec_tgt,
-                                    enable_dropout=True, rngs={"dropout": jax.random.PRNGKey(0)})),
-        off, atol=1e-6, rtol=1e-6)
+        np.asarray(
+            no_dropout.apply(
+                {"params": params},
+                enc,
+                dec_in,
+                dec_tgt,
+                enable_dropout=True,
+                rngs={"dropout": jax.random.PRNGKey(0)},
+            )
+        ),
+        off,
+        atol=1e-6,
+        rtol=1e-6,
+    )
 
 
 def test_scanned_model_equals_unscanned(tiny):
@@ -254,26 +305,42 @@ def test_scanned_model_equals_unscanned(tiny):
     scanned["encoder"]["layers"] = stack("encoder", 2)
     scanned["decoder"]["layers"] = stack("decoder", 2)
     out = scanned_model.apply({"params": scanned}, enc, dec_in, dec_tgt, enable_dropout=False)
-    np.testing.assert_allclose(np.asarray(out), np.asarray(logits(params, enc, dec_in, dec_tgt)),
-                               atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(out), np.asarray(logits(params, enc, dec_in, dec_tgt)), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_cached_decoding_matches_full_decoder(tiny):
     model, params, logits, enc, dec_in, dec_tgt = tiny
     full = np.asarray(logits(params, enc, dec_in, np.ones_like(dec_tgt)))
-    encoded, valid = model.apply({"params": params}, enc, enable_dropout=False,
-                                 method=t5.Transformer.encode)
+    encoded, valid = model.apply(
+        {"params": params}, enc, enable_dropout=False, method=t5.Transformer.encode
+    )
     length = dec_in.shape[1]
-    _, variables = model.apply({"params": params}, encoded, valid, np.zeros_like(dec_in),
-                               enable_dropout=False, decode=True, mutable=["cache"],
-                               method=t5.Transformer.decode)
+    _, variables = model.apply(
+        {"params": params},
+        encoded,
+        valid,
+        np.zeros_like(dec_in),
+        enable_dropout=False,
+        decode=True,
+        mutable=["cache"],
+        method=t5.Transformer.decode,
+    )
     cache = variables["cache"]
     steps = []
     for i in range(length):
-        out, variables = model.apply({"params": params, "cache": cache}, None, valid,
-                                     dec_in[:, i:i + 1], enable_dropout=False, decode=True,
-                                     max_decode_length=length, mutable=["cache"],
-                                     method=t5.Transformer.decode)
+        out, variables = model.apply(
+            {"params": params, "cache": cache},
+            None,
+            valid,
+            dec_in[:, i : i + 1],
+            enable_dropout=False,
+            decode=True,
+            max_decode_length=length,
+            mutable=["cache"],
+            method=t5.Transformer.decode,
+        )
         cache = variables["cache"]
         steps.append(np.asarray(out[:, 0]))
     np.testing.assert_allclose(np.stack(steps, axis=1), full, atol=1e-5, rtol=1e-5)
@@ -290,8 +357,13 @@ def test_bfloat16_activations_stay_close_to_float32(tiny):
 
 
 def _ptune(*args):
-    return subprocess.run([sys.executable, "-m", "ptune.cli", *args], capture_output=True,
-                          text=True, cwd="/", timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ptune.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        timeout=120,
+    )
 
 
 def test_cli_info_xxl_total_params_abstractly():
@@ -299,20 +371,35 @@ def test_cli_info_xxl_total_params_abstractly():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines[-1] == "total_params: 11135332352"
-    assert any(line.split()[:3] == ["encoder/layers_23/mlp/wi_1/kernel", "(4096,", "10240)"]
-               for line in lines)
+    assert any(
+        line.split()[:3] == ["encoder/layers_23/mlp/wi_1/kernel", "(4096,", "10240)"]
+        for line in lines
+    )
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--gin_file=models/missing.gin"], "gin file 'models/missing.gin' not found"),
-    (["--gin_file=models/t5_1_1_tiny.gin", "--gin.t5.T5Config.mlp_activations=('foo',)"],
-     "unknown activation 'foo'"),
-    (["--gin_file=models/t5_1_1_tiny.gin", "--gin.t5.T5Config.head_dim=None",
-      "--gin.t5.T5Config.num_heads=3"], "not divisible by num_heads=3"),
-    (["--gin_file=models/t5_1_1_tiny.gin", "--gin.MODEL_DIR"], "malformed gin flag"),
-    (["--gin_file=models/t5_1_1_tiny.gin", "--gin_bindings=t5.T5Config.emb_dim = = 3"],
-     "gin binding"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--gin_file=models/missing.gin"], "gin file 'models/missing.gin' not found"),
+        (
+            ["--gin_file=models/t5_1_1_tiny.gin", "--gin.t5.T5Config.mlp_activations=('foo',)"],
+            "unknown activation 'foo'",
+        ),
+        (
+            [
+                "--gin_file=models/t5_1_1_tiny.gin",
+                "--gin.t5.T5Config.head_dim=None",
+                "--gin.t5.T5Config.num_heads=3",
+            ],
+            "not divisible by num_heads=3",
+        ),
+        (["--gin_file=models/t5_1_1_tiny.gin", "--gin.MODEL_DIR"], "malformed gin flag"),
+        (
+            ["--gin_file=models/t5_1_1_tiny.gin", "--gin_bindings=t5.T5Config.emb_dim = = 3"],
+            "gin binding",
+        ),
+    ],
+)
 def test_cli_bad_input_is_one_line(args, needle):
     proc = _ptune("info", *args)
     assert proc.returncode == 2

@@ -8,10 +8,11 @@ the T5 form adds the task word, `_1_sentinel` keeps the strings and brackets the
 
 import pytest
 import seqio
-from ptune.tasks import registry
 from test_tasks_superglue import CASES, RECORD, RECORD_TEXT
 from test_tasks_support import run_all, t5_vocab, texts  # noqa: F401
 from test_tasks_transfer import MRPC, MRQA_BIOASQ, QQP, SQUAD
+
+from ptune.tasks import registry
 
 DPR = {
     "sentence": "Bob asked Tom if he can lend some money.",

@@ -4,8 +4,9 @@ import collections
 
 import pytest
 import seqio
-from ptune.tasks import demo, registry
 from test_tasks_support import evaluate, run, run_all, texts
+
+from ptune.tasks import demo, registry
 
 # Written here, not imported: the rule a model has to learn.
 POSITIVE = {"good", "great", "lovely", "excellent", "pleasant", "fun", "wonderful", "nice"}

@@ -2,11 +2,12 @@
 
 import importlib
 
-import ptune.tasks
 import pytest
 import seqio
-from ptune.tasks import glue, mrqa, registry, superglue, vocab
 from test_tasks_support import run, t5_vocab  # noqa: F401
+
+import ptune.tasks
+from ptune.tasks import glue, mrqa, registry, superglue, vocab
 
 
 def test_every_ptune_name_resolves_and_mixtures_point_at_registered_tasks():

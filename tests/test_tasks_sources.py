@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import seqio
 import tensorflow as tf
-from ptune.tasks import sources
 from test_tasks_superglue import AXB, AXG, BOOLQ, CB, COPA, MULTIRC, RTE, WIC, WSC
 from test_tasks_support import run_all, t5_vocab, texts  # noqa: F401
+
+from ptune.tasks import sources
 
 MULTIRC_TEXT = MULTIRC["paragraph"]
 RECORD_PASSAGE = (

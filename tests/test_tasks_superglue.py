@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import seqio
 import tensorflow as tf
-from ptune.tasks import preprocessors, registry, superglue
 from test_tasks_support import evaluate, run, run_all, t5_vocab, texts  # noqa: F401
+
+from ptune.tasks import preprocessors, registry, superglue
 
 pytestmark = pytest.mark.usefixtures("t5_vocab")
 

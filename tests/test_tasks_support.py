@@ -12,10 +12,11 @@ import contextlib
 import functools
 
 import numpy as np
-import ptune.tasks  # noqa: F401  (registers the tasks)
 import pytest
 import seqio
 import tensorflow as tf
+
+import ptune.tasks  # noqa: F401  (registers the tasks)
 from ptune.tasks import vocab
 
 

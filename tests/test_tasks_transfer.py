@@ -2,8 +2,9 @@
 
 import pytest
 import seqio
-from ptune.tasks import mrqa, registry
 from test_tasks_support import evaluate, run, run_all, t5_vocab, texts  # noqa: F401
+
+from ptune.tasks import mrqa, registry
 
 pytestmark = pytest.mark.usefixtures("t5_vocab")
 

@@ -11,9 +11,25 @@ TensorFlow, seqio, gin or torch).
 """
 
 from ptune.checkpoints.config_infer import infer_config
-from ptune.checkpoints.loading import (FORMATS, Description, convert, describe, detect_format,
-                                       load, open_checkpoint)
+from ptune.checkpoints.loading import (
+    FORMATS,
+    Description,
+    convert,
+    describe,
+    detect_format,
+    load,
+    open_checkpoint,
+)
 from ptune.checkpoints.t5x import read_t5x_optimizer_step
 
-__all__ = ["FORMATS", "Description", "convert", "describe", "detect_format", "infer_config",
-           "load", "open_checkpoint", "read_t5x_optimizer_step"]
+__all__ = [
+    "FORMATS",
+    "Description",
+    "convert",
+    "describe",
+    "detect_format",
+    "infer_config",
+    "load",
+    "open_checkpoint",
+    "read_t5x_optimizer_step",
+]

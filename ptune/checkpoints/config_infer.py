@@ -35,12 +35,16 @@ PLAIN_ACTIVATIONS = ("relu",)
 
 
 def _layer_count(shapes: Mapping[str, tuple], stack: str) -> Optional[int]:
-    indices = {int(m.group(1)) for name in shapes
-               if (m := re.match(rf"{stack}/layers_(\d+)/", name))}
+    indices = {
+        int(m.group(1)) for name in shapes if (m := re.match(rf"{stack}/layers_(\d+)/", name))
+    }
     if indices:
         return max(indices) + 1
-    scanned = [shape for name, shape in shapes.items()
-               if name.startswith(f"{stack}/layers/") and len(shape) >= 2]
+    scanned = [
+        shape
+        for name, shape in shapes.items()
+        if name.startswith(f"{stack}/layers/") and len(shape) >= 2
+    ]
     return scanned[0][1] if scanned else None
 
 
@@ -51,16 +55,19 @@ def _find(shapes: Mapping[str, tuple], pattern: str) -> Optional[tuple]:
     return None
 
 
-def infer_config(shapes: Mapping[str, tuple], path: str,
-                 hints: Optional[Mapping[str, object]] = None) -> tuple[t5.T5Config, dict]:
+def infer_config(
+    shapes: Mapping[str, tuple], path: str, hints: Optional[Mapping[str, object]] = None
+) -> tuple[t5.T5Config, dict]:
     """(config, assumed) from `{t5x name: shape}`; `hints` are fields the checkpoint states
     outright (a Hugging Face config.json) and win over shapes. `assumed` maps each field
     that was neither stated nor inferable to a reason string."""
     hints = dict(hints or {})
     if not any(n.startswith(("encoder/", "decoder/")) for n in shapes):
         groups = sorted({n.split("/")[0] for n in shapes})
-        raise UserError(f"{path} is not a T5 encoder-decoder checkpoint: it has no encoder/ or "
-                        f"decoder/ parameters (top-level groups: {', '.join(groups) or 'none'})")
+        raise UserError(
+            f"{path} is not a T5 encoder-decoder checkpoint: it has no encoder/ or "
+            f"decoder/ parameters (top-level groups: {', '.join(groups) or 'none'})"
+        )
     problems = []
     fields: dict[str, object] = {}
     embedding = shapes.get("token_embedder/embedding")
@@ -69,7 +76,8 @@ def infer_config(shapes: Mapping[str, tuple], path: str,
     else:
         fields["vocab_size"], fields["emb_dim"] = int(embedding[0]), int(embedding[1])
     rel = shapes.get("encoder/relpos_bias/rel_embedding") or shapes.get(
-        "decoder/relpos_bias/rel_embedding")
+        "decoder/relpos_bias/rel_embedding"
+    )
     if rel is None or len(rel) != 2:
         problems.append("encoder/relpos_bias/rel_embedding [heads, buckets]")
     else:
@@ -81,8 +89,9 @@ def infer_config(shapes: Mapping[str, tuple], path: str,
     elif "num_heads" in fields:
         joined = int(query[-1])
         if joined % fields["num_heads"]:
-            problems.append(f"a query kernel width ({joined}) divisible by num_heads "
-                            f"({fields['num_heads']})")
+            problems.append(
+                f"a query kernel width ({joined}) divisible by num_heads ({fields['num_heads']})"
+            )
         else:
             fields["head_dim"] = joined // fields["num_heads"]
     wi = _find(shapes, r"encoder/layers(_0)?/mlp/wi(_0)?/kernel")
@@ -96,19 +105,34 @@ def infer_config(shapes: Mapping[str, tuple], path: str,
             problems.append(f"{stack}/layers_0/...")
         else:
             fields[f"num_{stack}_layers"] = count
-    missing_fields = [k for k in ("vocab_size", "emb_dim", "num_heads", "head_dim", "mlp_dim",
-                                  "num_encoder_layers", "num_decoder_layers",
-                                  "relative_attention_num_buckets") if k not in hints]
+    missing_fields = [
+        k
+        for k in (
+            "vocab_size",
+            "emb_dim",
+            "num_heads",
+            "head_dim",
+            "mlp_dim",
+            "num_encoder_layers",
+            "num_decoder_layers",
+            "relative_attention_num_buckets",
+        )
+        if k not in hints
+    ]
     if problems and any(k not in fields for k in missing_fields):
-        raise UserError(f"cannot infer a T5Config from {path}: no " + "; no ".join(problems)
-                        + ". Pass the model's configuration explicitly (config=... or --gin_file)")
+        raise UserError(
+            f"cannot infer a T5Config from {path}: no "
+            + "; no ".join(problems)
+            + ". Pass the model's configuration explicitly (config=... or --gin_file)"
+        )
     gated = any(re.search(r"/mlp/wi_0/kernel$", n) for n in shapes)
     fields["mlp_activations"] = GATED_ACTIVATIONS if gated else PLAIN_ACTIVATIONS
     fields["logits_via_embedding"] = "decoder/logits_dense/kernel" not in shapes
     assumed = {}
     if "mlp_activations" not in hints:
-        assumed["mlp_activations"] = ("gated MLP: T5 1.1 / mT5 gated GELU" if gated
-                                      else "plain MLP: T5 1.0 ReLU")
+        assumed["mlp_activations"] = (
+            "gated MLP: T5 1.1 / mT5 gated GELU" if gated else "plain MLP: T5 1.0 ReLU"
+        )
     for name, (default, why) in ASSUMED_DEFAULTS.items():
         fields[name] = default
         if name not in hints:

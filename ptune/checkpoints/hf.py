@@ -48,22 +48,49 @@ CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
-_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": jnp.bfloat16,
-           "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
-           "BOOL": np.bool_}
-_ACTIVATIONS = {"relu": "relu", "gelu_new": "gelu", "gelu": "gelu_exact", "silu": "silu",
-                "swish": "silu"}
-_ATTENTION = {("encoder", 0): "attention", ("decoder", 0): "self_attention",
-              ("decoder", 1): "encoder_decoder_attention"}
-_ATTENTION_MODULE = {"attention": "SelfAttention", "self_attention": "SelfAttention",
-                     "encoder_decoder_attention": "EncDecAttention"}
-_NORMS = {("encoder", 0): "pre_attention_layer_norm", ("encoder", 1): "pre_mlp_layer_norm",
-          ("decoder", 0): "pre_self_attention_layer_norm",
-          ("decoder", 1): "pre_cross_attention_layer_norm", ("decoder", 2): "pre_mlp_layer_norm"}
+_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": jnp.bfloat16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+_ACTIVATIONS = {
+    "relu": "relu",
+    "gelu_new": "gelu",
+    "gelu": "gelu_exact",
+    "silu": "silu",
+    "swish": "silu",
+}
+_ATTENTION = {
+    ("encoder", 0): "attention",
+    ("decoder", 0): "self_attention",
+    ("decoder", 1): "encoder_decoder_attention",
+}
+_ATTENTION_MODULE = {
+    "attention": "SelfAttention",
+    "self_attention": "SelfAttention",
+    "encoder_decoder_attention": "EncDecAttention",
+}
+_NORMS = {
+    ("encoder", 0): "pre_attention_layer_norm",
+    ("encoder", 1): "pre_mlp_layer_norm",
+    ("decoder", 0): "pre_self_attention_layer_norm",
+    ("decoder", 1): "pre_cross_attention_layer_norm",
+    ("decoder", 2): "pre_mlp_layer_norm",
+}
 _MLP_SUBLAYER = {"encoder": 1, "decoder": 2}
 _PROJECTIONS = {"q": "query", "k": "key", "v": "value", "o": "out"}
-_IGNORED = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight",
-            "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight")
+_IGNORED = (
+    "encoder.embed_tokens.weight",
+    "decoder.embed_tokens.weight",
+    "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",
+)
 
 
 def read_safetensors_index(path: str) -> dict[str, LazyArray]:
@@ -87,8 +114,9 @@ def read_safetensors_index(path: str) -> dict[str, LazyArray]:
             shape = tuple(int(d) for d in info["shape"])
             begin, end = (int(x) for x in info["data_offsets"])
         except (KeyError, TypeError, ValueError) as e:
-            raise UserError(f"{path}: unsupported or malformed header entry {name!r}: "
-                            f"{info}") from e
+            raise UserError(
+                f"{path}: unsupported or malformed header entry {name!r}: {info}"
+            ) from e
         if end - begin != dtype.itemsize * int(np.prod(shape)) or data_start + end > size:
             raise UserError(f"{path}: tensor {name!r} lies outside the file (truncated?)")
         arrays[name] = _tensor(path, name, dtype, shape, data_start + begin)
@@ -130,9 +158,10 @@ def _weight_files(directory: str) -> list[str]:
         raise UserError(
             f"{directory} holds only pytorch_model.bin, a Python pickle, which ptune never "
             "unpickles (loading a pickle can run arbitrary code). Convert it to safetensors "
-            "where PyTorch is installed: python -c \"from transformers import "
+            'where PyTorch is installed: python -c "from transformers import '
             f"T5ForConditionalGeneration as M; M.from_pretrained('{directory}')"
-            f".save_pretrained('{directory}-safetensors', safe_serialization=True)\"")
+            f".save_pretrained('{directory}-safetensors', safe_serialization=True)\""
+        )
     raise UserError(f"{directory} has {CONFIG_FILE} but no {SINGLE_FILE} or {INDEX_FILE}")
 
 
@@ -146,12 +175,15 @@ def read_config(directory: str) -> dict:
         raise UserError(f"cannot read {path}: {e}") from e
     if not isinstance(hf, dict) or hf.get("model_type") not in ("t5", "mt5"):
         kind = hf.get("model_type") if isinstance(hf, dict) else None
-        raise UserError(f"{path} describes model_type {kind!r}, not a T5 or mT5 "
-                        "encoder-decoder; ptune loads T5/mT5 checkpoints only")
+        raise UserError(
+            f"{path} describes model_type {kind!r}, not a T5 or mT5 "
+            "encoder-decoder; ptune loads T5/mT5 checkpoints only"
+        )
     epsilon = hf.get("layer_norm_epsilon", 1e-6)
     if abs(float(epsilon) - 1e-6) > 1e-12:
-        raise UserError(f"{path}: layer_norm_epsilon {epsilon} is not T5's 1e-6, which ptune's "
-                        "model fixes")
+        raise UserError(
+            f"{path}: layer_norm_epsilon {epsilon} is not T5's 1e-6, which ptune's model fixes"
+        )
     proj = str(hf.get("feed_forward_proj", "relu"))
     parts = proj.split("-")
     gated = len(parts) == 2 and parts[0] == "gated"
@@ -161,17 +193,19 @@ def read_config(directory: str) -> dict:
     activation = _ACTIVATIONS[act]
     scaled = hf.get("scale_decoder_outputs", hf.get("tie_word_embeddings", True))
     try:
-        hints = {"emb_dim": int(hf["d_model"]), "num_heads": int(hf["num_heads"]),
-                 "head_dim": int(hf["d_kv"]), "mlp_dim": int(hf["d_ff"]),
-                 "num_encoder_layers": int(hf["num_layers"]),
-                 "num_decoder_layers": int(hf.get("num_decoder_layers") or hf["num_layers"]),
-                 "relative_attention_num_buckets": int(
-                     hf.get("relative_attention_num_buckets", 32)),
-                 "relative_attention_max_distance": int(
-                     hf.get("relative_attention_max_distance", 128)),
-                 "dropout_rate": float(hf.get("dropout_rate", 0.1)),
-                 "mlp_activations": (activation, "linear") if gated else (activation,),
-                 "logits_via_embedding": bool(scaled)}
+        hints = {
+            "emb_dim": int(hf["d_model"]),
+            "num_heads": int(hf["num_heads"]),
+            "head_dim": int(hf["d_kv"]),
+            "mlp_dim": int(hf["d_ff"]),
+            "num_encoder_layers": int(hf["num_layers"]),
+            "num_decoder_layers": int(hf.get("num_decoder_layers") or hf["num_layers"]),
+            "relative_attention_num_buckets": int(hf.get("relative_attention_num_buckets", 32)),
+            "relative_attention_max_distance": int(hf.get("relative_attention_max_distance", 128)),
+            "dropout_rate": float(hf.get("dropout_rate", 0.1)),
+            "mlp_activations": (activation, "linear") if gated else (activation,),
+            "logits_via_embedding": bool(scaled),
+        }
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{path}: missing or malformed T5 field {e}") from e
     return hints
@@ -234,5 +268,11 @@ def open_checkpoint(path: str) -> CheckpointSource:
     if embedding is not None and len(embedding.shape) == 2:
         rows = embedding.shape[0]
         hints["vocab_size"] = -(-rows // VOCAB_PAD_MULTIPLE) * VOCAB_PAD_MULTIPLE
-    return CheckpointSource(path=directory, format="hf", arrays=arrays, hints=hints,
-                            unexpected=unexpected, vocab_padding=True)
+    return CheckpointSource(
+        path=directory,
+        format="hf",
+        arrays=arrays,
+        hints=hints,
+        unexpected=unexpected,
+        vocab_padding=True,
+    )

@@ -83,14 +83,14 @@ def padded(source: LazyArray, axis: int, size: int) -> LazyArray:
     n = source.shape[axis]
     if size < n:
         raise ValueError(f"{source.origin}: cannot pad axis {axis} of {n} down to {size}")
-    shape = source.shape[:axis] + (size,) + source.shape[axis + 1:]
+    shape = source.shape[:axis] + (size,) + source.shape[axis + 1 :]
 
     def read(index: Index) -> np.ndarray:
         out = np.zeros(tuple(s.stop - s.start for s in index), source.dtype)
         want = index[axis]
         start, stop = want.start, min(want.stop, n)
         if stop > start:
-            inner = index[:axis] + (slice(start, stop),) + index[axis + 1:]
+            inner = index[:axis] + (slice(start, stop),) + index[axis + 1 :]
             where = [slice(None)] * len(shape)
             where[axis] = slice(0, stop - start)
             out[tuple(where)] = source.read(inner)
@@ -106,7 +106,7 @@ def stacked(layers: Sequence[LazyArray], axis: int) -> LazyArray:
     dtype = np.result_type(*[layer.dtype for layer in layers])
 
     def read(index: Index) -> np.ndarray:
-        inner = index[:axis] + index[axis + 1:]
+        inner = index[:axis] + index[axis + 1 :]
         parts = [layers[i].read(inner, dtype) for i in range(index[axis].start, index[axis].stop)]
         if not parts:
             return np.zeros(tuple(s.stop - s.start for s in index), dtype)
@@ -118,7 +118,7 @@ def stacked(layers: Sequence[LazyArray], axis: int) -> LazyArray:
 
 def unstacked(source: LazyArray, axis: int, i: int) -> LazyArray:
     """Layer `i` of an array stacked on `axis`."""
-    shape = source.shape[:axis] + source.shape[axis + 1:]
+    shape = source.shape[:axis] + source.shape[axis + 1 :]
 
     def read(index: Index) -> np.ndarray:
         outer = index[:axis] + (slice(i, i + 1),) + index[axis:]

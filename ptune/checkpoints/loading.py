@@ -1,10 +1,10 @@
 """`load`, `detect_format`, `describe` and `convert`: one entry point for every format.
 
-    't5x'        legacy t5x directory `checkpoint_<step>/` (msgpack `checkpoint` + zarr arrays),
-                 local or gs://
-    't5x_orbax'  t5x checkpoint written through Orbax (params under `target`)
-    'hf'         Hugging Face directory: config.json + model.safetensors (or shards + index)
-    'ptune'      written by `ptune convert` (Orbax params + ptune_config.json)
+'t5x'        legacy t5x directory `checkpoint_<step>/` (msgpack `checkpoint` + zarr arrays),
+             local or gs://
+'t5x_orbax'  t5x checkpoint written through Orbax (params under `target`)
+'hf'         Hugging Face directory: config.json + model.safetensors (or shards + index)
+'ptune'      written by `ptune convert` (Orbax params + ptune_config.json)
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Optional, Sequence
 
 import jax.numpy as jnp
 import numpy as np
-
 from flax import traverse_util
 
 from ptune.checkpoints import config_infer, hf, lazy_arrays, orbax_params, restore, t5x
@@ -42,9 +41,11 @@ def detect_format(path: str) -> str:
             return "t5x"
         if name.endswith(".safetensors") or name in hf.PICKLE_FILES or name == hf.CONFIG_FILE:
             return "hf"
-        raise UserError(f"{path} is a file ptune does not read as a checkpoint: pass a t5x "
-                        "checkpoint directory, a Hugging Face model directory or a ptune "
-                        "conversion")
+        raise UserError(
+            f"{path} is a file ptune does not read as a checkpoint: pass a t5x "
+            "checkpoint directory, a Hugging Face model directory or a ptune "
+            "conversion"
+        )
     if os.path.isfile(os.path.join(path, orbax_params.CONFIG_FILE)):
         return "ptune"
     if os.path.isfile(os.path.join(path, hf.CONFIG_FILE)):
@@ -53,13 +54,15 @@ def detect_format(path: str) -> str:
         return "t5x_orbax"
     if os.path.isfile(os.path.join(path, t5x.CHECKPOINT_FILE)):
         return "t5x"
-    steps = sorted((d for d in os.listdir(path) if d.startswith("checkpoint_")),
-                   key=lambda d: (len(d), d))
-    hint = (f"; it holds {', '.join(steps[-3:])}: pass one of those directories" if steps
-            else "")
-    raise UserError(f"no checkpoint found in {path}: expected a t5x `checkpoint` file, an Orbax "
-                    f"checkpoint, a Hugging Face config.json with model.safetensors, or a ptune "
-                    f"conversion (ptune_config.json){hint}")
+    steps = sorted(
+        (d for d in os.listdir(path) if d.startswith("checkpoint_")), key=lambda d: (len(d), d)
+    )
+    hint = f"; it holds {', '.join(steps[-3:])}: pass one of those directories" if steps else ""
+    raise UserError(
+        f"no checkpoint found in {path}: expected a t5x `checkpoint` file, an Orbax "
+        f"checkpoint, a Hugging Face config.json with model.safetensors, or a ptune "
+        f"conversion (ptune_config.json){hint}"
+    )
 
 
 def open_checkpoint(path: str) -> tuple[CheckpointSource, Optional[t5.T5Config]]:
@@ -77,8 +80,12 @@ def open_checkpoint(path: str) -> tuple[CheckpointSource, Optional[t5.T5Config]]
     return orbax_params.open_ptune(path)
 
 
-def _resolve_config(source: CheckpointSource, stored: Optional[t5.T5Config],
-                    config: Optional[t5.T5Config], scan_layers: Optional[bool]):
+def _resolve_config(
+    source: CheckpointSource,
+    stored: Optional[t5.T5Config],
+    config: Optional[t5.T5Config],
+    scan_layers: Optional[bool],
+):
     assumed: dict = {}
     if config is None and stored is not None:
         config = stored
@@ -92,9 +99,15 @@ def _resolve_config(source: CheckpointSource, stored: Optional[t5.T5Config],
     return config, assumed
 
 
-def load(path: str, config: Optional[t5.T5Config] = None, *, dtype=jnp.float32,
-         fresh: Sequence[str] = (), scan_layers: Optional[bool] = None,
-         shardings=None) -> tuple[t5.T5Config, dict]:
+def load(
+    path: str,
+    config: Optional[t5.T5Config] = None,
+    *,
+    dtype=jnp.float32,
+    fresh: Sequence[str] = (),
+    scan_layers: Optional[bool] = None,
+    shardings=None,
+) -> tuple[t5.T5Config, dict]:
     """Loads a T5 checkpoint of any supported format: (config, params).
 
     Args:
@@ -121,13 +134,27 @@ def load(path: str, config: Optional[t5.T5Config] = None, *, dtype=jnp.float32,
         mis-shaped or wrongly typed parameter.
     """
     source, stored = open_checkpoint(path)
-    return load_source(source, stored, config, dtype=dtype, fresh=fresh,
-                       scan_layers=scan_layers, shardings=shardings)
+    return load_source(
+        source,
+        stored,
+        config,
+        dtype=dtype,
+        fresh=fresh,
+        scan_layers=scan_layers,
+        shardings=shardings,
+    )
 
 
-def load_source(source: CheckpointSource, stored: Optional[t5.T5Config],
-                config: Optional[t5.T5Config], *, dtype=jnp.float32, fresh: Sequence[str] = (),
-                scan_layers: Optional[bool] = None, shardings=None):
+def load_source(
+    source: CheckpointSource,
+    stored: Optional[t5.T5Config],
+    config: Optional[t5.T5Config],
+    *,
+    dtype=jnp.float32,
+    fresh: Sequence[str] = (),
+    scan_layers: Optional[bool] = None,
+    shardings=None,
+):
     """`load` on an opened checkpoint (see `open_checkpoint`)."""
     config, _ = _resolve_config(source, stored, config, scan_layers)
     arrays = restore.check(source, config, fresh)
@@ -136,12 +163,18 @@ def load_source(source: CheckpointSource, stored: Optional[t5.T5Config],
         if source.scanned == config.scan_layers:
             restored = source.bulk_restore(restore.bulk_targets(list(arrays), dtype, shardings))
             return config, traverse_util.unflatten_dict(
-                {tuple(k.split("/")): v for k, v in restored.items()})
+                {tuple(k.split("/")): v for k, v in restored.items()}
+            )
         # Other layout: restore in the checkpoint's layout on the host, then re-lay it out.
         host = source.bulk_restore(restore.bulk_targets(list(source.arrays), dtype, None))
-        source = dataclasses.replace(source, arrays={
-            n: lazy_arrays.in_memory(np.asarray(v), source.arrays[n].origin)
-            for n, v in host.items()}, bulk_restore=None)
+        source = dataclasses.replace(
+            source,
+            arrays={
+                n: lazy_arrays.in_memory(np.asarray(v), source.arrays[n].origin)
+                for n, v in host.items()
+            },
+            bulk_restore=None,
+        )
         arrays = restore.check(source, config, fresh)
     return config, restore.materialize(arrays, dtype, shardings)
 
@@ -167,13 +200,25 @@ def describe(path: str, config: Optional[t5.T5Config] = None) -> Description:
     return Description(source.path, source.format, config, assumed, count, source.step)
 
 
-def convert(src: str, dst: str, config: Optional[t5.T5Config] = None, *,
-            overwrite: bool = False, dtype=jnp.float32) -> str:
+def convert(
+    src: str,
+    dst: str,
+    config: Optional[t5.T5Config] = None,
+    *,
+    overwrite: bool = False,
+    dtype=jnp.float32,
+) -> str:
     """Loads `src` strictly and writes it to `dst` in the ptune format (atomically)."""
     if os.path.exists(dst) and not overwrite:
         raise UserError(f"{dst} already exists; pass --overwrite to replace it")
     source, stored = open_checkpoint(src)
     loaded_config, params = load_source(source, stored, config, dtype=dtype)
-    return orbax_params.save_ptune(params, loaded_config, dst, overwrite=overwrite,
-                                   source=os.fspath(src), source_format=source.format,
-                                   step=source.step)
+    return orbax_params.save_ptune(
+        params,
+        loaded_config,
+        dst,
+        overwrite=overwrite,
+        source=os.fspath(src),
+        source_format=source.format,
+        step=source.step,
+    )

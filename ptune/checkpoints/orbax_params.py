@@ -42,8 +42,7 @@ ORBAX_MARKERS = ("_METADATA", "manifest.ocdbt", "_CHECKPOINT_METADATA")
 
 
 def is_orbax_dir(path: str) -> bool:
-    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, m))
-                                       for m in ORBAX_MARKERS)
+    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, m)) for m in ORBAX_MARKERS)
 
 
 def t5x_orbax_dir(path: str) -> Optional[str]:
@@ -64,8 +63,9 @@ def _tree_metadata(directory: str) -> dict:
     try:
         metadata = ocp.PyTreeCheckpointer().metadata(directory)
     except (ValueError, OSError, KeyError, FileNotFoundError) as e:
-        raise UserError(f"cannot read the Orbax checkpoint metadata in {directory}: "
-                        f"{' '.join(str(e).split())}") from e
+        raise UserError(
+            f"cannot read the Orbax checkpoint metadata in {directory}: {' '.join(str(e).split())}"
+        ) from e
     tree = getattr(metadata, "item_metadata", metadata)
     tree = getattr(tree, "tree", tree)
     if not isinstance(tree, dict):
@@ -73,14 +73,17 @@ def _tree_metadata(directory: str) -> dict:
     return tree
 
 
-def _source(directory: str, subtree: Optional[str], fmt: str, path: str,
-            step: Optional[int]) -> CheckpointSource:
+def _source(
+    directory: str, subtree: Optional[str], fmt: str, path: str, step: Optional[int]
+) -> CheckpointSource:
     """A CheckpointSource over the Orbax tree at `directory` (params under `subtree`)."""
     tree = _tree_metadata(directory)
     params_meta = tree.get(subtree) if subtree else tree
     if not isinstance(params_meta, dict):
-        raise UserError(f"{directory}: the Orbax checkpoint has no '{subtree}' parameter tree "
-                        f"(top-level keys: {sorted(tree)})")
+        raise UserError(
+            f"{directory}: the Orbax checkpoint has no '{subtree}' parameter tree "
+            f"(top-level keys: {sorted(tree)})"
+        )
     flat = {"/".join(k): v for k, v in traverse_util.flatten_dict(params_meta).items()}
 
     def restore(targets: dict[str, tuple[Any, Any]]) -> dict[str, jax.Array]:
@@ -96,11 +99,14 @@ def _source(directory: str, subtree: Optional[str], fmt: str, path: str,
         if subtree:
             item, args = {subtree: item}, {subtree: args}
         try:
-            out = _restorer().restore(directory, args=ocp.args.PyTreeRestore(
-                item=item, restore_args=args, partial_restore=True))
+            out = _restorer().restore(
+                directory,
+                args=ocp.args.PyTreeRestore(item=item, restore_args=args, partial_restore=True),
+            )
         except (ValueError, OSError, KeyError) as e:
-            raise UserError(f"cannot restore the Orbax checkpoint {directory}: "
-                            f"{' '.join(str(e).split())}") from e
+            raise UserError(
+                f"cannot restore the Orbax checkpoint {directory}: {' '.join(str(e).split())}"
+            ) from e
         out = out[subtree] if subtree else out
         return {"/".join(k): v for k, v in traverse_util.flatten_dict(out).items()}
 
@@ -108,13 +114,18 @@ def _source(directory: str, subtree: Optional[str], fmt: str, path: str,
         def read(index):
             dtype = np.dtype(flat[name].dtype)
             return np.asarray(restore({name: (dtype, None)})[name])[index]
+
         return read
 
-    arrays = {n: LazyArray(tuple(m.shape), np.dtype(m.dtype), reader(n), f"{directory}[{n}]")
-              for n, m in flat.items() if hasattr(m, "shape") and m.shape is not None}
+    arrays = {
+        n: LazyArray(tuple(m.shape), np.dtype(m.dtype), reader(n), f"{directory}[{n}]")
+        for n, m in flat.items()
+        if hasattr(m, "shape") and m.shape is not None
+    }
     unexpected = [f"{n} (not an array, in {directory})" for n in flat if n not in arrays]
-    return CheckpointSource(path=path, format=fmt, arrays=arrays, unexpected=unexpected,
-                            step=step, bulk_restore=restore)
+    return CheckpointSource(
+        path=path, format=fmt, arrays=arrays, unexpected=unexpected, step=step, bulk_restore=restore
+    )
 
 
 def open_t5x_orbax(path: str) -> CheckpointSource:
@@ -124,13 +135,17 @@ def open_t5x_orbax(path: str) -> CheckpointSource:
     tree = _tree_metadata(directory)
     subtree = "target" if "target" in tree else "params" if "params" in tree else None
     if subtree is None:
-        raise UserError(f"{directory}: Orbax checkpoint without a 'target' (t5x) or 'params' "
-                        f"tree; top-level keys: {sorted(tree)}")
+        raise UserError(
+            f"{directory}: Orbax checkpoint without a 'target' (t5x) or 'params' "
+            f"tree; top-level keys: {sorted(tree)}"
+        )
     step = None
     if isinstance(tree.get("state"), dict) and "step" in tree["state"]:
         try:
-            restored = ocp.PyTreeCheckpointer().restore(directory, args=ocp.args.PyTreeRestore(
-                item={"state": {"step": 0}}, partial_restore=True))
+            restored = ocp.PyTreeCheckpointer().restore(
+                directory,
+                args=ocp.args.PyTreeRestore(item={"state": {"step": 0}}, partial_restore=True),
+            )
             step = int(np.asarray(restored["state"]["step"]))
         except (ValueError, OSError, KeyError, TypeError):
             step = None
@@ -163,8 +178,16 @@ def config_to_json(config: t5.T5Config) -> dict:
     return out
 
 
-def save_ptune(params: dict, config: t5.T5Config, directory: str, *, overwrite: bool = False,
-               source: str = "", source_format: str = "", step: Optional[int] = None) -> str:
+def save_ptune(
+    params: dict,
+    config: t5.T5Config,
+    directory: str,
+    *,
+    overwrite: bool = False,
+    source: str = "",
+    source_format: str = "",
+    step: Optional[int] = None,
+) -> str:
     """Writes a ptune-format checkpoint atomically: into a temporary sibling directory, then
     renamed into place, so an interrupted conversion leaves nothing at `directory`."""
     directory = os.path.abspath(directory.rstrip("/"))
@@ -180,8 +203,14 @@ def save_ptune(params: dict, config: t5.T5Config, directory: str, *, overwrite: 
     try:
         checkpointer = ocp.PyTreeCheckpointer()
         checkpointer.save(os.path.join(tmp, PARAMS_DIR), params)
-        meta = {"format": "ptune", "version": FORMAT_VERSION, "config": config_to_json(config),
-                "source": source, "source_format": source_format, "step": step}
+        meta = {
+            "format": "ptune",
+            "version": FORMAT_VERSION,
+            "config": config_to_json(config),
+            "source": source,
+            "source_format": source_format,
+            "step": step,
+        }
         with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
             json.dump(meta, f, indent=2, sort_keys=True)
         if os.path.exists(directory):

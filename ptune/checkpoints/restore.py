@@ -31,8 +31,7 @@ from ptune.models import t5
 # Published T5/mT5 tables have a multiple of 128 rows; a copy resized to its tokenizer
 # (32,100 for T5) is at most this many rows short.
 VOCAB_PAD_MULTIPLE = 128
-ARCHITECTURE_HINTS = ("mlp_activations", "logits_via_embedding",
-                      "relative_attention_max_distance")
+ARCHITECTURE_HINTS = ("mlp_activations", "logits_via_embedding", "relative_attention_max_distance")
 
 
 @dataclasses.dataclass
@@ -63,8 +62,7 @@ class CheckpointSource:
 def flat_shapes(config: t5.T5Config) -> dict[str, tuple[int, ...]]:
     """'/'-joined name -> shape of every model parameter (abstract; allocates nothing)."""
     params = nn.unbox(t5.abstract_variables(config)["params"])
-    return {"/".join(k): tuple(v.shape)
-            for k, v in traverse_util.flatten_dict(params).items()}
+    return {"/".join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(params).items()}
 
 
 def _is_fresh(name: str, fresh: Sequence[re.Pattern]) -> bool:
@@ -77,14 +75,18 @@ def _pad_vocab(source: CheckpointSource, expected: Mapping[str, tuple]) -> dict[
     for name, axis in (("token_embedder/embedding", 0), ("decoder/logits_dense/kernel", 1)):
         if name in arrays and name in expected:
             have, want = arrays[name].shape, expected[name]
-            if (len(have) == len(want) == 2 and have[1 - axis] == want[1 - axis]
-                    and have[axis] < want[axis] < have[axis] + VOCAB_PAD_MULTIPLE):
+            if (
+                len(have) == len(want) == 2
+                and have[1 - axis] == want[1 - axis]
+                and have[axis] < want[axis] < have[axis] + VOCAB_PAD_MULTIPLE
+            ):
                 arrays[name] = lazy_arrays.padded(arrays[name], axis, want[axis])
     return arrays
 
 
-def check(source: CheckpointSource, config: t5.T5Config,
-          fresh: Sequence[str] = ()) -> dict[str, LazyArray]:
+def check(
+    source: CheckpointSource, config: t5.T5Config, fresh: Sequence[str] = ()
+) -> dict[str, LazyArray]:
     """Checks the checkpoint strictly against `config`; returns the arrays re-laid-out for
     `config.scan_layers` (name -> LazyArray, fresh parameters absent)."""
     patterns = []
@@ -97,22 +99,36 @@ def check(source: CheckpointSource, config: t5.T5Config,
     arrays = _pad_vocab(source, expected) if source.vocab_padding else dict(source.arrays)
     missing = [n for n in expected if n not in arrays and not _is_fresh(n, patterns)]
     unexpected = [n for n in arrays if n not in expected] + list(source.unexpected)
-    misshaped = [f"{n}: checkpoint {arrays[n].shape} ({arrays[n].origin}) vs model {expected[n]}"
-                 for n in expected if n in arrays and arrays[n].shape != expected[n]]
-    bad_dtype = [f"{n}: dtype {arrays[n].dtype} in {arrays[n].origin} is not floating point"
-                 for n in expected if n in arrays
-                 and not np.issubdtype(arrays[n].dtype, np.floating)
-                 and arrays[n].dtype.name != "bfloat16"]
-    disagree = [f"{k}: checkpoint {source.hints[k]!r} vs config {getattr(config, k)!r}"
-                for k in ARCHITECTURE_HINTS if k in source.hints
-                and _normal(source.hints[k]) != _normal(getattr(config, k))]
-    counts = [(len(missing), "missing"), (len(unexpected), "unexpected"),
-              (len(misshaped), "mis-shaped"), (len(bad_dtype), "wrongly typed"),
-              (len(disagree), "disagreeing config fields")]
+    misshaped = [
+        f"{n}: checkpoint {arrays[n].shape} ({arrays[n].origin}) vs model {expected[n]}"
+        for n in expected
+        if n in arrays and arrays[n].shape != expected[n]
+    ]
+    bad_dtype = [
+        f"{n}: dtype {arrays[n].dtype} in {arrays[n].origin} is not floating point"
+        for n in expected
+        if n in arrays
+        and not np.issubdtype(arrays[n].dtype, np.floating)
+        and arrays[n].dtype.name != "bfloat16"
+    ]
+    disagree = [
+        f"{k}: checkpoint {source.hints[k]!r} vs config {getattr(config, k)!r}"
+        for k in ARCHITECTURE_HINTS
+        if k in source.hints and _normal(source.hints[k]) != _normal(getattr(config, k))
+    ]
+    counts = [
+        (len(missing), "missing"),
+        (len(unexpected), "unexpected"),
+        (len(misshaped), "mis-shaped"),
+        (len(bad_dtype), "wrongly typed"),
+        (len(disagree), "disagreeing config fields"),
+    ]
     if any(c for c, _ in counts):
         summary = ", ".join(f"{c} {what}" for c, what in counts if c)
-        lines = [f"checkpoint {source.path} ({source.format}) does not match the model "
-                 f"configuration: {summary}"]
+        lines = [
+            f"checkpoint {source.path} ({source.format}) does not match the model "
+            f"configuration: {summary}"
+        ]
         lines += [f"  missing: {n}" for n in missing]
         lines += [f"  unexpected: {n}" for n in unexpected]
         lines += [f"  mis-shaped: {m}" for m in misshaped]
@@ -154,7 +170,8 @@ def relayout(arrays: Mapping[str, LazyArray], config: t5.T5Config) -> dict[str, 
 
 def _flat_shardings(shardings) -> dict[str, jax.sharding.Sharding]:
     leaves = jax.tree_util.tree_flatten_with_path(
-        shardings, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))[0]
+        shardings, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding)
+    )[0]
     return {"/".join(str(getattr(k, "key", k)) for k in path): leaf for path, leaf in leaves}
 
 
@@ -174,8 +191,8 @@ def materialize(arrays: Mapping[str, LazyArray], dtype, shardings=None) -> dict:
         if name not in flat_shardings:
             raise ValueError(f"shardings has no entry for parameter {name}")
         out[name] = jax.make_array_from_callback(
-            array.shape, flat_shardings[name],
-            lambda index, a=array: a.read(index, dtype))
+            array.shape, flat_shardings[name], lambda index, a=array: a.read(index, dtype)
+        )
     return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in out.items()})
 
 

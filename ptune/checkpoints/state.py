@@ -28,11 +28,15 @@ class StateCheckpointer:
         if keep < 1:
             raise UserError(f"keep_checkpoints must be at least 1, got {keep}")
         self.directory = os.path.abspath(os.path.join(model_dir, "checkpoints"))
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                               cleanup_tmp_directories=True,
-                                               enable_async_checkpointing=False)
-        self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                              item_names=("state", "meta"))
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep,
+            create=True,
+            cleanup_tmp_directories=True,
+            enable_async_checkpointing=False,
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("state", "meta")
+        )
 
     def latest_step(self) -> Optional[int]:
         return self._manager.latest_step()
@@ -43,24 +47,37 @@ class StateCheckpointer:
     def save(self, step: int, state: PyTree, meta: dict) -> None:
         """Writes a complete checkpoint or, on failure, raises leaving earlier ones intact."""
         try:
-            self._manager.save(step, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                ),
+                force=True,
+            )
             self._manager.wait_until_finished()
         except (OSError, ValueError) as e:
             previous = [s for s in self.all_steps() if s != step]
             kept = f"checkpoint {max(previous)} is intact" if previous else "no earlier checkpoint"
-            raise UserError(f"saving the checkpoint of step {step} in {self.directory} failed "
-                            f"({e.__class__.__name__}: {e}); {kept}") from e
+            raise UserError(
+                f"saving the checkpoint of step {step} in {self.directory} failed "
+                f"({e.__class__.__name__}: {e}); {kept}"
+            ) from e
 
     def restore(self, step: int, abstract_state: PyTree) -> tuple[PyTree, dict]:
         """Restores into the structure, shapes, dtypes and shardings of `abstract_state`."""
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract_state)
         try:
-            restored = self._manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+                ),
+            )
         except (ValueError, KeyError, FileNotFoundError) as e:
-            raise UserError(f"checkpoint {step} in {self.directory} does not match this run's "
-                            f"trainable parameters or optimizer ({e})") from e
+            raise UserError(
+                f"checkpoint {step} in {self.directory} does not match this run's "
+                f"trainable parameters or optimizer ({e})"
+            ) from e
         return restored["state"], dict(restored["meta"])
 
     def close(self) -> None:

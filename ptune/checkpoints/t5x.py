@@ -112,8 +112,13 @@ def read_header(directory: str, *, with_target: bool = True) -> dict:
         data = _read_file(directory, CHECKPOINT_FILE)
     except FileNotFoundError as e:
         raise UserError(f"t5x checkpoint file {origin} does not exist") from e
-    unpacker = msgpack.Unpacker(io.BytesIO(data), raw=False, ext_hook=_ext_hook,
-                                strict_map_key=False, max_buffer_size=2**31 - 1)
+    unpacker = msgpack.Unpacker(
+        io.BytesIO(data),
+        raw=False,
+        ext_hook=_ext_hook,
+        strict_map_key=False,
+        max_buffer_size=2**31 - 1,
+    )
     wanted = {"version": True, "optimizer": {"state": {"step": True}}}
     if with_target:
         wanted["optimizer"]["target"] = True
@@ -121,14 +126,18 @@ def read_header(directory: str, *, with_target: bool = True) -> dict:
         header = _unpack_map(unpacker, wanted)
         leftover = unpacker.tell() != len(data)
     except (msgpack.UnpackException, ValueError, TypeError, KeyError) as e:
-        raise UserError(f"t5x checkpoint file {origin} is truncated or corrupt "
-                        f"({type(e).__name__}: {e})") from e
+        raise UserError(
+            f"t5x checkpoint file {origin} is truncated or corrupt ({type(e).__name__}: {e})"
+        ) from e
     if leftover:
-        raise UserError(f"t5x checkpoint file {origin} is corrupt: trailing bytes after the "
-                        "checkpoint map")
+        raise UserError(
+            f"t5x checkpoint file {origin} is corrupt: trailing bytes after the checkpoint map"
+        )
     if with_target and "target" not in header.get("optimizer", {}):
-        raise UserError(f"t5x checkpoint file {origin} has no optimizer/target (parameters); "
-                        f"top-level keys: {sorted(header)}")
+        raise UserError(
+            f"t5x checkpoint file {origin} has no optimizer/target (parameters); "
+            f"top-level keys: {sorted(header)}"
+        )
     return header
 
 
@@ -167,8 +176,9 @@ def _tensorstore_array(store: ts.TensorStore, origin: str, version: int) -> Lazy
         out = store[index].read().result()
         return out.view(jnp.bfloat16) if reinterpret else out
 
-    return LazyArray(tuple(store.shape), np.dtype(jnp.bfloat16) if reinterpret else dtype,
-                     read, origin)
+    return LazyArray(
+        tuple(store.shape), np.dtype(jnp.bfloat16) if reinterpret else dtype, read, origin
+    )
 
 
 def open_checkpoint(path: str) -> CheckpointSource:
@@ -179,8 +189,7 @@ def open_checkpoint(path: str) -> CheckpointSource:
     version = int(header.get("version", 3))
     target = header["optimizer"]["target"]
     if not isinstance(target, dict):
-        raise UserError(f"{directory}/{CHECKPOINT_FILE}: optimizer/target is not a parameter "
-                        "tree")
+        raise UserError(f"{directory}/{CHECKPOINT_FILE}: optimizer/target is not a parameter tree")
     arrays: dict[str, LazyArray] = {}
     pending, problems, unexpected = {}, [], []
     for name, leaf in _leaves(target):
@@ -204,8 +213,15 @@ def open_checkpoint(path: str) -> CheckpointSource:
             reason = re.sub(r"\s*\[tensorstore_spec=.*$", "", " ".join(str(e).split()))
             problems.append(f"  {name}: cannot open zarr array {where}: {reason}")
     if problems:
-        raise UserError(f"t5x checkpoint {directory}: {len(problems)} parameter array(s) cannot "
-                        "be read\n" + "\n".join(problems))
+        raise UserError(
+            f"t5x checkpoint {directory}: {len(problems)} parameter array(s) cannot "
+            "be read\n" + "\n".join(problems)
+        )
     step = header.get("optimizer", {}).get("state", {}).get("step")
-    return CheckpointSource(path=directory, format="t5x", arrays=arrays, unexpected=unexpected,
-                            step=None if step is None else int(np.asarray(step)))
+    return CheckpointSource(
+        path=directory,
+        format="t5x",
+        arrays=arrays,
+        unexpected=unexpected,
+        step=None if step is None else int(np.asarray(step)),
+    )

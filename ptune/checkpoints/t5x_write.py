@@ -51,21 +51,32 @@ def write_checkpoint(params: Mapping, directory: str, step: int = 0) -> str:
             target[key] = _pack_ndarray(array)
             continue
         relative = "target." + ".".join(key)
-        metadata = {"chunks": _chunks(array.shape, array.dtype.itemsize),
-                    "compressor": {"id": "gzip", "level": 1},
-                    "dtype": array.dtype.str if array.dtype.name != "bfloat16" else "bfloat16",
-                    "shape": list(array.shape)}
-        spec = {"driver": "zarr", "kvstore": {"driver": "file",
-                                               "path": os.path.join(directory, relative)},
-                "metadata": metadata}
+        metadata = {
+            "chunks": _chunks(array.shape, array.dtype.itemsize),
+            "compressor": {"id": "gzip", "level": 1},
+            "dtype": array.dtype.str if array.dtype.name != "bfloat16" else "bfloat16",
+            "shape": list(array.shape),
+        }
+        spec = {
+            "driver": "zarr",
+            "kvstore": {"driver": "file", "path": os.path.join(directory, relative)},
+            "metadata": metadata,
+        }
         store = ts.open(spec, create=True, open=True).result()
         store.write(array).result()
-        target[key] = {"driver": "zarr", "kvstore": {"driver": "gfile", "path": relative},
-                       "metadata": metadata}
+        target[key] = {
+            "driver": "zarr",
+            "kvstore": {"driver": "gfile", "path": relative},
+            "metadata": metadata,
+        }
         del array, store
-    state = {"version": 3,
-             "optimizer": {"target": traverse_util.unflatten_dict(target),
-                           "state": {"step": step, "param_states": {}}}}
+    state = {
+        "version": 3,
+        "optimizer": {
+            "target": traverse_util.unflatten_dict(target),
+            "state": {"step": step, "param_states": {}},
+        },
+    }
     tmp = os.path.join(directory, CHECKPOINT_FILE + ".tmp")
     with open(tmp, "wb") as f:
         f.write(msgpack.packb(state, use_bin_type=True))

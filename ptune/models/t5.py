@@ -79,9 +79,16 @@ class T5Config:
     remat_policy: str = "none"
 
     def __post_init__(self):
-        for name in ("vocab_size", "emb_dim", "num_heads", "num_encoder_layers",
-                     "num_decoder_layers", "mlp_dim", "relative_attention_num_buckets",
-                     "relative_attention_max_distance"):
+        for name in (
+            "vocab_size",
+            "emb_dim",
+            "num_heads",
+            "num_encoder_layers",
+            "num_decoder_layers",
+            "mlp_dim",
+            "relative_attention_num_buckets",
+            "relative_attention_max_distance",
+        ):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"T5Config.{name} must be a positive integer, got {value!r}")
@@ -89,7 +96,8 @@ class T5Config:
             if self.emb_dim % self.num_heads:
                 raise ValueError(
                     f"T5Config: emb_dim={self.emb_dim} is not divisible by num_heads="
-                    f"{self.num_heads}; set head_dim explicitly or choose a dividing head count")
+                    f"{self.num_heads}; set head_dim explicitly or choose a dividing head count"
+                )
             object.__setattr__(self, "head_dim", self.emb_dim // self.num_heads)
         elif not isinstance(self.head_dim, (int, np.integer)) or self.head_dim <= 0:
             raise ValueError(f"T5Config.head_dim must be a positive integer, got {self.head_dim!r}")
@@ -102,7 +110,8 @@ class T5Config:
             if act not in ACTIVATIONS:
                 raise ValueError(
                     f"T5Config.mlp_activations: unknown activation {act!r}; "
-                    f"known: {', '.join(sorted(ACTIVATIONS))}")
+                    f"known: {', '.join(sorted(ACTIVATIONS))}"
+                )
         if not 0.0 <= float(self.dropout_rate) < 1.0:
             raise ValueError(f"T5Config.dropout_rate must be in [0, 1), got {self.dropout_rate}")
         try:
@@ -113,8 +122,9 @@ class T5Config:
             raise ValueError(f"T5Config.dtype must be float32, bfloat16 or float16, got {dtype}")
         object.__setattr__(self, "dtype", dtype.name)
         if self.remat_policy not in REMAT_POLICIES:
-            raise ValueError(f"T5Config.remat_policy must be one of {REMAT_POLICIES}, "
-                             f"got {self.remat_policy!r}")
+            raise ValueError(
+                f"T5Config.remat_policy must be one of {REMAT_POLICIES}, got {self.remat_policy!r}"
+            )
 
     def replace(self, **changes) -> "T5Config":
         return dataclasses.replace(self, **changes)
@@ -157,8 +167,9 @@ class Dense(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """[..., in] -> [..., features]"""
-        kernel = _param(self, "kernel", self.kernel_init, (x.shape[-1], self.features),
-                        self.kernel_axes)
+        kernel = _param(
+            self, "kernel", self.kernel_init, (x.shape[-1], self.features), self.kernel_axes
+        )
         x = jnp.asarray(x, self.dtype)
         return jnp.dot(x, jnp.asarray(kernel, self.dtype))
 
@@ -171,8 +182,13 @@ class Embed(nn.Module):
     dtype: Any = jnp.float32
 
     def setup(self):
-        self.embedding = _param(self, "embedding", nn.initializers.normal(stddev=1.0),
-                                (self.num_embeddings, self.features), ("vocab", "embed"))
+        self.embedding = _param(
+            self,
+            "embedding",
+            nn.initializers.normal(stddev=1.0),
+            (self.num_embeddings, self.features),
+            ("vocab", "embed"),
+        )
 
     def __call__(self, ids: Array) -> Array:
         """ids [...] int -> [..., embed]"""
@@ -183,8 +199,9 @@ class Embed(nn.Module):
         return jnp.dot(jnp.asarray(query, jnp.float32), jnp.asarray(self.embedding, jnp.float32).T)
 
 
-def relative_position_bucket(relative_position: np.ndarray, bidirectional: bool,
-                             num_buckets: int, max_distance: int) -> np.ndarray:
+def relative_position_bucket(
+    relative_position: np.ndarray, bidirectional: bool, num_buckets: int, max_distance: int
+) -> np.ndarray:
     """T5's bucketing of `memory_position - query_position` (static numpy, int32).
 
     Half the buckets (per direction when bidirectional) hold exact small distances, the rest
@@ -202,8 +219,11 @@ def relative_position_bucket(relative_position: np.ndarray, bidirectional: bool,
     is_small = n < max_exact
     # float32 with t5x's epsilon; agrees with Mesh TF / HF buckets (checked in tests).
     ratio = n.astype(np.float32) / np.float32(max(max_exact, 1)) + np.finfo(np.float32).eps
-    large = max_exact + (np.log(ratio) / np.float32(np.log(max_distance / max(max_exact, 1)))
-                         * np.float32(num_buckets - max_exact)).astype(np.int32)
+    large = max_exact + (
+        np.log(ratio)
+        / np.float32(np.log(max_distance / max(max_exact, 1)))
+        * np.float32(num_buckets - max_exact)
+    ).astype(np.int32)
     large = np.minimum(large, num_buckets - 1)
     bucket += np.where(is_small, n, large).astype(np.int32)
     return bucket
@@ -222,11 +242,16 @@ class RelativePositionBiases(nn.Module):
         """Returns the bias [1, heads, qlen, klen] (float32)."""
         context = np.arange(qlen, dtype=np.int32)[:, None]
         memory = np.arange(klen, dtype=np.int32)[None, :]
-        buckets = relative_position_bucket(memory - context, bidirectional,
-                                           self.num_buckets, self.max_distance)
-        rel_embedding = _param(self, "rel_embedding",
-                               nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"),
-                               (self.num_heads, self.num_buckets), ("heads", "relpos_buckets"))
+        buckets = relative_position_bucket(
+            memory - context, bidirectional, self.num_buckets, self.max_distance
+        )
+        rel_embedding = _param(
+            self,
+            "rel_embedding",
+            nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"),
+            (self.num_heads, self.num_buckets),
+            ("heads", "relpos_buckets"),
+        )
         bias = jnp.take(jnp.asarray(rel_embedding, jnp.float32), jnp.asarray(buckets), axis=1)
         return bias[None]
 
@@ -246,9 +271,16 @@ class MultiHeadAttention(nn.Module):
     is_cross: bool = False
 
     @nn.compact
-    def __call__(self, inputs_q: Array, inputs_kv: Optional[Array], mask: Optional[Array],
-                 bias: Optional[Array] = None, *, deterministic: bool = True,
-                 decode: bool = False) -> Array:
+    def __call__(
+        self,
+        inputs_q: Array,
+        inputs_kv: Optional[Array],
+        mask: Optional[Array],
+        bias: Optional[Array] = None,
+        *,
+        deterministic: bool = True,
+        decode: bool = False,
+    ) -> Array:
         """inputs_q [b, lq, e], inputs_kv [b, lk, e], mask [b|1, 1, lq, lk] bool,
         bias [1, h, lq, lk] -> [b, lq, e]."""
         features = self.num_heads * self.head_dim
@@ -259,8 +291,9 @@ class MultiHeadAttention(nn.Module):
         def query_init(*args):
             return base(*args) / depth_scaling
 
-        dense = functools.partial(Dense, features=features, kernel_axes=("embed", "joined_kv"),
-                                  dtype=self.dtype)
+        dense = functools.partial(
+            Dense, features=features, kernel_axes=("embed", "joined_kv"), dtype=self.dtype
+        )
         query = dense(kernel_init=query_init, name="query")(inputs_q)
         split = lambda x: x.reshape(x.shape[:-1] + (self.num_heads, self.head_dim))  # noqa: E731
         query = _constrain(split(query), ("batch", "length", "heads", "kv"))
@@ -283,31 +316,38 @@ class MultiHeadAttention(nn.Module):
         if decode and not self.is_cross:
             have_cache = self.has_variable("cache", "cached_key")
             cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
-            cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape,
-                                         value.dtype)
-            cache_index = self.variable("cache", "cache_index",
-                                        lambda: jnp.array(0, dtype=jnp.int32))
+            cached_value = self.variable(
+                "cache", "cached_value", jnp.zeros, value.shape, value.dtype
+            )
+            cache_index = self.variable(
+                "cache", "cache_index", lambda: jnp.array(0, dtype=jnp.int32)
+            )
             if have_cache:
                 # One new position: write it at cache_index and attend over the filled prefix.
                 batch, max_length = cached_key.value.shape[:2]
                 if inputs_q.shape[1] != 1:
-                    raise ValueError("cached decoding consumes one position per call, got "
-                                     f"{inputs_q.shape[1]}")
+                    raise ValueError(
+                        f"cached decoding consumes one position per call, got {inputs_q.shape[1]}"
+                    )
                 index = cache_index.value
                 zero = jnp.zeros((), jnp.int32)
                 cached_key.value = jax.lax.dynamic_update_slice(
-                    cached_key.value, key.astype(cached_key.value.dtype), (zero, index, zero, zero))
+                    cached_key.value, key.astype(cached_key.value.dtype), (zero, index, zero, zero)
+                )
                 cached_value.value = jax.lax.dynamic_update_slice(
-                    cached_value.value, value.astype(cached_value.value.dtype),
-                    (zero, index, zero, zero))
+                    cached_value.value,
+                    value.astype(cached_value.value.dtype),
+                    (zero, index, zero, zero),
+                )
                 cache_index.value = index + 1
                 key, value = cached_key.value, cached_value.value
                 mask = (jnp.arange(max_length) <= index)[None, None, None, :]
                 if bias is not None:
                     bias = jax.lax.dynamic_slice_in_dim(bias, index, 1, axis=2)
 
-        logits = jnp.einsum("bqhd,bkhd->bhqk", query, key,
-                            preferred_element_type=jnp.float32).astype(jnp.float32)
+        logits = jnp.einsum(
+            "bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32
+        ).astype(jnp.float32)
         if bias is not None:
             logits = logits + bias.astype(jnp.float32)
         if mask is not None:
@@ -315,11 +355,13 @@ class MultiHeadAttention(nn.Module):
         weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
         if self.dropout_rate > 0.0:
             weights = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(
-                weights, deterministic=deterministic)
+                weights, deterministic=deterministic
+            )
         out = jnp.einsum("bhqk,bkhd->bqhd", weights, jnp.asarray(value, self.dtype))
         out = out.reshape(out.shape[:-2] + (features,))
-        return Dense(emb, kernel_axes=("joined_kv", "embed"), dtype=self.dtype,
-                     kernel_init=base, name="out")(out)
+        return Dense(
+            emb, kernel_axes=("joined_kv", "embed"), dtype=self.dtype, kernel_init=base, name="out"
+        )(out)
 
 
 class MlpBlock(nn.Module):
@@ -342,7 +384,8 @@ class MlpBlock(nn.Module):
         hidden = _constrain(hidden, ("batch", "length", "mlp"))
         if self.dropout_rate > 0.0:
             hidden = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(
-                hidden, deterministic=deterministic)
+                hidden, deterministic=deterministic
+            )
         return Dense(emb, ("mlp", "embed"), self.dtype, name="wo")(hidden)
 
 
@@ -361,12 +404,14 @@ class EncoderLayer(nn.Module):
         """x [b, l, e], mask [b, 1, l, l], bias [1, h, l, l] -> ([b, l, e], None)"""
         cfg, det = self.config, self.deterministic
         y = LayerNorm(cfg.dtype, name="pre_attention_layer_norm")(x)
-        y = MultiHeadAttention(cfg.num_heads, cfg.head_dim, cfg.dtype, cfg.dropout_rate,
-                               name="attention")(y, y, mask, bias, deterministic=det)
+        y = MultiHeadAttention(
+            cfg.num_heads, cfg.head_dim, cfg.dtype, cfg.dropout_rate, name="attention"
+        )(y, y, mask, bias, deterministic=det)
         x = x + _dropout(cfg)(y, deterministic=det)
         y = LayerNorm(cfg.dtype, name="pre_mlp_layer_norm")(x)
-        y = MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dtype, cfg.dropout_rate,
-                     name="mlp")(y, det)
+        y = MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dtype, cfg.dropout_rate, name="mlp")(
+            y, det
+        )
         x = x + _dropout(cfg)(y, deterministic=det)
         return _constrain(x, ("batch", "length", "embed")), None
 
@@ -379,24 +424,36 @@ class DecoderLayer(nn.Module):
     decode: bool = False
 
     @nn.compact
-    def __call__(self, y: Array, encoded: Optional[Array], self_mask: Optional[Array],
-                 cross_mask: Array, bias: Array):
+    def __call__(
+        self,
+        y: Array,
+        encoded: Optional[Array],
+        self_mask: Optional[Array],
+        cross_mask: Array,
+        bias: Array,
+    ):
         """y [b, lt, e], encoded [b, ls, e], self_mask [b, 1, lt, lt], cross_mask
         [b, 1, lt, ls], bias [1, h, lt, lt] -> ([b, lt, e], None)"""
         cfg, det = self.config, self.deterministic
         x = LayerNorm(cfg.dtype, name="pre_self_attention_layer_norm")(y)
-        x = MultiHeadAttention(cfg.num_heads, cfg.head_dim, cfg.dtype, cfg.dropout_rate,
-                               name="self_attention")(x, x, self_mask, bias, deterministic=det,
-                                                      decode=self.decode)
+        x = MultiHeadAttention(
+            cfg.num_heads, cfg.head_dim, cfg.dtype, cfg.dropout_rate, name="self_attention"
+        )(x, x, self_mask, bias, deterministic=det, decode=self.decode)
         y = y + _dropout(cfg)(x, deterministic=det)
         x = LayerNorm(cfg.dtype, name="pre_cross_attention_layer_norm")(y)
-        x = MultiHeadAttention(cfg.num_heads, cfg.head_dim, cfg.dtype, cfg.dropout_rate,
-                               is_cross=True, name="encoder_decoder_attention")(
-            x, encoded, cross_mask, None, deterministic=det, decode=self.decode)
+        x = MultiHeadAttention(
+            cfg.num_heads,
+            cfg.head_dim,
+            cfg.dtype,
+            cfg.dropout_rate,
+            is_cross=True,
+            name="encoder_decoder_attention",
+        )(x, encoded, cross_mask, None, deterministic=det, decode=self.decode)
         y = y + _dropout(cfg)(x, deterministic=det)
         x = LayerNorm(cfg.dtype, name="pre_mlp_layer_norm")(y)
-        x = MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dtype, cfg.dropout_rate,
-                     name="mlp")(x, det)
+        x = MlpBlock(cfg.mlp_dim, cfg.mlp_activations, cfg.dtype, cfg.dropout_rate, name="mlp")(
+            x, det
+        )
         y = y + _dropout(cfg)(x, deterministic=det)
         return _constrain(y, ("batch", "length", "embed")), None
 
@@ -459,9 +516,14 @@ class Encoder(nn.Module):
     prompt_factory: Optional[Callable[[], nn.Module]] = None
 
     @nn.compact
-    def __call__(self, encoder_input_tokens: Array, *, enable_dropout: bool = True,
-                 encoder_segment_ids: Optional[Array] = None,
-                 prompt_index: Optional[Array] = None) -> tuple[Array, Array]:
+    def __call__(
+        self,
+        encoder_input_tokens: Array,
+        *,
+        enable_dropout: bool = True,
+        encoder_segment_ids: Optional[Array] = None,
+        prompt_index: Optional[Array] = None,
+    ) -> tuple[Array, Array]:
         """tokens [b, l] int (0 = padding) -> (encoded [b, l', e], valid [b, l'] bool).
 
         l' = l + prompt length when a prompt is configured (it does not count against l).
@@ -472,8 +534,10 @@ class Encoder(nn.Module):
         valid = encoder_input_tokens > 0
         if self.prompt_factory is not None:
             if encoder_segment_ids is not None:
-                raise ValueError("packed inputs (segment ids) cannot be used with a prompt: "
-                                 "turn packing off in the feature converter")
+                raise ValueError(
+                    "packed inputs (segment ids) cannot be used with a prompt: "
+                    "turn packing off in the feature converter"
+                )
             x, valid = self.prompt_factory(name="prompt")(x, valid, prompt_index=prompt_index)
         elif prompt_index is not None:
             raise ValueError("prompt_index was given but the model has no prompt module")
@@ -481,11 +545,14 @@ class Encoder(nn.Module):
         dropout = _dropout(cfg)
         x = dropout(x, deterministic=det)
         length = x.shape[1]
-        mask = _segment_mask(attention_mask(valid, valid), encoder_segment_ids,
-                             encoder_segment_ids)
-        bias = RelativePositionBiases(cfg.relative_attention_num_buckets,
-                                      cfg.relative_attention_max_distance, cfg.num_heads,
-                                      cfg.dtype, name="relpos_bias")(length, length, True)
+        mask = _segment_mask(attention_mask(valid, valid), encoder_segment_ids, encoder_segment_ids)
+        bias = RelativePositionBiases(
+            cfg.relative_attention_num_buckets,
+            cfg.relative_attention_max_distance,
+            cfg.num_heads,
+            cfg.dtype,
+            name="relpos_bias",
+        )(length, length, True)
         stack = _layer_stack(EncoderLayer, cfg, cfg.num_encoder_layers, 2, deterministic=det)
         x = stack(x, mask, bias)
         x = LayerNorm(cfg.dtype, name="encoder_norm")(x)
@@ -499,12 +566,19 @@ class Decoder(nn.Module):
     shared_embedding: nn.Module
 
     @nn.compact
-    def __call__(self, encoded: Optional[Array], encoded_valid: Array,
-                 decoder_input_tokens: Array, decoder_target_tokens: Optional[Array] = None, *,
-                 enable_dropout: bool = True, decode: bool = False,
-                 max_decode_length: Optional[int] = None,
-                 encoder_segment_ids: Optional[Array] = None,
-                 decoder_segment_ids: Optional[Array] = None) -> Array:
+    def __call__(
+        self,
+        encoded: Optional[Array],
+        encoded_valid: Array,
+        decoder_input_tokens: Array,
+        decoder_target_tokens: Optional[Array] = None,
+        *,
+        enable_dropout: bool = True,
+        decode: bool = False,
+        max_decode_length: Optional[int] = None,
+        encoder_segment_ids: Optional[Array] = None,
+        decoder_segment_ids: Optional[Array] = None,
+    ) -> Array:
         """encoded [b, ls, e], encoded_valid [b, ls], decoder tokens [b, lt] -> logits
         [b, lt, vocab] float32.
 
@@ -523,29 +597,38 @@ class Decoder(nn.Module):
             target_valid = jnp.ones(y.shape[:2], bool)
             self_mask = None
         else:
-            target_tokens = (decoder_target_tokens if decoder_target_tokens is not None
-                             else decoder_input_tokens)
+            target_tokens = (
+                decoder_target_tokens if decoder_target_tokens is not None else decoder_input_tokens
+            )
             target_valid = target_tokens > 0
             causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
-            self_mask = _segment_mask(attention_mask(target_valid, target_valid) & causal,
-                                      decoder_segment_ids, decoder_segment_ids)
-        cross_mask = _segment_mask(attention_mask(target_valid, encoded_valid),
-                                   decoder_segment_ids, encoder_segment_ids)
-        relpos = RelativePositionBiases(cfg.relative_attention_num_buckets,
-                                        cfg.relative_attention_max_distance, cfg.num_heads,
-                                        cfg.dtype, name="relpos_bias")
+            self_mask = _segment_mask(
+                attention_mask(target_valid, target_valid) & causal,
+                decoder_segment_ids,
+                decoder_segment_ids,
+            )
+        cross_mask = _segment_mask(
+            attention_mask(target_valid, encoded_valid), decoder_segment_ids, encoder_segment_ids
+        )
+        relpos = RelativePositionBiases(
+            cfg.relative_attention_num_buckets,
+            cfg.relative_attention_max_distance,
+            cfg.num_heads,
+            cfg.dtype,
+            name="relpos_bias",
+        )
         bias_length = max_decode_length if decode and max_decode_length else length
         bias = relpos(bias_length, bias_length, bidirectional=False)
-        stack = _layer_stack(DecoderLayer, cfg, cfg.num_decoder_layers, 4, deterministic=det,
-                             decode=decode)
+        stack = _layer_stack(
+            DecoderLayer, cfg, cfg.num_decoder_layers, 4, deterministic=det, decode=decode
+        )
         y = stack(y, encoded, self_mask, cross_mask, bias)
         y = LayerNorm(cfg.dtype, name="decoder_norm")(y)
         y = dropout(y, deterministic=det)
         if cfg.logits_via_embedding:
             logits = self.shared_embedding.attend(y) / jnp.sqrt(jnp.float32(y.shape[-1]))
         else:
-            logits = Dense(cfg.vocab_size, ("embed", "vocab"), jnp.float32,
-                           name="logits_dense")(y)
+            logits = Dense(cfg.vocab_size, ("embed", "vocab"), jnp.float32, name="logits_dense")(y)
         return _constrain(logits, ("batch", "length", "vocab"))
 
 
@@ -565,48 +648,92 @@ class Transformer(nn.Module):
         self.encoder = Encoder(cfg, self.token_embedder, self.prompt_factory)
         self.decoder = Decoder(cfg, self.token_embedder)
 
-    def encode(self, encoder_input_tokens: Array, *, enable_dropout: bool = True,
-               encoder_segment_ids: Optional[Array] = None,
-               prompt_index: Optional[Array] = None) -> tuple[Array, Array]:
+    def encode(
+        self,
+        encoder_input_tokens: Array,
+        *,
+        enable_dropout: bool = True,
+        encoder_segment_ids: Optional[Array] = None,
+        prompt_index: Optional[Array] = None,
+    ) -> tuple[Array, Array]:
         """tokens [b, ls] -> (encoded [b, ls', e], encoded_valid [b, ls'] bool)."""
-        return self.encoder(encoder_input_tokens, enable_dropout=enable_dropout,
-                            encoder_segment_ids=encoder_segment_ids, prompt_index=prompt_index)
+        return self.encoder(
+            encoder_input_tokens,
+            enable_dropout=enable_dropout,
+            encoder_segment_ids=encoder_segment_ids,
+            prompt_index=prompt_index,
+        )
 
-    def decode(self, encoded: Optional[Array], encoded_valid: Array, decoder_input_tokens: Array,
-               decoder_target_tokens: Optional[Array] = None, *, enable_dropout: bool = True,
-               decode: bool = False, max_decode_length: Optional[int] = None,
-               encoder_segment_ids: Optional[Array] = None,
-               decoder_segment_ids: Optional[Array] = None) -> Array:
+    def decode(
+        self,
+        encoded: Optional[Array],
+        encoded_valid: Array,
+        decoder_input_tokens: Array,
+        decoder_target_tokens: Optional[Array] = None,
+        *,
+        enable_dropout: bool = True,
+        decode: bool = False,
+        max_decode_length: Optional[int] = None,
+        encoder_segment_ids: Optional[Array] = None,
+        decoder_segment_ids: Optional[Array] = None,
+    ) -> Array:
         """-> logits [b, lt, vocab] float32. See `Decoder.__call__`."""
-        return self.decoder(encoded, encoded_valid, decoder_input_tokens, decoder_target_tokens,
-                            enable_dropout=enable_dropout, decode=decode,
-                            max_decode_length=max_decode_length,
-                            encoder_segment_ids=encoder_segment_ids,
-                            decoder_segment_ids=decoder_segment_ids)
+        return self.decoder(
+            encoded,
+            encoded_valid,
+            decoder_input_tokens,
+            decoder_target_tokens,
+            enable_dropout=enable_dropout,
+            decode=decode,
+            max_decode_length=max_decode_length,
+            encoder_segment_ids=encoder_segment_ids,
+            decoder_segment_ids=decoder_segment_ids,
+        )
 
-    def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
-                 decoder_target_tokens: Array, *, enable_dropout: bool = True,
-                 encoder_segment_ids: Optional[Array] = None,
-                 decoder_segment_ids: Optional[Array] = None,
-                 prompt_index: Optional[Array] = None) -> Array:
+    def __call__(
+        self,
+        encoder_input_tokens: Array,
+        decoder_input_tokens: Array,
+        decoder_target_tokens: Array,
+        *,
+        enable_dropout: bool = True,
+        encoder_segment_ids: Optional[Array] = None,
+        decoder_segment_ids: Optional[Array] = None,
+        prompt_index: Optional[Array] = None,
+    ) -> Array:
         """encoder_input_tokens [b, ls], decoder_input_tokens [b, lt], decoder_target_tokens
         [b, lt] -> logits [b, lt, vocab] float32. Token id 0 is padding."""
-        encoded, valid = self.encode(encoder_input_tokens, enable_dropout=enable_dropout,
-                                     encoder_segment_ids=encoder_segment_ids,
-                                     prompt_index=prompt_index)
-        return self.decode(encoded, valid, decoder_input_tokens, decoder_target_tokens,
-                           enable_dropout=enable_dropout, encoder_segment_ids=encoder_segment_ids,
-                           decoder_segment_ids=decoder_segment_ids)
+        encoded, valid = self.encode(
+            encoder_input_tokens,
+            enable_dropout=enable_dropout,
+            encoder_segment_ids=encoder_segment_ids,
+            prompt_index=prompt_index,
+        )
+        return self.decode(
+            encoded,
+            valid,
+            decoder_input_tokens,
+            decoder_target_tokens,
+            enable_dropout=enable_dropout,
+            encoder_segment_ids=encoder_segment_ids,
+            decoder_segment_ids=decoder_segment_ids,
+        )
 
 
-def abstract_variables(config: T5Config, prompt_factory=None, batch: int = 1,
-                       input_length: int = 1, target_length: int = 1):
+def abstract_variables(
+    config: T5Config,
+    prompt_factory=None,
+    batch: int = 1,
+    input_length: int = 1,
+    target_length: int = 1,
+):
     """Boxed abstract parameters (ShapeDtypeStructs carrying logical names); allocates nothing."""
     model = Transformer(config, prompt_factory)
     enc = jax.ShapeDtypeStruct((batch, input_length), jnp.int32)
     dec = jax.ShapeDtypeStruct((batch, target_length), jnp.int32)
     return jax.eval_shape(
-        lambda e, d: model.init(jax.random.PRNGKey(0), e, d, d, enable_dropout=False), enc, dec)
+        lambda e, d: model.init(jax.random.PRNGKey(0), e, d, d, enable_dropout=False), enc, dec
+    )
 
 
 def parameter_count(config: T5Config) -> int:

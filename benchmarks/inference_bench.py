@@ -1,0 +1,103 @@
+"""Inference workloads of the inference issue, on ptune's prompt bank (`ptune.inference`):
+
+- mixed-task serving: requests for K = 5 prompts arrive interleaved with a skewed task mix
+  (16, 12, 6, 4, 2 of 40); ptune serves them in mixed batches of 8 (one `Server` whose bank
+  holds all five prompts, a `prompt_index` per example), against what a single-adapter
+  system must do: group by task and run each group in its own batches of 8 (5 servers;
+  groups that do not fill a batch are padded), `inference.serve_grouped`.
+- ensembling (paper, Table 3): 8 examples under 5 prompts in one pass (40 rows, one batch),
+  against five passes of 8 rows, one per prompt.
+
+Greedy decoding of `targets` tokens, float32, the same frozen weights as the training steps.
+Every contender is called once untimed (compilation), then timed as in `timing`. Outputs of
+the two ways are compared: they must be equal token for token, or nothing is reported.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks import timing
+from ptune import inference
+
+TASK_MIX = (16, 12, 6, 4, 2)  # requests per prompt
+BATCH = 8
+ENSEMBLE = 5
+ENSEMBLE_EXAMPLES = 8
+
+
+def _bank_prompts(bench, count: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.RandomState(seed + 7)
+    return {
+        f"task{k}": rng.uniform(-0.5, 0.5, (bench.prompt, bench.d_model)).astype(np.float32)
+        for k in range(count)
+    }
+
+
+def run(bench, config, params, batches, steps: int, warmup: int, rounds: int) -> dict:
+    """Timings of the two workloads on one configuration (see the module docstring)."""
+    named = _bank_prompts(bench, len(TASK_MIX), 0)
+    names = list(named)
+    bank = inference.Bank.from_arrays(named)
+    inputs = np.concatenate([b["encoder_input_tokens"] for b in batches], axis=0)
+    rng = np.random.RandomState(1)
+    order = rng.permutation(np.repeat(np.arange(len(TASK_MIX)), TASK_MIX))
+    requests = [(names[k], inputs[i % len(inputs)]) for i, k in enumerate(order)]
+    mixed = inference.Server(config, params, bank, batch_size=BATCH)
+    single = {
+        n: inference.Server(
+            config, params, inference.Bank.from_arrays({n: named[n]}), batch_size=BATCH
+        )
+        for n in names
+    }
+    length = bench.targets
+
+    examples = inputs[:ENSEMBLE_EXAMPLES]
+    members = list(range(ENSEMBLE))
+    one_pass = inference.Server(config, params, bank, batch_size=ENSEMBLE * ENSEMBLE_EXAMPLES)
+
+    def five_passes():
+        return [
+            mixed.generate(examples, np.full(len(examples), m, np.int32), max_length=length)
+            for m in members
+        ]
+
+    runs = {
+        "mixed_batches": lambda i: inference.serve_mixed(mixed, requests, max_length=length),
+        "grouped_per_task": lambda i: inference.serve_grouped(single, requests, max_length=length),
+        "ensemble_one_pass": lambda i: inference.ensemble_generate(
+            one_pass, examples, members, max_length=length
+        )[0],
+        "ensemble_five_passes": lambda i: five_passes(),
+    }
+    same_mixed = np.array_equal(runs["mixed_batches"](0), runs["grouped_per_task"](0))
+    per_prompt = runs["ensemble_one_pass"](0)
+    same_ensemble = np.array_equal(per_prompt, np.stack(runs["ensemble_five_passes"](0)))
+    if not (same_mixed and same_ensemble):
+        return {
+            "status": "failed",
+            "reason": "outputs differ between the two ways "
+            f"(mixed == grouped: {same_mixed}, one pass == five passes: {same_ensemble})",
+        }
+    timings = timing.time_interleaved(
+        runs, {n: warmup for n in runs}, {n: steps for n in runs}, rounds
+    )
+    out = {
+        "status": "ok",
+        "config": bench.name,
+        "requests": len(requests),
+        "task_mix": list(TASK_MIX),
+        "batch_size": BATCH,
+        "decode_length": length,
+        "ensemble": {"prompts": ENSEMBLE, "examples": ENSEMBLE_EXAMPLES},
+    }
+    for name, t in timings.items():
+        rows = len(requests) if "batches" in name or "task" in name else ENSEMBLE_EXAMPLES
+        out[name] = t.as_dict(rows)
+    out["mixed_speedup_vs_grouped"] = (
+        timings["grouped_per_task"].median_s / timings["mixed_batches"].median_s
+    )
+    out["ensemble_one_pass_speedup"] = (
+        timings["ensemble_five_passes"].median_s / timings["ensemble_one_pass"].median_s
+    )
+    return out

@@ -296,7 +296,7 @@ def main(argv=None) -> int:
         help="timed steps per contender (default: per configuration, workloads.CONFIGS)",
     )
     parser.add_argument("--warmup", type=int, default=None)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating timing rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
     parser.add_argument("--batches", type=int, default=4, help="distinct batches cycled")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

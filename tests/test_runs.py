@@ -267,3 +267,45 @@ def test_unreachable_data_is_one_line_with_the_remedies():
     with pytest.raises(KeyError):  # other errors pass through untouched
         with data.dataset_errors("x"):
             raise KeyError("bug")
+
+
+DISK_FULL = """
+import resource, signal, sys
+sys.path.insert(0, {tests!r})
+import ptune.tasks
+from ptune import trainer
+from ptune.errors import UserError
+from test_runs import tiny_config
+
+def fill_disk(context):  # from step 3 on, no file may grow past 64 bytes: EFBIG, as ENOSPC
+    if context.step == 3:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, resource.RLIM_INFINITY))
+
+cfg = tiny_config({model_dir!r}, train_steps=4, eval_period=0, checkpoint_period=1)
+try:
+    trainer.train(cfg, hooks=[trainer.Hook(every=1, fn=fill_disk)])
+except UserError as e:
+    print("ptune: error:", e)
+    sys.exit(2)
+"""
+
+
+def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path):
+    model_dir = tmp_path / "run"
+    script = DISK_FULL.format(tests=os.path.dirname(__file__), model_dir=str(model_dir))
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd="/"
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert (
+        "saving the checkpoint of step 3" in proc.stdout and "checkpoint 2 is intact" in proc.stdout
+    ), proc.stdout
+    steps = sorted(n for n in os.listdir(model_dir / "checkpoints") if n.isdigit())
+    assert steps == ["1", "2"]
+    # With space again, the run resumes from step 2 and the half-written save is gone.
+    summary = trainer.train(
+        tiny_config(model_dir, train_steps=4, eval_period=0, checkpoint_period=1)
+    )
+    assert summary["step"] == 4
+    assert sorted(os.listdir(model_dir / "checkpoints")) == ["3", "4"]

@@ -61,7 +61,10 @@ def add_mfu(results: dict) -> None:
 
 def headline(results: dict, name: str) -> dict:
     """Top-level keys for configuration `name` (the larger CPU one): speedup_vs_peft,
-    prompt_over_model_tuning, mfu, and `targets` saying which were met and by how much."""
+    prompt_over_model_tuning, mfu (from medians, as the issue asks), and `targets` saying
+    which were met. A target counts as met only if the median figure AND the fastest-step
+    figure both meet it: a neighbour's load inflates medians unevenly (PyTorch's OpenMP
+    threads stall on a busy core far more than XLA's), and no such artefact may claim one."""
     if name not in results["configs"]:
         name = list(results["configs"])[-1]
     config = results["configs"][name]
@@ -70,14 +73,17 @@ def headline(results: dict, name: str) -> dict:
     values["mfu_min"] = config["steps"]["ptune_prompt"].get("mfu_min")
     targets = {}
     for key, (op, goal, what) in TARGETS.items():
-        value = values.get(key)
-        met = None if value is None else (value >= goal if op == ">=" else value <= goal)
+        value, fastest = values.get(key), values.get(f"{key}_min")
+        met = None
+        if value is not None and fastest is not None:
+            ok = (lambda v: v >= goal) if op == ">=" else (lambda v: v <= goal)
+            met = bool(ok(value) and ok(fastest))
         targets[key] = {
             "what": what,
             "goal": f"{op} {goal}",
             "value": value,
             "met": met,
-            "value_on_fastest_steps": values.get(f"{key}_min"),
+            "value_on_fastest_steps": fastest,
         }
     return {
         "headline_config": name,
@@ -227,3 +233,31 @@ def write(results: dict, table: str, directory: str) -> list[str]:
     with open(stem + ".md", "w") as f:
         f.write(table + "\n")
     return [stem + ".json", stem + ".md"]
+
+
+def main(argv=None) -> int:
+    """`python benchmarks/report.py RESULTS.json`: recomputes the derived figures and rewrites
+    the .md beside it from the measurements the JSON holds (no re-timing)."""
+    import argparse
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from benchmarks import workloads
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("results")
+    args = parser.parse_args(argv)
+    with open(args.results) as f:
+        results = json.load(f)
+    for config in results["configs"].values():
+        config["ratios"] = ratios(config["steps"])
+    add_mfu(results)
+    results.update(headline(results, workloads.HEADLINE))
+    table = markdown(results)
+    write(results, table, os.path.dirname(os.path.abspath(args.results)))
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -73,6 +73,15 @@ def feature_converter(pack: bool = False) -> seqio.FeatureConverter:
     return seqio.EncDecFeatureConverter(pack=pack)
 
 
+def check_vocabularies(task_name: str) -> None:
+    """Loads the task's vocabularies now, so a missing file fails before any work is done."""
+    for feature in get_task(task_name).output_features.values():
+        try:
+            _ = feature.vocabulary.vocab_size
+        except (OSError, ValueError) as e:
+            raise UserError(f"task {task_name}: {e}") from e
+
+
 def output_vocabulary(task_name: str):
     return get_task(task_name).output_features["targets"].vocabulary
 

@@ -291,8 +291,8 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     if cfg.early_stopping_patience is not None and cfg.eval_metric is None:
         raise UserError("early_stopping_patience needs eval_metric (e.g. 'accuracy')")
 
-    # ---- task: fail on an unknown name before any heavy work
-    data.get_task(cfg.mixture_or_task_name)
+    # ---- task and vocabularies: an unknown name or a missing file fails before any work
+    data.check_vocabularies(cfg.mixture_or_task_name)
     if main_process:
         prepare_model_dir(cfg, config_text)
 

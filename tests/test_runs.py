@@ -309,3 +309,22 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path):
     )
     assert summary["step"] == 4
     assert sorted(os.listdir(model_dir / "checkpoints")) == ["3", "4"]
+
+
+def test_missing_vocabulary_fails_before_anything_is_written(tmp_path):
+    model_dir = tmp_path / "run"
+    proc = _ptune(
+        "train",
+        "--gin_file=models/t5_1_1_tiny.gin",
+        "--gin_file=runs/demo.gin",
+        f"--gin.MODEL_DIR='{model_dir}'",
+        "--gin.MIXTURE_OR_TASK_NAME='taskless_super_glue_rte_v102'",
+        f"--spm_path={tmp_path / 'missing.model'}",
+    )
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "ptune: error: task taskless_super_glue_rte_v102: SentencePiece "
+        f"model not found: '{tmp_path / 'missing.model'}'"
+    ), last
+    assert not model_dir.exists()

@@ -4,10 +4,11 @@
 
 Writes a random T5 1.1 checkpoint in the legacy t5x layout (gzip zarr + msgpack, as t5x
 writes it) once, in its own subprocess (Linux carries a parent's peak RSS into forked
-children, so the writer must not be the loader's parent), then loads it in a fresh subprocess and reports wall time and the
-subprocess's peak RSS (`resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`), next to the size
-of the parameters in the target dtype: a loader that held two copies would peak near twice
-that plus the interpreter's baseline.
+children, so the writer must not be the loader's parent), then loads it in a fresh
+subprocess and reports wall time and the subprocess's peak RSS
+(`resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`), next to the size of the parameters in
+the target dtype: a loader that held two copies would peak near twice that plus the
+interpreter's baseline.
 """
 
 from __future__ import annotations
@@ -30,10 +31,16 @@ def config_for(size: str):
     from ptune.models import t5
 
     s = SIZES[size]
-    return t5.T5Config(vocab_size=32128, emb_dim=s["emb_dim"], num_heads=s["num_heads"],
-                       head_dim=s["head_dim"], mlp_dim=s["mlp_dim"],
-                       num_encoder_layers=s["layers"], num_decoder_layers=s["layers"],
-                       mlp_activations=("gelu", "linear"))
+    return t5.T5Config(
+        vocab_size=32128,
+        emb_dim=s["emb_dim"],
+        num_heads=s["num_heads"],
+        head_dim=s["head_dim"],
+        mlp_dim=s["mlp_dim"],
+        num_encoder_layers=s["layers"],
+        num_decoder_layers=s["layers"],
+        mlp_activations=("gelu", "linear"),
+    )
 
 
 def write(size: str, directory: str) -> None:
@@ -45,8 +52,7 @@ def write(size: str, directory: str) -> None:
     from ptune.checkpoints import t5x_write
     from ptune.models import t5
 
-    shapes = traverse_util.flatten_dict(nn.unbox(t5.abstract_variables(config_for(size))
-                                                 ["params"]))
+    shapes = traverse_util.flatten_dict(nn.unbox(t5.abstract_variables(config_for(size))["params"]))
     rng = np.random.default_rng(0)
 
     params = {k: rng.standard_normal(v.shape, np.float32) * 0.05 for k, v in shapes.items()}
@@ -67,7 +73,8 @@ def measure(directory: str, dtype: str) -> None:
         "b = sum(x.nbytes for x in jax.tree_util.tree_leaves(params))\n"
         "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "print(f'params={n:,} bytes={b/2**20:.0f}MiB load={dt:.2f}s '\n"
-        "      f'rss_before_load={base/1024:.0f}MiB peak_rss={peak/1024:.0f}MiB')\n")
+        "      f'rss_before_load={base/1024:.0f}MiB peak_rss={peak/1024:.0f}MiB')\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(f"subprocess peak RSS (getrusage children): {child / 1024:.0f} MiB")
@@ -85,8 +92,16 @@ def main() -> None:
         return
     if not os.path.exists(os.path.join(args.dir, "checkpoint")):
         t = time.perf_counter()
-        subprocess.run([sys.executable, __file__, "--write_only", f"--gin_size={args.gin_size}",
-                        f"--dir={args.dir}"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--write_only",
+                f"--gin_size={args.gin_size}",
+                f"--dir={args.dir}",
+            ],
+            check=True,
+        )
         print(f"wrote {args.dir} in {time.perf_counter() - t:.1f}s")
     measure(args.dir, args.dtype)
 

@@ -13,8 +13,9 @@
 
 Gin flags follow t5x: `--gin_file` (repeatable), `--gin.NAME=VALUE`, `--gin_bindings`,
 `--gin_search_paths`. Data flags (any command): `--tfds_data_dir`, `--tfds_manual_dir`,
-`--superglue_dir`, `--spm_path` (or gin: `data.DataSources.*`; or the environment). Bad input prints one line `ptune: error: ...` and exits with status 2;
-set PTUNE_DEBUG=1 to see the traceback as well.
+`--superglue_dir`, `--spm_path` (or gin: `data.DataSources.*`; or the environment).
+Bad input prints one line `ptune: error: ...` and exits with status 2; set PTUNE_DEBUG=1 to
+see the traceback as well.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def format_parameter_tree(boxed_params) -> list[str]:
 
     lines = []
     flat = jax.tree_util.tree_flatten_with_path(
-        boxed_params, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))[0]
+        boxed_params, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)
+    )[0]
     for path, leaf in flat:
         name = "/".join(str(getattr(k, "key", k)) for k in path)
         names = getattr(leaf, "names", None)
@@ -71,15 +73,18 @@ def cmd_info(argv: Sequence[str], gin_args) -> int:
 
     parser = argparse.ArgumentParser(prog="ptune info")
     parser.add_argument("--no_tree", action="store_true", help="omit the parameter tree")
-    parser.add_argument("--checkpoint", metavar="PATH",
-                        help="describe a checkpoint (t5x, t5x Orbax, HF, ptune): detected "
-                             "format, inferred config (assumed fields marked), count; with "
-                             "--gin_file, check it strictly against that model instead")
+    parser.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="describe a checkpoint (t5x, t5x Orbax, HF, ptune): detected "
+        "format, inferred config (assumed fields marked), count; with "
+        "--gin_file, check it strictly against that model instead",
+    )
     args = parser.parse_args(argv)
     if not gin_args.files and not args.checkpoint:
         raise UserError("ptune info needs --gin_file=models/<model>.gin or --checkpoint=PATH")
-    from flax import linen as nn
     import jax
+    from flax import linen as nn
 
     from ptune.models import t5
 
@@ -111,10 +116,20 @@ def cmd_info(argv: Sequence[str], gin_args) -> int:
 @command("convert", "convert a t5x / HF checkpoint into ptune's Orbax format (fast restores)")
 def cmd_convert(argv: Sequence[str], gin_args) -> int:
     parser = argparse.ArgumentParser(prog="ptune convert")
-    parser.add_argument("--from", dest="src", required=True, metavar="PATH",
-                        help="checkpoint to convert (any format `ptune info` detects)")
-    parser.add_argument("--to", dest="dst", required=True, metavar="DIR",
-                        help="output directory (written atomically; must not exist)")
+    parser.add_argument(
+        "--from",
+        dest="src",
+        required=True,
+        metavar="PATH",
+        help="checkpoint to convert (any format `ptune info` detects)",
+    )
+    parser.add_argument(
+        "--to",
+        dest="dst",
+        required=True,
+        metavar="DIR",
+        help="output directory (written atomically; must not exist)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
     args = parser.parse_args(argv)
     from ptune import checkpoints
@@ -125,9 +140,15 @@ def cmd_convert(argv: Sequence[str], gin_args) -> int:
     return 0
 
 
-REQUIRED_MACROS = ("MODEL_DIR", "MIXTURE_OR_TASK_NAME", "INITIAL_CHECKPOINT_PATH",
-                   "INITIAL_PROMPT_FILE", "PROMPT_FILES", "INFER_INPUT_FILE",
-                   "INFER_OUTPUT_FILE")
+REQUIRED_MACROS = (
+    "MODEL_DIR",
+    "MIXTURE_OR_TASK_NAME",
+    "INITIAL_CHECKPOINT_PATH",
+    "INITIAL_PROMPT_FILE",
+    "PROMPT_FILES",
+    "INFER_INPUT_FILE",
+    "INFER_OUTPUT_FILE",
+)
 
 
 def _check_required_macros() -> None:
@@ -139,16 +160,21 @@ def _check_required_macros() -> None:
             value = gin.query_parameter(f"{name}/macro.value")
         except (ValueError, KeyError):
             continue
-        if value is gin.REQUIRED or type(value).__name__ == "_GinRequired" or (
-                hasattr(value, "selector") and "REQUIRED" in str(value)):
-            example = {"MODEL_DIR": "'runs/my_run'",
-                       "MIXTURE_OR_TASK_NAME": "'taskless_super_glue_boolq_v102'",
-                       "INITIAL_CHECKPOINT_PATH": "'gs://.../checkpoint_1100000'",
-                       "INITIAL_PROMPT_FILE": "'prompt.npy'",
-                       "PROMPT_FILES": "{'task_name': 'prompt.npy'}",
-                       "INFER_INPUT_FILE": "'requests.jsonl'",
-                       "INFER_OUTPUT_FILE": "'predictions.jsonl'"}[name]
-            raise UserError(f"{name} is required: pass --gin.{name}=\"{example}\"")
+        if (
+            value is gin.REQUIRED
+            or type(value).__name__ == "_GinRequired"
+            or (hasattr(value, "selector") and "REQUIRED" in str(value))
+        ):
+            example = {
+                "MODEL_DIR": "'runs/my_run'",
+                "MIXTURE_OR_TASK_NAME": "'taskless_super_glue_boolq_v102'",
+                "INITIAL_CHECKPOINT_PATH": "'gs://.../checkpoint_1100000'",
+                "INITIAL_PROMPT_FILE": "'prompt.npy'",
+                "PROMPT_FILES": "{'task_name': 'prompt.npy'}",
+                "INFER_INPUT_FILE": "'requests.jsonl'",
+                "INFER_OUTPUT_FILE": "'predictions.jsonl'",
+            }[name]
+            raise UserError(f'{name} is required: pass --gin.{name}="{example}"')
 
 
 def _setup_logging() -> None:
@@ -158,9 +184,12 @@ def _setup_logging() -> None:
     logging.getLogger("ptune").setLevel(logging.INFO)
 
 
-DATA_FLAGS = {"--tfds_data_dir": "TFDS_DATA_DIR", "--spm_path": "PTUNE_SPM_PATH",
-              "--tfds_manual_dir": "PTUNE_TFDS_MANUAL_DIR",
-              "--superglue_dir": "PTUNE_SUPERGLUE_DIR"}
+DATA_FLAGS = {
+    "--tfds_data_dir": "TFDS_DATA_DIR",
+    "--spm_path": "PTUNE_SPM_PATH",
+    "--tfds_manual_dir": "PTUNE_TFDS_MANUAL_DIR",
+    "--superglue_dir": "PTUNE_SUPERGLUE_DIR",
+}
 
 
 def _take_data_flags(argv: Sequence[str]) -> list[str]:
@@ -192,8 +221,11 @@ def cmd_train(argv: Sequence[str], gin_args) -> int:
     import gin
 
     parser = argparse.ArgumentParser(prog="ptune train")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start afresh even if MODEL_DIR holds a different run")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh even if MODEL_DIR holds a different run",
+    )
     args = parser.parse_args(argv)
     _setup_logging()
     import ptune.tasks  # noqa: F401  registers the tasks
@@ -204,9 +236,10 @@ def cmd_train(argv: Sequence[str], gin_args) -> int:
         cfg = dataclasses.replace(cfg, overwrite=True)
     summary = trainer.train(cfg, config_text=gin.config_str())
     best = summary.get("best")
-    print(f"trained to step {summary['step']} in {cfg.model_dir}"
-          + (f"; best {best['metric']} {best['value']:.4f} at step {best['step']}" if best
-             else ""))
+    print(
+        f"trained to step {summary['step']} in {cfg.model_dir}"
+        + (f"; best {best['metric']} {best['value']:.4f} at step {best['step']}" if best else "")
+    )
     return 0
 
 
@@ -243,8 +276,11 @@ def cmd_infer(argv: Sequence[str], gin_args) -> int:
 @command("ensemble", "evaluate N prompts of one task in one pass; majority vote (Table 3)")
 def cmd_ensemble(argv: Sequence[str], gin_args) -> int:
     parser = argparse.ArgumentParser(prog="ptune ensemble")
-    parser.add_argument("--prompt_files", required=True,
-                        help="comma-separated prompt files (.npy/.safetensors/PEFT dirs)")
+    parser.add_argument(
+        "--prompt_files",
+        required=True,
+        help="comma-separated prompt files (.npy/.safetensors/PEFT dirs)",
+    )
     parser.add_argument("--output", default=None, help="write the table as JSON here")
     args = parser.parse_args(argv)
     _setup_logging()
@@ -254,10 +290,15 @@ def cmd_ensemble(argv: Sequence[str], gin_args) -> int:
     eval_cfg = _configured(gin_args, evaluation.EvalConfig)
     files = [f for f in args.prompt_files.split(",") if f]
     cfg = serving.EnsembleConfig(
-        mixture_or_task_name=eval_cfg.mixture_or_task_name, model=eval_cfg.model,
-        checkpoint_path=eval_cfg.checkpoint_path, prompt_files=files,
-        task_feature_lengths=eval_cfg.task_feature_lengths, batch_size=eval_cfg.batch_size,
-        split=eval_cfg.split, output_file=args.output)
+        mixture_or_task_name=eval_cfg.mixture_or_task_name,
+        model=eval_cfg.model,
+        checkpoint_path=eval_cfg.checkpoint_path,
+        prompt_files=files,
+        task_feature_lengths=eval_cfg.task_feature_lengths,
+        batch_size=eval_cfg.batch_size,
+        split=eval_cfg.split,
+        output_file=args.output,
+    )
     table = serving.run_ensemble(cfg)
     print(serving.format_table(table))
     return 0
@@ -270,8 +311,11 @@ def cmd_explain(argv: Sequence[str], gin_args) -> int:
     parser = argparse.ArgumentParser(prog="ptune explain")
     parser.add_argument("--prompt_file", required=True)
     parser.add_argument("--checkpoint", required=True, help="the frozen model (embedding table)")
-    parser.add_argument("--task", default=None,
-                        help="task whose vocabulary decodes tokens and whose labels summarise")
+    parser.add_argument(
+        "--task",
+        default=None,
+        help="task whose vocabulary decodes tokens and whose labels summarise",
+    )
     parser.add_argument("--labels", default=None, help="comma-separated labels (else the task's)")
     parser.add_argument("--top_k", type=int, default=5)
     parser.add_argument("--output", default=None, help="JSON output (default: beside prompt)")
@@ -289,8 +333,9 @@ def cmd_explain(argv: Sequence[str], gin_args) -> int:
     if args.labels:
         labels = [x for x in args.labels.split(",") if x]
     prompt = prompts.load_prompt_file(args.prompt_file)
-    result = interpret.explain(prompt, interpret.read_embedding(args.checkpoint), vocabulary,
-                               labels, args.top_k)
+    result = interpret.explain(
+        prompt, interpret.read_embedding(args.checkpoint), vocabulary, labels, args.top_k
+    )
     print(interpret.format_text(result))
     output = args.output or os.path.splitext(args.prompt_file)[0] + ".explain.json"
     with open(output + ".tmp", "w") as f:
@@ -322,35 +367,58 @@ def cmd_tasks(argv: Sequence[str], gin_args) -> int:
 @command("export", "write a prompt for other tools: a PEFT adapter directory, .npy or .safetensors")
 def cmd_export(argv: Sequence[str], gin_args) -> int:
     parser = argparse.ArgumentParser(prog="ptune export")
-    parser.add_argument("--format", required=True, choices=("peft", "npy", "safetensors"),
-                        help="peft: adapter_model.safetensors + adapter_config.json that "
-                             "peft.PeftModel.from_pretrained loads")
-    parser.add_argument("--prompt", required=True, metavar="PATH",
-                        help="the prompt: .npy, .safetensors or a PEFT adapter directory")
-    parser.add_argument("--to", required=True, metavar="PATH",
-                        help="output directory (peft) or file (.npy / .safetensors)")
-    parser.add_argument("--base_model", metavar="NAME",
-                        help="base_model_name_or_path recorded in the PEFT adapter config")
+    parser.add_argument(
+        "--format",
+        required=True,
+        choices=("peft", "npy", "safetensors"),
+        help="peft: adapter_model.safetensors + adapter_config.json that "
+        "peft.PeftModel.from_pretrained loads",
+    )
+    parser.add_argument(
+        "--prompt",
+        required=True,
+        metavar="PATH",
+        help="the prompt: .npy, .safetensors or a PEFT adapter directory",
+    )
+    parser.add_argument(
+        "--to",
+        required=True,
+        metavar="PATH",
+        help="output directory (peft) or file (.npy / .safetensors)",
+    )
+    parser.add_argument(
+        "--base_model",
+        metavar="NAME",
+        help="base_model_name_or_path recorded in the PEFT adapter config",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing PATH")
     args = parser.parse_args(argv)
     from ptune import export
 
-    written = export.export_prompt(args.prompt, args.to, args.format,
-                                   base_model=args.base_model, overwrite=args.overwrite)
+    written = export.export_prompt(
+        args.prompt, args.to, args.format, base_model=args.base_model, overwrite=args.overwrite
+    )
     print(f"wrote {written}")
     return 0
 
 
 # ---- capacity planning and multi-process flags (ptune.plan, ptune.distributed)
 
-PLAN_PLACEHOLDERS = ["MODEL_DIR='(plan)'", "MIXTURE_OR_TASK_NAME='(plan)'",
-                     "INITIAL_CHECKPOINT_PATH=None", "INITIAL_PROMPT_FILE=None"]
+PLAN_PLACEHOLDERS = [
+    "MODEL_DIR='(plan)'",
+    "MIXTURE_OR_TASK_NAME='(plan)'",
+    "INITIAL_CHECKPOINT_PATH=None",
+    "INITIAL_PROMPT_FILE=None",
+]
 
 
 def _simulate_cpu_devices(count: int) -> None:
     """Makes jax (not yet started) see `count` CPU devices, however many chips are here."""
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
-             if not f.startswith("--xla_force_host_platform_device_count")]
+    flags = [
+        f
+        for f in os.environ.get("XLA_FLAGS", "").split()
+        if not f.startswith("--xla_force_host_platform_device_count")
+    ]
     os.environ["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={count}"])
     os.environ["JAX_PLATFORMS"] = "cpu"
 
@@ -358,15 +426,27 @@ def _simulate_cpu_devices(count: int) -> None:
 @command("plan", "per-device memory of a training run on a mesh, compiled from shapes only")
 def cmd_plan(argv: Sequence[str], gin_args) -> int:
     parser = argparse.ArgumentParser(
-        prog="ptune plan", description="Compiles the sharded train step from abstract shapes "
+        prog="ptune plan",
+        description="Compiles the sharded train step from abstract shapes "
         "(no weights allocated) and prints per-device memory; the last line reads "
-        "'per_device_bytes: N'. Required run macros (MODEL_DIR, ...) need not be given.")
-    parser.add_argument("--mesh_shape", required=True, metavar="DATA,MODEL",
-                        help="mesh to plan for, e.g. 4,4 (simulated on CPU devices)")
-    parser.add_argument("--scan_layers", action="store_true",
-                        help="plan with scanned layers: much faster to compile for big models")
-    parser.add_argument("--real_devices", action="store_true",
-                        help="compile for this machine's own devices instead of simulated CPUs")
+        "'per_device_bytes: N'. Required run macros (MODEL_DIR, ...) need not be given.",
+    )
+    parser.add_argument(
+        "--mesh_shape",
+        required=True,
+        metavar="DATA,MODEL",
+        help="mesh to plan for, e.g. 4,4 (simulated on CPU devices)",
+    )
+    parser.add_argument(
+        "--scan_layers",
+        action="store_true",
+        help="plan with scanned layers: much faster to compile for big models",
+    )
+    parser.add_argument(
+        "--real_devices",
+        action="store_true",
+        help="compile for this machine's own devices instead of simulated CPUs",
+    )
     args = parser.parse_args(argv)
     try:
         data, model = (int(n) for n in args.mesh_shape.split(","))
@@ -379,22 +459,30 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
     _setup_logging()
     from ptune import ginconfig, plan, trainer
 
-    ginconfig.parse(dataclasses.replace(gin_args,
-                                        bindings=PLAN_PLACEHOLDERS + list(gin_args.bindings)))
+    ginconfig.parse(
+        dataclasses.replace(gin_args, bindings=PLAN_PLACEHOLDERS + list(gin_args.bindings))
+    )
     cfg = ginconfig.call(trainer.TrainConfig)
     model_config = cfg.model.replace(scan_layers=True) if args.scan_layers else cfg.model
     result = plan.plan_training(
-        model_config, mesh=dataclasses.replace(cfg.partitioning, mesh_shape=(data, model)),
-        batch_size=cfg.batch_size, feature_lengths=cfg.task_feature_lengths,
+        model_config,
+        mesh=dataclasses.replace(cfg.partitioning, mesh_shape=(data, model)),
+        batch_size=cfg.batch_size,
+        feature_lengths=cfg.task_feature_lengths,
         prompt_length=cfg.prompt.length if cfg.prompt is not None else None,
         placement=cfg.prompt.placement if cfg.prompt is not None else "prefix",
-        trainable=cfg.trainable, optimizer=cfg.optimizer, loss=cfg.loss,
-        frozen_dtype=cfg.frozen_dtype)
-    print(f"model: {model_config.num_encoder_layers}+{model_config.num_decoder_layers} layers, "
-          f"emb {model_config.emb_dim}, activations {model_config.dtype}, frozen weights "
-          f"{cfg.frozen_dtype or 'float32'}, remat {model_config.remat_policy}, scanned "
-          f"{model_config.scan_layers}; batch {cfg.batch_size}, lengths "
-          f"{dict(cfg.task_feature_lengths)}")
+        trainable=cfg.trainable,
+        optimizer=cfg.optimizer,
+        loss=cfg.loss,
+        frozen_dtype=cfg.frozen_dtype,
+    )
+    print(
+        f"model: {model_config.num_encoder_layers}+{model_config.num_decoder_layers} layers, "
+        f"emb {model_config.emb_dim}, activations {model_config.dtype}, frozen weights "
+        f"{cfg.frozen_dtype or 'float32'}, remat {model_config.remat_policy}, scanned "
+        f"{model_config.scan_layers}; batch {cfg.batch_size}, lengths "
+        f"{dict(cfg.task_feature_lengths)}"
+    )
     print("\n".join(result.lines()))
     return 0
 
@@ -423,9 +511,9 @@ def _take_process_flags(argv: Sequence[str]) -> list[str]:
         try:
             config = distributed.ProcessConfig(
                 coordinator_address=values.get("coordinator_address"),
-                num_processes=int(values["num_processes"]) if "num_processes" in values
-                else None,
-                process_id=int(values["process_id"]) if "process_id" in values else None)
+                num_processes=int(values["num_processes"]) if "num_processes" in values else None,
+                process_id=int(values["process_id"]) if "process_id" in values else None,
+            )
         except ValueError:
             raise UserError("--num_processes and --process_id must be integers")
         distributed.initialize(config)
@@ -437,8 +525,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter out
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `ptune info | head` ends quietly
-    usage = "usage: ptune {" + ",".join(COMMANDS) + "} [flags]\n" + "\n".join(
-        f"  {name:<10} {text}" for name, (text, _) in COMMANDS.items())
+    usage = (
+        "usage: ptune {"
+        + ",".join(COMMANDS)
+        + "} [flags]\n"
+        + "\n".join(f"  {name:<10} {text}" for name, (text, _) in COMMANDS.items())
+    )
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
         return 0 if argv else 2

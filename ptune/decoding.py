@@ -86,8 +86,27 @@ def _filter_logits(logits: Array, top_k: int, top_p: float) -> Array:
     return logits
 
 
+def limit_vocab(logits: Array, vocab_limit: Optional[int]) -> Array:
+    """Masks logits [..., v] of ids >= vocab_limit: embedding rows past the tokenizer's
+    vocabulary (T5 pads 32,100 ids to 32,128 rows; resized copies are padded with zeros)
+    must never be generated."""
+    if vocab_limit is None or vocab_limit >= logits.shape[-1]:
+        return logits
+    allowed = jnp.arange(logits.shape[-1]) < vocab_limit
+    return jnp.where(allowed, logits, jnp.finfo(logits.dtype).min)
+
+
 @functools.partial(
-    jax.jit, static_argnames=("model", "max_length", "eos_id", "temperature", "top_k", "top_p")
+    jax.jit,
+    static_argnames=(
+        "model",
+        "max_length",
+        "eos_id",
+        "temperature",
+        "top_k",
+        "top_p",
+        "vocab_limit",
+    ),
 )
 def generate(
     model: t5.Transformer,
@@ -101,10 +120,12 @@ def generate(
     top_p: float = 1.0,
     rng: Optional[Array] = None,
     prompt_index: Optional[Array] = None,
+    vocab_limit: Optional[int] = None,
 ) -> Array:
     """Greedy (temperature 0) or sampled decoding with the KV cache.
 
-    encoder_input_tokens [b, ls] -> tokens [b, max_length] (0 after EOS).
+    encoder_input_tokens [b, ls] -> tokens [b, max_length] (0 after EOS); only ids below
+    `vocab_limit` (the tokenizer's size, when given) are generated.
     """
     encoded, valid = encode(model, params, encoder_input_tokens, prompt_index)
     batch = encoder_input_tokens.shape[0]
@@ -115,6 +136,7 @@ def generate(
     def body(carry):
         i, token, done, out, cache, rng = carry
         logits, cache = _step(model, params, cache, valid, token, max_length)
+        logits = limit_vocab(logits, vocab_limit)
         if temperature == 0.0:
             nxt = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         else:
@@ -178,7 +200,10 @@ def _gather_beams(tree: PyTree, flat_index: Array, batch_axis_of) -> PyTree:
     return jax.tree_util.tree_map(gather, tree)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_length", "num_beams", "alpha", "eos_id"))
+@functools.partial(
+    jax.jit,
+    static_argnames=("model", "max_length", "num_beams", "alpha", "eos_id", "vocab_limit"),
+)
 def beam_search(
     model: t5.Transformer,
     params: PyTree,
@@ -189,6 +214,7 @@ def beam_search(
     alpha: float = 0.6,
     eos_id: int = 1,
     prompt_index: Optional[Array] = None,
+    vocab_limit: Optional[int] = None,
 ) -> tuple[Array, Array]:
     """Beam search with the KV cache and T5's length penalty.
 
@@ -219,7 +245,8 @@ def beam_search(
         )
         last = jnp.where(i == 0, 0, previous)
         logits, cache = _step(model, params, cache, valid, last.reshape(b * k), length)
-        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(b, k, -1)
+        logits = limit_vocab(logits.astype(jnp.float32), vocab_limit)
+        logp = jax.nn.log_softmax(logits, axis=-1).reshape(b, k, -1)
         vocab = logp.shape[-1]
         candidates = (live_logp[:, :, None] + logp).reshape(b, k * vocab)
         top_logp, top_index = jax.lax.top_k(candidates, 2 * k)  # [b, 2k]

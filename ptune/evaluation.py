@@ -47,6 +47,15 @@ class Evaluation:
                 sequence_length=self.lengths,
                 use_memory_cache=True,
             )
+        # Ids past the tokenizer's vocabulary (padding rows of the embedding) never decode.
+        self.vocab_limit = (
+            max(
+                int(t.output_features["targets"].vocabulary.vocab_size)
+                for t in self._evaluator.eval_tasks
+            )
+            if self._evaluator.eval_tasks
+            else None
+        )
         self._model_lengths = {
             "encoder_input_tokens": self.lengths["inputs"],
             "decoder_input_tokens": self.lengths["targets"],
@@ -118,7 +127,11 @@ class Evaluation:
         """Greedy predictions and target scores of `model` with `params` -> metrics."""
         targets = self.lengths["targets"]
         outputs = self.model_outputs(
-            lambda tokens: np.asarray(decoding.generate(model, params, tokens, max_length=targets)),
+            lambda tokens: np.asarray(
+                decoding.generate(
+                    model, params, tokens, max_length=targets, vocab_limit=self.vocab_limit
+                )
+            ),
             lambda tokens, target_tokens: np.asarray(
                 decoding.score(model, params, tokens, _shift_right(target_tokens), target_tokens)
             ),

@@ -75,7 +75,14 @@ class Server:
     every call reuses one compilation.
     """
 
-    def __init__(self, config: t5.T5Config, frozen: PyTree, bank: Bank, batch_size: int = 32):
+    def __init__(
+        self,
+        config: t5.T5Config,
+        frozen: PyTree,
+        bank: Bank,
+        batch_size: int = 32,
+        vocab_limit: Optional[int] = None,
+    ):
         if bank.prompts.shape[-1] != config.emb_dim:
             raise UserError(
                 f"prompt width {bank.prompts.shape[-1]} does not match the model's "
@@ -83,6 +90,7 @@ class Server:
             )
         self.bank = bank
         self.batch_size = batch_size
+        self.vocab_limit = vocab_limit  # ids at or past it (embedding padding) never decode
         self.model = t5.Transformer(config, prompts.bank_factory(bank.lengths, bank.placement))
         params = dict(frozen)
         params["encoder"] = dict(frozen["encoder"], prompt={"prompt": bank.prompts})
@@ -127,12 +135,18 @@ class Server:
                     num_beams=num_beams,
                     alpha=alpha,
                     prompt_index=index,
+                    vocab_limit=self.vocab_limit,
                 )[0][:, 0]
         else:
 
             def fn(tokens, index):
                 return decoding.generate(
-                    self.model, self.params, tokens, max_length=max_length, prompt_index=index
+                    self.model,
+                    self.params,
+                    tokens,
+                    max_length=max_length,
+                    prompt_index=index,
+                    vocab_limit=self.vocab_limit,
                 )
 
         return self._batched(fn, [encoder_input_tokens], prompt_index)

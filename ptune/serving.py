@@ -106,7 +106,11 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
                 task.output_features["targets"].vocabulary,
             )
     server = inference.Server(
-        cfg.model, _load_frozen(cfg.model, cfg.checkpoint_path), bank, cfg.batch_size
+        cfg.model,
+        _load_frozen(cfg.model, cfg.checkpoint_path),
+        bank,
+        cfg.batch_size,
+        vocab_limit=max(int(v[1].vocab_size) for v in vocabularies.values()),
     )
     length = cfg.task_feature_lengths["inputs"]
     results = []
@@ -166,13 +170,17 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
         raise UserError("ensembling needs at least two prompt files")
     names = [f"prompt_{i + 1}" for i in range(len(cfg.prompt_files))]
     bank = inference.Bank.from_files(dict(zip(names, cfg.prompt_files)))
-    server = inference.Server(
-        cfg.model, _load_frozen(cfg.model, cfg.checkpoint_path), bank, cfg.batch_size
-    )
-    members = list(range(len(names)))
     evaluator = evaluation.Evaluation(
         cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.batch_size, cfg.split
     )
+    server = inference.Server(
+        cfg.model,
+        _load_frozen(cfg.model, cfg.checkpoint_path),
+        bank,
+        cfg.batch_size,
+        vocab_limit=evaluator.vocab_limit,
+    )
+    members = list(range(len(names)))
     outputs = evaluator.model_outputs(
         lambda tokens: inference.ensemble_generate(
             server, tokens, members, max_length=cfg.task_feature_lengths["targets"]

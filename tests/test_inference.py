@@ -207,7 +207,9 @@ def test_infer_file_with_named_prompts(saved, tmp_path):
     vocab = seqio.ByteVocabulary()
     model, params = _single(frozen_from(root), np.load(files["b"]))
     tokens = inference.tokenize(vocab, "it was dull", 32)[None]
-    ids = np.asarray(decoding.generate(model, params, tokens, max_length=MAX))[0]
+    ids = np.asarray(
+        decoding.generate(model, params, tokens, max_length=MAX, vocab_limit=vocab.vocab_size)
+    )[0]
     assert results[1]["prediction"] == vocab.decode([int(i) for i in ids])
 
 
@@ -282,3 +284,19 @@ def test_ensemble_table(saved):
     )
     text = serving.format_table(table)
     assert text.splitlines()[-1].startswith("| Ensemble |") and "| Average |" in text
+
+
+def test_ids_past_the_vocabulary_are_never_generated(frozen, named_prompts):
+    # Make id 300 (an embedding padding row for a 259-id byte vocabulary) the likeliest token.
+    params = jax.tree_util.tree_map(np.array, frozen)
+    params["decoder"]["logits_dense"]["kernel"][:, 300] = 50.0
+    enc = _inputs(n=3)
+    unlimited = inference.Server(CFG, params, inference.Bank.from_arrays(named_prompts), 4)
+    limited = inference.Server(
+        CFG, params, inference.Bank.from_arrays(named_prompts), 4, vocab_limit=259
+    )
+    index = np.zeros(3, np.int32)
+    assert (unlimited.generate(enc, index, max_length=MAX) == 300).any()
+    for beams in (1, 3):
+        out = limited.generate(enc, index, max_length=MAX, num_beams=beams)
+        assert out.max() < 259 and (out > 0).any()

@@ -17,28 +17,29 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
-# The offline demo: train a prompt on the embedded ptune_demo task over a small random T5,
-# evaluate the best prompt, serve a few requests with it, and list its nearest tokens.
+# The offline demo: train a prompt on the embedded ptune_demo task over a small random T5
+# (runs/demo.gin names its model), evaluate the best prompt, serve a few requests with it,
+# list its nearest tokens and plot the run. Eval and infer read the model's configuration from
+# the run's random_init checkpoint: no model file needed.
 DEMO_DIR ?= demo_run
-DEMO_MODEL := --gin_file=models/ptune_demo.gin
 DEMO_TASK := ptune_demo_rank_classification
-DEMO_LENGTHS := --gin.TASK_FEATURE_LENGTHS="{'inputs': 64, 'targets': 9}"
 DEMO_PROMPT := $(DEMO_DIR)/numpy_checkpoints/best/encoder.prompt.prompt.npy
 
 demo: $(STAMP)
 	rm -rf $(DEMO_DIR)
-	$(BIN)/ptune train $(DEMO_MODEL) --gin_file=prompts/class_labels.gin --gin_file=runs/demo.gin \
+	$(BIN)/ptune train --gin_file=prompts/class_labels.gin --gin_file=runs/demo.gin \
 	  --gin.MODEL_DIR="'$(DEMO_DIR)'" --gin.MIXTURE_OR_TASK_NAME="'$(DEMO_TASK)'"
-	$(BIN)/ptune eval $(DEMO_MODEL) --gin_file=runs/eval.gin $(DEMO_LENGTHS) \
-	  --gin.MIXTURE_OR_TASK_NAME="'$(DEMO_TASK)'" \
+	$(BIN)/ptune eval --gin_file=runs/eval.gin --gin.MIXTURE_OR_TASK_NAME="'$(DEMO_TASK)'" \
 	  --gin.INITIAL_CHECKPOINT_PATH="'$(DEMO_DIR)/random_init'" --gin.PROMPT_FILE="'$(DEMO_PROMPT)'"
-	$(BIN)/ptune infer $(DEMO_MODEL) --gin_file=runs/infer.gin $(DEMO_LENGTHS) \
+	$(BIN)/ptune infer --gin_file=runs/infer.gin \
+	  --gin.TASK_FEATURE_LENGTHS="{'inputs': 64, 'targets': 9}" \
 	  --gin.INITIAL_CHECKPOINT_PATH="'$(DEMO_DIR)/random_init'" \
 	  --gin.PROMPT_FILES="{'ptune_demo': '$(DEMO_PROMPT)'}" \
 	  --gin.INFER_INPUT_FILE="'tasks/data/demo/requests.jsonl'" \
 	  --gin.INFER_OUTPUT_FILE="'$(DEMO_DIR)/predictions.jsonl'"
 	$(BIN)/ptune explain --prompt_file=$(DEMO_PROMPT) --checkpoint=$(DEMO_DIR)/random_init \
 	  --task=ptune_demo --top_k=3
+	$(BIN)/ptune report $(DEMO_DIR)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ptune tasks tests benchmarks

@@ -26,6 +26,8 @@ _CORE = [
     "clu==0.0.12",
     "tensorboard==2.20.0",  # clu writes TensorBoard event files through it
     "tqdm==4.70.1",
+    "matplotlib==3.11.2",  # ptune report: plots (headless Agg canvas)
+    "huggingface_hub==2.4.0",  # hub ids resolved through the local Hugging Face cache
 ]
 
 _TEST = [

@@ -25,7 +25,7 @@ import numpy as np
 from flax import linen as nn
 
 from benchmarks.timing import time_steps
-from ptune import losses, prompts, trainable
+from ptune import losses, optimizers, prompts, trainable
 from ptune import step as step_lib
 from ptune.models import t5
 
@@ -61,8 +61,7 @@ def random_params(config: t5.T5Config, seed: int = 0) -> dict:
 
 
 def _with_prompt(params: dict, prompt: np.ndarray) -> dict:
-    encoder = dict(params["encoder"], prompt={"prompt": jnp.asarray(prompt, jnp.float32)})
-    return dict(params, encoder=encoder)
+    return prompts.with_prompt(params, jnp.asarray(prompt, jnp.float32))
 
 
 def _model(config: t5.T5Config, prompt_length: int) -> t5.Transformer:
@@ -79,7 +78,7 @@ def loss_and_prompt_grad(
 
     def loss_fn(p):
         return step_lib.loss_and_metrics(
-            model, LOSS, {"encoder": {"prompt": {"prompt": p}}}, frozen, batch, False, None
+            model, LOSS, prompts.with_prompt({}, p), frozen, batch, False, None
         )[0]
 
     with jax.default_matmul_precision("highest"):
@@ -120,9 +119,9 @@ def make_step(
     model = _model(config, prompt.shape[0])
     full = _with_prompt(params, prompt)
     if kind == "prompt":
-        patterns, optimizer = trainable.PROMPT_ONLY, trainable.paper_adafactor(PROMPT_LR)
+        patterns, optimizer = trainable.PROMPT_ONLY, optimizers.prompt_tuning_adafactor(PROMPT_LR)
     elif kind == "model":
-        patterns, optimizer = trainable.EVERYTHING, trainable.paper_adafactor(MODEL_LR)
+        patterns, optimizer = trainable.EVERYTHING, optimizers.prompt_tuning_adafactor(MODEL_LR)
     else:
         raise ValueError(f"unknown step kind {kind!r}")
     mask = trainable.trainable_mask(full, patterns)

@@ -7,6 +7,7 @@
     ptune ensemble --gin_file=models/... --gin_file=runs/eval.gin --prompt_files=a.npy,b.npy
     ptune explain --prompt_file=P.npy --checkpoint=PATH [--task=NAME] [--top_k=5]
     ptune tasks                                       # registered seqio tasks and mixtures
+    ptune report RUN_DIR... [--output DIR]            # plots and tables of finished runs
     ptune plan --gin_file=... --mesh_shape=DATA,MODEL   # per-device memory, no weights
     ptune train ... --multiprocess                    # one process per host (or
         --coordinator_address=HOST:PORT --num_processes=N --process_id=I)
@@ -41,12 +42,39 @@ def command(name: str, help_text: str):
     return register
 
 
-def _model_config_from_gin(gin_args):
+def _parse_gin(gin_args, defaults: Sequence[str] = ()) -> list[str]:
+    """Parses gin, imports task modules, checks macros; returns the resolved gin files.
+    `defaults` are bindings applied before the user's, each only if the files use its macro."""
     from ptune import ginconfig
-    from ptune.models import t5
 
-    ginconfig.parse(gin_args)
-    return ginconfig.call(t5.T5Config)
+    if defaults:
+        resolved = [ginconfig.resolve_gin_file(f, gin_args.search_paths) for f in gin_args.files]
+        known = ginconfig.file_macros(resolved, gin_args.search_paths)
+        used = [d for d in defaults if d.split("=", 1)[0] in known]
+        gin_args = dataclasses.replace(gin_args, bindings=used + list(gin_args.bindings))
+    files = ginconfig.parse(gin_args)
+    ginconfig.check_macros(gin_args, files)
+    _import_task_modules(ginconfig.macro("MIXTURE_OR_TASK_MODULE"))
+    return files
+
+
+def _import_task_modules(names) -> None:
+    """t5x's MIXTURE_OR_TASK_MODULE: modules that register the user's own seqio tasks,
+    imported before any task name is resolved (a comma-separated string or a list)."""
+    import importlib
+
+    if not names:
+        return
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise UserError(
+                f"MIXTURE_OR_TASK_MODULE {name!r} cannot be imported ({e}); is it on "
+                "PYTHONPATH (the current directory counts)?"
+            ) from e
 
 
 def format_parameter_tree(boxed_params) -> list[str]:
@@ -86,19 +114,28 @@ def cmd_info(argv: Sequence[str], gin_args) -> int:
     import jax
     from flax import linen as nn
 
+    from ptune import ginconfig
     from ptune.models import t5
 
-    config = _model_config_from_gin(gin_args) if gin_args.files else None
+    if gin_args.files or gin_args.bindings:
+        _parse_gin(gin_args)
+    fields = ginconfig.model_fields()
     assumed = {}
     if args.checkpoint:
-        from ptune import checkpoints
+        from ptune import checkpoints, recipe
 
-        described = checkpoints.describe(args.checkpoint, config)
-        config, assumed = described.config, described.assumed
+        described = checkpoints.describe(args.checkpoint)
+        config = recipe.resolve_model_config(fields, args.checkpoint) if fields else None
+        config = config or described.config
+        assumed = {k: v for k, v in described.assumed.items() if k not in fields}
         print(f"checkpoint: {described.path}")
         print(f"format: {described.format}")
         if described.step is not None:
             print(f"step: {described.step}")
+    else:
+        from ptune import recipe
+
+        config = recipe.resolve_model_config(fields, None)
     print("config:")
     for field in dataclasses.fields(config):
         note = f"  # assumed: {assumed[field.name]}" if field.name in assumed else ""
@@ -132,9 +169,12 @@ def cmd_convert(argv: Sequence[str], gin_args) -> int:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
     args = parser.parse_args(argv)
-    from ptune import checkpoints
+    from ptune import checkpoints, ginconfig, recipe
 
-    config = _model_config_from_gin(gin_args) if gin_args.files else None
+    config = None
+    if gin_args.files or gin_args.bindings:
+        _parse_gin(gin_args)
+        config = recipe.resolve_model_config(ginconfig.model_fields(), args.src)
     written = checkpoints.convert(args.src, args.dst, config, overwrite=args.overwrite)
     print(f"wrote {written}")
     return 0
@@ -206,14 +246,26 @@ def _take_data_flags(argv: Sequence[str]) -> list[str]:
     return rest
 
 
-def _configured(gin_args, fn):
-    """Parses gin, checks required macros, applies data sources, builds `fn`'s config."""
+def _configured(gin_args, fn, command_name: str):
+    """Parses gin, checks required and unknown macros, applies data sources, imports task
+    modules, and builds `fn`'s config with the model fields the gin files bind."""
     from ptune import data, ginconfig
 
-    ginconfig.parse(gin_args)
+    if not gin_args.files:
+        example = {
+            "train": "--gin_file=runs/prompt_tuning.gin",
+            "eval": "--gin_file=runs/eval.gin",
+            "infer": "--gin_file=runs/infer.gin",
+            "ensemble": "--gin_file=runs/eval.gin",
+        }[command_name]
+        raise UserError(
+            f"ptune {command_name} needs gin files: {example}, plus a models/*.gin unless the "
+            "checkpoint carries its configuration"
+        )
+    _parse_gin(gin_args)
     _check_required_macros()
     ginconfig.call(data.DataSources).apply()
-    return ginconfig.call(fn)
+    return ginconfig.call(fn, model=ginconfig.model_fields() or None)
 
 
 @command("train", "train (or resume) a prompt from gin files")
@@ -231,13 +283,13 @@ def cmd_train(argv: Sequence[str], gin_args) -> int:
     import ptune.tasks  # noqa: F401  registers the tasks
     from ptune import trainer
 
-    cfg = _configured(gin_args, trainer.TrainConfig)
+    cfg = _configured(gin_args, trainer.TrainConfig, "train")
     if args.overwrite:
         cfg = dataclasses.replace(cfg, overwrite=True)
-    summary = trainer.train(cfg, config_text=gin.config_str())
-    best = summary.get("best")
+    result = trainer.train(cfg, config_text=gin.config_str())
+    best = result.best
     print(
-        f"trained to step {summary['step']} in {cfg.model_dir}"
+        f"trained to step {result.step} in {cfg.model_dir}"
         + (f"; best {best['metric']} {best['value']:.4f} at step {best['step']}" if best else "")
     )
     return 0
@@ -252,7 +304,7 @@ def cmd_eval(argv: Sequence[str], gin_args) -> int:
     import ptune.tasks  # noqa: F401
     from ptune import evaluation
 
-    cfg = _configured(gin_args, evaluation.EvalConfig)
+    cfg = _configured(gin_args, evaluation.EvalConfig, "eval")
     results = evaluation.run_eval(cfg)
     print(json.dumps(results, indent=2, sort_keys=True))
     return 0
@@ -263,10 +315,10 @@ def cmd_infer(argv: Sequence[str], gin_args) -> int:
     argparse.ArgumentParser(prog="ptune infer").parse_args(argv)
     _setup_logging()
     import ptune.tasks  # noqa: F401
-    from ptune import serving
+    from ptune import infer
 
-    cfg = _configured(gin_args, serving.InferConfig)
-    results = serving.run_infer(cfg, progress=sys.stderr.isatty())
+    cfg = _configured(gin_args, infer.InferConfig, "infer")
+    results = infer.run_infer(cfg, progress=sys.stderr.isatty())
     for r in results[:5]:
         print(f"[{r['prompt']}] {r['inputs'][:60]!r} -> {r['prediction']!r}")
     print(f"wrote {len(results)} predictions to {cfg.output_file}")
@@ -285,29 +337,28 @@ def cmd_ensemble(argv: Sequence[str], gin_args) -> int:
     args = parser.parse_args(argv)
     _setup_logging()
     import ptune.tasks  # noqa: F401
-    from ptune import evaluation, serving
+    from ptune import evaluation, infer
 
-    eval_cfg = _configured(gin_args, evaluation.EvalConfig)
+    eval_cfg = _configured(gin_args, evaluation.EvalConfig, "ensemble")
     files = [f for f in args.prompt_files.split(",") if f]
-    cfg = serving.EnsembleConfig(
+    cfg = infer.EnsembleConfig(
         mixture_or_task_name=eval_cfg.mixture_or_task_name,
         model=eval_cfg.model,
         checkpoint_path=eval_cfg.checkpoint_path,
         prompt_files=files,
+        prompt=eval_cfg.prompt,
         task_feature_lengths=eval_cfg.task_feature_lengths,
         batch_size=eval_cfg.batch_size,
-        split=eval_cfg.split,
+        eval_split=eval_cfg.eval_split,
         output_file=args.output,
     )
-    table = serving.run_ensemble(cfg)
-    print(serving.format_table(table))
+    table = infer.run_ensemble(cfg)
+    print(infer.format_table(table))
     return 0
 
 
 @command("explain", "nearest vocabulary tokens of each prompt position (paper, Section 7)")
 def cmd_explain(argv: Sequence[str], gin_args) -> int:
-    import json
-
     parser = argparse.ArgumentParser(prog="ptune explain")
     parser.add_argument("--prompt_file", required=True)
     parser.add_argument("--checkpoint", required=True, help="the frozen model (embedding table)")
@@ -337,10 +388,10 @@ def cmd_explain(argv: Sequence[str], gin_args) -> int:
         prompt, interpret.read_embedding(args.checkpoint), vocabulary, labels, args.top_k
     )
     print(interpret.format_text(result))
+    from ptune import atomic
+
     output = args.output or os.path.splitext(args.prompt_file)[0] + ".explain.json"
-    with open(output + ".tmp", "w") as f:
-        json.dump(result, f, indent=2, ensure_ascii=False)
-    os.replace(output + ".tmp", output)
+    atomic.write_json(output, result)
     print(f"wrote {output}")
     return 0
 
@@ -402,6 +453,13 @@ def cmd_export(argv: Sequence[str], gin_args) -> int:
     return 0
 
 
+@command("report", "plots and tables from run directories (and `ptune ensemble` JSON)")
+def cmd_report(argv: Sequence[str], gin_args) -> int:
+    from ptune import report
+
+    return report.main(argv)
+
+
 # ---- capacity planning and multi-process flags (ptune.plan, ptune.distributed)
 
 PLAN_PLACEHOLDERS = [
@@ -457,24 +515,23 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
     if not args.real_devices:
         _simulate_cpu_devices(data * model)
     _setup_logging()
-    from ptune import ginconfig, plan, trainer
+    from ptune import ginconfig, plan, recipe, trainer
 
-    ginconfig.parse(
-        dataclasses.replace(gin_args, bindings=PLAN_PLACEHOLDERS + list(gin_args.bindings))
-    )
-    cfg = ginconfig.call(trainer.TrainConfig)
-    model_config = cfg.model.replace(scan_layers=True) if args.scan_layers else cfg.model
-    result = plan.plan_training(
+    _parse_gin(gin_args, defaults=PLAN_PLACEHOLDERS)
+    cfg = ginconfig.call(trainer.TrainConfig, model=ginconfig.model_fields() or None)
+    model_config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path, what="the plan")
+    if args.scan_layers:
+        model_config = model_config.replace(scan_layers=True)
+    run = recipe.assemble(
         model_config,
+        prompt_factory=cfg.prompt.factory() if cfg.prompt is not None else None,
         mesh=dataclasses.replace(cfg.partitioning, mesh_shape=(data, model)),
-        batch_size=cfg.batch_size,
-        feature_lengths=cfg.task_feature_lengths,
-        prompt_length=cfg.prompt.length if cfg.prompt is not None else None,
-        placement=cfg.prompt.placement if cfg.prompt is not None else "prefix",
         trainable=cfg.trainable,
         optimizer=cfg.optimizer,
-        loss=cfg.loss,
         frozen_dtype=cfg.frozen_dtype,
+    )
+    result = plan.plan_training(
+        run, batch_size=cfg.batch_size, feature_lengths=cfg.task_feature_lengths, loss=cfg.loss
     )
     print(
         f"model: {model_config.num_encoder_layers}+{model_config.num_decoder_layers} layers, "
@@ -520,9 +577,56 @@ def _take_process_flags(argv: Sequence[str]) -> list[str]:
     return rest
 
 
+def _quiet_tensorflow() -> None:
+    """Imports TensorFlow (seqio's data engine) with its C++ start-up lines silenced and its
+    GPUs hidden: ptune never computes with TensorFlow, and on a machine without a GPU its CUDA
+    probing prints lines that read like errors. Only the import is silenced: warnings raised
+    later still show, and an import failure is re-raised after stderr is restored."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules:
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            try:
+                import tensorflow as tf
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except (RuntimeError, ValueError):
+        pass  # already initialised by someone else: nothing to hide any more
+
+
+COMPILE_CACHE_ENV = "PTUNE_COMPILATION_CACHE"
+
+
+def _enable_compilation_cache() -> None:
+    """JAX's persistent compilation cache, so a second run of the same configuration compiles
+    nothing it compiled before. Directory: $PTUNE_COMPILATION_CACHE, default
+    ~/.cache/ptune/jax; `PTUNE_COMPILATION_CACHE=off` turns it off."""
+    setting = os.environ.get(COMPILE_CACHE_ENV, "")
+    if setting.lower() in ("0", "off", "false", "no"):
+        return
+    directory = setting or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ptune", "jax"
+    )
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+NEEDS_DATA = ("train", "eval", "infer", "ensemble", "tasks", "explain")
+COMPILES = ("train", "eval", "infer", "ensemble")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's start-up chatter out
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `ptune info | head` ends quietly
     usage = (
@@ -539,16 +643,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ptune: error: unknown command {name!r}\n{usage}", file=sys.stderr)
         return 2
     try:
+        if name in NEEDS_DATA:
+            _quiet_tensorflow()
         rest = _take_process_flags(rest)
+        if name in COMPILES:
+            _enable_compilation_cache()
         from ptune import ginconfig
 
         gin_args = ginconfig.split_gin_args(_take_data_flags(rest))
         return COMMANDS[name][1](gin_args.rest, gin_args) or 0
-    except (UserError, FileNotFoundError) as e:
+    except UserError as e:
         if os.environ.get("PTUNE_DEBUG"):
             traceback.print_exc()
         message = " ".join(str(e).split())
         print(f"ptune: error: {message}", file=sys.stderr)
+        return 128 + e.signum if hasattr(e, "signum") else 2
+    except FileNotFoundError as e:
+        if os.environ.get("PTUNE_DEBUG"):
+            traceback.print_exc()
+        print(f"ptune: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ptune: interrupted", file=sys.stderr)

@@ -73,13 +73,54 @@ def feature_converter(pack: bool = False) -> seqio.FeatureConverter:
     return seqio.EncDecFeatureConverter(pack=pack)
 
 
-def check_vocabularies(task_name: str) -> None:
-    """Loads the task's vocabularies now, so a missing file fails before any work is done."""
-    for feature in get_task(task_name).output_features.values():
+def check_feature_lengths(lengths: Optional[Mapping[str, int]], what: str) -> None:
+    """TASK_FEATURE_LENGTHS must give positive `inputs` and `targets` token counts."""
+    if lengths is None:
+        return
+    if not isinstance(lengths, Mapping):
+        raise UserError(f"{what} must be a dict like {{'inputs': 512, 'targets': 8}}")
+    for key in ("inputs", "targets"):
+        value = lengths.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(
+                f"{what} needs a positive integer '{key}' length, got {value!r} "
+                f"(e.g. {{'inputs': 512, 'targets': 8}})"
+            )
+
+
+def check_task(
+    task_name: str,
+    feature_lengths: Optional[Mapping[str, int]] = None,
+    split: Optional[str] = None,
+) -> None:
+    """Everything about a task that can fail without a model, checked before any work: the
+    name, the feature lengths, the vocabulary files and the data sources."""
+    task = get_task(task_name)
+    check_feature_lengths(feature_lengths, "TASK_FEATURE_LENGTHS")
+    for feature in task.output_features.values():
         try:
             _ = feature.vocabulary.vocab_size
         except (OSError, ValueError) as e:
             raise UserError(f"task {task_name}: {e}") from e
+    from ptune.tasks import sources
+
+    checker = getattr(sources, "check_task_data", None)
+    if checker is not None:
+        checker(task_name)
+    if split is not None and isinstance(task, seqio.Task) and split not in task.splits:
+        raise UserError(f"task {task_name} has no split {split!r}; it has {', '.join(task.splits)}")
+
+
+def check_vocabulary_fits(task_name: str, embedding_rows: int) -> None:
+    """A vocabulary larger than the model's embedding table would gather rows that do not
+    exist (an IndexError on CPU; silently clamped on accelerators): refuse it up front."""
+    for name, feature in get_task(task_name).output_features.items():
+        size = int(feature.vocabulary.vocab_size)
+        if size > embedding_rows:
+            raise UserError(
+                f"task {task_name}: its {name} vocabulary has {size} ids but the model's "
+                f"embedding has {embedding_rows} rows; use a model (or vocabulary) that fits"
+            )
 
 
 def output_vocabulary(task_name: str):

@@ -3,13 +3,16 @@
 `Evaluation` caches the eval datasets once (seqio does) and is called with the current
 parameters; it returns {task: {metric: value}} with the metrics of the T5 library as the
 tasks declare them (generation metrics from decoded predictions, rank-classification metrics
-from scores).
+from scores). `score` reduces them as the SuperGLUE leaderboard does: each task's primary
+metrics are averaged into its score, a mixture's score is the mean over its tasks; that is
+what picks the best prompt unless a run names one metric (`check_metric`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import difflib
+import logging
 import os
 from typing import Any, Callable, Mapping, Optional
 
@@ -17,26 +20,33 @@ import jax
 import numpy as np
 import seqio
 
-from ptune import data, decoding
+from ptune import atomic, data, decoding, prompts
 from ptune.errors import UserError
 from ptune.models import t5
+
+log = logging.getLogger("ptune")
 
 PyTree = Any
 
 
 class Evaluation:
-    """Evaluates params on `task_name`'s `split` at fixed feature lengths and batch size."""
+    """Evaluates params on `task_name`'s `split`, in batches of `batch_size`.
+
+    feature_lengths None (the default, as t5x's evaluator) evaluates every example whole: the
+    lengths are the longest found in the eval data, rounded up to a power of two so a few
+    shapes cover every task. Fixed lengths truncate; how many examples lost tokens is logged.
+    """
 
     def __init__(
         self,
         task_name: str,
-        feature_lengths: Mapping[str, int],
+        feature_lengths: Optional[Mapping[str, int]],
         batch_size: int,
         split: str = "validation",
     ):
         data.get_task(task_name)
+        data.check_feature_lengths(feature_lengths, "eval feature lengths")
         self.task_name = task_name
-        self.lengths = dict(feature_lengths)
         self.batch_size = batch_size
         self.split = split
         with data.dataset_errors(task_name):
@@ -44,7 +54,7 @@ class Evaluation:
                 task_name,
                 feature_converter=data.feature_converter(pack=False),
                 eval_split=split,
-                sequence_length=self.lengths,
+                sequence_length=dict(feature_lengths) if feature_lengths else None,
                 use_memory_cache=True,
             )
         # Ids past the tokenizer's vocabulary (padding rows of the embedding) never decode.
@@ -56,12 +66,46 @@ class Evaluation:
             if self._evaluator.eval_tasks
             else None
         )
+        if feature_lengths:
+            self.lengths = dict(feature_lengths)
+            self._log_truncation()
+        else:
+            self.lengths = self._data_lengths()
         self._model_lengths = {
             "encoder_input_tokens": self.lengths["inputs"],
             "decoder_input_tokens": self.lengths["targets"],
             "decoder_target_tokens": self.lengths["targets"],
             "decoder_loss_weights": self.lengths["targets"],
         }
+
+    def _data_lengths(self) -> dict[str, int]:
+        """Longest inputs and targets over the eval data, rounded up to a power of two."""
+        longest = {"inputs": 1, "targets": 1}
+        for ds in self._evaluator.cached_model_datasets.values():
+            for ex in ds.as_numpy_iterator():
+                longest["inputs"] = max(longest["inputs"], len(ex["encoder_input_tokens"]))
+                longest["targets"] = max(longest["targets"], len(ex["decoder_target_tokens"]))
+        return {k: 1 << max(v - 1, 0).bit_length() for k, v in longest.items()}
+
+    def _log_truncation(self) -> None:
+        for name, ds in self._evaluator.cached_task_datasets.items():
+            cut = {"inputs": 0, "targets": 0}
+            total = 0
+            for ex in ds.as_numpy_iterator():
+                total += 1
+                for f in cut:
+                    cut[f] += int(ex.get(f"{f}_truncated", 0) > 0)
+            if any(cut.values()):
+                log.warning(
+                    "%s %s: fixed eval lengths %s truncate the inputs of %d and the targets "
+                    "of %d of %d examples (leave the eval lengths unset to evaluate them whole)",
+                    name,
+                    self.split,
+                    self.lengths,
+                    cut["inputs"],
+                    cut["targets"],
+                    total,
+                )
 
     @property
     def has_tasks(self) -> bool:
@@ -121,9 +165,7 @@ class Evaluation:
             for task, metrics in future.result().items()
         }
 
-    def __call__(
-        self, model: t5.Transformer, params: PyTree, step: int = -1
-    ) -> dict[str, dict[str, float]]:
+    def __call__(self, model: t5.Transformer, params: PyTree) -> dict[str, dict[str, float]]:
         """Greedy predictions and target scores of `model` with `params` -> metrics."""
         targets = self.lengths["targets"]
         outputs = self.model_outputs(
@@ -170,80 +212,141 @@ def _to_float(value):
     return float(value) if isinstance(value, (int, float)) else value
 
 
-def select_metric(results: Mapping[str, Mapping[str, float]], name: str) -> float:
-    """`metric` (one evaluated task) or `task/metric` from evaluation results."""
-    if "/" in name:
-        task, metric = name.split("/", 1)
-        found = results.get(task, {}).get(metric)
+SCORE = "score"
+
+
+def primary_metrics(name: str) -> dict[str, tuple[str, ...]]:
+    """{task: the metrics whose mean is its score} for a task or each task of a mixture."""
+    from ptune.tasks import registry
+
+    return registry.primary_metrics(name)
+
+
+def check_metric(name: str, metric: Optional[str]) -> str:
+    """The selection metric of a run: 'score' (the default) or one metric, checked against
+    what the task reports before any training ('metric' or 'task/metric')."""
+    if metric is None or metric == SCORE:
+        return SCORE
+    primary = primary_metrics(name)
+    known = sorted({f"{t}/{m}" for t, ms in primary.items() for m in ms})
+    if "/" in metric:
+        task, short = metric.split("/", 1)
+        ok = short in primary.get(task, ())
     else:
-        found = [m[name] for m in results.values() if name in m]
-        if len(found) > 1:
-            raise ValueError(
-                f"eval metric {name!r} is reported by several tasks; name one as "
-                f"'task/{name}' (tasks: {sorted(results)})"
+        owners = [t for t, ms in primary.items() if metric in ms]
+        if len(owners) > 1:
+            raise UserError(
+                f"eval metric {metric!r} is reported by several tasks of {name}; name one as "
+                f"'task/{metric}' (one of {', '.join(known)})"
             )
-        found = found[0] if found else None
-    if found is None:
-        available = sorted(f"{t}/{m}" for t, ms in results.items() for m in ms)
-        raise ValueError(f"eval metric {name!r} was not reported; available: {available}")
-    return float(found)
+        ok = bool(owners)
+    if not ok:
+        close = difflib.get_close_matches(metric, known + [m.split("/", 1)[1] for m in known])
+        raise UserError(
+            f"eval metric {metric!r} is not reported by {name}"
+            + (f"; did you mean {close[0]!r}?" if close else "")
+            + f" (choose 'score' or one of {', '.join(known)})"
+        )
+    return metric
+
+
+def score(results: Mapping[str, Mapping[str, float]], name: str) -> float:
+    """The mean over evaluated tasks of the mean of each task's primary metrics (the
+    SuperGLUE leaderboard's averaging: MultiRC's F1a and EM count as one task score)."""
+    per_task = []
+    for task, metrics in primary_metrics(name).items():
+        if task not in results:
+            continue
+        values = [results[task][m] for m in metrics if m in results[task]]
+        if len(values) != len(metrics):
+            missing = [m for m in metrics if m not in results[task]]
+            raise UserError(f"task {task} did not report its primary metrics {missing}")
+        per_task.append(float(np.mean(values)))
+    if not per_task:
+        raise UserError(f"no task of {name} was evaluated (is the eval split empty?)")
+    return float(np.mean(per_task))
+
+
+def select(results: Mapping[str, Mapping[str, float]], name: str, metric: str) -> float:
+    """The value `metric` (from `check_metric`) takes in `results`."""
+    if metric == SCORE:
+        return score(results, name)
+    if "/" in metric:
+        task, short = metric.split("/", 1)
+        return float(results[task][short])
+    return float(next(m[metric] for m in results.values() if metric in m))
 
 
 def write_results(path: str, step: int, results: Mapping, extra: Optional[dict] = None):
     """Writes results as JSON atomically."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"step": step, "results": results, **(extra or {})}, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    atomic.write_json(path, {"step": step, "results": results, **(extra or {})})
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """`ptune eval`: a frozen model, optionally a saved prompt, one task or mixture."""
+    """`ptune eval`: a frozen model, a saved prompt (or `no_prompt`), one task or mixture.
+
+    model: None takes the checkpoint's configuration (see `ptune.recipe`).
+    prompt: its placement applies (the prompt file decides the length).
+    task_feature_lengths: None evaluates every example whole (see `Evaluation`).
+    """
 
     mixture_or_task_name: str
-    model: t5.T5Config
     checkpoint_path: str  # the frozen model (t5x, HF, ptune; a demo run's random_init)
-    prompt_file: Optional[str] = None  # None: evaluate the checkpoint without a prompt
-    prompt_placement: str = "prefix"
-    task_feature_lengths: Mapping[str, int] = dataclasses.field(
-        default_factory=lambda: {"inputs": 512, "targets": 8}
-    )
+    model: Any = None
+    prompt_file: Optional[str] = None
+    no_prompt: bool = False  # evaluate the bare checkpoint (needs saying: prompts are the point)
+    prompt: prompts.PromptConfig = prompts.PromptConfig()
+    task_feature_lengths: Optional[Mapping[str, int]] = None
     batch_size: int = 32
-    split: str = "validation"
+    eval_split: str = "validation"
     output_dir: Optional[str] = None  # where eval_<split>.json goes (default: beside prompt)
 
 
 def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
     """Loads the frozen model and the prompt, evaluates, writes JSON; returns the results."""
-    from ptune import checkpoints, prompts
+    from ptune import recipe
 
-    data.get_task(cfg.mixture_or_task_name)
-    factory = None
-    prompt = None
+    if cfg.prompt_file is None and not cfg.no_prompt:
+        raise UserError(
+            "no prompt to evaluate: pass --gin.PROMPT_FILE=\"'prompt.npy'\", or "
+            "--gin.NO_PROMPT=True to score the bare frozen model"
+        )
+    if cfg.prompt_file is not None and cfg.no_prompt:
+        raise UserError("PROMPT_FILE and NO_PROMPT=True contradict each other: choose one")
+    data.check_task(cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.eval_split)
+    config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path)
+    data.check_vocabulary_fits(cfg.mixture_or_task_name, config.vocab_size)
+    prompt = factory = None
     if cfg.prompt_file is not None:
         prompt = prompts.load_prompt_file(cfg.prompt_file)
-        factory = prompts.prompt_factory(prompt.shape[0], cfg.prompt_placement)
-    _, params = checkpoints.load(cfg.checkpoint_path, cfg.model)
-    if prompt is not None:
-        if prompt.shape[1] != cfg.model.emb_dim:
+        if prompt.shape[1] != config.emb_dim:
             raise UserError(
                 f"prompt file {cfg.prompt_file}: width {prompt.shape[1]} does not "
-                f"match the model's emb_dim {cfg.model.emb_dim}"
+                f"match the model's emb_dim {config.emb_dim}"
             )
-        params["encoder"]["prompt"] = {"prompt": prompt}
-    model = t5.Transformer(cfg.model, factory)
-    results = Evaluation(
-        cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.batch_size, cfg.split
-    )(model, params)
+        factory = prompts.prompt_factory(prompt.shape[0], cfg.prompt.placement)
+    else:
+        log.warning("evaluating the bare frozen model, without a prompt (NO_PROMPT=True)")
+    evaluator = Evaluation(
+        cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.batch_size, cfg.eval_split
+    )
+    run = recipe.assemble(config, prompt_factory=factory)
+    params = run.load_frozen(cfg.checkpoint_path)
+    if prompt is not None:
+        params = run.place_prompt(params, prompt)
+    results = evaluator(run.model, params)
     output_dir = cfg.output_dir or (
         os.path.dirname(os.path.abspath(cfg.prompt_file)) if cfg.prompt_file else os.getcwd()
     )
     write_results(
-        os.path.join(output_dir, f"eval_{cfg.split}.json"),
+        os.path.join(output_dir, f"eval_{cfg.eval_split}.json"),
         -1,
         results,
-        {"checkpoint_path": cfg.checkpoint_path, "prompt_file": cfg.prompt_file},
+        {
+            "checkpoint_path": cfg.checkpoint_path,
+            "prompt_file": cfg.prompt_file,
+            SCORE: score(results, cfg.mixture_or_task_name),
+        },
     )
     return results

@@ -10,6 +10,8 @@ from the source tree and from an installed wheel.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
 import re
 from typing import Sequence
@@ -75,10 +77,20 @@ def split_gin_args(argv: Sequence[str]) -> GinArgs:
     return out
 
 
+_BARE_WORD = re.compile(r"^[A-Za-z_/~]")
+_LITERALS = ("True", "False", "None")
+
+
 def _check_binding(binding: str, flag: str) -> str:
     name, eq, value = binding.partition("=")
     if not eq or not name.strip() or not value.strip():
         raise UserError(f"malformed gin binding {flag!r}: expected NAME=VALUE")
+    value = value.strip()
+    if _BARE_WORD.match(value) and value not in _LITERALS and not value.startswith("gin."):
+        raise UserError(
+            f"{flag}: gin string values need quotes inside the shell's, e.g. "
+            f"--gin.{name.strip()}=\"'{value}'\""
+        )
     return binding
 
 
@@ -93,6 +105,17 @@ def resolve_gin_file(name: str, search_paths: Sequence[str] = ()) -> str:
             return os.path.abspath(path)
     looked = ", ".join(dict.fromkeys([os.getcwd()] + list(search_paths) + [GIN_DIR]))
     raise UserError(f"gin file {name!r} not found (looked in: {looked})")
+
+
+class _NoSearchPathNoise(logging.Filter):
+    """gin logs 'Path not found' at ERROR for every search path it tries for an `include`
+    before the one that works: noise that reads like a failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Path not found")
+
+
+logging.getLogger().addFilter(_NoSearchPathNoise())
 
 
 def parse(args: GinArgs) -> list[str]:
@@ -141,9 +164,61 @@ def call(fn, **kwargs):
         raise UserError(message if message.startswith(name) else f"{name}: {message}") from e
 
 
-def write_operative_config(path: str) -> None:
-    """Writes the configuration actually used (t5x's `config.gin`) atomically."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(gin.config_str())
-    os.replace(tmp, path)
+def model_fields() -> dict:
+    """The `t5.T5Config` fields the parsed gin files and flags bind (a model file binds them
+    all); {} when none: then the model comes from the checkpoint (see `ptune.recipe`)."""
+    from ptune.models import t5
+
+    try:
+        return dict(gin.get_bindings(t5.T5Config))
+    except (ValueError, KeyError):
+        return {}
+
+
+_MACRO_USE = re.compile(r"%([A-Za-z_][A-Za-z0-9_]*)")
+_MACRO_DEF = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=", re.MULTILINE)
+_INCLUDE = re.compile(r"^include\s+['\"]([^'\"]+)['\"]", re.MULTILINE)
+
+
+def file_macros(files: Sequence[str], search_paths: Sequence[str] = ()) -> set[str]:
+    """Macro names the gin files (and the files they include) define or reference."""
+    names: set[str] = set()
+    seen: set[str] = set()
+    pending = list(files)
+    while pending:
+        path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        with open(path) as f:
+            text = "\n".join(line.split("#")[0] for line in f)
+        names.update(_MACRO_USE.findall(text))
+        names.update(n for n in _MACRO_DEF.findall(text) if n.isupper())
+        for included in _INCLUDE.findall(text):
+            pending.append(resolve_gin_file(included, list(search_paths) + [os.path.dirname(path)]))
+    return names
+
+
+def check_macros(args: GinArgs, files: Sequence[str]) -> None:
+    """`--gin.NAME=VALUE` must name a macro the gin files use: a misspelled one would
+    otherwise be accepted and ignored (BATCH_SIZ=8 trains at the file's batch size)."""
+    known = file_macros(files, args.search_paths)
+    for binding in args.bindings:
+        name = binding.split("=", 1)[0].strip()
+        if "." in name or "/" in name or not name.isupper():
+            continue
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=3)
+            raise UserError(
+                f"--gin.{name}: no gin file given uses the macro {name}"
+                + (f"; did you mean {' or '.join(close)}?" if close else "")
+                + (f" (macros: {', '.join(sorted(known))})" if known else " (no gin file given)")
+            )
+
+
+def macro(name: str, default=None):
+    """The value a parsed macro holds, or `default` when no file defines it."""
+    try:
+        return gin.query_parameter(f"{name}/macro.value")
+    except (ValueError, KeyError):
+        return default

@@ -1,6 +1,7 @@
 """Capacity planning: will a run fit, per device, before anyone rents the pod?
 
-`plan_training` compiles the real sharded train step ahead of time from abstract shapes only
+`plan_training` compiles the train step that `ptune train` runs (both are assembled by
+`ptune.recipe`) ahead of time from abstract shapes only
 (`ShapeDtypeStruct`s carrying their shardings; no weight is ever allocated) and reads XLA's
 own memory analysis of the per-device program:
 
@@ -24,18 +25,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from flax import linen as nn
 
-from ptune import partitioning, prompts
+from ptune import recipe
 from ptune import step as step_lib
 from ptune import trainable as trainable_lib
-from ptune.models import t5
 
 PyTree = Any
 GIB = 1024**3
@@ -96,47 +94,19 @@ def _shard_bytes(abstract: PyTree, shardings: PyTree) -> int:
     return total
 
 
-def _with_shardings(abstract: PyTree, shardings: PyTree, dtype=None) -> PyTree:
-    return jax.tree_util.tree_map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, dtype or x.dtype, sharding=s),
-        abstract,
-        shardings,
-    )
-
-
 def plan_training(
-    model_config: t5.T5Config,
+    run: recipe.Run,
     *,
-    mesh: partitioning.MeshConfig,
     batch_size: int,
     feature_lengths: Mapping[str, int],
-    prompt_length: Optional[int] = 100,
-    placement: str = "prefix",
-    trainable: Sequence[str] = trainable_lib.PROMPT_ONLY,
-    optimizer: Optional[optax.GradientTransformation] = None,
     loss: step_lib.LossConfig = step_lib.LossConfig(),
-    frozen_dtype: Optional[str] = None,
-    devices: Optional[Sequence[Any]] = None,
 ) -> Plan:
-    """Compiles the train step for `batch_size` examples of `feature_lengths` ({'inputs': ls,
-    'targets': lt} tokens) on the mesh and returns its per-device memory. Allocates nothing.
-
-    prompt_length None plans a run without a prompt (model tuning)."""
-    partitioner = partitioning.Partitioner.create(mesh, devices)
+    """Compiles the train step `run` (from `recipe.assemble`, as `ptune train` builds it)
+    for `batch_size` examples of `feature_lengths` ({'inputs': ls, 'targets': lt} tokens) and
+    returns its per-device memory. Allocates nothing."""
+    partitioner = run.partitioner
     partitioner.check_batch_size(batch_size)
-    factory = prompts.prompt_factory(prompt_length, placement) if prompt_length else None
-    model = t5.Transformer(model_config, factory)
-    boxed = t5.abstract_variables(model_config, factory)["params"]
-    abstract = nn.unbox(boxed)
-    mask = trainable_lib.trainable_mask(abstract, trainable)
-    optimizer = optimizer or trainable_lib.paper_adafactor()
-    state_sh, frozen_sh = step_lib.train_shardings(partitioner, optimizer, boxed, mask)
-    train_abstract, frozen_abstract = trainable_lib.partition(abstract, mask)
-    state_abstract = jax.eval_shape(lambda p: step_lib.init_state(p, optimizer), train_abstract)
-    state_abstract = _with_shardings(state_abstract, state_sh)
-    frozen_abstract = _with_shardings(
-        frozen_abstract, frozen_sh, jnp.dtype(frozen_dtype) if frozen_dtype else None
-    )
+    state_abstract, frozen_abstract = run.abstract_state()
     lengths = {
         "encoder_input_tokens": feature_lengths["inputs"],
         "decoder_input_tokens": feature_lengths["targets"],
@@ -147,23 +117,21 @@ def plan_training(
         k: jax.ShapeDtypeStruct((batch_size, n), jnp.int32, sharding=partitioner.batch_sharding())
         for k, n in lengths.items()
     }
-    train_step = step_lib.make_train_step(
-        model, optimizer, loss, partitioner=partitioner, in_shardings=(state_sh, frozen_sh)
-    )
+    train_step = run.train_step(loss, seed=0)
     start = time.perf_counter()
     compiled = train_step.lower(state_abstract, frozen_abstract, batch).compile()
     seconds = time.perf_counter() - start
     memory = compiled.memory_analysis()
-    counts = trainable_lib.count(mask, abstract)
+    counts = trainable_lib.count(run.mask, run.abstract_params)
     return Plan(
         mesh_shape=(partitioner.data_size, partitioner.model_size),
         argument_bytes=int(memory.argument_size_in_bytes),
         output_bytes=int(memory.output_size_in_bytes),
         alias_bytes=int(memory.alias_size_in_bytes),
         temp_bytes=int(memory.temp_size_in_bytes),
-        trainable_bytes=_shard_bytes(state_abstract.params, state_sh.params),
-        frozen_bytes=_shard_bytes(frozen_abstract, frozen_sh),
-        optimizer_bytes=_shard_bytes(state_abstract.opt_state, state_sh.opt_state),
+        trainable_bytes=_shard_bytes(state_abstract.params, run.state_shardings.params),
+        frozen_bytes=_shard_bytes(frozen_abstract, run.frozen_shardings),
+        optimizer_bytes=_shard_bytes(state_abstract.opt_state, run.state_shardings.opt_state),
         trainable_params=counts[0],
         total_params=counts[1],
         compile_seconds=seconds,

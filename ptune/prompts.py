@@ -5,10 +5,13 @@ into the embedded encoder input; only it trains. Its parameter path is stable an
 
     encoder/prompt/prompt        [prompt, prompt_embed]  (logical axes; replicated)
 
-Checkpoints, the optimizer mask (`ptune.trainable.PROMPT_ONLY`) and prompt exports all key on
-it. Placement: `prefix` (the paper), `after_bos` (after the first input token) or `suffix`
-(right after the last real input token, before padding). The encoder masks grow by the P
-visible positions; the prompt does not count against the task's input length.
+This module is its one owner: `get_prompt`, `with_prompt`, `without_prompt` and
+`PROMPT_PATTERN` read, place and name it, and no other module spells the path. Checkpoints,
+the optimizer mask (`ptune.trainable.PROMPT_ONLY`) and prompt exports all key on it.
+Placement: `prefix` (the paper), `after_bos` (after the first input token) or `suffix`
+(before the input's final EOS, as the original implementation's `before_eos=True`). The
+encoder masks grow by the P visible positions; the prompt does not count against the task's
+input length.
 
 Initializers are gin-bindable factories returning `fn(rng, shape, context) -> [P, E]`, where
 `context` (`InitContext`) carries the frozen embedding table and, when the initializer needs
@@ -34,6 +37,7 @@ Array = jax.Array
 PLACEMENTS = ("prefix", "after_bos", "suffix")
 PROMPT_PATH = ("encoder", "prompt", "prompt")
 PROMPT_PATH_STR = "/".join(PROMPT_PATH)
+PROMPT_PATTERN = "encoder/prompt/.*"  # checkpoint restores leave this slot to the caller
 # Paper, Section 3: sample from the 5,000 most common tokens of T5's SentencePiece vocabulary.
 TOP_K_TOKENS = 5000
 # pad (0), eos (1) and unk (2) in T5's vocabulary; sentinels lie above the base pieces.
@@ -64,8 +68,8 @@ def insert_prompt(
         offset = jnp.zeros((b, 1), jnp.int32)
     elif placement == "after_bos":
         offset = jnp.minimum(jnp.sum(valid, axis=1, dtype=jnp.int32), 1)[:, None]
-    else:
-        offset = jnp.sum(valid, axis=1, dtype=jnp.int32)[:, None]
+    else:  # suffix: before the last real token, the EOS every T5 input ends with
+        offset = jnp.maximum(jnp.sum(valid, axis=1, dtype=jnp.int32) - 1, 0)[:, None]
     j = jnp.arange(l + p, dtype=jnp.int32)[None, :]  # output positions [1, l + p]
     in_prompt = (j >= offset) & (j < offset + n_prompt)
     input_index = jnp.where(j < offset, j, j - n_prompt)  # [b, l + p]
@@ -190,6 +194,72 @@ def validate_length(length: Any) -> int:
     return int(length)
 
 
+@dataclasses.dataclass(frozen=True)
+class PromptConfig:
+    """The prompt of a run, one vocabulary for every command.
+
+    length: prompt vectors P (training); the commands that read prompt files take P from them.
+    initializer: an initializer factory's result (below); None is the paper's default, class
+      labels (sampled vocabulary for a task without labels, said in the log).
+    placement: `prefix` | `after_bos` | `suffix` (see `insert_prompt`).
+    """
+
+    length: int = 100
+    initializer: Any = None
+    placement: str = "prefix"
+
+    def __post_init__(self):
+        validate_length(self.length)
+        if self.placement not in PLACEMENTS:
+            raise UserError(f"prompt placement must be one of {PLACEMENTS}, got {self.placement!r}")
+
+    def factory(self) -> Callable[..., nn.Module]:
+        return prompt_factory(self.length, self.placement)
+
+
+# ----------------------------------------------------------------------- the prompt's slot
+
+
+def has_prompt(params: Any) -> bool:
+    node = params
+    for key in PROMPT_PATH:
+        if not hasattr(node, "get") or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def get_prompt(params: Any) -> Any:
+    """The prompt (or a bank's stacked prompts) held in a parameter tree."""
+    if not has_prompt(params):
+        raise UserError(f"the parameters hold no prompt at {PROMPT_PATH_STR}")
+    node = params
+    for key in PROMPT_PATH:
+        node = node[key]
+    return node
+
+
+def with_prompt(params: Any, value: Any) -> dict:
+    """A new parameter tree: `params` (which may lack a prompt) with `value` in the slot.
+    Only the dicts on the path are copied; the arrays are shared."""
+    out = dict(params)
+    node = out
+    for key in PROMPT_PATH[:-1]:
+        node[key] = dict(node.get(key, {}))
+        node = node[key]
+    node[PROMPT_PATH[-1]] = value
+    return out
+
+
+def without_prompt(params: Any) -> dict:
+    """A new parameter tree without the prompt module (what a frozen checkpoint holds)."""
+    out = dict(params)
+    encoder = dict(out.get(PROMPT_PATH[0], {}))
+    encoder.pop(PROMPT_PATH[1], None)
+    out[PROMPT_PATH[0]] = encoder
+    return out
+
+
 # ----------------------------------------------------------------------------- initializers
 
 
@@ -281,16 +351,19 @@ def class_labels(
     excluded_ids: Sequence[int] = SPECIAL_IDS,
 ):
     """Row i is the mean embedding of the sub-tokens of label i; the remaining rows are
-    sampled vocabulary. Labels default to the task's (`InitContext.labels`). Labels beyond
-    the prompt length are dropped with a warning. (The paper's default initialisation.)"""
+    sampled vocabulary. Labels default to the task's (`InitContext.labels`; a mixture's are
+    those of all its tasks); a task without labels (ReCoRD, WSC) gets sampled vocabulary
+    throughout, said in the log. Labels beyond the prompt length are dropped with a warning.
+    (The paper's default initialisation.)"""
 
     def init(rng, shape, context: InitContext):
         names = list(labels) if labels is not None else context.labels
         if not names:
-            raise UserError(
-                "class-label initialisation needs labels: the task declares none; "
-                "bind prompts.class_labels.labels or choose another initializer"
+            log.info(
+                "class-label initialisation: the task has no closed label set; "
+                "every prompt row is sampled vocabulary (the paper's fallback)"
             )
+            return _sample_rows(rng, shape[0], context, top_k, excluded_ids)
         if len(names) > shape[0]:
             log.warning(
                 "prompt length %d < %d class labels: dropping labels %s",

@@ -1,4 +1,4 @@
-"""The train state and the jitted train / eval steps over a frozen model.
+"""The train state and the jitted train step over a frozen model.
 
 The state holds only what trains (the trainable subtree of `ptune.trainable.partition`), its
 optimizer state and the step. Frozen weights are a separate, non-donated argument: they are
@@ -159,28 +159,3 @@ def make_train_step(
     if in_shardings is not None:
         kwargs.update(in_shardings=in_shardings, out_shardings=out_shardings)
     return jax.jit(train_step, donate_argnums=(0,) if donate else (), **kwargs)
-
-
-def make_eval_step(
-    model,
-    loss_config: LossConfig = LossConfig(),
-    jit: bool = True,
-    *,
-    partitioner: Optional[partitioning.Partitioner] = None,
-    param_shardings: Optional[tuple[PyTree, PyTree]] = None,
-) -> Callable:
-    """Returns `eval_step(trainable_params, frozen, batch) -> summed metrics` (no dropout).
-
-    With a `partitioner`, `param_shardings` is (trainable, frozen) shardings."""
-
-    def eval_step(trainable_params, frozen, batch):
-        return loss_and_metrics(model, loss_config, trainable_params, frozen, batch, False, None)[1]
-
-    if jit and partitioner is not None:
-        train_sh, frozen_sh = param_shardings
-        return partitioner.jit(
-            eval_step,
-            in_shardings=(train_sh, frozen_sh, partitioner.batch_sharding()),
-            out_shardings=partitioner.replicated,
-        )
-    return jax.jit(eval_step) if jit else eval_step

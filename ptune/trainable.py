@@ -1,4 +1,4 @@
-"""What trains: one list of regular expressions over parameter paths, and the optimizer.
+"""What trains: one list of regular expressions over parameter paths.
 
 The regex list becomes one static mask (`trainable_mask`). Everything else derives from it:
 `partition` splits the parameters into the trainable subtree (which the optimizer sees, so
@@ -19,13 +19,13 @@ from typing import Any, Mapping, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import traverse_util
 
+from ptune import prompts
 from ptune.errors import UserError
 
 PyTree = Any
-PROMPT_ONLY = ("encoder/prompt/prompt",)
+PROMPT_ONLY = (prompts.PROMPT_PATH_STR,)
 EVERYTHING = (".*",)
 
 
@@ -96,32 +96,3 @@ def summary_line(mask: Mapping[str, bool], params: Mapping) -> str:
     trainable, total = count(mask, params)
     percent = 100.0 * trainable / max(total, 1)
     return f"trainable params: {trainable:,} of {total:,} ({percent:.4g}%)"
-
-
-def paper_adafactor(
-    learning_rate: float = 0.3,
-    decay_rate: float = 0.8,
-    decay_offset: int = 0,
-    weight_decay_rate: Optional[float] = 1e-5,
-    clipping_threshold: Optional[float] = 1.0,
-    multiply_by_parameter_scale: bool = False,
-    min_dim_size_to_factor: int = 128,
-) -> optax.GradientTransformation:
-    """The paper's optimizer: Adafactor, constant lr 0.3, second-moment decay exponent 0.8,
-    no parameter scaling, update clipping 1.0, and weight decay applied as
-    p <- p * (1 - 1e-5) each step, not scaled by the learning rate (as t5x's Adafactor).
-
-    decay_offset: Adafactor's second-moment decay is 1 - (step + 1 - decay_offset)**-0.8.
-      The original implementation restored the pretrained step (1,100,000) with the frozen
-      model, so its decay started near 1; `decay_offset=-1100000` reproduces that, while the
-      default 0 counts from the start of this run.
-    """
-    return optax.adafactor(
-        learning_rate=learning_rate,
-        min_dim_size_to_factor=min_dim_size_to_factor,
-        decay_rate=decay_rate,
-        decay_offset=decay_offset,
-        multiply_by_parameter_scale=multiply_by_parameter_scale,
-        clipping_threshold=clipping_threshold,
-        weight_decay_rate=weight_decay_rate,
-    )

@@ -11,11 +11,19 @@ prompt must be there); random frozen weights only where a run names them (`rando
 the offline demo), and then they are written to MODEL_DIR/random_init so that eval and infer
 read the very same weights.
 
+Steps are dispatched asynchronously: metrics reach the host only every `log_period` steps,
+at evaluations and at checkpoints. A non-finite loss is noted on the device (the first step
+it happened) and raised at the next of those points, before anything is saved, so the last
+checkpoint written is always a finite one. SIGTERM or SIGINT (preemption, Ctrl-C) finishes
+the current step, writes a checkpoint and raises `Preempted`; the same command resumes.
+
 MODEL_DIR layout:
     config.gin, run.json          the configuration (gin) and the fingerprint resumes check
     checkpoints/<step>/           Orbax: trainable params, optimizer state, step, data position
     numpy_checkpoints/checkpoint_<step>/encoder.prompt.prompt.{npy,safetensors}; .../best/
     metrics.jsonl, train/ (TensorBoard events), eval/<split>_step_<step>.json
+    summary.json                  task, model, prompt, counts, best score, steps, wall time
+    random_init/                  the demo's random frozen weights (ptune format), if any
 """
 
 from __future__ import annotations
@@ -25,15 +33,16 @@ import json
 import logging
 import os
 import shutil
+import signal
+import threading
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
 
-from ptune import data, distributed, evaluation, partitioning, prompts
+from ptune import atomic, data, distributed, evaluation, partitioning, prompts, recipe
 from ptune import step as step_lib
 from ptune import trainable as trainable_lib
 from ptune.checkpoints import prompt_io
@@ -46,34 +55,29 @@ PyTree = Any
 
 
 @dataclasses.dataclass(frozen=True)
-class PromptConfig:
-    """Prompt length, initializer (see `ptune.prompts`) and placement."""
-
-    length: int = 100
-    initializer: Any = None  # None: class labels (the paper's default)
-    placement: str = "prefix"
-
-    def factory(self):
-        return prompts.prompt_factory(self.length, self.placement)
-
-
-@dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """One prompt-tuning (or model-tuning) run. Gin binds these fields from the outside."""
+    """One prompt-tuning (or model-tuning) run. Gin binds these fields from the outside.
+
+    model: None takes the checkpoint's configuration; a model gin file's fields (or a whole
+    T5Config) must agree with it (see `ptune.recipe.resolve_model_config`).
+    eval_metric: None selects the best prompt by the task's score (the mean of its primary
+    metrics; for a mixture the mean over its tasks); or one reported metric, 'metric' or
+    'task/metric'.
+    """
 
     model_dir: str
     mixture_or_task_name: str
-    model: t5.T5Config
-    initial_checkpoint_path: Optional[str] = None
+    model: recipe.ModelSpec = None
+    checkpoint_path: Optional[str] = None
     random_init: bool = False  # frozen weights from `seed` instead of a checkpoint (demo only)
     task_feature_lengths: Mapping[str, int] = dataclasses.field(
         default_factory=lambda: {"inputs": 512, "targets": 8}
     )
     batch_size: int = 32
     train_steps: int = 30000
-    prompt: Optional[PromptConfig] = PromptConfig()
+    prompt: Optional[prompts.PromptConfig] = prompts.PromptConfig()
     trainable: Sequence[str] = trainable_lib.PROMPT_ONLY
-    optimizer: Any = None  # None: trainable.paper_adafactor()
+    optimizer: Any = None  # None: optimizers.prompt_tuning_adafactor()
     loss: step_lib.LossConfig = step_lib.LossConfig()
     frozen_dtype: Optional[str] = None  # e.g. "bfloat16" halves the frozen model's memory
     partitioning: partitioning.MeshConfig = partitioning.MeshConfig()  # mesh and axis rules
@@ -82,19 +86,21 @@ class TrainConfig:
     eval_split: str = "validation"
     eval_period: int = 1000
     eval_batch_size: Optional[int] = None
-    eval_metric: Optional[str] = None  # early stopping / best prompt, e.g. "accuracy"
+    eval_feature_lengths: Optional[Mapping[str, int]] = None  # None: each example whole
+    eval_metric: Optional[str] = None
     early_stopping_patience: Optional[int] = None  # evaluations without improvement
     checkpoint_period: int = 1000
     keep_checkpoints: int = 3
     log_period: int = 10
     overwrite: bool = False
+    label: Optional[str] = None  # a name for this run in reports
 
-    def fingerprint(self) -> dict:
+    def fingerprint(self, model: t5.T5Config) -> dict:
         """What must not change when a run resumes (steps and periods may)."""
         return {
-            "model": dataclasses.asdict(self.model),
+            "model": dataclasses.asdict(model),
             "task": self.mixture_or_task_name,
-            "initial_checkpoint_path": self.initial_checkpoint_path,
+            "initial_checkpoint_path": self.checkpoint_path,
             "random_init": self.random_init,
             "task_feature_lengths": dict(self.task_feature_lengths),
             "batch_size": self.batch_size,
@@ -114,78 +120,76 @@ class HookContext:
     step: int
     state: step_lib.TrainState
     frozen: PyTree
-    metrics: dict
     cfg: TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
 class Hook:
-    """Calls `fn(context)` every `every` steps (after the step's metrics are known)."""
+    """Calls `fn(context)` every `every` steps."""
 
     every: int
     fn: Callable[[HookContext], None]
 
 
-def build_model(cfg_model: t5.T5Config, prompt: Optional[PromptConfig]) -> t5.Transformer:
-    return t5.Transformer(cfg_model, prompt.factory() if prompt is not None else None)
+class Preempted(UserError):
+    """A signal stopped the run after writing a checkpoint; rerunning resumes it."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
 
 
-def _random_params(
-    model: t5.Transformer,
-    seed: int,
-    partitioner: Optional[partitioning.Partitioner] = None,
-    shardings: Optional[PyTree] = None,
-) -> PyTree:
-    """Every host computes the same values from `seed`; each device keeps only its shards."""
-    tokens = jnp.zeros((1, 1), jnp.int32)
+@dataclasses.dataclass
+class TrainResult:
+    """What `train` returns: the final step and state, the last train metrics and evaluation
+    results, the best score so far, and whether early stopping ended the run."""
 
-    def init(rng):
-        return nn.unbox(model.init(rng, tokens, tokens, tokens, enable_dropout=False)["params"])
-
-    if partitioner is None:
-        return jax.jit(init)(jax.random.PRNGKey(seed))
-    return partitioner.jit(init, in_shardings=partitioner.replicated, out_shardings=shardings)(
-        jax.random.PRNGKey(seed)
-    )
+    step: int
+    state: step_lib.TrainState
+    train: Optional[dict[str, float]]
+    eval: Optional[dict[str, dict[str, float]]]
+    best: Optional[dict]
+    stopped_early: bool
 
 
-def load_frozen_params(
-    model: t5.Transformer,
-    path: Optional[str],
-    random_init: bool,
-    seed: int,
-    partitioner: Optional[partitioning.Partitioner] = None,
-    shardings: Optional[PyTree] = None,
-) -> PyTree:
-    """Full params (a placeholder prompt included) from the checkpoint, strictly; with
-    `shardings` (shaped like the params) each device reads only its own shards."""
-    placeholder = _random_params(model, seed, partitioner, shardings)
-    if path is None:
-        if not random_init:
-            raise UserError(
-                "INITIAL_CHECKPOINT_PATH is required: prompt tuning needs a "
-                "pretrained model (random frozen weights only with random_init)"
-            )
-        log.warning("frozen model: RANDOM weights from seed %d (random_init=True)", seed)
-        return placeholder
-    from ptune import checkpoints
+@dataclasses.dataclass
+class BestPrompt:
+    """Best-prompt selection and early stopping: the best score (step, value, metric) and the
+    number of evaluations since it improved. Saved with every checkpoint."""
 
-    _, loaded = checkpoints.load(
-        path, model.config, fresh=[r"encoder/prompt/.*"], shardings=shardings
-    )
-    merged = trainable_lib.merge(loaded, {})
-    if "prompt" in placeholder.get("encoder", {}):
-        merged["encoder"]["prompt"] = placeholder["encoder"]["prompt"]
-    return merged
+    metric: str
+    patience: Optional[int] = None
+    best: Optional[dict] = None
+    evals_without_improvement: int = 0
+
+    def update(self, step: int, value: float) -> bool:
+        """Records an evaluation; True when it is the best so far."""
+        if self.best is None or value > self.best["value"]:
+            self.best = {"step": step, "value": float(value), "metric": self.metric}
+            self.evals_without_improvement = 0
+            return True
+        self.evals_without_improvement += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.evals_without_improvement >= self.patience
+
+    def to_meta(self) -> dict:
+        return {"best": self.best, "evals_without_improvement": self.evals_without_improvement}
+
+    def restore(self, meta: Mapping) -> None:
+        self.best = meta.get("best")
+        self.evals_without_improvement = int(meta.get("evals_without_improvement", 0))
 
 
-def initial_prompt(cfg: TrainConfig, params: PyTree) -> np.ndarray:
+def initial_prompt(cfg: TrainConfig, frozen: PyTree) -> np.ndarray:
     """[P, E] from the configured initializer, with the task's vocabulary and labels."""
     from ptune.tasks import registry
 
     init = cfg.prompt.initializer or prompts.class_labels()
     context = prompts.InitContext(
-        embedding=partitioning.gather(params["token_embedder"]["embedding"]).astype(np.float32),
+        embedding=partitioning.gather(frozen["token_embedder"]["embedding"]).astype(np.float32),
         vocabulary=data.output_vocabulary(cfg.mixture_or_task_name),
         labels=registry.label_names(cfg.mixture_or_task_name),
     )
@@ -193,10 +197,34 @@ def initial_prompt(cfg: TrainConfig, params: PyTree) -> np.ndarray:
     return prompts.initialize(init, rng, cfg.prompt.length, context)
 
 
-def prepare_model_dir(cfg: TrainConfig, config_text: str) -> None:
+RUN_FILES = (
+    "checkpoints",
+    "numpy_checkpoints",
+    "train",
+    "eval",
+    "random_init",
+    "metrics.jsonl",
+    "summary.json",
+)
+
+
+def check_model_dir(model_dir: str) -> None:
+    """MODEL_DIR must be a directory this process can create or write (checked before any
+    work, so a bad path costs nothing)."""
+    path = os.path.abspath(model_dir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"MODEL_DIR {model_dir} exists and is not a directory")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"MODEL_DIR {model_dir}: {existing} is not writable")
+
+
+def prepare_model_dir(cfg: TrainConfig, fingerprint: dict, config_text: str) -> None:
     """Creates MODEL_DIR, or checks that it holds this very run (refuses another one)."""
     run_file = os.path.join(cfg.model_dir, "run.json")
-    fingerprint = json.loads(json.dumps(cfg.fingerprint()))
+    fingerprint = json.loads(json.dumps(fingerprint))
     if os.path.exists(run_file):
         with open(run_file) as f:
             previous = json.load(f)
@@ -213,29 +241,16 @@ def prepare_model_dir(cfg: TrainConfig, config_text: str) -> None:
                     "MODEL_DIR or pass --overwrite to start it afresh"
                 )
             log.warning("overwriting the run in %s", cfg.model_dir)
-            for name in (
-                "checkpoints",
-                "numpy_checkpoints",
-                "train",
-                "eval",
-                "random_init",
-                "metrics.jsonl",
-            ):
+            for name in RUN_FILES:
                 target = os.path.join(cfg.model_dir, name)
                 if os.path.isdir(target):
                     shutil.rmtree(target)
                 elif os.path.exists(target):
                     os.remove(target)
     os.makedirs(cfg.model_dir, exist_ok=True)
-    for name, text in (
-        ("run.json", json.dumps(fingerprint, indent=2, sort_keys=True)),
-        ("config.gin", config_text),
-    ):
-        if text:
-            tmp = os.path.join(cfg.model_dir, f".{name}.tmp")
-            with open(tmp, "w") as f:
-                f.write(text)
-            os.replace(tmp, os.path.join(cfg.model_dir, name))
+    atomic.write_json(run_file, fingerprint)
+    if config_text:
+        atomic.write_text(os.path.join(cfg.model_dir, "config.gin"), config_text)
 
 
 class MetricsLog:
@@ -250,8 +265,7 @@ class MetricsLog:
         if os.path.exists(self.path):  # forget what a killed run logged past its checkpoint
             with open(self.path) as f:
                 kept = [line for line in f if json.loads(line)["step"] <= resume_step]
-            with open(self.path, "w") as f:
-                f.writelines(kept)
+            atomic.write_text(self.path, "".join(kept))
         from clu import metric_writers
 
         self._writer = metric_writers.create_default_writer(
@@ -278,136 +292,181 @@ def _summarize(metrics: Mapping[str, jax.Array]) -> dict[str, float]:
     }
 
 
-def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()) -> dict:
-    """Runs (or resumes) a training run; returns {'step', 'train', 'eval', 'best'}."""
+@jax.jit
+def _note_non_finite(first_bad: jax.Array, metrics: Mapping[str, jax.Array], step: jax.Array):
+    """(step, loss) of the first step whose loss was not finite; step 0 while none was."""
+    loss = metrics["loss_sum"] / jnp.maximum(metrics["tokens"], 1.0)
+    fresh = (first_bad[0] == 0) & ~jnp.isfinite(loss)
+    return jnp.where(fresh, jnp.stack([step.astype(jnp.float32), loss]), first_bad)
+
+
+class _Signals:
+    """Turns SIGTERM/SIGINT into a flag the loop reads after each step (main thread only)."""
+
+    def __init__(self):
+        self.received: Optional[int] = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None:  # a second signal: stop at once
+            raise KeyboardInterrupt
+        self.received = signum
+        log.warning("%s received: finishing this step and writing a checkpoint", _name(signum))
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+def _initializer_name(prompt: Optional[prompts.PromptConfig]) -> Optional[str]:
+    if prompt is None:
+        return None
+    if prompt.initializer is None:
+        return "class_labels"
+    return getattr(prompt.initializer, "__qualname__", "custom").split(".")[0]
+
+
+def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()) -> TrainResult:
+    """Runs (or resumes) a training run."""
     from tqdm import tqdm
 
+    started = time.perf_counter()
     main_process = jax.process_index() == 0
     if cfg.train_steps < 0 or cfg.batch_size < 1:
         raise UserError(
             f"train_steps must be >= 0 and batch_size >= 1, got {cfg.train_steps} "
             f"and {cfg.batch_size}"
         )
-    if cfg.early_stopping_patience is not None and cfg.eval_metric is None:
-        raise UserError("early_stopping_patience needs eval_metric (e.g. 'accuracy')")
-
-    # ---- task and vocabularies: an unknown name or a missing file fails before any work
-    data.check_vocabularies(cfg.mixture_or_task_name)
-    if main_process:
-        prepare_model_dir(cfg, config_text)
-
-    # ---- mesh: the (data, model) device grid; the logical axis rules place every array
-    partitioner = partitioning.Partitioner.create(cfg.partitioning)
-    partitioner.check_batch_size(cfg.batch_size)
-    distributed.check_same_on_all_hosts(cfg.seed, "the seed")  # data order, dropout, init
-
-    # ---- model, frozen weights (straight into their shards), prompt (replicated)
-    model = build_model(cfg.model, cfg.prompt)
-    boxed = t5.abstract_variables(cfg.model, model.prompt_factory)["params"]
-    shardings = partitioner.param_shardings(boxed)
-    params = load_frozen_params(
-        model, cfg.initial_checkpoint_path, cfg.random_init, cfg.seed, partitioner, shardings
-    )
-    if cfg.random_init and main_process:
-        _write_random_init(cfg, params)
-    if cfg.prompt is not None:
-        params["encoder"]["prompt"]["prompt"] = partitioner.put(
-            initial_prompt(cfg, params), shardings["encoder"]["prompt"]["prompt"]
+    if cfg.checkpoint_path is None and not cfg.random_init:
+        raise UserError(
+            "INITIAL_CHECKPOINT_PATH is required: prompt tuning needs a "
+            "pretrained model (random frozen weights only with random_init)"
         )
+    check_model_dir(cfg.model_dir)
 
-    # ---- what trains: one mask for the optimizer, the state, checkpoints and the log line
-    mask = trainable_lib.trainable_mask(params, cfg.trainable)
-    log.info(trainable_lib.summary_line(mask, params))
-    train_params, frozen = trainable_lib.partition(params, mask)
-    frozen = trainable_lib.cast_frozen(frozen, cfg.frozen_dtype)
+    # ---- task, data and model configuration: every bad input fails here, before any work
+    data.check_task(cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.train_split)
+    config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path)
+    data.check_vocabulary_fits(cfg.mixture_or_task_name, config.vocab_size)
+    metric = evaluation.check_metric(cfg.mixture_or_task_name, cfg.eval_metric)
+    if cfg.early_stopping_patience is not None and cfg.eval_period <= 0:
+        raise UserError("early_stopping_patience needs evaluations (eval_period > 0)")
+
+    # ---- assembly: mesh, model, shardings, what trains, optimizer (see ptune.recipe)
+    run = recipe.assemble(
+        config,
+        prompt_factory=cfg.prompt.factory() if cfg.prompt is not None else None,
+        mesh=cfg.partitioning,
+        trainable=cfg.trainable,
+        optimizer=cfg.optimizer,
+        frozen_dtype=cfg.frozen_dtype,
+    )
+    run.partitioner.check_batch_size(cfg.batch_size)
+    distributed.check_same_on_all_hosts(cfg.seed, "the seed")  # data order, dropout, init
+    if main_process:
+        prepare_model_dir(cfg, cfg.fingerprint(config), config_text)
+
+    # ---- frozen weights (straight into their shards), prompt (replicated)
+    if cfg.checkpoint_path is None:
+        log.warning("frozen model: RANDOM weights from seed %d (random_init=True)", cfg.seed)
+        params = run.random_frozen(cfg.seed)
+        if main_process:
+            _write_random_init(cfg, config, params)
+    else:
+        params = run.load_frozen(cfg.checkpoint_path)
+    if cfg.prompt is not None:
+        params = run.place_prompt(params, initial_prompt(cfg, params))
+    log.info(trainable_lib.summary_line(run.mask, params))
+    counts = trainable_lib.count(run.mask, params)
+    state, frozen = run.init_state(params)
     del params
-    optimizer = cfg.optimizer or trainable_lib.paper_adafactor()
-    state_sh, frozen_sh = step_lib.train_shardings(partitioner, optimizer, boxed, mask)
-    state = partitioner.jit(
-        lambda p: step_lib.init_state(p, optimizer),
-        in_shardings=(state_sh.params,),
-        out_shardings=state_sh,
-    )(train_params)
 
     # ---- resume from this run's own latest checkpoint
     checkpointer = StateCheckpointer(cfg.model_dir, cfg.keep_checkpoints)
-    meta = {"data_position": 0, "best": None, "evals_without_improvement": 0}
+    best = BestPrompt(metric, cfg.early_stopping_patience)
     latest = checkpointer.latest_step()
+    data_position = 0
     if latest is not None:
         state, meta = checkpointer.restore(latest, state)
+        best.restore(meta)
+        data_position = int(meta["data_position"])
         log.info("resumed from %s at step %d", checkpointer.directory, latest)
     start = int(state.step)
 
     # ---- steps, data, evaluation, logging
-    train_step = step_lib.make_train_step(
-        model,
-        optimizer,
-        cfg.loss,
-        seed=cfg.seed,
-        partitioner=partitioner,
-        in_shardings=(state_sh, frozen_sh),
-    )
+    train_step = run.train_step(cfg.loss, cfg.seed)
     batches = data.train_batches(
         cfg.mixture_or_task_name,
         cfg.task_feature_lengths,
         cfg.batch_size,
         seed=cfg.seed,
         split=cfg.train_split,
-        start_batch=int(meta["data_position"]),
+        start_batch=data_position,
         shard_index=jax.process_index(),
         num_shards=jax.process_count(),
-        pack=False,
     )
     evaluator = None
     if cfg.eval_period > 0:
         evaluator = evaluation.Evaluation(
             cfg.mixture_or_task_name,
-            cfg.task_feature_lengths,
+            cfg.eval_feature_lengths,
             cfg.eval_batch_size or cfg.batch_size,
             cfg.eval_split,
         )
     metrics_log = MetricsLog(cfg.model_dir, start, main_process)
-    summary = {"step": start, "train": None, "eval": None, "best": meta.get("best")}
+    first_bad = jnp.zeros((2,), jnp.float32)
+    result = TrainResult(start, state, None, None, best.best, False)
+
+    def check_finite() -> None:
+        bad_step, bad_loss = (float(x) for x in np.asarray(first_bad))
+        if bad_step:
+            last = checkpointer.latest_step()
+            raise UserError(
+                f"the training loss became {bad_loss} at step {int(bad_step)}; stopping "
+                f"(the last checkpoint, step {last}, is intact)"
+            )
 
     def save(step_number: int) -> None:
-        meta["data_position"] = step_number
-        checkpointer.save(step_number, state, meta)
+        check_finite()
+        checkpointer.save(step_number, state, {"data_position": step_number, **best.to_meta()})
         if main_process and cfg.prompt is not None:
             prompt_io.save_prompt(
                 prompt_io.step_directory(cfg.model_dir, step_number),
-                partitioning.gather(state.params["encoder"]["prompt"]["prompt"]),
+                partitioning.gather(prompts.get_prompt(state.params)),
             )
 
-    def evaluate(step_number: int) -> bool:
-        """Evaluates, tracks the best prompt; returns True when early stopping triggers."""
-        with partitioner.context():
-            results = evaluator(model, trainable_lib.merge(state.params, frozen), step_number)
-        summary["eval"] = results
+    def evaluate(step_number: int) -> None:
+        check_finite()
+        with run.partitioner.context():
+            results = evaluator(run.model, trainable_lib.merge(state.params, frozen))
+        result.eval = results
+        score = evaluation.select(results, cfg.mixture_or_task_name, metric)
         if main_process:
             for task, values in results.items():
                 metrics_log.write(step_number, f"{cfg.eval_split}/{task}", values)
+            metrics_log.write(step_number, cfg.eval_split, {"score": score})
             evaluation.write_results(
                 os.path.join(cfg.model_dir, "eval", f"{cfg.eval_split}_step_{step_number}.json"),
                 step_number,
                 results,
+                {"score": score, "metric": metric},
             )
-        if cfg.eval_metric is None:
-            return False
-        value = evaluation.select_metric(results, cfg.eval_metric)
-        best = meta.get("best")
-        if best is None or value > best["value"]:
-            meta["best"] = {"step": step_number, "value": value, "metric": cfg.eval_metric}
-            meta["evals_without_improvement"] = 0
-            if main_process and cfg.prompt is not None:
-                prompt_io.save_prompt(
-                    os.path.join(cfg.model_dir, "numpy_checkpoints", "best"),
-                    partitioning.gather(state.params["encoder"]["prompt"]["prompt"]),
-                )
-        else:
-            meta["evals_without_improvement"] += 1
-        summary["best"] = meta["best"]
-        patience = cfg.early_stopping_patience
-        return patience is not None and meta["evals_without_improvement"] >= patience
+        if best.update(step_number, score) and main_process and cfg.prompt is not None:
+            prompt_io.save_prompt(
+                prompt_io.best_directory(cfg.model_dir),
+                partitioning.gather(prompts.get_prompt(state.params)),
+            )
+        result.best = best.best
 
     # ---- the loop
     progress = tqdm(
@@ -420,60 +479,91 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     )
     window_start, window_steps = time.perf_counter(), 0
     step_number = start
-    stopped_early = False
-    while step_number < cfg.train_steps:
-        state, metrics = train_step(state, frozen, partitioner.shard_batch(next(batches)))
-        step_number += 1
-        loss = float(metrics["loss_sum"]) / max(float(metrics["tokens"]), 1.0)
-        if not np.isfinite(loss):
-            last = checkpointer.latest_step()
-            raise UserError(
-                f"the training loss became {loss} at step {step_number}; stopping "
-                f"(the last checkpoint, step {last}, is intact)"
-            )
-        window_steps += 1
-        progress.update(1)
-        if step_number % cfg.log_period == 0 or step_number == cfg.train_steps:
-            values = _summarize(metrics)
-            rate = window_steps / max(time.perf_counter() - window_start, 1e-9)
-            values["steps_per_sec"] = rate
-            progress.set_postfix(loss=f"{values['loss']:.4f}", steps_per_s=f"{rate:.2f}")
-            metrics_log.write(step_number, "train", values)
-            summary["train"] = values
-            window_start, window_steps = time.perf_counter(), 0
-        for hook in hooks:
-            if step_number % hook.every == 0:
-                hook.fn(HookContext(step_number, state, frozen, metrics, cfg))
-        last_step = step_number == cfg.train_steps
-        if evaluator is not None and (step_number % cfg.eval_period == 0 or last_step):
-            stopped_early = evaluate(step_number)
-        if step_number % cfg.checkpoint_period == 0 or last_step or stopped_early:
-            save(step_number)
-        if stopped_early:
-            log.info(
-                "early stopping at step %d: %s did not improve for %d evaluations",
-                step_number,
-                cfg.eval_metric,
-                cfg.early_stopping_patience,
-            )
-            break
+    with _Signals() as signals:
+        while step_number < cfg.train_steps:
+            state, metrics = train_step(state, frozen, run.partitioner.shard_batch(next(batches)))
+            step_number += 1
+            first_bad = _note_non_finite(first_bad, metrics, state.step)
+            window_steps += 1
+            progress.update(1)
+            last_step = step_number == cfg.train_steps
+            if step_number % cfg.log_period == 0 or last_step:
+                check_finite()
+                values = _summarize(metrics)
+                rate = window_steps / max(time.perf_counter() - window_start, 1e-9)
+                values["steps_per_sec"] = rate
+                progress.set_postfix(loss=f"{values['loss']:.4f}", steps_per_s=f"{rate:.2f}")
+                metrics_log.write(step_number, "train", values)
+                result.train = values
+                window_start, window_steps = time.perf_counter(), 0
+            for hook in hooks:
+                if step_number % hook.every == 0:
+                    hook.fn(HookContext(step_number, state, frozen, cfg))
+            if evaluator is not None and (step_number % cfg.eval_period == 0 or last_step):
+                evaluate(step_number)
+                result.stopped_early = best.should_stop
+            if (
+                step_number % cfg.checkpoint_period == 0
+                or last_step
+                or result.stopped_early
+                or signals.received
+            ):
+                save(step_number)
+            if signals.received:
+                progress.close()
+                checkpointer.close()
+                raise Preempted(
+                    f"{_name(signals.received)} at step {step_number}: checkpoint written to "
+                    f"{checkpointer.directory}/{step_number}; rerun the same command to resume",
+                    signals.received,
+                )
+            if result.stopped_early:
+                log.info(
+                    "early stopping at step %d: %s did not improve for %d evaluations",
+                    step_number,
+                    metric,
+                    cfg.early_stopping_patience,
+                )
+                break
     progress.close()
     if latest is None and start == step_number == 0 and cfg.train_steps == 0:
         save(0)
+    check_finite()
     checkpointer.close()
-    summary["step"] = step_number
-    summary["state"] = state
-    summary["stopped_early"] = stopped_early
-    return summary
+    result.step, result.state = step_number, state
+    if main_process:
+        _write_summary(cfg, config, counts, result, time.perf_counter() - started)
+    return result
 
 
-def _write_random_init(cfg: TrainConfig, params: PyTree) -> None:
+def _write_summary(cfg, config, counts, result: TrainResult, seconds: float) -> None:
+    """summary.json: what `ptune report` tabulates for this run."""
+    atomic.write_json(
+        os.path.join(cfg.model_dir, "summary.json"),
+        {
+            "task": cfg.mixture_or_task_name,
+            "model": (
+                f"t5 emb {config.emb_dim}, {config.num_encoder_layers}+"
+                f"{config.num_decoder_layers} layers"
+                + (" (random)" if cfg.random_init and cfg.checkpoint_path is None else "")
+            ),
+            "prompt_length": cfg.prompt.length if cfg.prompt is not None else None,
+            "initializer": _initializer_name(cfg.prompt),
+            "trainable_params": counts[0],
+            "total_params": counts[1],
+            "best": result.best,
+            "steps": result.step,
+            "wall_seconds": seconds,
+            "label": cfg.label,
+        },
+    )
+
+
+def _write_random_init(cfg: TrainConfig, config: t5.T5Config, params: PyTree) -> None:
     """Persists random frozen weights (demo) as a ptune checkpoint for eval and infer."""
     from ptune.checkpoints.orbax_params import save_ptune
 
     target = os.path.join(cfg.model_dir, "random_init")
     if os.path.exists(target):
         return
-    frozen = dict(params)
-    frozen["encoder"] = {k: v for k, v in params["encoder"].items() if k != "prompt"}
-    save_ptune(frozen, cfg.model, target, source=f"random init, seed {cfg.seed}")
+    save_ptune(params, config, target, source=f"random init, seed {cfg.seed}")

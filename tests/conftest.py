@@ -22,3 +22,64 @@ def shared_path(*parts: str) -> str:
 @pytest.fixture
 def shared_data():
     return shared_path
+
+
+def tiny_t5(**changes):
+    """The suite's one tiny T5 1.1 (vocab 64, width 8, 2+2 layers, 8 relative buckets), with
+    only what a test is about changed (e.g. `vocab_size=384` for the byte-level demo task).
+    Every architecture field is spelled out: T5Config has no defaults for them."""
+    from ptune.models import t5
+
+    return t5.T5Config(
+        vocab_size=64,
+        emb_dim=8,
+        num_heads=2,
+        num_encoder_layers=2,
+        num_decoder_layers=2,
+        head_dim=4,
+        mlp_dim=16,
+        mlp_activations=("gelu", "linear"),
+        logits_via_embedding=False,
+        dropout_rate=0.1,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=16,
+    ).replace(**changes)
+
+
+# The byte-level demo task's tiny model (its vocabulary has 259 ids, padded to 384 rows).
+DEMO_TINY = dict(
+    vocab_size=384,
+    emb_dim=16,
+    head_dim=8,
+    mlp_dim=32,
+    num_encoder_layers=1,
+    num_decoder_layers=1,
+    relative_attention_num_buckets=32,
+    relative_attention_max_distance=128,
+)
+
+
+def tiny_run_config(model_dir, **changes):
+    """A few-step prompt-tuning run on the embedded demo task over random frozen weights."""
+    import dataclasses
+
+    from ptune import prompts, trainer
+
+    cfg = trainer.TrainConfig(
+        model_dir=str(model_dir),
+        mixture_or_task_name="ptune_demo_rank_classification",
+        model=tiny_t5(**DEMO_TINY),
+        random_init=True,
+        task_feature_lengths={"inputs": 64, "targets": 8},
+        batch_size=8,
+        train_steps=6,
+        prompt=prompts.PromptConfig(length=4),
+        eval_period=3,
+        eval_batch_size=16,
+        eval_feature_lengths={"inputs": 64, "targets": 8},
+        eval_metric="accuracy",
+        checkpoint_period=3,
+        keep_checkpoints=2,
+        log_period=2,
+    )
+    return dataclasses.replace(cfg, **changes)

@@ -10,12 +10,21 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from flax import traverse_util
-from test_checkpoints_t5x import TINY
 
-from conftest import REPO, shared_path
+from conftest import REPO, shared_path, tiny_t5
 from ptune import checkpoints, cli
 from ptune.errors import UserError
 from ptune.models import t5
+
+# The shared t5x checkpoint's architecture (../shared/data/t5x_tiny_checkpoint).
+TINY = tiny_t5(
+    vocab_size=32128,
+    emb_dim=4,
+    head_dim=2,
+    mlp_dim=8,
+    relative_attention_num_buckets=4,
+    relative_attention_max_distance=8,
+)
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +168,8 @@ def test_sharded_load_reads_slices_into_sharded_arrays(tiny_path, converted):
         from ptune.models import t5
         config = t5.T5Config(vocab_size=32128, emb_dim=4, num_heads=2, num_encoder_layers=2,
             num_decoder_layers=2, head_dim=2, mlp_dim=8, mlp_activations=("gelu", "linear"),
-            relative_attention_num_buckets=4, relative_attention_max_distance=8)
+            relative_attention_num_buckets=4, relative_attention_max_distance=8,
+            logits_via_embedding=False)
         mesh = Mesh(np.array(jax.devices()).reshape(4), ("model",))
         shapes = traverse_util.flatten_dict(jax.tree_util.tree_map(lambda x: x.shape,
             nn.unbox(t5.abstract_variables(config)["params"])))

@@ -119,6 +119,7 @@ def test_t5_1_1_untied_gated_matches_transformers(tmp_path):
         head_dim=4,
         mlp_dim=16,
         mlp_activations=("gelu", "linear"),
+        logits_via_embedding=False,
         dropout_rate=0.0,
         relative_attention_num_buckets=8,
         relative_attention_max_distance=16,

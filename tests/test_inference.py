@@ -9,22 +9,14 @@ import pytest
 from flax import linen as nn
 
 import ptune.tasks  # noqa: F401  registers the demo task
-from ptune import decoding, inference, interpret, prompts, serving
+from conftest import DEMO_TINY, tiny_t5
+from ptune import decoding, infer, interpret, prompts
+from ptune import server as server_lib
 from ptune.checkpoints.orbax_params import save_ptune
 from ptune.errors import UserError
 from ptune.models import t5
 
-CFG = t5.T5Config(
-    vocab_size=384,
-    emb_dim=16,
-    num_heads=2,
-    num_encoder_layers=1,
-    num_decoder_layers=2,
-    head_dim=8,
-    mlp_dim=32,
-    mlp_activations=("gelu", "linear"),
-    dropout_rate=0.0,
-)
+CFG = tiny_t5(**{**DEMO_TINY, "num_decoder_layers": 2}, dropout_rate=0.0)
 MAX = 6
 
 
@@ -54,9 +46,9 @@ def _inputs(n=6, length=9, seed=0):
 
 
 def _single(frozen, prompt):
-    params = dict(frozen)
-    params["encoder"] = dict(frozen["encoder"], prompt={"prompt": prompt})
-    return t5.Transformer(CFG, prompts.prompt_factory(len(prompt))), params
+    return t5.Transformer(CFG, prompts.prompt_factory(len(prompt))), prompts.with_prompt(
+        frozen, prompt
+    )
 
 
 def test_cached_decoding_equals_rerunning_the_full_decoder(frozen, named_prompts):
@@ -96,17 +88,19 @@ def test_beam_search_with_one_beam_is_greedy_and_scores_are_normalised(frozen, n
 
 
 def test_mixed_batch_equals_per_prompt_batches(frozen, named_prompts):
-    bank = inference.Bank.from_arrays(named_prompts)
-    server = inference.Server(CFG, frozen, bank, batch_size=4)
+    bank = server_lib.Bank.from_arrays(named_prompts)
+    server = server_lib.Server(CFG, frozen, bank, batch_size=4)
     enc = _inputs(n=7)
     names = ["a", "b", "b", "a", "b", "a", "a"]
-    mixed = inference.serve_mixed(server, list(zip(names, enc)), max_length=MAX)
+    mixed = server_lib.serve_mixed(server, list(zip(names, enc)), max_length=MAX)
     singles = {
-        n: inference.Server(CFG, frozen, inference.Bank.from_arrays({n: p}), 4)
+        n: server_lib.Server(CFG, frozen, server_lib.Bank.from_arrays({n: p}), 4)
         for n, p in named_prompts.items()
     }
-    grouped = inference.serve_grouped(singles, list(zip(names, enc)), max_length=MAX)
-    np.testing.assert_array_equal(mixed, grouped)
+    for n, single in singles.items():  # what a single-adapter system must do per prompt
+        rows = [i for i, x in enumerate(names) if x == n]
+        alone = single.generate(enc[rows], np.zeros(len(rows), np.int32), max_length=MAX)
+        np.testing.assert_array_equal(mixed[rows], alone)
     # Scores too, against the plain single-prompt model (no bank at all).
     targets = np.random.default_rng(3).integers(3, 259, size=(7, 4)).astype(np.int32)
     targets[:, -1] = 1
@@ -122,31 +116,31 @@ def test_mixed_batch_equals_per_prompt_batches(frozen, named_prompts):
 
 def test_ensemble_of_copies_equals_the_prompt_alone(frozen, named_prompts):
     copies = {f"copy{i}": named_prompts["b"] for i in range(3)}
-    server = inference.Server(CFG, frozen, inference.Bank.from_arrays(copies), batch_size=8)
-    alone = inference.Server(
-        CFG, frozen, inference.Bank.from_arrays({"b": named_prompts["b"]}), batch_size=8
+    server = server_lib.Server(CFG, frozen, server_lib.Bank.from_arrays(copies), batch_size=8)
+    alone = server_lib.Server(
+        CFG, frozen, server_lib.Bank.from_arrays({"b": named_prompts["b"]}), batch_size=8
     )
     enc = _inputs(n=5)
-    per_prompt, voted = inference.ensemble_generate(server, enc, [0, 1, 2], max_length=MAX)
+    per_prompt, voted = server_lib.ensemble_generate(server, enc, [0, 1, 2], max_length=MAX)
     single = alone.generate(enc, np.zeros(5, np.int32), max_length=MAX)
     for m in range(3):
         np.testing.assert_array_equal(per_prompt[m], single)
-    assert voted == [inference._strip(row) for row in single]
+    assert voted == [server_lib._strip(row) for row in single]
     targets = np.full((5, 3), 7, np.int32)
-    _, mean = inference.ensemble_scores(server, enc, targets, [0, 1, 2])
+    _, mean = server_lib.ensemble_scores(server, enc, targets, [0, 1, 2])
     np.testing.assert_allclose(mean, alone.score(enc, targets, np.zeros(5, np.int32)), rtol=1e-6)
 
 
 def test_majority_vote_breaks_ties_by_prompt_order():
-    assert inference.majority_vote(
+    assert server_lib.majority_vote(
         [["x", "y", "y"], ["x", "y", "z"], ["z", "y", "z", "y"], ["q"]]
     ) == ["y", "x", "z", "q"]
 
 
 def test_bank_bad_input(frozen, named_prompts):
     with pytest.raises(UserError, match="different embedding widths: a: 16, c: 8"):
-        inference.Bank.from_arrays({"a": named_prompts["a"], "c": np.zeros((2, 8), np.float32)})
-    server = inference.Server(CFG, frozen, inference.Bank.from_arrays(named_prompts), 4)
+        server_lib.Bank.from_arrays({"a": named_prompts["a"], "c": np.zeros((2, 8), np.float32)})
+    server = server_lib.Server(CFG, frozen, server_lib.Bank.from_arrays(named_prompts), 4)
     with pytest.raises(UserError, match="prompt_index 2 at position 1 is out of range"):
         server.generate(_inputs(n=2), np.array([0, 2]), max_length=MAX)
     with pytest.raises(UserError, match="unknown prompt 'z'"):
@@ -188,8 +182,7 @@ def test_infer_file_with_named_prompts(saved, tmp_path):
         + json.dumps({"task": "ptune_demo", "inputs": "it was dull", "prompt": "b"})
         + "\n"
     )
-    cfg = serving.InferConfig(
-        model=CFG,
+    cfg = infer.InferConfig(
         checkpoint_path=str(root / "model"),
         prompt_files=files,
         input_file=str(requests),
@@ -197,7 +190,7 @@ def test_infer_file_with_named_prompts(saved, tmp_path):
         task_feature_lengths={"inputs": 32, "targets": MAX},
         batch_size=4,
     )
-    results = serving.run_infer(cfg, progress=False)
+    results = infer.run_infer(cfg, progress=False)
     written = [json.loads(line) for line in open(tmp_path / "out.jsonl")]
     assert written == results and [r["line"] for r in results] == [1, 3]
     assert [r["prompt"] for r in results] == ["a", "b"]
@@ -206,7 +199,7 @@ def test_infer_file_with_named_prompts(saved, tmp_path):
 
     vocab = seqio.ByteVocabulary()
     model, params = _single(frozen_from(root), np.load(files["b"]))
-    tokens = inference.tokenize(vocab, "it was dull", 32)[None]
+    tokens = server_lib.tokenize(vocab, "it was dull", 32)[None]
     ids = np.asarray(
         decoding.generate(model, params, tokens, max_length=MAX, vocab_limit=vocab.vocab_size)
     )[0]
@@ -214,9 +207,9 @@ def test_infer_file_with_named_prompts(saved, tmp_path):
 
 
 def frozen_from(root):
-    from ptune import checkpoints
+    from ptune import recipe
 
-    return checkpoints.load(str(root / "model"), CFG)[1]
+    return recipe.load_frozen(CFG, str(root / "model"))
 
 
 @pytest.mark.parametrize(
@@ -236,42 +229,40 @@ def test_infer_bad_input_names_the_line(saved, tmp_path, content, needle):
     root, files = saved
     path = tmp_path / "in.jsonl"
     path.write_text(content)
-    cfg = serving.InferConfig(
-        model=CFG,
+    cfg = infer.InferConfig(
         checkpoint_path=str(root / "model"),
         prompt_files=files,
         input_file=str(path),
         output_file=str(tmp_path / "o.jsonl"),
     )
     with pytest.raises(UserError, match=needle):
-        serving.run_infer(cfg, progress=False)
+        infer.run_infer(cfg, progress=False)
     assert not (tmp_path / "o.jsonl").exists()
 
 
 def test_tsv_requests(tmp_path):
     path = tmp_path / "in.tsv"
     path.write_text("ptune_demo\tthe film was good\tb\n\nptune_demo\tit was dull\n")
-    got = serving.read_requests(str(path))
+    got = infer.read_requests(str(path))
     assert [(r["task"], r["inputs"], r.get("prompt"), r["line"]) for r in got] == [
         ("ptune_demo", "the film was good", "b", 1),
         ("ptune_demo", "it was dull", None, 3),
     ]
     path.write_text("\tno task\n")
     with pytest.raises(UserError, match="line 1: expected 'task<TAB>inputs"):
-        serving.read_requests(str(path))
+        infer.read_requests(str(path))
 
 
 def test_ensemble_table(saved):
     root, files = saved
-    cfg = serving.EnsembleConfig(
+    cfg = infer.EnsembleConfig(
         mixture_or_task_name="ptune_demo_rank_classification",
-        model=CFG,
         checkpoint_path=str(root / "model"),
         prompt_files=[files["a"], files["b"], files["a"]],
         task_feature_lengths={"inputs": 64, "targets": 9},
         batch_size=32,
     )
-    table = serving.run_ensemble(cfg)
+    table = infer.run_ensemble(cfg)
     a, b, a2 = (p["metrics"] for p in table["prompts"])
     assert a == a2
     key = "ptune_demo_rank_classification/accuracy"
@@ -282,7 +273,7 @@ def test_ensemble_table(saved):
         )
         / 3
     )
-    text = serving.format_table(table)
+    text = infer.format_table(table)
     assert text.splitlines()[-1].startswith("| Ensemble |") and "| Average |" in text
 
 
@@ -291,9 +282,9 @@ def test_ids_past_the_vocabulary_are_never_generated(frozen, named_prompts):
     params = jax.tree_util.tree_map(np.array, frozen)
     params["decoder"]["logits_dense"]["kernel"][:, 300] = 50.0
     enc = _inputs(n=3)
-    unlimited = inference.Server(CFG, params, inference.Bank.from_arrays(named_prompts), 4)
-    limited = inference.Server(
-        CFG, params, inference.Bank.from_arrays(named_prompts), 4, vocab_limit=259
+    unlimited = server_lib.Server(CFG, params, server_lib.Bank.from_arrays(named_prompts), 4)
+    limited = server_lib.Server(
+        CFG, params, server_lib.Bank.from_arrays(named_prompts), 4, vocab_limit=259
     )
     index = np.zeros(3, np.int32)
     assert (unlimited.generate(enc, index, max_length=MAX) == 300).any()

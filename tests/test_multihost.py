@@ -14,6 +14,8 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import tiny_t5
+
 STEPS = 3
 BATCH = 8
 # Both runs compute the same sums on the same 2-way split; only the all-reduce transport
@@ -29,24 +31,12 @@ def _worker(mode: str, out_dir: str, process_id: int = 0, port: int = 0) -> None
     import jax
     from flax import linen as nn
 
-    from ptune import partitioning, prompts, step, trainable
+    from ptune import optimizers, partitioning, prompts, step, trainable
     from ptune.checkpoints.state import StateCheckpointer
     from ptune.models import t5
 
     assert jax.device_count() == 2 and jax.process_count() == (2 if mode == "multi" else 1)
-    cfg = t5.T5Config(
-        vocab_size=64,
-        emb_dim=16,
-        num_heads=2,
-        num_encoder_layers=1,
-        num_decoder_layers=1,
-        head_dim=8,
-        mlp_dim=32,
-        mlp_activations=("gelu", "linear"),
-        dropout_rate=0.1,
-        relative_attention_num_buckets=8,
-        relative_attention_max_distance=16,
-    )
+    cfg = tiny_t5(emb_dim=16, head_dim=8, mlp_dim=32, num_encoder_layers=1, num_decoder_layers=1)
     factory = prompts.prompt_factory(4)
     model = t5.Transformer(cfg, factory)
     part = partitioning.Partitioner.create(partitioning.MeshConfig(mesh_shape=(2, 1)))
@@ -58,7 +48,7 @@ def _worker(mode: str, out_dir: str, process_id: int = 0, port: int = 0) -> None
         in_shardings=part.replicated,
         out_shardings=shardings,
     )(jax.random.PRNGKey(0))
-    optimizer = trainable.paper_adafactor()
+    optimizer = optimizers.prompt_tuning_adafactor()
     mask = trainable.trainable_mask(params, trainable.PROMPT_ONLY)
     state_sh, frozen_sh = step.train_shardings(part, optimizer, boxed, mask)
     train, frozen = trainable.partition(params, mask)
@@ -94,12 +84,12 @@ def _worker(mode: str, out_dir: str, process_id: int = 0, port: int = 0) -> None
     checkpointer.save(STEPS, state, {"data_position": STEPS})
     restored, meta = checkpointer.restore(STEPS, state)
     checkpointer.close()
-    prompt = partitioning.gather(state.params["encoder"]["prompt"]["prompt"])
+    prompt = partitioning.gather(prompts.get_prompt(state.params))
     if jax.process_index() == 0:  # one writer, as the trainer's exports
         np.save(os.path.join(out_dir, "prompt.npy"), prompt)
         np.save(
             os.path.join(out_dir, "restored.npy"),
-            partitioning.gather(restored.params["encoder"]["prompt"]["prompt"]),
+            partitioning.gather(prompts.get_prompt(restored.params)),
         )
         with open(os.path.join(out_dir, "losses.json"), "w") as f:
             json.dump({"losses": losses, "meta": meta}, f)

@@ -15,6 +15,8 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import tiny_t5
+
 # Sharding changes the order of float32 reductions (all-reduce of partial sums), nothing else.
 RTOL, ATOL = 1e-5, 1e-6
 MESHES = [(1, 8), (2, 4), (4, 2), (8, 1)]
@@ -25,23 +27,11 @@ def _worker() -> dict:
     import jax
     from flax import linen as nn
 
-    from ptune import partitioning, prompts, step, trainable
+    from ptune import optimizers, partitioning, prompts, step, trainable
     from ptune.models import t5
 
     assert jax.device_count() == 8, jax.devices()
-    cfg = t5.T5Config(
-        vocab_size=64,
-        emb_dim=16,
-        num_heads=8,
-        num_encoder_layers=1,
-        num_decoder_layers=1,
-        head_dim=2,
-        mlp_dim=16,
-        mlp_activations=("gelu", "linear"),
-        dropout_rate=0.1,
-        relative_attention_num_buckets=8,
-        relative_attention_max_distance=16,
-    )
+    cfg = tiny_t5(emb_dim=16, num_heads=8, head_dim=2, num_encoder_layers=1, num_decoder_layers=1)
     model = t5.Transformer(cfg, prompts.prompt_factory(4))
     rng = np.random.default_rng(0)
     enc = rng.integers(3, 64, size=(8, 12)).astype(np.int32)
@@ -98,12 +88,12 @@ def _worker() -> dict:
             "uneven": part.uneven(boxed) if part else [],
         }
 
-    paper = trainable.paper_adafactor()
+    paper = optimizers.prompt_tuning_adafactor()
     out = {"single": run(None, trainable.PROMPT_ONLY, paper)}
     for shape in MESHES:
         out["x".join(map(str, shape))] = run(shape, trainable.PROMPT_ONLY, paper)
     # Model tuning: Adafactor factors every matrix >= 8 wide, so v_row / v_col appear.
-    factored = trainable.paper_adafactor(learning_rate=1e-3, min_dim_size_to_factor=8)
+    factored = optimizers.adafactor(1e-3, min_dim_size_to_factor=8)
     out["model_single"] = run(None, trainable.EVERYTHING, factored)
     out["model_2x4"] = run((2, 4), trainable.EVERYTHING, factored)
     out["shapes"] = {

@@ -8,24 +8,12 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from conftest import shared_path
+from conftest import shared_path, tiny_t5
 from ptune import prompts
 from ptune.errors import UserError
 from ptune.models import t5
 
-CFG = t5.T5Config(
-    vocab_size=64,
-    emb_dim=8,
-    num_heads=2,
-    num_encoder_layers=1,
-    num_decoder_layers=1,
-    head_dim=4,
-    mlp_dim=16,
-    mlp_activations=("gelu", "linear"),
-    dropout_rate=0.0,
-    relative_attention_num_buckets=8,
-    relative_attention_max_distance=16,
-)
+CFG = tiny_t5(num_encoder_layers=1, num_decoder_layers=1, dropout_rate=0.0)
 
 
 def _insert(placement, lengths=(3, 3)):
@@ -53,9 +41,10 @@ def test_after_bos_and_suffix_placements():
     out, valid = _insert("after_bos")
     np.testing.assert_array_equal(out[0, :6], [5, -1, -2, -3, 6, 7])
     np.testing.assert_array_equal(valid[0], [1, 1, 1, 1, 1, 1, 0, 0])
+    # Suffix: before the input's last real token (its EOS), as the original's before_eos=True.
     out, valid = _insert("suffix")
-    np.testing.assert_array_equal(out[0, :6], [5, 6, 7, -1, -2, -3])
-    np.testing.assert_array_equal(out[1, :5], [8, 9, -1, -2, -3])
+    np.testing.assert_array_equal(out[0, :6], [5, 6, -1, -2, -3, 7])
+    np.testing.assert_array_equal(out[1, :5], [8, -1, -2, -3, 9])
     np.testing.assert_array_equal(valid[1], [1, 1, 1, 1, 1, 0, 0, 0])
 
 
@@ -208,8 +197,18 @@ def test_label_that_tokenizes_to_nothing(tiny_embedding, t5_vocab):
     ctx = prompts.InitContext(embedding=tiny_embedding, vocabulary=t5_vocab)
     with pytest.raises(UserError, match="class label '' tokenizes to nothing"):
         prompts.initialize(prompts.class_labels(["True", ""]), jax.random.PRNGKey(0), 5, ctx)
-    with pytest.raises(UserError, match="needs labels"):
-        prompts.initialize(prompts.class_labels(), jax.random.PRNGKey(0), 5, ctx)
+
+
+def test_class_labels_without_labels_is_sampled_vocabulary_said_in_the_log(
+    tiny_embedding, t5_vocab, caplog
+):
+    # ReCoRD, WSC: no closed label set. The paper's fallback, not a stopped run.
+    ctx = prompts.InitContext(embedding=tiny_embedding, vocabulary=t5_vocab)
+    with caplog.at_level(logging.INFO):
+        value = prompts.initialize(prompts.class_labels(), jax.random.PRNGKey(0), 5, ctx)
+    sampled = prompts.initialize(prompts.sampled_vocab(), jax.random.PRNGKey(0), 5, ctx)
+    np.testing.assert_array_equal(value, sampled)
+    assert "no closed label set" in caplog.text
 
 
 def test_from_text(tiny_embedding, t5_vocab):

@@ -1,7 +1,6 @@
 """Gin-configured runs: every shipped gin combination parses; a real (tiny) training run on
 the embedded demo task writes what it promises; eval reproduces it; bad input is one line."""
 
-import dataclasses
 import itertools
 import json
 import os
@@ -12,42 +11,10 @@ import numpy as np
 import pytest
 
 import ptune.tasks  # noqa: F401  registers the tasks
-from conftest import REPO
-from ptune import evaluation, ginconfig, prompts, trainable, trainer
+from conftest import REPO, tiny_run_config
+from ptune import evaluation, ginconfig, optimizers, prompts, trainer
 from ptune.errors import UserError
 from ptune.models import t5
-
-TINY = t5.T5Config(
-    vocab_size=384,
-    emb_dim=16,
-    num_heads=2,
-    num_encoder_layers=1,
-    num_decoder_layers=1,
-    head_dim=8,
-    mlp_dim=32,
-    mlp_activations=("gelu", "linear"),
-    dropout_rate=0.1,
-)
-
-
-def tiny_config(model_dir, **changes):
-    cfg = trainer.TrainConfig(
-        model_dir=str(model_dir),
-        mixture_or_task_name="ptune_demo_rank_classification",
-        model=TINY,
-        random_init=True,
-        task_feature_lengths={"inputs": 64, "targets": 8},
-        batch_size=8,
-        train_steps=6,
-        prompt=trainer.PromptConfig(length=4),
-        eval_period=3,
-        eval_batch_size=16,
-        eval_metric="accuracy",
-        checkpoint_period=3,
-        keep_checkpoints=2,
-        log_period=2,
-    )
-    return dataclasses.replace(cfg, **changes)
 
 
 def _gin_files(kind):
@@ -62,26 +29,39 @@ RUN_MACROS = [
     "PROMPT_FILE='/tmp/p.npy'",
 ]
 
+RUNS = ["runs/prompt_tuning.gin", "runs/model_tuning.gin", "runs/demo.gin", "runs/eval.gin"]
 
-@pytest.mark.parametrize(
-    "run", ["runs/prompt_tuning.gin", "runs/model_tuning.gin", "runs/demo.gin", "runs/eval.gin"]
-)
+
+def test_the_run_files_are_the_shipped_runs():
+    assert sorted(_gin_files("runs")) == sorted(RUNS + ["runs/base.gin", "runs/infer.gin"])
+
+
+@pytest.mark.parametrize("run", RUNS)
 def test_every_shipped_gin_combination_parses(run):
     import gin
 
     fn = evaluation.EvalConfig if run == "runs/eval.gin" else trainer.TrainConfig
     with_prompt = run in ("runs/prompt_tuning.gin", "runs/demo.gin")
     prompt_files = [None] + _gin_files("prompts") if with_prompt else [None]
-    for model, prompt in itertools.product(_gin_files("models"), prompt_files):
-        files = [model] + ([prompt] if prompt else []) + [run]
+    for model, prompt in itertools.product([None] + _gin_files("models"), prompt_files):
+        files = ([model] if model else []) + ([prompt] if prompt else []) + [run]
         macros = [
             m
             for m in RUN_MACROS
             if not (run == "runs/demo.gin" and m.startswith(("MIXTURE", "INITIAL")))
+            and (m.startswith("INITIAL_PROMPT") == (prompt == "prompts/from_file.gin"))
+            and (not m.startswith("PROMPT_FILE") or run == "runs/eval.gin")
+            and not (run == "runs/eval.gin" and m.startswith("MODEL_DIR"))
         ]
-        ginconfig.parse(ginconfig.GinArgs(files=files, bindings=macros))
+        args = ginconfig.GinArgs(files=files, bindings=macros)
+        ginconfig.parse(args)
+        ginconfig.check_macros(args, [ginconfig.resolve_gin_file(f) for f in files])
         cfg = gin.get_configurable(fn)()
-        assert isinstance(cfg.model, t5.T5Config)
+        fields = ginconfig.model_fields()
+        if model or run == "runs/demo.gin":  # the demo run names its model
+            assert set(t5.ARCHITECTURE_FIELDS) <= set(fields), files
+        else:
+            assert fields == {}, files
         if fn is trainer.TrainConfig and prompt:
             assert cfg.prompt.initializer is not None, files
         gin.clear_config()
@@ -96,36 +76,47 @@ def test_paper_recipe_is_the_prompt_tuning_default():
         )
     )
     cfg = gin.get_configurable(trainer.TrainConfig)()
+    fields = ginconfig.model_fields()
     gin.clear_config()
     assert cfg.prompt.length == 100 and cfg.prompt.initializer is None  # class labels
     assert cfg.batch_size == 32 and cfg.train_steps == 30000
     assert dict(cfg.task_feature_lengths) == {"inputs": 512, "targets": 8}
     assert list(cfg.trainable) == ["encoder/prompt/prompt"]
-    assert cfg.model.dropout_rate == 0.1 and cfg.eval_split == "validation"
+    assert cfg.eval_metric is None and cfg.eval_split == "validation"  # the task's score
+    assert fields["dropout_rate"] == 0.1 and cfg.model is None
+
+
+def _bindings(name):
+    """{binding key: file} of one shipped gin file (block scopes expanded)."""
+    import re
+
+    keys, scope = {}, None
+    for line in open(os.path.join(REPO, "gin", name)):
+        line = line.split("#")[0].rstrip()
+        block = re.match(r"^([\w.]+):$", line)
+        if block:
+            scope = block.group(1)
+            continue
+        binding = re.match(r"^(\s*)([\w./]+)\s*=", line)
+        if binding:
+            keys[binding.group(2) if not binding.group(1) else f"{scope}.{binding.group(2)}"] = name
+    return keys
 
 
 def test_no_value_is_bound_in_two_shipped_files():
-    import re
-
+    # Runs are alternatives (one per command line); prompts/ and runs/ never overlap, and a
+    # run never rebinds what the base it includes binds.
     seen = {}
-    for kind in ("prompts", "runs"):
-        for name in _gin_files(kind):
-            scope = None
-            for line in open(os.path.join(REPO, "gin", name)):
-                line = line.split("#")[0].rstrip()
-                block = re.match(r"^([\w.]+):$", line)
-                if block:
-                    scope = block.group(1)
-                    continue
-                binding = re.match(r"^(\s*)([\w./]+)\s*=", line)
-                if not binding:
-                    continue
-                key = binding.group(2) if not binding.group(1) else f"{scope}.{binding.group(2)}"
-                seen.setdefault(key, []).append(name)
-    # Runs are alternatives (one per command line); prompts/ and runs/ must never overlap.
+    for name in _gin_files("prompts") + _gin_files("runs"):
+        for key in _bindings(name):
+            seen.setdefault(key, []).append(name)
     for key, files in seen.items():
-        kinds = {f.split("/")[0] for f in files}
-        assert len(kinds) == 1, (key, files)
+        assert len({f.split("/")[0] for f in files}) == 1, (key, files)
+    base = _bindings("runs/base.gin")
+    for run in RUNS:
+        text = open(os.path.join(REPO, "gin", run)).read()
+        if "include 'runs/base.gin'" in text:
+            assert not set(base) & set(_bindings(run)), run
 
 
 def _ptune(*args, cwd="/"):
@@ -153,13 +144,13 @@ def test_required_values_fail_early_in_one_line(missing):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("run")
-    summary = trainer.train(tiny_config(model_dir), config_text="# test\n")
-    return model_dir, summary
+    result = trainer.train(tiny_run_config(model_dir), config_text="# test\n")
+    return model_dir, result
 
 
 def test_training_run_writes_what_it_promises(finished_run):
     model_dir, summary = finished_run
-    assert summary["step"] == 6
+    assert summary.step == 6
     lines = [json.loads(line) for line in open(model_dir / "metrics.jsonl")]
     train_steps = [x["step"] for x in lines if x["split"] == "train"]
     assert train_steps == [2, 4, 6]
@@ -174,7 +165,7 @@ def test_training_run_writes_what_it_promises(finished_run):
         assert npy.shape == (4, 16)
         loaded = prompts.load_prompt_file(str(directory / "encoder.prompt.prompt.safetensors"))
         np.testing.assert_array_equal(npy, loaded)
-    final = np.asarray(summary["state"].params["encoder"]["prompt"]["prompt"])
+    final = np.asarray(prompts.get_prompt(summary.state.params))
     np.testing.assert_array_equal(
         np.load(model_dir / "numpy_checkpoints" / "checkpoint_6" / "encoder.prompt.prompt.npy"),
         final,
@@ -190,7 +181,6 @@ def test_eval_of_the_exported_prompt_reproduces_training_numbers(finished_run, t
     model_dir, summary = finished_run
     cfg = evaluation.EvalConfig(
         mixture_or_task_name="ptune_demo_rank_classification",
-        model=TINY,
         checkpoint_path=str(model_dir / "random_init"),
         prompt_file=str(
             model_dir / "numpy_checkpoints" / "checkpoint_6" / "encoder.prompt.prompt.npy"
@@ -200,48 +190,50 @@ def test_eval_of_the_exported_prompt_reproduces_training_numbers(finished_run, t
         output_dir=str(tmp_path),
     )
     results = evaluation.run_eval(cfg)
-    assert results == summary["eval"]
+    assert results == summary.eval
     assert json.load(open(tmp_path / "eval_validation.json"))["results"] == results
 
 
 def test_finished_run_resumes_as_a_no_op_and_longer_runs_continue(finished_run):
     model_dir, summary = finished_run
-    again = trainer.train(tiny_config(model_dir))
-    assert again["step"] == 6
+    again = trainer.train(tiny_run_config(model_dir))
+    assert again.step == 6
     np.testing.assert_array_equal(
-        np.asarray(again["state"].params["encoder"]["prompt"]["prompt"]),
-        np.asarray(summary["state"].params["encoder"]["prompt"]["prompt"]),
+        np.asarray(prompts.get_prompt(again.state.params)),
+        np.asarray(prompts.get_prompt(summary.state.params)),
     )
 
 
 def test_model_dir_with_another_configuration_is_refused(finished_run, tmp_path):
     model_dir, _ = finished_run
     with pytest.raises(UserError, match=r"different configuration \(changed: prompt\)"):
-        trainer.train(tiny_config(model_dir, prompt=trainer.PromptConfig(length=5)))
+        trainer.train(tiny_run_config(model_dir, prompt=prompts.PromptConfig(length=5)))
     other = tmp_path / "other"
-    trainer.train(tiny_config(other, train_steps=3, eval_period=0))
-    fresh = trainer.train(tiny_config(other, train_steps=3, eval_period=0, seed=1, overwrite=True))
-    assert fresh["step"] == 3 and json.load(open(other / "run.json"))["seed"] == 1
+    trainer.train(tiny_run_config(other, train_steps=3, eval_period=0))
+    fresh = trainer.train(
+        tiny_run_config(other, train_steps=3, eval_period=0, seed=1, overwrite=True)
+    )
+    assert fresh.step == 3 and json.load(open(other / "run.json"))["seed"] == 1
 
 
 def test_unknown_task_lists_close_matches(tmp_path):
     with pytest.raises(UserError, match="ptune_demo"):
-        trainer.train(tiny_config(tmp_path / "x", mixture_or_task_name="ptune_dem"))
+        trainer.train(tiny_run_config(tmp_path / "x", mixture_or_task_name="ptune_dem"))
     assert not (tmp_path / "x").exists()
 
 
 def test_random_weights_must_be_asked_for(tmp_path):
     with pytest.raises(UserError, match="INITIAL_CHECKPOINT_PATH is required"):
-        trainer.train(tiny_config(tmp_path / "x", random_init=False))
+        trainer.train(tiny_run_config(tmp_path / "x", random_init=False))
 
 
 def test_nan_loss_stops_with_the_step(tmp_path):
     # A NaN learning rate turns the prompt into NaN after step 1; step 2's loss is NaN.
-    cfg = tiny_config(
+    cfg = tiny_run_config(
         tmp_path / "run",
         eval_period=0,
         checkpoint_period=1,
-        optimizer=trainable.paper_adafactor(learning_rate=float("nan")),
+        optimizer=optimizers.prompt_tuning_adafactor(learning_rate=float("nan")),
     )
     with pytest.raises(
         UserError,
@@ -275,14 +267,14 @@ sys.path.insert(0, {tests!r})
 import ptune.tasks
 from ptune import trainer
 from ptune.errors import UserError
-from test_runs import tiny_config
+from conftest import tiny_run_config
 
 def fill_disk(context):  # from step 3 on, no file may grow past 64 bytes: EFBIG, as ENOSPC
     if context.step == 3:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (64, resource.RLIM_INFINITY))
 
-cfg = tiny_config({model_dir!r}, train_steps=4, eval_period=0, checkpoint_period=1)
+cfg = tiny_run_config({model_dir!r}, train_steps=4, eval_period=0, checkpoint_period=1)
 try:
     trainer.train(cfg, hooks=[trainer.Hook(every=1, fn=fill_disk)])
 except UserError as e:
@@ -305,9 +297,9 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path):
     assert steps == ["1", "2"]
     # With space again, the run resumes from step 2 and the half-written save is gone.
     summary = trainer.train(
-        tiny_config(model_dir, train_steps=4, eval_period=0, checkpoint_period=1)
+        tiny_run_config(model_dir, train_steps=4, eval_period=0, checkpoint_period=1)
     )
-    assert summary["step"] == 4
+    assert summary.step == 4
     assert sorted(os.listdir(model_dir / "checkpoints")) == ["3", "4"]
 
 

@@ -9,23 +9,12 @@ import pytest
 from flax import linen as nn
 from flax import traverse_util
 
-from ptune import losses, prompts, step, trainable
+from conftest import tiny_t5
+from ptune import losses, optimizers, prompts, step, trainable
 from ptune.errors import UserError
 from ptune.models import t5
 
-CFG = t5.T5Config(
-    vocab_size=64,
-    emb_dim=8,
-    num_heads=2,
-    num_encoder_layers=2,
-    num_decoder_layers=2,
-    head_dim=4,
-    mlp_dim=16,
-    mlp_activations=("gelu", "linear"),
-    dropout_rate=0.1,
-    relative_attention_num_buckets=8,
-    relative_attention_max_distance=16,
-)
+CFG = tiny_t5()
 P = 4
 
 
@@ -58,7 +47,7 @@ def _run(model, params, patterns, steps, optimizer=None, frozen_dtype=None):
     mask = trainable.trainable_mask(params, patterns)
     train, frozen = trainable.partition(params, mask)
     frozen = trainable.cast_frozen(frozen, frozen_dtype)
-    optimizer = optimizer or trainable.paper_adafactor()
+    optimizer = optimizer or optimizers.prompt_tuning_adafactor()
     state = step.init_state(jax.tree_util.tree_map(jnp.array, train), optimizer)  # donated
     train_step = step.make_train_step(model, optimizer, seed=1)
     history = []
@@ -87,7 +76,7 @@ def test_frozen_leaves_have_no_optimizer_state(setup):
     model, params = setup
     mask = trainable.trainable_mask(params, trainable.PROMPT_ONLY)
     train, _ = trainable.partition(params, mask)
-    opt_state = trainable.paper_adafactor().init(train)
+    opt_state = optimizers.prompt_tuning_adafactor().init(train)
     leaves = jax.tree_util.tree_leaves(opt_state)
     # The prompt [4, 8] is below Adafactor's factoring threshold: a full second moment.
     assert sum(np.size(x) for x in leaves) <= P * CFG.emb_dim + 8
@@ -136,13 +125,13 @@ def test_bfloat16_frozen_weights(setup):
         model, params, trainable.PROMPT_ONLY, 3, frozen_dtype=jnp.bfloat16
     )
     assert all(x.dtype == jnp.bfloat16 for x in jax.tree_util.tree_leaves(frozen))
-    assert state.params["encoder"]["prompt"]["prompt"].dtype == jnp.float32
+    assert prompts.get_prompt(state.params).dtype == jnp.float32
     _, _, reference = _run(model, params, trainable.PROMPT_ONLY, 3)
     # bfloat16 weights (8 mantissa bits) move the per-token loss by ~1e-2 at most here.
     np.testing.assert_allclose(history, reference, atol=0.05)
 
 
-def test_paper_adafactor_matches_t5x_update_rule():
+def test_prompt_tuning_adafactor_matches_t5x_update_rule():
     """Two steps of the t5x Adafactor rule, written out by hand, for an unfactored [4, 8]
     prompt and a factored [256, 128] matrix."""
     rng = np.random.default_rng(0)
@@ -154,7 +143,7 @@ def test_paper_adafactor_matches_t5x_update_rule():
         {k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
         for _ in range(2)
     ]
-    opt = trainable.paper_adafactor()
+    opt = optimizers.prompt_tuning_adafactor()
     state = opt.init(params)
     current = params
     for g in grads:

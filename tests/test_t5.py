@@ -11,22 +11,10 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from conftest import REPO
+from conftest import REPO, tiny_t5
 from ptune.models import t5
 
-TINY_11 = t5.T5Config(
-    vocab_size=64,
-    emb_dim=8,
-    num_heads=2,
-    num_encoder_layers=2,
-    num_decoder_layers=2,
-    head_dim=4,
-    mlp_dim=16,
-    mlp_activations=("gelu", "linear"),
-    dropout_rate=0.1,
-    relative_attention_num_buckets=8,
-    relative_attention_max_distance=16,
-)
+TINY_11 = tiny_t5()
 TINY_10 = TINY_11.replace(mlp_activations=("relu",), logits_via_embedding=True)
 
 
@@ -157,12 +145,12 @@ def test_scanned_parameters_are_stacked_on_axis_1():
 
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="unknown activation 'swiglu'"):
-        t5.T5Config(mlp_activations=("swiglu",))
+        tiny_t5(mlp_activations=("swiglu",))
     with pytest.raises(ValueError, match="not divisible by num_heads=3"):
-        t5.T5Config(emb_dim=8, num_heads=3, head_dim=None)
+        tiny_t5(emb_dim=8, num_heads=3, head_dim=None)
     with pytest.raises(ValueError, match="num_heads must be a positive integer"):
-        t5.T5Config(num_heads=0)
-    assert t5.T5Config(emb_dim=12, num_heads=3, head_dim=None).head_dim == 4
+        tiny_t5(num_heads=0)
+    assert tiny_t5(emb_dim=12, num_heads=3, head_dim=None).head_dim == 4
 
 
 def test_relative_position_buckets_match_t5_definition():

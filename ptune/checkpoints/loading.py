@@ -5,6 +5,8 @@
 't5x_orbax'  t5x checkpoint written through Orbax (params under `target`)
 'hf'         Hugging Face directory: config.json + model.safetensors (or shards + index)
 'ptune'      written by `ptune convert` (Orbax params + ptune_config.json)
+
+A Hugging Face hub id (`org/name`) is read from the local cache (see `hub`), never downloaded.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from ptune.checkpoints import config_infer, hf, lazy_arrays, orbax_params, restore, t5x
+from ptune.checkpoints import config_infer, hf, hub, lazy_arrays, orbax_params, restore, t5x
 from ptune.checkpoints.restore import CheckpointSource
 from ptune.errors import UserError
 from ptune.models import t5
@@ -30,7 +32,7 @@ def detect_format(path: str) -> str:
     when `path` is none of them."""
     if not isinstance(path, (str, os.PathLike)) or not str(path):
         raise UserError(f"checkpoint path must be a non-empty string, got {path!r}")
-    path = os.fspath(path)
+    path = hub.resolve(os.fspath(path))
     if path.startswith("gs://"):
         return "t5x"  # gs:// is read through tensorstore, for legacy t5x checkpoints only
     if not os.path.exists(path):
@@ -68,7 +70,7 @@ def detect_format(path: str) -> str:
 def open_checkpoint(path: str) -> tuple[CheckpointSource, Optional[t5.T5Config]]:
     """(source, the configuration stored with it if the format stores one)."""
     fmt = detect_format(path)
-    path = os.fspath(path)
+    path = hub.resolve(os.fspath(path))
     if "://" not in path:
         path = os.path.abspath(path)  # Orbax refuses relative paths
     if fmt == "t5x":
@@ -119,7 +121,7 @@ def load(
         used as they are).
       dtype: parameter dtype; each array is cast as it is read, one at a time.
       fresh: regexes over '/'-joined parameter paths the caller initialises itself (e.g.
-        'encoder/prompt/.*'); they may be absent and are left out of `params`.
+        `prompts.PROMPT_PATTERN`); they may be absent and are left out of `params`.
       scan_layers: target layer layout; None keeps config.scan_layers (False when inferred).
         Checkpoints in the other layout are stacked/unstacked on axis 1.
       shardings: optional pytree of `jax.sharding.Sharding` shaped like params; each array is

@@ -9,25 +9,12 @@ with dots, `encoder.prompt.prompt`, under `MODEL_DIR/numpy_checkpoints/checkpoin
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 
-PROMPT_STEM = "encoder.prompt.prompt"
+from ptune import atomic, prompts
 
-
-def _atomic_write(path: str, write) -> None:
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+PROMPT_STEM = ".".join(prompts.PROMPT_PATH)
 
 
 def save_prompt(directory: str, prompt: np.ndarray, stem: str = PROMPT_STEM) -> list[str]:
@@ -42,10 +29,14 @@ def save_prompt(directory: str, prompt: np.ndarray, stem: str = PROMPT_STEM) -> 
         with open(tmp, "wb") as f:
             np.save(f, value, allow_pickle=False)
 
-    _atomic_write(npy, write_npy)
-    _atomic_write(safe, lambda tmp: save_file({"prompt": value}, tmp))
+    atomic.write(npy, write_npy)
+    atomic.write(safe, lambda tmp: save_file({"prompt": value}, tmp))
     return [npy, safe]
 
 
 def step_directory(model_dir: str, step: int) -> str:
     return os.path.join(model_dir, "numpy_checkpoints", f"checkpoint_{step}")
+
+
+def best_directory(model_dir: str) -> str:
+    return os.path.join(model_dir, "numpy_checkpoints", "best")

@@ -54,27 +54,47 @@ REMAT_POLICIES = ("none", "full", "minimal")
 _MASK_VALUE = -1e10
 
 
+# What a checkpoint fixes: the fields that decide the parameter tree and what it computes.
+# They have no defaults, so a model is never built from a forgotten model file.
+ARCHITECTURE_FIELDS = (
+    "vocab_size",
+    "emb_dim",
+    "num_heads",
+    "num_encoder_layers",
+    "num_decoder_layers",
+    "head_dim",
+    "mlp_dim",
+    "mlp_activations",
+    "logits_via_embedding",
+    "relative_attention_num_buckets",
+    "relative_attention_max_distance",
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class T5Config:
     """Architecture of a T5 model. Field names follow t5x's `network.T5Config`.
 
-    `head_dim=None` derives it as `emb_dim // num_heads` (which must divide). `dtype` is the
-    activation dtype ('float32' on CPU, 'bfloat16' on accelerators); parameters are float32.
+    The architecture fields (`ARCHITECTURE_FIELDS`) are required: they come from a model gin
+    file or from the checkpoint (see `ptune.recipe.resolve_model_config`). `head_dim=None`
+    derives it as `emb_dim // num_heads` (which must divide). The rest are run-time choices:
+    `dtype` is the activation dtype ('float32' on CPU, 'bfloat16' on accelerators);
+    parameters are float32.
     """
 
-    vocab_size: int = 32128
-    emb_dim: int = 512
-    num_heads: int = 8
-    num_encoder_layers: int = 8
-    num_decoder_layers: int = 8
-    head_dim: Optional[int] = 64
-    mlp_dim: int = 2048
-    mlp_activations: Sequence[str] = ("relu",)
+    vocab_size: int
+    emb_dim: int
+    num_heads: int
+    num_encoder_layers: int
+    num_decoder_layers: int
+    head_dim: Optional[int]
+    mlp_dim: int
+    mlp_activations: Sequence[str]
+    logits_via_embedding: bool
+    relative_attention_num_buckets: int
+    relative_attention_max_distance: int
     dropout_rate: float = 0.1
-    logits_via_embedding: bool = False
     dtype: Any = "float32"
-    relative_attention_num_buckets: int = 32
-    relative_attention_max_distance: int = 128
     scan_layers: bool = False
     remat_policy: str = "none"
 

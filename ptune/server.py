@@ -70,7 +70,8 @@ class Bank:
 class Server:
     """One frozen model with a bank of prompts, called with fixed batch shapes.
 
-    `frozen` is the model's parameters without a prompt (as `checkpoints.load` returns them).
+    `frozen` is the model's parameters without a prompt (as `recipe.load_frozen` returns
+    them); the bank goes into the prompt slot.
     Inputs are token arrays; rows are split into batches of `batch_size` (the last padded) so
     every call reuses one compilation.
     """
@@ -92,9 +93,7 @@ class Server:
         self.batch_size = batch_size
         self.vocab_limit = vocab_limit  # ids at or past it (embedding padding) never decode
         self.model = t5.Transformer(config, prompts.bank_factory(bank.lengths, bank.placement))
-        params = dict(frozen)
-        params["encoder"] = dict(frozen["encoder"], prompt={"prompt": bank.prompts})
-        self.params = jax.device_put(params)
+        self.params = jax.device_put(prompts.with_prompt(frozen, bank.prompts))
 
     def _batched(self, fn, arrays: Sequence[np.ndarray], prompt_index: np.ndarray):
         prompt_index = self.bank.check(prompt_index)
@@ -122,8 +121,21 @@ class Server:
         max_length: int,
         num_beams: int = 1,
         alpha: float = 0.6,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
     ) -> np.ndarray:
-        """[n, ls] tokens, [n] prompt indices -> [n, max_length] (greedy, or the best beam)."""
+        """[n, ls] tokens, [n] prompt indices -> [n, max_length]: greedy (temperature 0), the
+        best beam (num_beams > 1), or sampled with temperature / top-k / top-p, each batch
+        from its own key folded from `seed`."""
+        if num_beams > 1 and temperature > 0:
+            raise UserError("choose beam search (num_beams > 1) or sampling (temperature > 0)")
+        if temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
+            raise UserError(
+                f"sampling needs temperature >= 0, top_k >= 0 and 0 < top_p <= 1, got "
+                f"{temperature}, {top_k}, {top_p}"
+            )
         if num_beams > 1:
 
             def fn(tokens, index):
@@ -138,6 +150,7 @@ class Server:
                     vocab_limit=self.vocab_limit,
                 )[0][:, 0]
         else:
+            calls = iter(range(1 << 30))
 
             def fn(tokens, index):
                 return decoding.generate(
@@ -145,6 +158,10 @@ class Server:
                     self.params,
                     tokens,
                     max_length=max_length,
+                    temperature=temperature,
+                    top_k=top_k,
+                    top_p=top_p,
+                    rng=jax.random.fold_in(jax.random.PRNGKey(seed), next(calls)),
                     prompt_index=index,
                     vocab_limit=self.vocab_limit,
                 )
@@ -233,14 +250,6 @@ def tokenize(vocabulary, text: str, length: int, eos_id: int = 1) -> np.ndarray:
     return out
 
 
-def rows_to_tokens(texts: Sequence[str], vocabulary, length: int) -> np.ndarray:
-    return (
-        np.stack([tokenize(vocabulary, t, length) for t in texts])
-        if texts
-        else np.zeros((0, length), np.int32)
-    )
-
-
 def serve_mixed(
     server: Server,
     requests: Sequence[tuple[str, np.ndarray]],
@@ -252,27 +261,3 @@ def serve_mixed(
     index = np.array([server.bank.index(name) for name, _ in requests], np.int32)
     tokens = np.stack([t for _, t in requests])
     return server.generate(tokens, index, max_length=max_length, num_beams=num_beams)
-
-
-def group_by_prompt(requests: Sequence[tuple[str, np.ndarray]]) -> dict[str, list[int]]:
-    groups: dict[str, list[int]] = collections.defaultdict(list)
-    for i, (name, _) in enumerate(requests):
-        groups[name].append(i)
-    return dict(groups)
-
-
-def serve_grouped(
-    server_for: Mapping[str, Server], requests: Sequence[tuple[str, np.ndarray]], *, max_length: int
-) -> np.ndarray:
-    """What a single-adapter system must do: one batch stream per prompt, each on a server
-    holding only that prompt. The baseline `serve_mixed` is measured against."""
-    out: Optional[np.ndarray] = None
-    for name, rows in group_by_prompt(requests).items():
-        tokens = np.stack([requests[i][1] for i in rows])
-        result = server_for[name].generate(
-            tokens, np.zeros(len(rows), np.int32), max_length=max_length
-        )
-        if out is None:
-            out = np.zeros((len(requests), result.shape[1]), np.int32)
-        out[rows] = result
-    return out

@@ -1,4 +1,4 @@
-"""File-level inference and ensembling runs (`ptune infer`, `ptune ensemble`).
+"""The `ptune infer` and `ptune ensemble` runs: files in, files out, over `ptune.server`.
 
 `run_infer` reads requests from JSONL (`{"task": ..., "inputs": ..., "prompt": optional}`) or
 TSV (`task<TAB>inputs[<TAB>prompt]`), serves them in mixed batches over one frozen model and
@@ -9,6 +9,9 @@ the model's input text in the task's format (e.g. `boolq passage: ... question: 
 `run_ensemble` evaluates N prompts of one task in one batched pass and reports each prompt's
 metrics, their mean, the best single prompt and the ensemble (majority vote over decoded
 labels; mean log-likelihood for rank classification), laid out as the paper's Table 3.
+
+Both load the frozen model through `ptune.recipe` (model configuration from the model gin file
+or the checkpoint) and put the bank into the prompt slot.
 """
 
 from __future__ import annotations
@@ -16,28 +19,36 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ptune import data, evaluation, inference
+from ptune import atomic, data, evaluation, prompts, recipe
+from ptune import server as server_lib
 from ptune.errors import UserError
-from ptune.models import t5
 
 
 @dataclasses.dataclass(frozen=True)
 class InferConfig:
-    model: t5.T5Config
+    """`ptune infer`. Decoding: greedy by default; `num_beams` > 1 is beam search with T5's
+    length penalty `alpha`; `temperature` > 0 samples (optionally top-k / top-p)."""
+
     checkpoint_path: str  # the frozen model
     prompt_files: Mapping[str, str]  # prompt name -> .npy / .safetensors / PEFT dir
     input_file: str  # JSONL or TSV requests
     output_file: str  # JSONL results
+    model: Any = None  # None: the checkpoint's configuration
+    prompt: prompts.PromptConfig = prompts.PromptConfig()  # its placement applies
     task_feature_lengths: Mapping[str, int] = dataclasses.field(
         default_factory=lambda: {"inputs": 512, "targets": 8}
     )
     batch_size: int = 32
-    num_beams: int = 1  # 1: greedy; more: beam search with T5's length penalty
-    prompt_placement: str = "prefix"
+    num_beams: int = 1
+    alpha: float = 0.6
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
 
 
 def read_requests(path: str) -> list[dict]:
@@ -76,18 +87,20 @@ def read_requests(path: str) -> list[dict]:
     return requests
 
 
-def _load_frozen(config: t5.T5Config, path: str):
-    from ptune import checkpoints
-
-    return checkpoints.load(path, config)[1]
+def _frozen_server(cfg, bank: server_lib.Bank, vocab_limit: Optional[int]) -> server_lib.Server:
+    """The frozen model (resolved and loaded by `ptune.recipe`) serving `bank`."""
+    config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path)
+    frozen = recipe.load_frozen(config, cfg.checkpoint_path)
+    return server_lib.Server(config, frozen, bank, cfg.batch_size, vocab_limit=vocab_limit)
 
 
 def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
     """Serves every request in mixed batches; writes and returns the results."""
     from tqdm import tqdm
 
+    data.check_feature_lengths(cfg.task_feature_lengths, "TASK_FEATURE_LENGTHS")
     requests = read_requests(cfg.input_file)
-    bank = inference.Bank.from_files(dict(cfg.prompt_files), cfg.prompt_placement)
+    bank = server_lib.Bank.from_files(dict(cfg.prompt_files), cfg.prompt.placement)
     vocabularies = {}
     for r in requests:
         r.setdefault("prompt", r["task"])
@@ -105,12 +118,8 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
                 task.output_features["inputs"].vocabulary,
                 task.output_features["targets"].vocabulary,
             )
-    server = inference.Server(
-        cfg.model,
-        _load_frozen(cfg.model, cfg.checkpoint_path),
-        bank,
-        cfg.batch_size,
-        vocab_limit=max(int(v[1].vocab_size) for v in vocabularies.values()),
+    server = _frozen_server(
+        cfg, bank, vocab_limit=max(int(v[1].vocab_size) for v in vocabularies.values())
     )
     length = cfg.task_feature_lengths["inputs"]
     results = []
@@ -119,7 +128,7 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
         for start in range(0, len(requests), chunk):
             part = requests[start : start + chunk]
             tokens = np.stack(
-                [inference.tokenize(vocabularies[r["task"]][0], r["inputs"], length) for r in part]
+                [server_lib.tokenize(vocabularies[r["task"]][0], r["inputs"], length) for r in part]
             )
             index = np.array([bank.index(r["prompt"]) for r in part], np.int32)
             out = server.generate(
@@ -127,6 +136,11 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
                 index,
                 max_length=cfg.task_feature_lengths["targets"],
                 num_beams=cfg.num_beams,
+                alpha=cfg.alpha,
+                temperature=cfg.temperature,
+                top_k=cfg.top_k,
+                top_p=cfg.top_p,
+                seed=cfg.seed + start,
             )
             for r, ids in zip(part, out):
                 text = vocabularies[r["task"]][1].decode([int(i) for i in ids])
@@ -140,27 +154,24 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
                     }
                 )
             bar.update(len(part))
-    directory = os.path.dirname(os.path.abspath(cfg.output_file))
-    os.makedirs(directory, exist_ok=True)
-    tmp = cfg.output_file + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in results:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, cfg.output_file)
+    atomic.write_text(
+        cfg.output_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+    )
     return results
 
 
 @dataclasses.dataclass(frozen=True)
 class EnsembleConfig:
+    """`ptune ensemble`: N prompt files of one task, evaluated in one pass."""
+
     mixture_or_task_name: str
-    model: t5.T5Config
     checkpoint_path: str
     prompt_files: Sequence[str]
-    task_feature_lengths: Mapping[str, int] = dataclasses.field(
-        default_factory=lambda: {"inputs": 512, "targets": 8}
-    )
+    model: Any = None  # None: the checkpoint's configuration
+    prompt: prompts.PromptConfig = prompts.PromptConfig()  # its placement applies
+    task_feature_lengths: Optional[Mapping[str, int]] = None  # None: each example whole
     batch_size: int = 32
-    split: str = "validation"
+    eval_split: str = "validation"
     output_file: Optional[str] = None  # JSON of the table; default: none
 
 
@@ -168,26 +179,21 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
     """-> {"prompts": [{name, metrics}], "average", "best", "ensemble"} (Table 3 layout)."""
     if len(cfg.prompt_files) < 2:
         raise UserError("ensembling needs at least two prompt files")
+    data.check_task(cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.eval_split)
     names = [f"prompt_{i + 1}" for i in range(len(cfg.prompt_files))]
-    bank = inference.Bank.from_files(dict(zip(names, cfg.prompt_files)))
+    bank = server_lib.Bank.from_files(dict(zip(names, cfg.prompt_files)), cfg.prompt.placement)
     evaluator = evaluation.Evaluation(
-        cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.batch_size, cfg.split
+        cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.batch_size, cfg.eval_split
     )
-    server = inference.Server(
-        cfg.model,
-        _load_frozen(cfg.model, cfg.checkpoint_path),
-        bank,
-        cfg.batch_size,
-        vocab_limit=evaluator.vocab_limit,
-    )
+    server = _frozen_server(cfg, bank, vocab_limit=evaluator.vocab_limit)
     members = list(range(len(names)))
     outputs = evaluator.model_outputs(
-        lambda tokens: inference.ensemble_generate(
-            server, tokens, members, max_length=cfg.task_feature_lengths["targets"]
+        lambda tokens: server_lib.ensemble_generate(
+            server, tokens, members, max_length=evaluator.lengths["targets"]
         ),
-        lambda tokens, targets: inference.ensemble_scores(server, tokens, targets, members),
+        lambda tokens, targets: server_lib.ensemble_scores(server, tokens, targets, members),
     )
-    table = {"prompts": [], "task": cfg.mixture_or_task_name, "split": cfg.split}
+    table = {"prompts": [], "task": cfg.mixture_or_task_name, "split": cfg.eval_split}
     for m, name in enumerate(names):
         metrics = evaluator.metrics_from_outputs(outputs, member=m)
         table["prompts"].append({"name": name, "file": cfg.prompt_files[m], "metrics": metrics})

@@ -1,0 +1,81 @@
+"""The optimizers of the paper's two recipes, both t5x's Adafactor (through optax).
+
+`prompt_tuning_adafactor` is the paper's prompt-tuning optimizer (Section 3: constant lr 0.3,
+second-moment decay exponent 0.8, weight decay 1e-5, no parameter scaling);
+`model_tuning_adafactor` is T5's fine-tuning optimizer, the paper's model-tuning baseline
+(constant lr 0.001, parameter scaling, no weight decay). Which parameters they update is not
+their business: the trainable mask (`ptune.trainable`) hands them only the trainable subtree.
+
+The numerical core: optax only.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import optax
+
+
+def adafactor(
+    learning_rate: float,
+    *,
+    decay_rate: float = 0.8,
+    decay_offset: int = 0,
+    weight_decay_rate: Optional[float] = None,
+    clipping_threshold: Optional[float] = 1.0,
+    multiply_by_parameter_scale: bool = False,
+    min_dim_size_to_factor: int = 128,
+) -> optax.GradientTransformation:
+    """t5x's Adafactor: factored second moments for matrices of at least
+    `min_dim_size_to_factor` rows and columns, update clipping, and weight decay applied as
+    p <- p * (1 - rate) each step, not scaled by the learning rate.
+
+    decay_offset: the second-moment decay is 1 - (step + 1 - decay_offset)**-decay_rate. The
+      original implementation restored the pretrained step (1,100,000) with the frozen model,
+      so its decay started near 1; a negative offset of that size reproduces it.
+    """
+    return optax.adafactor(
+        learning_rate=learning_rate,
+        min_dim_size_to_factor=min_dim_size_to_factor,
+        decay_rate=decay_rate,
+        decay_offset=decay_offset,
+        multiply_by_parameter_scale=multiply_by_parameter_scale,
+        clipping_threshold=clipping_threshold,
+        weight_decay_rate=weight_decay_rate,
+    )
+
+
+def prompt_tuning_adafactor(
+    learning_rate: float = 0.3,
+    decay_rate: float = 0.8,
+    decay_offset: int = 0,
+    weight_decay_rate: Optional[float] = 1e-5,
+    clipping_threshold: Optional[float] = 1.0,
+) -> optax.GradientTransformation:
+    """The paper's prompt-tuning optimizer (Lester et al., 2021, Section 3)."""
+    return adafactor(
+        learning_rate,
+        decay_rate=decay_rate,
+        decay_offset=decay_offset,
+        weight_decay_rate=weight_decay_rate,
+        clipping_threshold=clipping_threshold,
+        multiply_by_parameter_scale=False,
+    )
+
+
+def model_tuning_adafactor(
+    learning_rate: float = 0.001,
+    decay_rate: float = 0.8,
+    decay_offset: int = 0,
+    clipping_threshold: Optional[float] = 1.0,
+) -> optax.GradientTransformation:
+    """T5's fine-tuning optimizer (the paper's model-tuning baseline): parameter-scaled
+    Adafactor at a constant 0.001, no weight decay."""
+    return adafactor(
+        learning_rate,
+        decay_rate=decay_rate,
+        decay_offset=decay_offset,
+        weight_decay_rate=None,
+        clipping_threshold=clipping_threshold,
+        multiply_by_parameter_scale=True,
+    )

@@ -1,0 +1,302 @@
+"""Run assembly: one place builds what `train`, `plan`, `eval`, `infer`, `ensemble` and
+`explain` run, so `plan` measures exactly what `train` compiles.
+
+    config = resolve_model_config(model_fields, checkpoint_path)   # model gin vs checkpoint
+    run = assemble(config, prompt_factory=..., mesh=..., trainable=..., optimizer=...)
+    frozen = run.load_frozen(checkpoint_path)     # strict, straight into shards and dtype
+    params = run.place_prompt(frozen, value)      # the prompt (or bank) in its slot
+    state, frozen = run.init_state(params)        # trainable state; frozen weights, cast
+    train_step = run.train_step(loss, seed)       # jitted, sharded, state donated
+
+Model configuration comes from, in order: the model gin file (the `t5.T5Config` fields gin
+binds), else the checkpoint's own (Hugging Face `config.json`, ptune's stored config, or
+shapes of a t5x checkpoint, with the fields shapes cannot tell logged as assumed). With both,
+the architecture fields they both state must agree; with neither, every command stops before
+any work and says what to add. Nothing here builds a model from `T5Config`'s defaults (its
+architecture fields have none).
+
+Frozen weights are read once, strictly, with the prompt slot left out (`prompts.PROMPT_PATTERN`):
+no other copy of the model is initialised to hold a placeholder.
+
+The numerical core: jax, flax, optax; checkpoints and prompts; no TensorFlow, seqio or gin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import linen as nn
+
+from ptune import optimizers, partitioning, prompts
+from ptune import step as step_lib
+from ptune import trainable as trainable_lib
+from ptune.errors import UserError
+from ptune.models import t5
+
+log = logging.getLogger("ptune")
+PyTree = Any
+ModelSpec = Union[t5.T5Config, Mapping[str, Any], None]
+
+NO_MODEL = (
+    "no model configured: add a model file (--gin_file=models/<model>.gin; `ls` the installed "
+    "gin/models folder for sizes) or set INITIAL_CHECKPOINT_PATH to a checkpoint that carries "
+    "its configuration (a Hugging Face directory or hub id, a ptune conversion, a t5x checkpoint)"
+)
+
+
+def _fields(model: ModelSpec) -> dict[str, Any]:
+    if model is None:
+        return {}
+    if isinstance(model, t5.T5Config):
+        return dataclasses.asdict(model)
+    if not isinstance(model, Mapping):
+        raise UserError(f"model must be a T5Config or its fields, got {type(model).__name__}")
+    unknown = sorted(set(model) - {f.name for f in dataclasses.fields(t5.T5Config)})
+    if unknown:
+        raise UserError(f"unknown T5Config fields: {', '.join(unknown)}")
+    return dict(model)
+
+
+def _comparable(name: str, value: Any) -> Any:
+    return tuple(value) if name == "mlp_activations" else value
+
+
+def resolve_model_config(
+    model: ModelSpec, checkpoint_path: Optional[str], *, what: str = "the run"
+) -> t5.T5Config:
+    """The model of a run: `model` (a full T5Config, or the fields a model gin binds, or None)
+    reconciled with the checkpoint's configuration (None: a run without a checkpoint).
+
+    Raises one UserError when there is no model at all, when a model file leaves architecture
+    fields unset and no checkpoint states them, or when the model file and the checkpoint
+    disagree (listing every differing field)."""
+    given = _fields(model)
+    stated, assumed, source = None, {}, None
+    if checkpoint_path is not None:
+        from ptune import checkpoints
+
+        complete = all(k in given for k in t5.ARCHITECTURE_FIELDS)
+        try:
+            described = checkpoints.describe(checkpoint_path)
+            stated, assumed = described.config, described.assumed
+            source = f"{described.format} checkpoint {described.path}"
+        except UserError:
+            if not complete:
+                raise
+            # Shapes that do not fit the model file: the strict restore lists them.
+    if stated is None:
+        if not given:
+            raise UserError(NO_MODEL)
+        missing = [k for k in t5.ARCHITECTURE_FIELDS if k not in given]
+        if missing:
+            raise UserError(
+                f"the model configuration of {what} leaves {', '.join(missing)} unset and no "
+                "checkpoint states them: use a complete models/*.gin file"
+            )
+        config = _build(given)
+        log.info("model: from the model gin file (%s)", _describe(config))
+        return config
+    differing = [
+        f"{k} (model file {_comparable(k, given[k])!r}, checkpoint "
+        f"{_comparable(k, getattr(stated, k))!r})"
+        for k in t5.ARCHITECTURE_FIELDS
+        if k in given
+        and k not in assumed
+        and _comparable(k, _build_field(k, given[k])) != _comparable(k, getattr(stated, k))
+    ]
+    if differing:
+        raise UserError(
+            f"the model file contradicts {source}: "
+            + "; ".join(differing)
+            + " (drop the model file to use the checkpoint's configuration)"
+        )
+    config = _build({**dataclasses.asdict(stated), **given})
+    unset_assumed = {k: v for k, v in assumed.items() if k not in given}
+    log.info(
+        "model: from the %s (%s)%s",
+        source,
+        _describe(config),
+        "; assumed " + "; ".join(f"{k}: {v}" for k, v in unset_assumed.items())
+        if unset_assumed
+        else "",
+    )
+    return config
+
+
+def _build(fields: Mapping[str, Any]) -> t5.T5Config:
+    try:
+        return t5.T5Config(**fields)
+    except (TypeError, ValueError) as e:
+        raise UserError(str(e)) from e
+
+
+def _build_field(name: str, value: Any) -> Any:
+    return tuple(value) if name == "mlp_activations" and not isinstance(value, str) else value
+
+
+def _describe(config: t5.T5Config) -> str:
+    return (
+        f"emb {config.emb_dim}, {config.num_encoder_layers}+{config.num_decoder_layers} layers, "
+        f"{config.num_heads} heads, mlp {config.mlp_dim}, vocab {config.vocab_size}"
+    )
+
+
+def load_frozen(
+    config: t5.T5Config,
+    path: str,
+    *,
+    shardings: Optional[PyTree] = None,
+    dtype: Any = jnp.float32,
+) -> dict:
+    """The checkpoint's parameters without the prompt slot, read strictly, one array at a time
+    straight into `dtype` and (with `shardings`, shaped like the parameters) into each
+    device's shards."""
+    from ptune import checkpoints
+
+    _, params = checkpoints.load(
+        path, config, fresh=[prompts.PROMPT_PATTERN], shardings=shardings, dtype=dtype
+    )
+    return params
+
+
+@dataclasses.dataclass
+class Run:
+    """The assembled pieces of one run (see the module docstring). `mask` and the state
+    shardings exist only for runs that train (`trainable` given to `assemble`)."""
+
+    config: t5.T5Config
+    model: t5.Transformer
+    partitioner: partitioning.Partitioner
+    boxed: PyTree  # abstract parameters with logical axis names, prompt slot included
+    shardings: PyTree  # one sharding per parameter
+    mask: Optional[dict[str, bool]]
+    optimizer: Optional[optax.GradientTransformation]
+    state_shardings: Optional[step_lib.TrainState]
+    frozen_shardings: Optional[PyTree]
+    frozen_dtype: Optional[str]
+
+    @property
+    def abstract_params(self) -> PyTree:
+        return nn.unbox(self.boxed)
+
+    def _load_dtype(self):
+        """Frozen weights are read in their final dtype unless some loaded weight trains."""
+        if self.mask is None or not any(
+            v for k, v in self.mask.items() if not k.startswith(prompts.PROMPT_PATH_STR)
+        ):
+            return jnp.dtype(self.frozen_dtype or "float32")
+        return jnp.float32
+
+    def load_frozen(self, path: str) -> dict:
+        """The frozen model from `path` (strictly), each device reading its own shards."""
+        return load_frozen(
+            self.config,
+            path,
+            shardings=prompts.without_prompt(self.shardings),
+            dtype=self._load_dtype(),
+        )
+
+    def random_frozen(self, seed: int) -> dict:
+        """Random frozen weights from `seed` (only for runs that name them, e.g. the demo);
+        every host computes the same values, each device keeps its shards."""
+        tokens = jnp.zeros((1, 1), jnp.int32)
+
+        def init(rng):
+            variables = self.model.init(rng, tokens, tokens, tokens, enable_dropout=False)
+            return nn.unbox(variables["params"])
+
+        params = self.partitioner.jit(
+            init, in_shardings=self.partitioner.replicated, out_shardings=self.shardings
+        )(jax.random.PRNGKey(seed))
+        params = prompts.without_prompt(params) if prompts.has_prompt(params) else params
+        if self.frozen_dtype:
+            params = trainable_lib.cast_frozen(params, self.frozen_dtype)
+        return params
+
+    def place_prompt(self, frozen: dict, value: Any) -> dict:
+        """`frozen` with `value` ([P, E], or a bank [K, P, E]) in the prompt slot, placed
+        with the slot's (replicated) sharding."""
+        sharding = prompts.get_prompt(self.shardings)
+        return prompts.with_prompt(frozen, self.partitioner.put(value, sharding))
+
+    def init_state(self, params: dict) -> tuple[step_lib.TrainState, dict]:
+        """(train state of the trainable subtree, frozen subtree cast to `frozen_dtype`)."""
+        train_params, frozen = trainable_lib.partition(params, self.mask)
+        frozen = trainable_lib.cast_frozen(frozen, self.frozen_dtype)
+        optimizer = self.optimizer
+        state = self.partitioner.jit(
+            lambda p: step_lib.init_state(p, optimizer),
+            in_shardings=(self.state_shardings.params,),
+            out_shardings=self.state_shardings,
+        )(train_params)
+        return state, frozen
+
+    def train_step(self, loss: step_lib.LossConfig, seed: int, donate: bool = True) -> Callable:
+        """`train_step(state, frozen, batch) -> (state, metrics)`, compiled for the mesh."""
+        return step_lib.make_train_step(
+            self.model,
+            self.optimizer,
+            loss,
+            seed=seed,
+            donate=donate,
+            partitioner=self.partitioner,
+            in_shardings=(self.state_shardings, self.frozen_shardings),
+        )
+
+    def abstract_state(self) -> tuple[step_lib.TrainState, PyTree]:
+        """ShapeDtypeStructs (with shardings) of the state and the frozen weights; nothing is
+        allocated. What `plan` compiles the train step on."""
+        train_abstract, frozen_abstract = trainable_lib.partition(self.abstract_params, self.mask)
+        optimizer = self.optimizer
+        state = jax.eval_shape(lambda p: step_lib.init_state(p, optimizer), train_abstract)
+        state = _with_shardings(state, self.state_shardings)
+        frozen_dtype = jnp.dtype(self.frozen_dtype) if self.frozen_dtype else None
+        return state, _with_shardings(frozen_abstract, self.frozen_shardings, frozen_dtype)
+
+
+def _with_shardings(abstract: PyTree, shardings: PyTree, dtype=None) -> PyTree:
+    return jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, dtype or x.dtype, sharding=s),
+        abstract,
+        shardings,
+    )
+
+
+def assemble(
+    config: t5.T5Config,
+    *,
+    prompt_factory: Optional[Callable[..., nn.Module]] = None,
+    mesh: partitioning.MeshConfig = partitioning.MeshConfig(),
+    trainable: Optional[Sequence[str]] = None,
+    optimizer: Optional[optax.GradientTransformation] = None,
+    frozen_dtype: Optional[str] = None,
+    devices: Optional[Sequence[Any]] = None,
+) -> Run:
+    """Model, mesh, shardings and (when `trainable` is given) the mask, optimizer and state
+    shardings of a run. Allocates nothing."""
+    model = t5.Transformer(config, prompt_factory)
+    boxed = t5.abstract_variables(config, prompt_factory)["params"]
+    partitioner = partitioning.Partitioner.create(mesh, devices)
+    shardings = partitioner.param_shardings(boxed)
+    mask = state_sh = frozen_sh = None
+    if trainable is not None:
+        mask = trainable_lib.trainable_mask(nn.unbox(boxed), trainable)
+        optimizer = optimizer or optimizers.prompt_tuning_adafactor()
+        state_sh, frozen_sh = step_lib.train_shardings(partitioner, optimizer, boxed, mask)
+    return Run(
+        config=config,
+        model=model,
+        partitioner=partitioner,
+        boxed=boxed,
+        shardings=shardings,
+        mask=mask,
+        optimizer=optimizer,
+        state_shardings=state_sh,
+        frozen_shardings=frozen_sh,
+        frozen_dtype=frozen_dtype,
+    )

@@ -1,0 +1,240 @@
+"""Run assembly: where the model configuration comes from (model file, checkpoint, neither),
+one owner of the prompt slot, bad run input as one line before any work, the on-device
+non-finite check, preemption, and hub ids through the local Hugging Face cache."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ptune.tasks  # noqa: F401  registers the tasks
+from conftest import DEMO_TINY, REPO, tiny_run_config, tiny_t5
+from ptune import checkpoints, cli, optimizers, recipe, trainer
+from ptune.errors import UserError
+from ptune.models import t5
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    """A tiny random T5 1.1 written by transformers (config.json + model.safetensors)."""
+    transformers = pytest.importorskip("transformers")
+    directory = tmp_path_factory.mktemp("hf") / "tiny"
+    config = transformers.T5Config(
+        vocab_size=384,
+        d_model=16,
+        d_kv=8,
+        d_ff=32,
+        num_layers=1,
+        num_decoder_layers=1,
+        num_heads=2,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+    )
+    transformers.T5ForConditionalGeneration(config).save_pretrained(str(directory))
+    return str(directory)
+
+
+def test_no_module_but_prompts_spells_the_prompt_path():
+    pattern = re.compile(
+        r"""\["prompt"\]\s*\["prompt"\]|["']encoder[/.]prompt|\(\s*["']encoder["'],\s*["']prompt"""
+        r"""|prompt=\{["']prompt["']|\{["']prompt["']:\s*\{["']prompt"""
+    )
+    offenders = []
+    for root in ("ptune", "tasks", "benchmarks"):
+        for directory, _, files in os.walk(os.path.join(REPO, root)):
+            for name in files:
+                path = os.path.join(directory, name)
+                if not name.endswith(".py") or path.endswith(os.path.join("ptune", "prompts.py")):
+                    continue
+                for number, line in enumerate(open(path), start=1):
+                    if pattern.search(line):
+                        offenders.append(f"{os.path.relpath(path, REPO)}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_a_model_needs_a_model_file_or_a_checkpoint_config():
+    with pytest.raises(UserError, match=r"^no model configured: add a model file"):
+        recipe.resolve_model_config(None, None)
+    with pytest.raises(UserError, match=r"leaves .*relative_attention_max_distance unset"):
+        recipe.resolve_model_config({"emb_dim": 16, "vocab_size": 384}, None)
+    with pytest.raises(TypeError):  # the architecture has no defaults to fall back on
+        t5.T5Config()
+    full = tiny_t5(**DEMO_TINY)
+    assert recipe.resolve_model_config(full, None) == full
+
+
+def test_the_checkpoint_config_is_used_and_a_contradicting_model_file_is_named(hf_dir):
+    config = recipe.resolve_model_config(None, hf_dir)
+    assert (config.emb_dim, config.num_heads, config.mlp_dim) == (16, 2, 32)
+    # Run-time fields from gin apply on top of the checkpoint's architecture.
+    assert recipe.resolve_model_config({"dtype": "bfloat16"}, hf_dir).dtype == "bfloat16"
+    wrong = {**config.__dict__, "emb_dim": 32, "num_heads": 4}
+    with pytest.raises(UserError) as caught:
+        recipe.resolve_model_config(wrong, hf_dir)
+    message = str(caught.value)
+    assert message.startswith("the model file contradicts hf checkpoint")
+    assert "emb_dim (model file 32, checkpoint 16)" in message
+    assert "num_heads (model file 4, checkpoint 2)" in message
+
+
+def test_hub_ids_resolve_through_the_local_cache_only(hf_dir, tmp_path, monkeypatch):
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--acme--t5-tiny" / "snapshots" / "0123abcd"
+    snapshot.parent.mkdir(parents=True)
+    os.symlink(hf_dir, snapshot)
+    (cache / "models--acme--t5-tiny" / "refs").mkdir()
+    (cache / "models--acme--t5-tiny" / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    described = checkpoints.describe("acme/t5-tiny")
+    assert described.format == "hf" and described.config.emb_dim == 16
+    with pytest.raises(UserError, match=r"acme/absent is neither .*`hf download acme/absent`"):
+        checkpoints.describe("acme/absent")
+
+
+def _cli(capsys, monkeypatch, *args):
+    monkeypatch.setenv("PTUNE_COMPILATION_CACHE", "off")
+    code = cli.main(list(args))
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            [
+                "--gin_file=runs/prompt_tuning.gin",
+                "--gin.MIXTURE_OR_TASK_NAME='ptune_demo'",
+                "--gin.INITIAL_CHECKPOINT_PATH=None",
+                "--gin.trainer.TrainConfig.random_init=True",
+            ],
+            "ptune: error: no model configured",
+        ),
+        (
+            ["--gin_file=runs/demo.gin", "--gin.BATCH_SIZ=8"],
+            "ptune: error: --gin.BATCH_SIZ: no gin file given uses the macro BATCH_SIZ; "
+            "did you mean BATCH_SIZE",
+        ),
+        (
+            ["--gin_file=runs/demo.gin", "--gin.MODEL_DIR=/tmp/x"],
+            "ptune: error: --gin.MODEL_DIR=/tmp/x: gin string values need quotes",
+        ),
+        (["--gin.MODEL_DIR='x'"], "ptune: error: ptune train needs gin files"),
+        (
+            ["--gin_file=runs/demo.gin", "--gin.TASK_FEATURE_LENGTHS={'inputs': 8}"],
+            "ptune: error: TASK_FEATURE_LENGTHS needs a positive integer 'targets'",
+        ),
+        (
+            ["--gin_file=runs/demo.gin", "--gin.t5.T5Config.vocab_size=200"],
+            "ptune: error: task ptune_demo: its inputs vocabulary has 259 ids but the "
+            "model's embedding has 200 rows",
+        ),
+        (
+            ["--gin_file=runs/demo.gin", "--gin.MIXTURE_OR_TASK_MODULE='no_such_tasks'"],
+            "ptune: error: MIXTURE_OR_TASK_MODULE 'no_such_tasks' cannot be imported",
+        ),
+    ],
+)
+def test_bad_run_input_is_one_line_and_writes_nothing(args, message, tmp_path, capsys, monkeypatch):
+    model_dir = tmp_path / "run"
+    if not any(a.startswith("--gin.MODEL_DIR") for a in args):
+        args = args + [f"--gin.MODEL_DIR='{model_dir}'"]
+    code, lines = _cli(capsys, monkeypatch, "train", *args)
+    assert code == 2 and lines and lines[-1].startswith(message), lines
+    assert not model_dir.exists()
+
+
+def test_model_dir_that_is_a_file_or_not_writable(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(UserError, match="exists and is not a directory"):
+        trainer.train(tiny_run_config(a_file))
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.access(locked, os.W_OK):
+        pytest.skip("running as a user who may write anywhere (root): permissions not testable")
+    with pytest.raises(UserError, match="is not writable"):
+        trainer.train(tiny_run_config(locked / "run"))
+
+
+def test_an_unknown_eval_metric_fails_before_training(tmp_path):
+    with pytest.raises(UserError, match=r"eval metric 'acuracy' is not reported .* 'accuracy'"):
+        trainer.train(tiny_run_config(tmp_path / "run", eval_metric="acuracy"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_first_non_finite_step_is_named_when_found_later(tmp_path):
+    # NaN from step 2 on, noticed at the step-4 log point (no per-step host sync): the error
+    # names step 2, and no checkpoint holding NaN is written.
+    cfg = tiny_run_config(
+        tmp_path / "run",
+        train_steps=8,
+        log_period=4,
+        checkpoint_period=4,
+        eval_period=0,
+        optimizer=optimizers.prompt_tuning_adafactor(learning_rate=float("nan")),
+    )
+    with pytest.raises(UserError, match=r"loss became nan at step 2; .*step None"):
+        trainer.train(cfg)
+    assert not os.listdir(tmp_path / "run" / "checkpoints")
+
+
+def test_note_non_finite_keeps_the_first_bad_step():
+    first = jnp.zeros(2)
+    ok = {"loss_sum": jnp.float32(2.0), "tokens": jnp.float32(4.0)}
+    bad = {"loss_sum": jnp.float32(np.inf), "tokens": jnp.float32(4.0)}
+    first = trainer._note_non_finite(first, ok, jnp.int32(1))
+    first = trainer._note_non_finite(first, bad, jnp.int32(2))
+    first = trainer._note_non_finite(first, ok, jnp.int32(3))
+    first = trainer._note_non_finite(first, bad, jnp.int32(4))
+    assert np.asarray(first).tolist() == [2.0, np.inf]
+
+
+PREEMPT = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+os.environ["PTUNE_COMPILATION_CACHE"] = "off"
+from ptune import cli, trainer
+
+train = trainer.train
+
+def preempted_at_step_3(cfg, **kwargs):
+    def send(context):
+        if context.step == 3:
+            os.kill(os.getpid(), signal.{signal})
+    return train(cfg, hooks=[trainer.Hook(every=1, fn=send)], **kwargs)
+
+args = ["train", "--gin_file=runs/demo.gin", "--gin.MODEL_DIR='{model_dir}'",
+        "--gin.TRAIN_STEPS=6", "--gin.EVAL_PERIOD=0", "--gin.BATCH_SIZE=4"]
+trainer.train = preempted_at_step_3
+first = cli.main(args)
+trainer.train = train
+second = cli.main(args)
+print("EXIT", first, second)
+"""
+
+
+@pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_preemption_writes_a_checkpoint_and_the_same_command_resumes(name, code, tmp_path):
+    model_dir = tmp_path / "run"
+    script = PREEMPT.format(tests=os.path.dirname(__file__), signal=name, model_dir=str(model_dir))
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
+    assert proc.stdout.strip().splitlines()[-1] == f"EXIT {code} 0", proc.stderr[-3000:]
+    assert (
+        f"ptune: error: {name} at step 3: checkpoint written to {model_dir}/checkpoints/3; "
+        "rerun the same command to resume" in proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
+    assert "resumed from" in proc.stderr
+    assert sorted(os.listdir(model_dir / "checkpoints")) == ["3", "6"]
+    summary = json.load(open(model_dir / "summary.json"))
+    assert summary["steps"] == 6 and summary["prompt_length"] == 10

@@ -1,6 +1,9 @@
-"""Load time and peak host memory of `ptune.checkpoints.load` on a random t5x checkpoint.
+"""Load time and peak host memory of loading a random t5x checkpoint, through
+`ptune.checkpoints.load` or through what `ptune train` runs (`--through=recipe`: the assembled
+run's `load_frozen`, prompt slot left out, weights into their shardings).
 
     python benchmarks/checkpoint_load.py --gin_size=base --dir=/tmp/t5x_base   # write + measure
+    python benchmarks/checkpoint_load.py --gin_size=base --dir=/tmp/t5x_base --through=recipe
 
 Writes a random T5 1.1 checkpoint in the legacy t5x layout (gzip zarr + msgpack, as t5x
 writes it) once, in its own subprocess (Linux carries a parent's peak RSS into forked
@@ -40,6 +43,9 @@ def config_for(size: str):
         num_encoder_layers=s["layers"],
         num_decoder_layers=s["layers"],
         mlp_activations=("gelu", "linear"),
+        logits_via_embedding=False,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
     )
 
 
@@ -59,15 +65,28 @@ def write(size: str, directory: str) -> None:
     t5x_write.write_checkpoint(traverse_util.unflatten_dict(params), directory, step=1100000)
 
 
-def measure(directory: str, dtype: str) -> None:
+def measure(directory: str, dtype: str, size: str, through: str) -> None:
+    if through == "recipe":
+        load = (
+            "from ptune import prompts, recipe, trainable\n"
+            f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+            "from checkpoint_load import config_for\n"
+            f"run = recipe.assemble(config_for({size!r}), "
+            "prompt_factory=prompts.prompt_factory(100), trainable=trainable.PROMPT_ONLY, "
+            f"frozen_dtype={dtype!r})\n"
+            f"params = run.load_frozen({directory!r})\n"
+        )
+    else:
+        load = (
+            "from ptune import checkpoints\n"
+            f"config, params = checkpoints.load({directory!r}, dtype=jnp.{dtype})\n"
+        )
     code = (
         "import time, resource, jax, jax.numpy as jnp\n"
-        "from ptune import checkpoints\n"
         "import numpy as np\n"
+        "from ptune import checkpoints, recipe\n"
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "t = time.perf_counter()\n"
-        f"config, params = checkpoints.load({directory!r}, dtype=jnp.{dtype})\n"
-        "jax.block_until_ready(params)\n"
+        "t = time.perf_counter()\n" + load + "jax.block_until_ready(params)\n"
         "dt = time.perf_counter() - t\n"
         "n = sum(x.size for x in jax.tree_util.tree_leaves(params))\n"
         "b = sum(x.nbytes for x in jax.tree_util.tree_leaves(params))\n"
@@ -85,6 +104,7 @@ def main() -> None:
     parser.add_argument("--gin_size", choices=sorted(SIZES), default="base")
     parser.add_argument("--dir", required=True)
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--through", default="checkpoints", choices=("checkpoints", "recipe"))
     parser.add_argument("--write_only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.write_only:
@@ -103,7 +123,7 @@ def main() -> None:
             check=True,
         )
         print(f"wrote {args.dir} in {time.perf_counter() - t:.1f}s")
-    measure(args.dir, args.dtype)
+    measure(args.dir, args.dtype, args.gin_size, args.through)
 
 
 if __name__ == "__main__":

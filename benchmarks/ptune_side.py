@@ -46,6 +46,9 @@ def t5_config(bench) -> t5.T5Config:
         num_decoder_layers=bench.num_layers,
         mlp_dim=bench.d_ff,
         mlp_activations=("gelu", "linear"),
+        logits_via_embedding=False,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
         dropout_rate=0.0,
     )
 

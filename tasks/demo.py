@@ -139,18 +139,14 @@ def register() -> None:
         text_preprocessors=_steps(TASK),
         postprocess_fn=postprocessors.class_id(LABELS),
         metric_fns=[metrics.accuracy],
+        primary_metrics=("accuracy",),
         label_names=LABELS,
         output_features=features,
     )
-    registry.add_t5_task(
+    registry.add_rank_classification_task(
         f"{TASK}_rank_classification",
         source=source,
-        text_preprocessors=[
-            *_steps(f"{TASK}_rank_classification"),
-            functools.partial(preprocessors.rank_classification, label_names=LABELS),
-        ],
-        postprocess_fn=postprocessors.rank_classification,
-        metric_fns=[metrics.rank_classification_metric(len(LABELS))],
+        text_preprocessors=_steps(f"{TASK}_rank_classification"),
         label_names=LABELS,
         output_features=features,
     )

@@ -19,9 +19,21 @@ SUPER_GLUE = {
     "axg": ("entailment", "not_entailment"),
 }
 
+_MNLI = ("entailment", "neutral", "contradiction")
+
+# STS-B is missing on purpose: its label is a similarity score in [0, 5], not a class.
 GLUE = {
-    "qqp": ("not_duplicate", "duplicate"),
+    "cola": ("unacceptable", "acceptable"),
+    "sst2": ("negative", "positive"),
     "mrpc": ("not_equivalent", "equivalent"),
+    "qqp": ("not_duplicate", "duplicate"),
+    "mnli": _MNLI,
+    "mnli_matched": _MNLI,
+    "mnli_mismatched": _MNLI,
+    "qnli": ("entailment", "not_entailment"),
+    "rte": ("entailment", "not_entailment"),
+    "wnli": ("not_entailment", "entailment"),
+    "ax": _MNLI,
 }
 
 # The offline demo task (tasks/demo.py): toy sentiment of short English sentences.

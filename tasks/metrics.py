@@ -3,7 +3,8 @@
 Every metric takes `(targets, predictions)` (or `(targets, scores)` for rank classification),
 lists of what the postprocessors return, and gives a dict of percentages (0-100). Invalid
 predictions arrive as -1 and count as wrong. No scikit-learn: its F1 edge cases (a class never
-predicted and never true scores 0) are reproduced explicitly.
+predicted and never true scores 0) and its multiclass Matthews correlation are reproduced
+explicitly; correlations come from scipy, as in T5.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import string
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import scipy.stats
 
 
 def accuracy(targets, predictions) -> dict:
@@ -31,6 +33,47 @@ def _class_f1(targets, predictions, cls: int, weights=None) -> float:
     p = np.asarray(predictions) == cls
     w = np.ones(len(t)) if weights is None else np.asarray(weights, dtype=float)
     return _f1(np.sum(w * (t & p)), np.sum(w * (~t & p)), np.sum(w * (t & ~p)))
+
+
+def matthews_corrcoef(targets, predictions) -> dict:
+    """Matthews correlation x 100 (CoLA), as T5 computes it with scikit-learn.
+
+    Every distinct value is a class, so an invalid prediction (-1) is a third class; with K
+    classes this is the multiclass form (Gorodkin's R_K) over the confusion matrix C:
+    (c * s - t.p) / sqrt((s^2 - p.p) (s^2 - t.t)), where c = trace(C), s = examples,
+    t and p the true and predicted class counts; 0 when either factor under the root is 0
+    (one class only).
+    """
+    classes = sorted(set(targets) | set(predictions))
+    index = {c: i for i, c in enumerate(classes)}
+    confusion = np.zeros((len(classes), len(classes)))
+    for t, p in zip(targets, predictions):
+        confusion[index[t], index[p]] += 1
+    true_counts, predicted_counts = confusion.sum(axis=1), confusion.sum(axis=0)
+    n = confusion.sum()
+    covariance = np.trace(confusion) * n - true_counts @ predicted_counts
+    spread = (n**2 - predicted_counts @ predicted_counts) * (n**2 - true_counts @ true_counts)
+    value = covariance / np.sqrt(spread) if spread else 0.0
+    return {"matthews_corrcoef": 100.0 * float(value)}
+
+
+def _correlation(statistic: Callable, targets, predictions) -> float:
+    """100 x `statistic(targets, predictions)[0]`; NaN for fewer than two pairs, where scipy
+    (and so T5) raises: a tiny evaluation must still report, not crash. Constant inputs give
+    NaN as in T5."""
+    if len(targets) < 2:
+        return float("nan")
+    return 100.0 * float(statistic(targets, predictions)[0])
+
+
+def pearson_corrcoef(targets, predictions) -> dict:
+    """Pearson's r x 100 (STS-B), via scipy as in T5; unparseable outputs arrive as -1."""
+    return {"pearson_corrcoef": _correlation(scipy.stats.pearsonr, targets, predictions)}
+
+
+def spearman_corrcoef(targets, predictions) -> dict:
+    """Spearman's rank correlation x 100 (STS-B; ties share their mean rank), via scipy."""
+    return {"spearman_corrcoef": _correlation(scipy.stats.spearmanr, targets, predictions)}
 
 
 def mean_multiclass_f1(num_classes: int) -> Callable:

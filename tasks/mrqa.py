@@ -36,6 +36,7 @@ def register() -> None:
         ],
         postprocess_fn=postprocessors.qa,
         metric_fns=[metrics.squad],
+        primary_metrics=("em", "f1"),
     )
     for name in MRQA_SETS:
         task = f"mrqa_{name}_v100"
@@ -52,6 +53,7 @@ def register() -> None:
             ],
             postprocess_fn=postprocessors.qa,
             metric_fns=[metrics.squad],
+            primary_metrics=("f1",),  # as the paper's Table 1 and the MRQA shared task report.
         )
         registry.add_mixture(f"squad_to_{name}", ["squad_v010_allanswers", task], default_rate=1.0)
     registry.add_mixture(

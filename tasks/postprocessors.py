@@ -74,18 +74,37 @@ def _drop_determiners(text: str) -> str:
 
 
 def wsc_simple(prediction, example=None, is_target=False) -> int:
-    """1 if the generated referent names the candidate (`targets_pretokenized`), else 0; the
-    target is the label. Matching ignores case and determiners, accepts either word set
-    containing the other ("fuzzy bunny" vs "bunny"), but not a possessive against a plain noun
-    ("Bob" vs "Bob's hat")."""
+    """1 if the generated referent names the candidate (`targets_pretokenized`), 0 if not, -1 if
+    nothing is left of it once case and determiners are dropped ("", "the", "a", ...); the
+    target is the label (0/1).
+
+    Why -1: an empty prediction would otherwise score 0, which counts as right on every
+    example whose candidate is wrong (label 0); T5 returns -1 so it is always wrong. Matching
+    accepts either word set containing the other ("fuzzy bunny" vs "bunny"), but not a
+    possessive against a plain noun ("Bob" vs "Bob's hat").
+    """
     if is_target:
         return int(example["label"])
-    referent = _drop_determiners(as_text(example["targets_pretokenized"]))
     prediction = _drop_determiners(as_text(prediction))
+    if not prediction:
+        return -1
+    referent = _drop_determiners(as_text(example["targets_pretokenized"]))
     if ("'" in prediction) != ("'" in referent):
         return 0
     predicted, wanted = set(prediction.split(" ")), set(referent.split(" "))
     return int(predicted <= wanted or wanted <= predicted)
+
+
+def string_to_float(text, default: float = -1.0, **unused_kwargs) -> float:
+    """The number a regression task's output (STS-B: "3.8") spells; `default` (-1) if none.
+
+    As T5: Python's `float()` of the whole string, so " 3.8" parses and "3.8 out of 5" does not.
+    Targets go through the same function, reading back the rounded score the preprocessor wrote.
+    """
+    try:
+        return float(as_text(text))
+    except ValueError:
+        return default
 
 
 def rank_classification(score, example=None, is_target=False):

@@ -47,6 +47,13 @@ def check_fields(dataset: tf.data.Dataset, *, task_name: str, fields: Sequence[s
     return dataset
 
 
+@seqio.map_over_dataset
+def rename_fields(x, *, names: Mapping[str, str]):
+    """Renames fields {old: new}, keeping the others (AX-b's sentence1/2 as RTE's premise and
+    hypothesis; unlike `seqio.preprocessors.rekey`, a `split` tag survives)."""
+    return {names.get(key, key): value for key, value in x.items()}
+
+
 # ----------------------------------------------------------------------------------------------
 # String helpers
 
@@ -98,13 +105,16 @@ def glue(
     (MultiRC: question, answer, paragraph; WiC: sentence1, sentence2, word).
     MultiRC also loses its HTML (`<br>` -> space, `<b>`/`</b>` removed) and flattens its
     `idx` dict to `idx/paragraph`, `idx/question`, `idx/answer` for grouped evaluation.
-    The class index passes through as `label` for rank classification.
+    The class index passes through as `label`, and the record's `split` tag when it has one
+    (`sources.SplitTagged`), for rank classification.
     """
     parts = []
     for key in feature_names:
         parts += [f"{key}:", x[key]]
     inputs = tf.strings.join(_with_prefix(prefix, parts), separator=" ")
     out = {"targets": label_text(x["label"], label_names), "label": tf.cast(x["label"], tf.int32)}
+    if "split" in x:
+        out["split"] = x["split"]
     if multirc:
         inputs = tf.strings.regex_replace(inputs, "<br>", " ")
         inputs = tf.strings.regex_replace(inputs, "<(/)?b>", "")
@@ -114,6 +124,24 @@ def glue(
         out["idx"] = x["idx"]
     out["inputs"] = inputs
     return out
+
+
+@seqio.map_over_dataset
+def stsb(x, *, prefix: str | None):
+    """`{prefix} sentence1: ... sentence2: ...` -> the similarity score as text with one decimal,
+    rounded to the nearest 0.2 first ("3.8"), as T5 casts STS-B's regression as 26 classes.
+
+    The rounding is TensorFlow's `round(label * 5) / 5` on the float32 label (halves to even),
+    printed with one decimal, so targets equal T5's byte for byte; unlabelled test records
+    (label -1) give "-1.0", as in T5.
+    """
+    parts = ["sentence1:", x["sentence1"], "sentence2:", x["sentence2"]]
+    score = tf.round(tf.cast(x["label"], tf.float32) * 5) / 5
+    return {
+        "inputs": tf.strings.join(_with_prefix(prefix, parts), separator=" "),
+        "targets": tf.strings.as_string(score, precision=1),
+        "idx": x["idx"],
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,26 +305,39 @@ def mrqa(x):
 
 
 def rank_classification(dataset: tf.data.Dataset, *, label_names: Sequence[str]):
-    """One example per (input, candidate label): the model scores each label string and the
-    highest-scoring one is the prediction.
+    """One example per (input, candidate label) for evaluation, the correct one alone for
+    training: the model scores each label string and the highest-scoring one is the prediction.
 
-    Each formatted example (with its class index in `label`) becomes len(label_names) examples
-    with the same `inputs`, `targets` = one label name, `idx` [2] int32 = (example number within
-    the split, candidate number), `is_correct` bool and `weight` float32 1.0. Test records
-    (label -1) have no correct candidate.
+    The split comes from the `split` field that `sources.SplitTagged` adds to each record,
+    because seqio does not tell preprocessors which split they prepare. On "train" this is T5's
+    `rank_classification(mode="train")`: only the correct candidate, since fitting the wrong
+    label strings would teach the model to produce them. On every other split it is
+    `mode="eval"`: each formatted example (its class index in `label`) becomes
+    len(label_names) examples with the same `inputs`, `targets` = one label name, `idx` [2]
+    int32 = (example number within the split, candidate number), `is_correct` bool and
+    `weight` float32 1.0. Test records (label -1) have no correct candidate.
     """
+    if "split" not in dataset.element_spec:
+        raise ValueError(
+            "rank classification needs each record's split: read the task through "
+            "sources.SplitTagged, as registry.add_rank_classification_task does"
+        )
     names = tf.constant(list(label_names))
     k = len(label_names)
 
     def explode(i, x):
         candidates = tf.range(k, dtype=tf.int32)
+        is_correct = tf.equal(candidates, tf.cast(x["label"], tf.int32))
+        keep = tf.logical_or(is_correct, tf.not_equal(x["split"], "train"))
         return tf.data.Dataset.from_tensor_slices(
             {
-                "idx": tf.stack([tf.fill([k], tf.cast(i, tf.int32)), candidates], axis=1),
-                "inputs": tf.fill([k], x["inputs"]),
-                "targets": names,
-                "is_correct": tf.equal(candidates, tf.cast(x["label"], tf.int32)),
-                "weight": tf.ones([k], tf.float32),
+                "idx": tf.boolean_mask(
+                    tf.stack([tf.fill([k], tf.cast(i, tf.int32)), candidates], axis=1), keep
+                ),
+                "inputs": tf.boolean_mask(tf.fill([k], x["inputs"]), keep),
+                "targets": tf.boolean_mask(names, keep),
+                "is_correct": tf.boolean_mask(is_correct, keep),
+                "weight": tf.boolean_mask(tf.ones([k], tf.float32), keep),
             }
         )
 

@@ -2,35 +2,53 @@
 
 Registration here replaces an existing entry of the same name instead of raising, so importing
 `ptune.tasks` twice (or as both `tasks` and `ptune.tasks`, or after `importlib.reload`) is safe.
-Each task's class label strings are recorded beside it, for the prompt's class-label initializer.
+Beside each task two facts are recorded that seqio has no place for: its class label strings
+(for the prompt's class-label initializer) and its primary metrics (the metric names whose mean
+is its score, as T5 and the GLUE/SuperGLUE leaderboards report it, for model selection).
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
 
+import numpy as np
 import seqio
 
+from ptune.errors import UserError
+
 _LABELS: dict[str, tuple[str, ...]] = {}
+_PRIMARY: dict[str, tuple[str, ...]] = {}
+_MEMBERS: dict[str, tuple[str, ...]] = {}  # mixture -> task or mixture names, as given.
 _OURS: set[str] = set()
 
 
-def add_task(name: str, *, label_names: Sequence[str] | None = None, **task_kwargs) -> seqio.Task:
-    """`seqio.TaskRegistry.add` that overwrites, recording the task's label names (or None)."""
+def add_task(
+    name: str,
+    *,
+    primary_metrics: Sequence[str],
+    label_names: Sequence[str] | None = None,
+    **task_kwargs,
+) -> seqio.Task:
+    """`seqio.TaskRegistry.add` that overwrites, recording the task's label names (or None) and
+    its primary metrics (empty for a task that is never scored: training-only, test-only)."""
+    if bool(primary_metrics) != bool(task_kwargs.get("metric_fns")):
+        raise ValueError(f"task {name}: primary metrics must be named exactly when it has metrics")
     seqio.TaskRegistry.remove(name)
     task = seqio.TaskRegistry.add(name, **task_kwargs)
     _record(name, label_names)
+    _PRIMARY[name] = tuple(primary_metrics)
     return task
 
 
-def add_mixture(
-    name: str, tasks: Sequence, *, default_rate: float | None = None, label_names=None
-) -> seqio.Mixture:
-    """`seqio.MixtureRegistry.add` that overwrites. `tasks` are names or (name, rate) pairs."""
+def add_mixture(name: str, tasks: Sequence, *, default_rate: float | None = None) -> seqio.Mixture:
+    """`seqio.MixtureRegistry.add` that overwrites. `tasks` are names or (name, rate) pairs; their
+    order is kept for `label_names` and `primary_metrics` (seqio sorts them by name)."""
     seqio.MixtureRegistry.remove(name)
     mixture = seqio.MixtureRegistry.add(name, list(tasks), default_rate=default_rate)
-    _record(name, label_names)
+    _record(name, None)
+    _MEMBERS[name] = tuple(t if isinstance(t, str) else t[0] for t in tasks)
     return mixture
 
 
@@ -41,20 +59,57 @@ def _record(name: str, label_names: Sequence[str] | None) -> None:
         _LABELS[name] = tuple(label_names)
 
 
+def task_names(name: str) -> list[str]:
+    """The tasks of a task (itself) or mixture (its tasks in the order registered, nested
+    mixtures expanded, each once)."""
+    provider = get_task_or_mixture(name)
+    if isinstance(provider, seqio.Task):
+        return [name]
+    members = _MEMBERS.get(name) or tuple(t.name for t in provider.tasks)
+    return list(dict.fromkeys(t for member in members for t in task_names(member)))
+
+
 def label_names(name: str) -> list[str] | None:
-    """The class label strings of a task or mixture, in class-index order, or None when its
-    targets are free text (ReCoRD, WSC's referents, SQuAD) or it mixes different label sets.
+    """The class label strings of a task, in class-index order, or of a mixture: its tasks'
+    labels in task order, each string once. None when there are none: free-text targets
+    (ReCoRD, WSC's referents, SQuAD) contribute no labels.
 
     e.g. `label_names("taskless_super_glue_rte_v102") == ["entailment", "not_entailment"]`.
     """
-    get_task_or_mixture(name)
-    if name in _LABELS:
-        return list(_LABELS[name])
-    if name in seqio.MixtureRegistry.names():
-        sets = {tuple(label_names(t.name) or ()) for t in seqio.MixtureRegistry.get(name).tasks}
-        if len(sets) == 1 and () not in sets:
-            return list(sets.pop())
-    return None
+    found = [label for task in task_names(name) for label in _LABELS.get(task, ())]
+    return list(dict.fromkeys(found)) or None
+
+
+def primary_metrics(name: str) -> dict[str, tuple[str, ...]]:
+    """{task: names of the metrics whose mean is its score} for a task or each task of a
+    mixture, as T5 and the leaderboards report them: BoolQ accuracy, CB mean of macro-F1 and
+    accuracy, MultiRC F1a and exact match, ReCoRD F1 and EM, CoLA Matthews correlation, STS-B
+    Pearson and Spearman, MRPC/QQP F1 and accuracy, ... Names are keys the task's metric
+    functions return. Tasks that are never scored (WSC's training task, the test-only
+    diagnostics) are left out, so the result may be empty.
+    """
+    out = {}
+    for task in task_names(name):
+        if task not in _PRIMARY:
+            raise UserError(f"task {task} was not registered by ptune.tasks: no primary metrics")
+        if _PRIMARY[task]:
+            out[task] = _PRIMARY[task]
+    return out
+
+
+def primary_score(name: str, results: Mapping[str, Mapping[str, float]]) -> float:
+    """The one number to select a prompt by: the mean over the scored tasks of `name` of the
+    mean of each task's primary metrics, given evaluation `results` {task: {metric: value}}
+    (the GLUE/SuperGLUE leaderboard average). A metric missing from `results` is an error."""
+    scores = []
+    for task, metrics in primary_metrics(name).items():
+        missing = [m for m in metrics if m not in results.get(task, {})]
+        if missing:
+            raise UserError(f"task {task}: evaluation results lack {', '.join(missing)}")
+        scores.append(float(np.mean([results[task][m] for m in metrics])))
+    if not scores:
+        raise UserError(f"{name} has no scored task (its tasks are training-only or test-only)")
+    return float(np.mean(scores))
 
 
 def list_tasks(only_ptune: bool = False, include_mixtures: bool = True) -> list[str]:
@@ -110,6 +165,7 @@ def add_t5_task(
     *,
     source: seqio.DataSource,
     text_preprocessors: Sequence,
+    primary_metrics: Sequence[str],
     postprocess_fn=None,
     metric_fns: Sequence = (),
     label_names: Sequence[str] | None = None,
@@ -125,25 +181,59 @@ def add_t5_task(
     from ptune.tasks import postprocessors, preprocessors, vocab
 
     features = output_features or vocab.output_features()
+    common = dict(
+        label_names=label_names,
+        primary_metrics=primary_metrics,
+        source=source,
+        output_features=features,
+        metric_fns=list(metric_fns),
+    )
     names = [name]
     add_task(
         name,
-        label_names=label_names,
-        source=source,
         preprocessors=[*text_preprocessors, *preprocessors.t5_token_steps(sentinel=False)],
-        output_features=features,
         postprocess_fn=postprocess_fn,
-        metric_fns=list(metric_fns),
+        **common,
     )
     if with_sentinel:
         names.append(sentinel_name(name))
         add_task(
             names[-1],
-            label_names=label_names,
-            source=source,
             preprocessors=[*text_preprocessors, *preprocessors.t5_token_steps(sentinel=True)],
-            output_features=features,
             postprocess_fn=postprocessors.strip_sentinel(postprocess_fn),
-            metric_fns=list(metric_fns),
+            **common,
         )
     return names
+
+
+def add_rank_classification_task(
+    name: str,
+    *,
+    source: seqio.DataSource,
+    text_preprocessors: Sequence,
+    label_names: Sequence[str],
+    output_features=None,
+) -> None:
+    """Registers `name` as T5's rank classification over `label_names`, after
+    `text_preprocessors` that format each record as the generative task does (with its class
+    index in `label`).
+
+    Training reads only the correct candidate, evaluation scores every candidate: the source
+    is wrapped in `sources.SplitTagged` so `preprocessors.rank_classification` knows which.
+    Scored by accuracy (and F1), the primary metric being accuracy.
+    """
+    from ptune.tasks import metrics, postprocessors, preprocessors, sources
+
+    add_t5_task(
+        name,
+        source=sources.SplitTagged(source),
+        text_preprocessors=[
+            *text_preprocessors,
+            functools.partial(preprocessors.rank_classification, label_names=label_names),
+        ],
+        postprocess_fn=postprocessors.rank_classification,
+        metric_fns=[metrics.rank_classification_metric(len(label_names))],
+        primary_metrics=("accuracy",),
+        label_names=label_names,
+        output_features=output_features,
+    )

@@ -1,43 +1,61 @@
-"""Where task examples come from: TFDS (downloaded, prepared, or built from manual zips) or local
-SuperGLUE JSONL files, chosen when a dataset is read rather than when the task is registered.
+"""Where task examples come from: TFDS (downloaded, prepared, or built from manual archives) or a
+local copy of a benchmark's official release, chosen when a dataset is read rather than when the
+task is registered; and a check that a task's data is there before any model is loaded.
 
 Why at read time: one task name (`taskless_super_glue_boolq_v102`) must work on a laptop with the
 official JSONL files, on a cluster with a shared prepared TFDS directory and in CI with injected
 in-memory data, without registering a second copy of every task. `TaskSource.get_dataset` asks,
 in this order:
 
-1. `set_superglue_dir()` / `$PTUNE_SUPERGLUE_DIR`: a directory in the official SuperGLUE release
-   layout (`BoolQ/train.jsonl`, `CB/val.jsonl`, ..., `AX-b/AX-b.jsonl`). Records are converted to
-   exactly the feature shapes TFDS `super_glue/*:1.0.2` yields, then run through the same
-   preprocessors. Only SuperGLUE tasks read it; others fall through to TFDS.
+1. The local release directory of the task's benchmark, if one is set:
+   `set_superglue_dir()` / `$PTUNE_SUPERGLUE_DIR` (official SuperGLUE JSONL, `superglue_files`)
+   or `set_glue_dir()` / `$PTUNE_GLUE_DIR` (official GLUE TSV, `glue_files`). Records are
+   converted to exactly the feature shapes TFDS yields, then run through the same preprocessors.
 2. TFDS, with `data_dir` from `set_tfds_data_dir()` / `$TFDS_DATA_DIR` (prepared data), and, if
-   `set_tfds_manual_dir()` / `$PTUNE_TFDS_MANUAL_DIR` names a directory holding the official zips
-   (`BoolQ.zip`, `AX-b.zip`, `train-v1.1.json`, ...), the dataset is prepared from those files
-   first, with TFDS's own checksums, instead of being downloaded.
+   `set_tfds_manual_dir()` / `$PTUNE_TFDS_MANUAL_DIR` names a directory holding the official
+   archives (`BoolQ.zip`, `CoLA.zip`, `train-v1.1.json`, ...), the dataset is prepared from
+   those files first, with TFDS's own checksums, instead of being downloaded.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from ptune.tasks import labels
+from ptune.errors import UserError
+from ptune.tasks import readers, registry
 
 SUPERGLUE_DIR_ENV = "PTUNE_SUPERGLUE_DIR"
+GLUE_DIR_ENV = "PTUNE_GLUE_DIR"
 TFDS_DATA_DIR_ENV = "TFDS_DATA_DIR"
 TFDS_MANUAL_DIR_ENV = "PTUNE_TFDS_MANUAL_DIR"
+# How a user sets each directory, for messages.
+SUPERGLUE_SETTING = f"--superglue_dir / {SUPERGLUE_DIR_ENV}"
+GLUE_SETTING = f"--glue_dir / {GLUE_DIR_ENV}"
+MANUAL_SETTING = f"--tfds_manual_dir / {TFDS_MANUAL_DIR_ENV}"
 
-_overrides: dict[str, str | None] = {"superglue": None, "data_dir": None, "manual_dir": None}
+_overrides: dict[str, str | None] = {
+    "superglue": None,
+    "glue": None,
+    "data_dir": None,
+    "manual_dir": None,
+}
 
 
 def set_superglue_dir(path: str | None) -> None:
     """Reads SuperGLUE from official JSONL files under `path` (None: back to the env var/TFDS)."""
     _overrides["superglue"] = path
+
+
+def set_glue_dir(path: str | None) -> None:
+    """Reads GLUE from the official TSV files under `path` (`SST-2/train.tsv`, `MNLI/...`, ...;
+    None: back to `$PTUNE_GLUE_DIR`, else TFDS)."""
+    _overrides["glue"] = path
 
 
 def set_tfds_data_dir(path: str | None) -> None:
@@ -56,6 +74,10 @@ def superglue_dir() -> str | None:
     return _overrides["superglue"] or os.environ.get(SUPERGLUE_DIR_ENV) or None
 
 
+def glue_dir() -> str | None:
+    return _overrides["glue"] or os.environ.get(GLUE_DIR_ENV) or None
+
+
 def tfds_data_dir() -> str | None:
     return _overrides["data_dir"] or os.environ.get(TFDS_DATA_DIR_ENV) or None
 
@@ -67,6 +89,27 @@ def tfds_manual_dir() -> str | None:
 CANONICAL_SPLITS = {"train": "train", "validation": "validation", "test": "test"}
 
 
+@dataclasses.dataclass(frozen=True)
+class LocalFiles:
+    """One dataset inside a local copy of its benchmark's official release, and how to read it.
+
+    Attributes:
+      description: what it is, for messages ("SuperGLUE cb", "GLUE sst2").
+      directory: the release directory in force now (a setter or env var), None when unset.
+      setting: how a user sets that directory, for messages.
+      relative_path: TFDS split -> the file inside the release ("CB/val.jsonl").
+      read: (file, split) -> every record in TFDS's shapes, checked (`UserError` naming the line).
+      signature: `tf.TensorSpec` per field, as TFDS gives them.
+    """
+
+    description: str
+    directory: Callable[[], str | None]
+    setting: str
+    relative_path: Callable[[str], str]
+    read: Callable[[str, str], list[dict]]
+    signature: Mapping
+
+
 class TaskSource(seqio.DataSource):
     """A `seqio.DataSource` over one TFDS dataset that picks its backend per `get_dataset` call.
 
@@ -74,19 +117,19 @@ class TaskSource(seqio.DataSource):
       tfds_name: e.g. "super_glue/boolq:1.0.2".
       splits: canonical split -> TFDS split (e.g. {"validation": "test"} for the MRQA sets, whose
         out-of-domain dev data TFDS files under "test").
-      superglue_config: the SuperGLUE config name ("boolq", "wsc.fixed", ...) when the official
-        JSONL release can stand in for TFDS; None for other datasets.
+      local: the dataset in a local release (SuperGLUE JSONL, GLUE TSV) that stands in for TFDS
+        while its directory is set; None for datasets read from TFDS only.
     """
 
     def __init__(
         self,
         tfds_name: str,
         splits: Mapping[str, str] | None = None,
-        superglue_config: str | None = None,
+        local: LocalFiles | None = None,
     ):
         self._tfds_name = tfds_name
         self._split_map = dict(splits or CANONICAL_SPLITS)
-        self._superglue_config = superglue_config
+        self._local = local
         self._tfds_sources: dict[str | None, seqio.TfdsDataSource] = {}
         super().__init__(splits=tuple(self._split_map))
 
@@ -104,8 +147,9 @@ class TaskSource(seqio.DataSource):
     def list_shards(self, split: str) -> list[str]:
         return [split]
 
-    def uses_local_jsonl(self) -> bool:
-        return bool(self._superglue_config and superglue_dir())
+    def local_directory(self) -> str | None:
+        """The local release directory this source reads now, or None (TFDS)."""
+        return self._local.directory() if self._local else None
 
     def tfds_source(self) -> seqio.TfdsDataSource:
         """The `seqio.TfdsDataSource` for the data directory in force now (one per directory)."""
@@ -115,6 +159,30 @@ class TaskSource(seqio.DataSource):
                 tfds_name=self._tfds_name, tfds_data_dir=data_dir, splits=self._split_map
             )
         return self._tfds_sources[data_dir]
+
+    def local_path(self, split: str) -> str:
+        return os.path.join(
+            self.local_directory(), self._local.relative_path(self._split_map[split])
+        )
+
+    def missing(self, splits: Sequence[str]) -> list[str]:
+        """What a read of `splits` would not find, one phrase each (empty when all is there).
+
+        Local releases are checked file by file. TFDS data is only checked for a manual
+        directory that does not exist: unprepared data is otherwise downloaded on first read.
+        """
+        root = self.local_directory()
+        if root is not None:
+            if not os.path.isdir(root):
+                return [f"the {self._local.setting} directory {root} does not exist"]
+            paths = [self.local_path(split) for split in splits]
+            return [
+                f"{path} ({self._local.description})" for path in paths if not os.path.isfile(path)
+            ]
+        manual_dir = tfds_manual_dir()
+        if manual_dir and not os.path.isdir(manual_dir):
+            return [f"the {MANUAL_SETTING} directory {manual_dir} does not exist"]
+        return []
 
     def get_dataset(
         self,
@@ -130,8 +198,9 @@ class TaskSource(seqio.DataSource):
         del sequence_length, use_cached, num_epochs
         if split not in self._split_map:
             raise ValueError(f"{self._tfds_name} has no split {split!r}; it has {self.splits}")
-        if self.uses_local_jsonl():
-            ds = superglue_jsonl_dataset(superglue_dir(), self._superglue_config, split)
+        if self.local_directory() is not None:
+            records = self._local.read(self.local_path(split), self._split_map[split])
+            ds = readers.records_dataset(records, self._local.signature)
             if shard_info and shard_info.num_shards > 1:
                 ds = ds.shard(shard_info.num_shards, shard_info.index)
             return ds
@@ -143,7 +212,7 @@ class TaskSource(seqio.DataSource):
         )
 
     def num_input_examples(self, split: str) -> int | None:
-        if self.uses_local_jsonl():
+        if self.local_directory() is not None:
             return None
         return self.tfds_source().num_input_examples(split)
 
@@ -161,184 +230,69 @@ def prepare_tfds(tfds_name: str, manual_dir: str, data_dir: str | None = None) -
     builder.download_and_prepare(download_config=config)
 
 
-# ----------------------------------------------------------------------------------------------
-# Official SuperGLUE JSONL -> TFDS feature shapes.
+class SplitTagged(seqio.DataSource):
+    """Another source's records, each with the name of the split it was read for in `split`.
 
-# config -> (release directory, file stem for the single test-only file of the diagnostics).
-SUPERGLUE_DIRS = {
-    "boolq": "BoolQ",
-    "cb": "CB",
-    "copa": "COPA",
-    "multirc": "MultiRC",
-    "record": "ReCoRD",
-    "rte": "RTE",
-    "wic": "WiC",
-    "wsc.fixed": "WSC",
-    "axb": "AX-b",
-    "axg": "AX-g",
-}
-_SPLIT_FILES = {"train": "train.jsonl", "validation": "val.jsonl", "test": "test.jsonl"}
-
-# Plain-text fields per config, in TFDS's order; int32 fields next; idx and label handled apart.
-_TEXT_FIELDS = {
-    "boolq": ("question", "passage"),
-    "cb": ("premise", "hypothesis"),
-    "copa": ("premise", "choice1", "choice2", "question"),
-    "rte": ("premise", "hypothesis"),
-    "wic": ("word", "sentence1", "sentence2"),
-    "wsc.fixed": ("text", "span1_text", "span2_text"),
-    "axb": ("sentence1", "sentence2"),
-    "axg": ("premise", "hypothesis"),
-}
-_INT_FIELDS = {
-    "wic": ("start1", "start2", "end1", "end2"),
-    "wsc.fixed": ("span1_index", "span2_index"),
-}
-
-
-def superglue_jsonl_path(root: str, config: str, split: str) -> str:
-    folder = SUPERGLUE_DIRS[config]
-    if config in ("axb", "axg"):
-        if split != "test":
-            raise ValueError(f"SuperGLUE {config} is test-only; got split {split!r}")
-        return os.path.join(root, folder, f"{folder}.jsonl")
-    return os.path.join(root, folder, _SPLIT_FILES[split])
-
-
-def output_signature(config: str) -> dict:
-    """The `tf.TensorSpec`s TFDS gives `super_glue/{config}`: strings are scalars, `label` is
-    int64 (a TFDS ClassLabel, -1 on test), `idx` int32 (a dict for MultiRC and ReCoRD), and
-    ReCoRD's `entities`/`answers` are [num_entities] / [num_answers] string vectors."""
-    string = tf.TensorSpec([], tf.string)
-    int32 = tf.TensorSpec([], tf.int32)
-    if config == "multirc":
-        sig = {k: string for k in ("paragraph", "question", "answer")}
-        sig["idx"] = {k: int32 for k in ("paragraph", "question", "answer")}
-    elif config == "record":
-        sig = {k: string for k in ("passage", "query")}
-        sig["entities"] = tf.TensorSpec([None], tf.string)
-        sig["answers"] = tf.TensorSpec([None], tf.string)
-        sig["idx"] = {"passage": int32, "query": int32}
-        return sig
-    else:
-        sig = {k: string for k in _TEXT_FIELDS[config]}
-        sig.update({k: int32 for k in _INT_FIELDS.get(config, ())})
-        sig["idx"] = int32
-    sig["label"] = tf.TensorSpec([], tf.int64)
-    return sig
-
-
-def _label_index(config: str, value) -> int:
-    """Maps a JSONL label (bool, str, or COPA's 0/1) to the TFDS ClassLabel index."""
-    names = labels.SUPER_GLUE[config]
-    if value is None:
-        return -1
-    if config == "copa":
-        return 1 if value else 0
-    if isinstance(value, bool):
-        value = "True" if value else "False"
-    if value not in names:
-        raise ValueError(f"SuperGLUE {config}: label {value!r} is not one of {names}")
-    return names.index(value)
-
-
-def convert_superglue_record(config: str, row: dict) -> Iterator[dict]:
-    """Yields the TFDS example(s) for one official JSONL record, as plain Python values.
-
-    MultiRC records (a paragraph with questions with answers) become one row per answer with
-    `idx` {paragraph, question, answer}; ReCoRD records become one row per query, with the
-    passage's entity spans turned into a sorted set of strings and the answers likewise; WSC's
-    `target` fields are lifted to the top level and repaired as TFDS's `wsc.fixed` does.
+    Why: seqio preprocessors never learn which split they are preparing, yet rank
+    classification must differ (T5's `mode`): a training example is only the correct choice,
+    an evaluation example is every choice. Tagging at the source keeps that one registered
+    task, and `preprocessors.rank_classification` reads the tag.
     """
-    if config == "multirc":
-        paragraph = row["passage"]
-        for question in paragraph["questions"]:
-            for answer in question["answers"]:
-                label = answer.get("label")  # 0/1 in the release; TFDS reads it as a bool.
-                yield {
-                    "paragraph": paragraph["text"],
-                    "question": question["question"],
-                    "answer": answer["text"],
-                    "label": _label_index(config, None if label is None else bool(label)),
-                    "idx": {
-                        "paragraph": row["idx"],
-                        "question": question["idx"],
-                        "answer": answer["idx"],
-                    },
-                }
-        return
-    if config == "record":
-        text = row["passage"]["text"]
-        entities = sorted({text[e["start"] : e["end"] + 1] for e in row["passage"]["entities"]})
-        for qa in row["qas"]:
-            yield {
-                "passage": text,
-                "query": qa["query"],
-                "entities": entities,
-                "answers": sorted({a["text"] for a in qa.get("answers", [])}),
-                "idx": {"passage": row["idx"], "query": qa["idx"]},
-            }
-        return
-    if config == "wsc.fixed":
-        row = {**row, **row["target"]}
-    example = {k: row[k] for k in _TEXT_FIELDS[config] + _INT_FIELDS.get(config, ())}
-    if config == "wsc.fixed":
-        example = fix_wsc_spans(example)
-    example["idx"] = row["idx"]
-    example["label"] = _label_index(config, row.get("label"))
-    yield example
 
+    def __init__(self, inner: seqio.DataSource):
+        self._inner = inner
+        super().__init__(splits=inner.splits)
 
-# Two WSC spans have words between their parts in the text; TFDS leaves them as they are.
-_UNFIXABLE_WSC_SPANS = ("Kamenev and Zinoviev", "Kamenev, Zinoviev, and Stalin")
+    def __repr__(self):
+        return f"SplitTagged({self._inner!r})"
 
+    @property
+    def supports_arbitrary_sharding(self) -> bool:
+        return self._inner.supports_arbitrary_sharding
 
-def fix_wsc_spans(ex: dict) -> dict:
-    """Repairs WSC spans that are not substrings of the text, as TFDS `wsc.fixed` does.
+    def list_shards(self, split: str):
+        return self._inner.list_shards(split)
 
-    Why: T5's WSC "simple" format locates the pronoun by its span, so the TFDS repair must be
-    reproduced for the local JSONL path to yield the same examples. The repair matches the case
-    of the span's first letter to the word at its index, drops a trailing period and replaces
-    newlines with spaces. TFDS also sets span2_index to 10 for the one span containing
-    "theyscold" (and nothing else about it); kept for parity.
-    """
-    ex = dict(ex)
-    for key in ("span1", "span2"):
-        span = ex[f"{key}_text"]
-        if span in ex["text"] or span in _UNFIXABLE_WSC_SPANS:
-            continue
-        if "theyscold" in span:
-            ex["span2_index"] = 10
-        first_word = ex["text"].split()[ex[f"{key}_index"]]
-        head = span[0].lower() if first_word[0].islower() else span[0].upper()
-        ex[f"{key}_text"] = (head + span[1:]).rstrip(".").replace("\n", " ")
-    return ex
+    def num_input_examples(self, split: str):
+        return self._inner.num_input_examples(split)
 
+    def missing(self, splits: Sequence[str]) -> list[str]:
+        check = getattr(self._inner, "missing", None)
+        return check(splits) if check else []
 
-def read_superglue_jsonl(root: str, config: str, split: str) -> Iterator[dict]:
-    """Yields TFDS-shaped examples from `<root>/<TaskDir>/<split>.jsonl`, naming the file and
-    line of any record that lacks a field."""
-    path = superglue_jsonl_path(root, config, split)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"SuperGLUE {config} {split}: {path} not found (expected the official release "
-            f"layout under {root}, e.g. {SUPERGLUE_DIRS[config]}/{_SPLIT_FILES.get(split, '')})"
+    def get_dataset(
+        self, split: str = "train", shuffle: bool = True, seed=None, shard_info=None, **unused
+    ):
+        ds = self._inner.get_dataset(split=split, shuffle=shuffle, seed=seed, shard_info=shard_info)
+        return ds.map(
+            lambda x: {**x, "split": tf.constant(split)}, num_parallel_calls=tf.data.AUTOTUNE
         )
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield from convert_superglue_record(config, json.loads(line))
-            except KeyError as e:
-                raise ValueError(
-                    f"SuperGLUE {config}: record at {path}:{line_number} is missing field {e}"
-                ) from None
 
 
-def superglue_jsonl_dataset(root: str, config: str, split: str) -> tf.data.Dataset:
-    """A `tf.data.Dataset` of TFDS-shaped examples (see `output_signature`) from local JSONL."""
-    return tf.data.Dataset.from_generator(
-        lambda: read_superglue_jsonl(root, config, split),
-        output_signature=output_signature(config),
-    )
+def check_task_data(name: str, splits: Sequence[str] | None = None) -> None:
+    """Checks, without reading any record or loading any model, that the data of a task (or of
+    every task of a mixture) is where it will be looked for; one `UserError` lists what is not.
+
+    `splits` are the splits the caller will read (e.g. ("train", "validation")); a task without
+    one of them is not asked for it. None checks every split of every task. Checked: a local
+    release directory and each split's file in it; a TFDS manual directory. Malformed records
+    are reported when the split is read, naming the file and line.
+    """
+    try:
+        tasks = [seqio.get_mixture_or_task(t) for t in registry.task_names(name)]
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    problems: list[str] = []
+    for task in tasks:
+        check = getattr(task.source, "missing", None)
+        if check is None:
+            continue
+        wanted = [s for s in (splits or task.source.splits) if s in task.source.splits]
+        for problem in check(wanted):
+            if problem not in problems:
+                problems.append(problem)
+    if problems:
+        shown = "; ".join(problems[:5]) + (
+            f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        )
+        raise UserError(f"data for {name} is missing: {shown}")

@@ -12,16 +12,23 @@ Registered names (`{p}` is `super_glue_`, T5's format with the task name first, 
   ..._1_sentinel variants of every generative task    "<extra_id_0>" setting (T5's names)
   {p}v102_proportional[_sentinel]                     mixtures with T5's example-count rates
 
-Records come from TFDS `super_glue/{config}:1.0.2` or the official JSONL files (sources.py).
+Records come from TFDS `super_glue/{config}:1.0.2` or the official JSONL files
+(`superglue_files`, when `sources.set_superglue_dir` or `$PTUNE_SUPERGLUE_DIR` names them).
 """
 
 from __future__ import annotations
 
 import functools
 
-import seqio
-
-from ptune.tasks import labels, metrics, postprocessors, preprocessors, registry, sources
+from ptune.tasks import (
+    labels,
+    metrics,
+    postprocessors,
+    preprocessors,
+    registry,
+    sources,
+    superglue_files,
+)
 
 # config -> (T5's benchmark word, input fields in T5's order). AX-b is rekeyed to RTE's fields
 # first; all three diagnostics are formatted as RTE.
@@ -49,6 +56,19 @@ METRICS = {
     "wic": [metrics.accuracy],
     "axb": [],  # Labels are scored by the SuperGLUE server (Matthews corr., gender parity).
     "axg": [],
+}
+
+# The keys of METRICS' results that make each task's leaderboard score (their mean).
+PRIMARY = {
+    "boolq": ("accuracy",),
+    "cb": ("mean_3class_f1", "accuracy"),
+    "copa": ("accuracy",),
+    "multirc": ("f1", "exact_match"),
+    "record": ("f1", "em"),
+    "rte": ("accuracy",),
+    "wic": ("accuracy",),
+    "axb": (),
+    "axg": (),
 }
 
 # T5's SuperGLUE mixing rates: the number of training examples of each task (0: eval only).
@@ -91,7 +111,7 @@ REQUIRED = {
     "axg": ("hypothesis", "premise", "label", "idx"),
 }
 
-_AXB_AS_RTE = {"premise": "sentence1", "hypothesis": "sentence2", "label": "label", "idx": "idx"}
+_AXB_AS_RTE = {"sentence1": "premise", "sentence2": "hypothesis"}
 
 
 def source(config: str, splits=None) -> sources.TaskSource:
@@ -99,7 +119,7 @@ def source(config: str, splits=None) -> sources.TaskSource:
     return sources.TaskSource(
         f"super_glue/{config}:1.0.2",
         splits=splits or ({"test": "test"} if test_only else None),
-        superglue_config=config,
+        local=superglue_files.local_files(config),
     )
 
 
@@ -112,7 +132,7 @@ def glue_style_steps(name: str, config: str, with_task_word: bool) -> list:
     word, feature_names = GLUE_STYLE[config]
     steps = [_check(name, REQUIRED[config])]
     if config == "axb":
-        steps.append(functools.partial(seqio.preprocessors.rekey, key_map=_AXB_AS_RTE))
+        steps.append(functools.partial(preprocessors.rename_fields, names=_AXB_AS_RTE))
     steps.append(
         functools.partial(
             preprocessors.glue,
@@ -138,19 +158,15 @@ def _register_classification(prefix: str, config: str) -> None:
         text_preprocessors=glue_style_steps(name, config, with_word),
         postprocess_fn=postprocess,
         metric_fns=METRICS[config],
+        primary_metrics=PRIMARY[config],
         label_names=label_names,
         with_sentinel=True,
     )
     rank_name = f"{name}_rank_classification"
-    registry.add_t5_task(
+    registry.add_rank_classification_task(
         rank_name,
         source=source(config),
-        text_preprocessors=[
-            *glue_style_steps(rank_name, config, with_word),
-            functools.partial(preprocessors.rank_classification, label_names=label_names),
-        ],
-        postprocess_fn=postprocessors.rank_classification,
-        metric_fns=[metrics.rank_classification_metric(len(label_names))],
+        text_preprocessors=glue_style_steps(rank_name, config, with_word),
         label_names=label_names,
     )
 
@@ -166,6 +182,7 @@ def _register_record(prefix: str) -> None:
         ],
         postprocess_fn=postprocessors.record,
         metric_fns=METRICS["record"],
+        primary_metrics=PRIMARY["record"],
         with_sentinel=True,
     )
 
@@ -190,6 +207,7 @@ def _register_wsc(prefix: str) -> None:
             ],
             postprocess_fn=None if correct_only else postprocessors.wsc_simple,
             metric_fns=[] if correct_only else [metrics.accuracy],
+            primary_metrics=() if correct_only else ("accuracy",),
             with_sentinel=True,
         )
     # One name that trains on the train task and evaluates on the eval task.
@@ -213,6 +231,7 @@ def _register_dpr(prefix: str) -> None:
             ),
         ],
         metric_fns=[metrics.accuracy],
+        primary_metrics=("accuracy",),
         with_sentinel=True,
     )
 

@@ -6,11 +6,14 @@ the T5 form adds the task word, `_1_sentinel` keeps the strings and brackets the
 `<extra_id_0>`, `_rank_classification` pairs the same inputs with every label.
 """
 
+import warnings
+
 import pytest
 import seqio
+from test_tasks_glue import BASES as GLUE_BASES
 from test_tasks_superglue import CASES, RECORD, RECORD_TEXT
 from test_tasks_support import run_all, t5_vocab, texts  # noqa: F401
-from test_tasks_transfer import MRPC, MRQA_BIOASQ, QQP, SQUAD
+from test_tasks_transfer import MRQA_BIOASQ, SQUAD
 
 from ptune.tasks import registry
 
@@ -39,23 +42,6 @@ BASES.update(
             "Tom",
             "wsc:",
         ),
-        "taskless_glue_qqp_v002": (
-            QQP,
-            "validation",
-            "question1: How do I learn Python? question2: What is the best way to learn Python?",
-            "duplicate",
-            "qqp",
-        ),
-        "taskless_glue_mrpc_v002": (
-            MRPC,
-            "validation",
-            (
-                "sentence1: Amrozi accused his brother. sentence2: Referring to him as the witness, "
-                "Amrozi accused his brother."
-            ),
-            "equivalent",
-            "mrpc",
-        ),
         "squad_v010_allanswers": (
             SQUAD,
             "validation",
@@ -75,6 +61,7 @@ BASES.update(
         ),
     }
 )
+BASES.update({f"taskless_glue_{config}_v200": case for config, case in GLUE_BASES.items()})
 for name in ("textbook_qa", "bio_asq", "race", "relation_extraction", "duo_rc", "drop"):
     BASES[f"mrqa_{name}_v100"] = (
         MRQA_BIOASQ,
@@ -98,8 +85,26 @@ def base_of(name: str) -> tuple[str, bool]:
 
 
 def test_every_registered_task_is_covered():
-    assert len(TASKS) == 85
+    assert len(TASKS) == 121
     assert {base_of(name)[0] for name in TASKS} == set(BASES)
+
+
+def metric_results(name: str, examples: list, prediction: str) -> dict:
+    """What the task's own postprocessor and metric functions report when the model outputs
+    `prediction` for every example (rank classification: a made-up score per candidate)."""
+    task = seqio.get_mixture_or_task(name)
+    post = task.postprocess_fn or (lambda text, example=None, is_target=False: text)
+    targets = [
+        post(ex["targets_pretokenized"].decode(), example=ex, is_target=True) for ex in examples
+    ]
+    results = {}
+    with warnings.catch_warnings():  # one example: correlations of constant inputs warn.
+        warnings.simplefilter("ignore")
+        for fn in task.predict_metric_fns:
+            results.update(fn(targets, [post(prediction, example=ex) for ex in examples]))
+        for fn in task.score_metric_fns:
+            results.update(fn(targets, [-float(i) for i in range(len(examples))]))
+    return results
 
 
 @pytest.mark.usefixtures("t5_vocab")
@@ -110,7 +115,10 @@ def test_registered_task_runs_on_a_record(name):
     if with_word:
         text = f"{word} {text}"
     out = run_all(name, [record], split)
-    if name.endswith("_rank_classification"):
+    if name.endswith("_rank_classification") and split == "train":
+        # Training reads only the correct candidate (T5's mode="train").
+        assert [texts(ex) for ex in out] == [(text, target)]
+    elif name.endswith("_rank_classification"):
         assert [texts(ex) for ex in out] == [(text, label) for label in registry.label_names(name)]
     else:
         assert texts(out[0]) == (text, target)
@@ -120,3 +128,7 @@ def test_registered_task_runs_on_a_record(name):
     assert list(out[0]["inputs"]) == vocabulary.encode(text) + sentinel + [1]
     expected_target = out[0]["targets_pretokenized"].decode()
     assert list(out[0]["targets"]) == sentinel + vocabulary.encode(expected_target) + [1]
+    # Its primary metrics are keys its metric functions really report.
+    [primary] = registry.primary_metrics(name).values() or [()]
+    results = metric_results(name, out, target)
+    assert set(primary) <= set(results) and bool(primary) == bool(results)

@@ -82,3 +82,18 @@ def test_rank_classification_variant():
     records = [record, dict(record, label=0, idx=1)]
     metrics = evaluate("ptune_demo_rank_classification", records, scores=[-2.0, -1.0, -0.5, -3.0])
     assert metrics["accuracy"] == pytest.approx(100.0)
+
+
+def test_rank_classification_trains_on_the_correct_label_and_evaluates_both():
+    # T5's rank_classification mode="train" on the train split, mode="eval" elsewhere: fitting
+    # the wrong label would teach the model to say it.
+    task = seqio.get_mixture_or_task("ptune_demo_rank_classification")
+    train = list(task.get_dataset(split="train", shuffle=False).as_numpy_iterator())
+    rows = demo.read("train")
+    assert [texts(ex) for ex in train] == [(f"sentence: {r['sentence']}", r["label"]) for r in rows]
+    assert all(ex["is_correct"] for ex in train)
+    validation = list(task.get_dataset(split="validation", shuffle=False).as_numpy_iterator())
+    assert len(validation) == 2 * 80
+    assert [texts(ex)[1] for ex in validation[:4]] == ["negative", "positive"] * 2
+    assert [tuple(ex["idx"]) for ex in validation[:4]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert sum(bool(ex["is_correct"]) for ex in validation) == 80

@@ -122,13 +122,73 @@ def test_qa_postprocessor_returns_all_answers_for_targets():
         ("fuzzy bunny", "bunny", 1),  # one word set contains the other
         ("bunny", "the fuzzy bunny", 1),
         ("Bob", "Bob's hat", 0),  # a possessive never matches a plain noun
-        ("", "the dog", 0),
+        # Nothing left after dropping case and determiners: -1, wrong whatever the label.
+        ("", "the dog", -1),
+        ("  ", "the dog", -1),
+        ("The", "the dog", -1),
+        ("an", "an apple", -1),
+        ("their these", "the dog", -1),
     ],
 )
 def test_wsc_simple_matching(prediction, referent, expected):
     example = {"targets_pretokenized": referent.encode(), "label": np.int32(1)}
     assert postprocessors.wsc_simple(prediction, example=example, is_target=False) == expected
     assert postprocessors.wsc_simple(referent, example=example, is_target=True) == 1
+
+
+def test_wsc_empty_prediction_is_wrong_on_a_wrong_candidate():
+    # The candidate "the cat" is not the referent (label 0): saying nothing must not score.
+    example = {"targets_pretokenized": b"the cat", "label": np.int32(0)}
+    target = postprocessors.wsc_simple("the cat", example=example, is_target=True)
+    predictions = [postprocessors.wsc_simple(p, example=example) for p in ("", "the", "cat")]
+    assert [metrics.accuracy([target], [p]) for p in predictions] == [
+        {"accuracy": 0.0},
+        {"accuracy": 0.0},
+        {"accuracy": 0.0},
+    ]
+    assert metrics.accuracy([target], [postprocessors.wsc_simple("a dog", example=example)]) == {
+        "accuracy": 100.0
+    }
+
+
+def test_matthews_correlation_binary_and_with_invalid_predictions():
+    # TP 2, TN 2, FP 1, FN 1: (2*2 - 1*1) / sqrt(3*3*3*3) = 1/3.
+    assert metrics.matthews_corrcoef([1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 1]) == {
+        "matthews_corrcoef": pytest.approx(100 / 3)
+    }
+    # An invalid prediction (-1) is its own class, as scikit-learn counts it: confusion
+    # (true 1: pred 1 once, pred -1 once; true 0: pred 0 twice); c=3, s=4, t=(0,2,2), p=(1,2,1):
+    # (3*4 - 6) / sqrt((16 - 6) * (16 - 8)) = 6 / sqrt(80).
+    assert metrics.matthews_corrcoef([1, 1, 0, 0], [1, -1, 0, 0]) == {
+        "matthews_corrcoef": pytest.approx(100 * 6 / 80**0.5)
+    }
+    # A single predicted class leaves nothing to correlate: 0, not NaN.
+    assert metrics.matthews_corrcoef([1, 0, 1], [1, 1, 1]) == {"matthews_corrcoef": 0.0}
+
+
+def test_pearson_and_spearman_correlations():
+    # Pearson: deviations (-1, 0, 1) and (-4/3, -1/3, 5/3): 3 / sqrt(2 * 42/9) = 9 / sqrt(84).
+    assert metrics.pearson_corrcoef([1.0, 2.0, 3.0], [1.0, 2.0, 4.0]) == {
+        "pearson_corrcoef": pytest.approx(100 * 9 / 84**0.5)
+    }
+    assert metrics.spearman_corrcoef([1.0, 2.0, 3.0], [1.0, 2.0, 4.0]) == {
+        "spearman_corrcoef": pytest.approx(100.0)
+    }
+    # Tied predictions share rank 1.5: ranks (1, 2, 3, 4) vs (1.5, 1.5, 3, 4) -> 4.5 / sqrt(22.5).
+    assert metrics.spearman_corrcoef([1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 2.0, 3.0]) == {
+        "spearman_corrcoef": pytest.approx(100 * 4.5 / 22.5**0.5)
+    }
+    # One pair has no correlation: NaN rather than scipy's exception, so evaluation goes on.
+    assert np.isnan(metrics.pearson_corrcoef([1.0], [2.0])["pearson_corrcoef"])
+    assert np.isnan(metrics.spearman_corrcoef([1.0], [2.0])["spearman_corrcoef"])
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [("3.8", 3.8), (b"0.0", 0.0), (" 4.2 ", 4.2), ("5", 5.0), ("3.8 out of 5", -1.0), ("", -1.0)],
+)
+def test_string_to_float_as_t5(text, expected):
+    assert postprocessors.string_to_float(text) == expected
 
 
 def test_rank_classification_picks_highest_score_in_any_order():

@@ -7,12 +7,13 @@ import seqio
 from test_tasks_support import run, t5_vocab  # noqa: F401
 
 import ptune.tasks
+from ptune.errors import UserError
 from ptune.tasks import glue, mrqa, registry, superglue, vocab
 
 
 def test_every_ptune_name_resolves_and_mixtures_point_at_registered_tasks():
     names = registry.list_tasks(only_ptune=True)
-    assert names == sorted(names) and len(names) == 104
+    assert names == sorted(names) and len(names) == 144
     for name in names:
         assert registry.get_task_or_mixture(name).name == name
     for name in registry.list_mixtures():
@@ -22,7 +23,7 @@ def test_every_ptune_name_resolves_and_mixtures_point_at_registered_tasks():
     assert ptune.tasks.list_tasks is registry.list_tasks
     tasks = registry.list_tasks(only_ptune=True, include_mixtures=False)
     mixtures = registry.list_mixtures(only_ptune=True)
-    assert (len(tasks), len(mixtures)) == (85, 19)
+    assert (len(tasks), len(mixtures)) == (121, 23)
     assert sorted(tasks + mixtures) == names
     assert set(tasks) <= set(seqio.TaskRegistry.names())
 
@@ -40,7 +41,7 @@ def test_every_ptune_name_resolves_and_mixtures_point_at_registered_tasks():
         "taskless_super_glue_v102_proportional_sentinel",
         "squad_to_textbook_qa",
         "squad_to_mrqa",
-        "taskless_glue_mrpc_from_qqp_zeroshot_v002",
+        "taskless_glue_mrpc_from_qqp_zeroshot_v200",
         "ptune_demo",
     ],
 )
@@ -69,12 +70,102 @@ def test_importing_again_re_registers_without_error():
 def test_label_names():
     assert registry.label_names("taskless_super_glue_rte_v102") == ["entailment", "not_entailment"]
     assert registry.label_names("super_glue_copa_v102_1_sentinel") == ["choice1", "choice2"]
-    assert registry.label_names("glue_qqp_v002") == ["not_duplicate", "duplicate"]
+    assert registry.label_names("glue_qqp_v200") == ["not_duplicate", "duplicate"]
     assert registry.label_names("taskless_super_glue_record_v102") is None
     assert registry.label_names("squad_v010_allanswers") is None
-    assert registry.label_names("taskless_super_glue_v102_proportional") is None
     with pytest.raises(ValueError, match="close matches"):
         registry.label_names("super_glue_boolq")
+
+
+def test_mixture_label_names_are_its_tasks_labels_in_task_order_each_once():
+    # Registered order: DPR, WSC (no labels), BoolQ, CB, COPA, MultiRC, ReCoRD (none), RTE, ...
+    assert registry.label_names("taskless_super_glue_v102_proportional") == [
+        "False", "True", "entailment", "contradiction", "neutral", "choice1", "choice2",
+        "not_entailment",
+    ]  # fmt: skip
+    # Both tasks generate QQP's words.
+    assert registry.label_names("glue_mrpc_from_qqp_zeroshot_v200") == [
+        "not_duplicate",
+        "duplicate",
+    ]
+    assert registry.label_names("glue_v200_proportional")[:4] == [
+        "unacceptable", "acceptable", "negative", "positive",
+    ]  # fmt: skip
+    # No task with a closed label set: None.
+    assert registry.label_names("taskless_super_glue_wsc_v102") is None
+    assert registry.label_names("squad_to_mrqa") is None
+    registry.add_mixture(
+        "test_rte_and_record", ["super_glue_record_v102", "super_glue_rte_v102"], default_rate=1.0
+    )
+    try:
+        assert registry.label_names("test_rte_and_record") == ["entailment", "not_entailment"]
+    finally:
+        seqio.MixtureRegistry.remove("test_rte_and_record")
+
+
+def test_every_registered_name_has_primary_metrics():
+    # The metric names are checked against each task's real metric output in test_tasks_all.py.
+    for name in registry.list_tasks(only_ptune=True):
+        scored = registry.primary_metrics(name)
+        assert all(metrics for metrics in scored.values()), name
+        for task in registry.task_names(name):
+            has_metrics = bool(seqio.get_mixture_or_task(task).metric_objs)
+            assert (task in scored) == has_metrics, task
+
+
+def test_primary_metrics_as_the_leaderboards_report_them():
+    assert registry.primary_metrics("taskless_super_glue_cb_v102") == {
+        "taskless_super_glue_cb_v102": ("mean_3class_f1", "accuracy")
+    }
+    assert registry.primary_metrics("super_glue_multirc_v102_1_sentinel") == {
+        "super_glue_multirc_v102_1_sentinel": ("f1", "exact_match")
+    }
+    assert registry.primary_metrics("taskless_super_glue_record_v102")[
+        "taskless_super_glue_record_v102"
+    ] == ("f1", "em")
+    assert registry.primary_metrics("ptune_demo") == {"ptune_demo": ("accuracy",)}
+    assert registry.primary_metrics("ptune_demo_rank_classification") == {
+        "ptune_demo_rank_classification": ("accuracy",)
+    }
+    # WSC's training task is never scored; the mixture is scored by its evaluation task.
+    assert registry.primary_metrics("super_glue_wsc_v102") == {
+        "super_glue_wsc_v102_simple_eval": ("accuracy",)
+    }
+    proportional = registry.primary_metrics("taskless_super_glue_v102_proportional")
+    assert list(proportional)[:2] == [
+        "taskless_dpr_v001_simple",
+        "taskless_super_glue_wsc_v102_simple_eval",
+    ]
+    assert len(proportional) == 9  # all but WSC's training task and the two diagnostics
+    source = seqio.FunctionDataSource(lambda split, shuffle_files: None, splits=["train"])
+    seqio.TaskRegistry.add("seqio_only", source=source, preprocessors=[], output_features={})
+    try:
+        with pytest.raises(UserError, match="task seqio_only was not registered by ptune.tasks"):
+            registry.primary_metrics("seqio_only")
+    finally:
+        seqio.TaskRegistry.remove("seqio_only")
+
+
+def test_primary_score_is_the_mean_of_task_means():
+    results = {
+        "taskless_super_glue_cb_v102": {"mean_3class_f1": 80.0, "accuracy": 90.0},
+        "taskless_super_glue_rte_v102": {"accuracy": 70.0},
+    }
+    assert registry.primary_score("taskless_super_glue_cb_v102", results) == 85.0
+    registry.add_mixture("test_cb_and_rte", [t for t in results], default_rate=1.0)
+    try:
+        assert registry.primary_score("test_cb_and_rte", results) == (85.0 + 70.0) / 2
+        with pytest.raises(
+            UserError, match="task taskless_super_glue_rte_v102: evaluation results lack accuracy"
+        ):
+            registry.primary_score(
+                "test_cb_and_rte",
+                {"taskless_super_glue_cb_v102": results["taskless_super_glue_cb_v102"]},
+            )
+    finally:
+        seqio.MixtureRegistry.remove("test_cb_and_rte")
+    with pytest.raises(UserError, match="super_glue_axb_v102 has no scored task"):
+        registry.primary_score("super_glue_axb_v102", results)
 
 
 def test_vocabulary_path_resolution(monkeypatch):

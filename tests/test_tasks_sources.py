@@ -1,5 +1,6 @@
 """Offline data: the official SuperGLUE JSONL release read locally yields the same examples as
-TFDS's feature shapes; TFDS data and manual directories are honoured when set after import."""
+TFDS's feature shapes; malformed or missing files are one error naming file and line; TFDS data
+and manual directories are honoured when set after import."""
 
 import json
 
@@ -10,7 +11,8 @@ import tensorflow as tf
 from test_tasks_superglue import AXB, AXG, BOOLQ, CB, COPA, MULTIRC, RTE, WIC, WSC
 from test_tasks_support import run_all, t5_vocab, texts  # noqa: F401
 
-from ptune.tasks import sources
+from ptune.errors import UserError
+from ptune.tasks import sources, superglue_files
 
 MULTIRC_TEXT = MULTIRC["paragraph"]
 RECORD_PASSAGE = (
@@ -101,13 +103,14 @@ def _split(config):
 
 @pytest.mark.parametrize("config", list(OFFICIAL))
 def test_official_record_converts_to_tfds_shape(config):
-    assert list(sources.convert_superglue_record(config, OFFICIAL[config])) == TFDS_SHAPED[config]
+    converted = superglue_files.convert_record(config, OFFICIAL[config], "f:1", _split(config))
+    assert list(converted) == TFDS_SHAPED[config]
 
 
 @pytest.fixture
 def superglue_dir(tmp_path):
     for config, row in OFFICIAL.items():
-        path = tmp_path / sources.superglue_jsonl_path("", config, _split(config))
+        path = tmp_path / superglue_files.relative_path(config, _split(config))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(row) + "\n\n", encoding="utf-8")
     unlabelled = {k: v for k, v in OFFICIAL["boolq"].items() if k != "label"}
@@ -151,55 +154,145 @@ def test_local_test_split_without_labels(superglue_dir):
     assert texts(ex)[1] == "<unk>"
 
 
-def test_local_record_missing_a_field_names_file_and_field(superglue_dir):
-    path = superglue_dir / "CB" / "val.jsonl"
-    path.write_text(json.dumps({"premise": "p", "label": "neutral", "idx": 0}) + "\n")
-    with pytest.raises(
-        ValueError, match=r"SuperGLUE cb: record at .*CB/val.jsonl:1 is missing field 'hypothesis'"
-    ):
-        list(sources.read_superglue_jsonl(str(superglue_dir), "cb", "validation"))
-    task = seqio.get_mixture_or_task("super_glue_cb_v102")
-    with pytest.raises(Exception, match=r"missing field 'hypothesis'"):
-        list(task.source.get_dataset("validation", shuffle=False).as_numpy_iterator())
+def _write_lines(path, *lines):
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+GOOD_BOOLQ = json.dumps(OFFICIAL["boolq"])
+
+
+@pytest.mark.parametrize(
+    "bad_line,message",
+    [
+        (GOOD_BOOLQ[:60], r"BoolQ/train.jsonl:3: not valid JSON \(Unterminated string"),
+        ("[1, 2]", r"BoolQ/train.jsonl:3: a JSON object is expected, found a list"),
+        (json.dumps({**OFFICIAL["boolq"], "passage": 5}), r"BoolQ/train.jsonl:3: field 'passage' is an integer, expected a string"),
+        (json.dumps({**OFFICIAL["boolq"], "label": "yes"}), r"BoolQ/train.jsonl:3: field 'label' is a string, expected a boolean"),
+        (json.dumps({k: v for k, v in OFFICIAL["boolq"].items() if k != "label"}), r"BoolQ/train.jsonl:3: field 'label' is missing"),
+    ],
+)  # fmt: skip
+def test_malformed_jsonl_line_is_one_error_naming_file_and_line(superglue_dir, bad_line, message):
+    _write_lines(superglue_dir / "BoolQ" / "train.jsonl", GOOD_BOOLQ, "", bad_line, GOOD_BOOLQ)
+    task = seqio.get_mixture_or_task("taskless_super_glue_boolq_v102")
+    # Raised while the pipeline is built, before TensorFlow reads a record: no traceback from
+    # a tf.data thread, no waiting on a pipeline that cannot deliver.
+    with pytest.raises(UserError, match=message) as error:
+        task.get_dataset(split="train", shuffle=False)
+    assert "\n" not in str(error.value)
+
+
+def test_truncated_record_fails_while_a_training_pipeline_is_built(superglue_dir):
+    # What training does (seqio.get_dataset, shuffled, repeated): the error comes from the
+    # call itself, before any batch is requested from TensorFlow.
+    _write_lines(superglue_dir / "BoolQ" / "train.jsonl", GOOD_BOOLQ, GOOD_BOOLQ[:-20])
+    with pytest.raises(UserError, match=r"BoolQ/train.jsonl:2: not valid JSON"):
+        seqio.get_dataset(
+            "taskless_super_glue_boolq_v102_rank_classification",
+            task_feature_lengths={"inputs": 64, "targets": 8},
+            dataset_split="train",
+            shuffle=True,
+            num_epochs=None,
+            feature_converter=seqio.EncDecFeatureConverter(pack=False),
+        )
+
+
+def test_malformed_nested_records_name_the_line(superglue_dir):
+    record = OFFICIAL["record"]
+    bad_entity = {**record, "passage": {**record["passage"], "entities": [{"start": 0}]}}
+    _write_lines(superglue_dir / "ReCoRD" / "val.jsonl", json.dumps(bad_entity))
+    with pytest.raises(UserError, match=r"ReCoRD/val.jsonl:1: field 'end' is missing"):
+        superglue_files.read(str(superglue_dir / "ReCoRD" / "val.jsonl"), "record", "validation")
+    multirc = json.loads(json.dumps(OFFICIAL["multirc"]))
+    multirc["passage"]["questions"][0]["answers"][1]["label"] = 2
+    _write_lines(superglue_dir / "MultiRC" / "val.jsonl", json.dumps(multirc))
+    with pytest.raises(UserError, match=r"MultiRC/val.jsonl:1: answer label 2 is not 0 or 1"):
+        seqio.get_mixture_or_task("super_glue_multirc_v102").source.get_dataset("validation")
+    wsc = {
+        **OFFICIAL["wsc.fixed"],
+        "target": {**OFFICIAL["wsc.fixed"]["target"], "span1_index": "0"},
+    }
+    _write_lines(superglue_dir / "WSC" / "val.jsonl", json.dumps(wsc))
+    with pytest.raises(UserError, match=r"WSC/val.jsonl:1: field 'target.span1_index' is a string"):
+        superglue_files.read(str(superglue_dir / "WSC" / "val.jsonl"), "wsc.fixed", "validation")
 
 
 def test_local_missing_file_and_bad_label(superglue_dir):
-    with pytest.raises(FileNotFoundError, match=r"WiC/train.jsonl"):
-        list(sources.read_superglue_jsonl(str(superglue_dir), "wic", "train"))
-    with pytest.raises(ValueError, match=r"label 'maybe'"):
-        list(sources.convert_superglue_record("rte", dict(OFFICIAL["rte"], label="maybe")))
+    with pytest.raises(UserError, match=r"SuperGLUE wic train: file .*WiC/train.jsonl not found"):
+        seqio.get_mixture_or_task("super_glue_wic_v102").source.get_dataset("train")
+    bad = dict(OFFICIAL["rte"], label="maybe")
+    with pytest.raises(
+        UserError, match=r"f:1: label 'maybe' is not one of entailment, not_entailment"
+    ):
+        list(superglue_files.convert_record("rte", bad, "f:1", "validation"))
 
 
 def test_wsc_spans_repaired_as_tfds_does():
-    row = dict(
-        OFFICIAL["wsc.fixed"],
-        target={"span2_index": 13, "span1_index": 0, "span1_text": "mark.", "span2_text": "He"},
-    )
-    [ex] = sources.convert_superglue_record("wsc.fixed", row)
-    assert ex["span1_text"] == "Mark"
-    kept = dict(
-        OFFICIAL["wsc.fixed"],
-        target=dict(OFFICIAL["wsc.fixed"]["target"], span1_text="Kamenev and Zinoviev"),
-    )
-    assert (
-        next(sources.convert_superglue_record("wsc.fixed", kept))["span1_text"]
-        == "Kamenev and Zinoviev"
-    )
+    def convert(**target):
+        row = dict(OFFICIAL["wsc.fixed"], target=dict(OFFICIAL["wsc.fixed"]["target"], **target))
+        [ex] = superglue_files.convert_record("wsc.fixed", row, "f:1", "validation")
+        return ex
+
+    assert convert(span1_text="mark.")["span1_text"] == "Mark"
+    assert convert(span1_text="Kamenev and Zinoviev")["span1_text"] == "Kamenev and Zinoviev"
+    with pytest.raises(UserError, match=r"f:1: span1_text 'Marc' is not in the text"):
+        convert(span1_text="Marc", span1_index=99)
 
 
-def test_jsonl_dataset_has_tfds_dtypes(superglue_dir):
-    ds = sources.superglue_jsonl_dataset(str(superglue_dir), "record", "validation")
-    spec = ds.element_spec
+def test_local_dataset_has_tfds_dtypes(superglue_dir):
+    source = seqio.get_mixture_or_task("super_glue_record_v102").source
+    spec = source.get_dataset("validation", shuffle=False).element_spec
     assert spec["entities"].shape.as_list() == [None] and spec["entities"].dtype == tf.string
     assert spec["idx"]["query"].dtype == tf.int32
-    ds = sources.superglue_jsonl_dataset(str(superglue_dir), "boolq", "validation")
+    ds = seqio.get_mixture_or_task("super_glue_boolq_v102").source.get_dataset("validation")
     [ex] = ds.as_numpy_iterator()
     assert ex["label"] == np.int64(1) and ds.element_spec["label"].dtype == tf.int64
 
 
+def test_check_task_data_names_a_missing_directory_before_any_read(tmp_path):
+    sources.set_superglue_dir(str(tmp_path / "nowhere"))
+    try:
+        with pytest.raises(UserError) as error:
+            sources.check_task_data("taskless_super_glue_v102_proportional")
+    finally:
+        sources.set_superglue_dir(None)
+    # One line, one cause, however many tasks read the directory.
+    assert str(error.value) == (
+        "data for taskless_super_glue_v102_proportional is missing: the --superglue_dir / "
+        f"PTUNE_SUPERGLUE_DIR directory {tmp_path / 'nowhere'} does not exist"
+    )
+
+
+def test_check_task_data_names_each_missing_split_file(superglue_dir):
+    sources.check_task_data("taskless_super_glue_boolq_v102", splits=["validation", "test"])
+    with pytest.raises(UserError) as error:
+        sources.check_task_data("taskless_super_glue_boolq_v102", splits=["train", "validation"])
+    assert str(error.value) == (
+        "data for taskless_super_glue_boolq_v102 is missing: "
+        f"{superglue_dir / 'BoolQ' / 'train.jsonl'} (SuperGLUE boolq)"
+    )
+    # A mixture: its training task lacks train.jsonl, its evaluation task has no train split.
+    with pytest.raises(UserError, match=r"missing: .*WSC/train.jsonl \(SuperGLUE wsc.fixed\)$"):
+        sources.check_task_data("super_glue_wsc_v102", splits=["train", "validation"])
+    (superglue_dir / "WSC" / "train.jsonl").write_text("")
+    sources.check_task_data("super_glue_wsc_v102", splits=["train", "validation"])
+    with pytest.raises(UserError, match="unknown task or mixture 'boolq'"):
+        sources.check_task_data("boolq")
+
+
+def test_check_task_data_manual_directory(monkeypatch, tmp_path):
+    monkeypatch.setenv("PTUNE_TFDS_MANUAL_DIR", str(tmp_path / "zips"))
+    with pytest.raises(
+        UserError,
+        match=r"--tfds_manual_dir / PTUNE_TFDS_MANUAL_DIR directory .*zips does not exist",
+    ):
+        sources.check_task_data("squad_v010_allanswers")
+    (tmp_path / "zips").mkdir()
+    sources.check_task_data("squad_v010_allanswers")
+
+
 def test_tfds_data_dir_from_setter_or_environment(monkeypatch, tmp_path):
     source = seqio.get_mixture_or_task("super_glue_boolq_v102").source
-    assert not source.uses_local_jsonl()
+    assert source.local_directory() is None
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "env"))
     assert source.tfds_source().tfds_dataset.data_dir == str(tmp_path / "env")
     sources.set_tfds_data_dir(str(tmp_path / "flag"))

@@ -322,6 +322,19 @@ def test_rank_classification_scores_every_label(config):
     ]
 
 
+@pytest.mark.parametrize("prefix", ["", "taskless_"])
+def test_rank_classification_trains_on_the_correct_choice_only(prefix):
+    copa = dict(COPA, label=1, idx=1)
+    name = f"{prefix}super_glue_copa_v102_rank_classification"
+    train = run_all(name, [COPA, copa, dict(COPA, label=-1, idx=2)], "train")
+    # One example per labelled record, its correct choice; none for an unlabelled one.
+    assert [texts(ex)[1] for ex in train] == ["choice1", "choice2"]
+    assert [bool(ex["is_correct"]) for ex in train] == [True, True]
+    assert [tuple(ex["idx"]) for ex in train] == [(0, 0), (1, 1)]
+    evaluated = run_all(name, [COPA, copa], "validation")
+    assert [texts(ex)[1] for ex in evaluated] == ["choice1", "choice2", "choice1", "choice2"]
+
+
 def test_rank_classification_metric_end_to_end():
     records = [dict(BOOLQ, label=1, idx=0), dict(BOOLQ, label=0, idx=1)]
     # Candidates in order (ex0: False, True), (ex1: False, True); picks True then True.

@@ -17,7 +17,7 @@ import seqio
 import tensorflow as tf
 
 import ptune.tasks  # noqa: F401  (registers the tasks)
-from ptune.tasks import vocab
+from ptune.tasks import sources, vocab
 
 
 @pytest.fixture
@@ -48,7 +48,8 @@ def texts(example: dict) -> tuple[str, str]:
 
 @contextlib.contextmanager
 def inject(task: str, split: str, records):
-    """Serves `records` (dicts in TFDS shapes, possibly several) as `split` of `task`."""
+    """Serves `records` (dicts in TFDS shapes, possibly several) as `split` of `task`, in place
+    of its data source (behind the split tag where the task has one)."""
     datasets = [tf.data.Dataset.from_tensors(r) for r in records]
     dataset = functools.reduce(lambda a, b: a.concatenate(b), datasets)
 
@@ -57,7 +58,11 @@ def inject(task: str, split: str, records):
 
     provider = seqio.get_mixture_or_task(task)
     saved = provider._source
-    provider._source = seqio.FunctionDataSource(dataset_fn, splits=[split])
+    source = seqio.FunctionDataSource(dataset_fn, splits=[split])
+    # Rank-classification tasks read their source through the split tag; keep it.
+    provider._source = (
+        sources.SplitTagged(source) if isinstance(saved, sources.SplitTagged) else source
+    )
     try:
         yield
     finally:

@@ -87,14 +87,14 @@ def test_squad_to_mrqa_mixture_holds_all_six():
     ],
 )  # fmt: skip
 def test_glue_pair_formats(name, record, text, target):
-    assert texts(run(f"glue_{name}_v002", record)) == (f"{name} {text}", target)
-    assert texts(run(f"taskless_glue_{name}_v002", record)) == (text, target)
-    assert texts(run(f"glue_{name}_v002", dict(record, label=0)))[1] == "not_" + target
+    assert texts(run(f"glue_{name}_v200", record)) == (f"{name} {text}", target)
+    assert texts(run(f"taskless_glue_{name}_v200", record)) == (text, target)
+    assert texts(run(f"glue_{name}_v200", dict(record, label=0)))[1] == "not_" + target
 
 
 def test_mrpc_from_qqp_reads_qqp_words_and_scores_accuracy_and_f1():
-    name = "taskless_glue_mrpc_from_qqp_v002"
-    assert texts(run(name, MRPC)) == texts(run("taskless_glue_mrpc_v002", MRPC))
+    name = "taskless_glue_mrpc_from_qqp_v200"
+    assert texts(run(name, MRPC)) == texts(run("taskless_glue_mrpc_v200", MRPC))
     records = [dict(MRPC, label=1), dict(MRPC, label=0, idx=1), dict(MRPC, label=1, idx=2)]
     metrics = evaluate(name, records, predictions=["duplicate", "not_duplicate", "no idea"])
     # Predictions [1, 0, invalid -> wrong]: accuracy 2/3; F1 of class 1: TP 1, FN 1 -> 2/3.
@@ -103,19 +103,19 @@ def test_mrpc_from_qqp_reads_qqp_words_and_scores_accuracy_and_f1():
 
 
 def test_qqp_from_mrpc_and_zero_shot_mixtures():
-    metrics = evaluate("glue_qqp_from_mrpc_v002", [QQP], predictions=["equivalent"])
+    metrics = evaluate("glue_qqp_from_mrpc_v200", [QQP], predictions=["equivalent"])
     assert metrics == {"accuracy": 100.0, "f1": 100.0}
     for prefix in ("glue_", "taskless_glue_"):
         for src, tgt in (("qqp", "mrpc"), ("mrpc", "qqp")):
-            mixture = seqio.get_mixture_or_task(f"{prefix}{tgt}_from_{src}_zeroshot_v002")
+            mixture = seqio.get_mixture_or_task(f"{prefix}{tgt}_from_{src}_zeroshot_v200")
             assert sorted(t.name for t in mixture.tasks) == sorted(
-                [f"{prefix}{src}_v002", f"{prefix}{tgt}_from_{src}_v002"]
+                [f"{prefix}{src}_v200", f"{prefix}{tgt}_from_{src}_v200"]
             )
     # The cross-evaluation tasks only have the target's validation split: nothing to train on.
-    assert seqio.get_mixture_or_task("glue_mrpc_from_qqp_v002").splits == ("validation",)
+    assert seqio.get_mixture_or_task("glue_mrpc_from_qqp_v200").splits == ("validation",)
 
 
 def test_glue_rank_classification():
-    out = run_all("taskless_glue_qqp_v002_rank_classification", [QQP])
+    out = run_all("taskless_glue_qqp_v200_rank_classification", [QQP])
     assert [texts(ex)[1] for ex in out] == ["not_duplicate", "duplicate"]
     assert [bool(ex["is_correct"]) for ex in out] == [False, True]

@@ -11,9 +11,9 @@ Every error message starts with `{path}:{line}:`; lines count from 1, blank line
 
 from __future__ import annotations
 
-import csv
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 
 import tensorflow as tf
@@ -70,65 +70,77 @@ def require_file(path: str, what: str) -> None:
         raise UserError(f"{what}: file {path} not found")
 
 
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
+def text_lines(path: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) for each line of a UTF-8 file, without its line ending.
+
+    Lines end at "\n", "\r\n" or "\r", as files opened in Python's text mode (and so TFDS)
+    read them; a byte-order mark at the start is dropped. Each line is decoded alone so that
+    bytes that are not UTF-8 are reported on their own line.
+    """
+    line_number = 0
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{path}:{line_number + 1}: not UTF-8 text ({e.reason})") from None
+            if line_number == 0:
+                text = text.removeprefix("\ufeff")
+            pieces = _NEWLINE.split(text)
+            if pieces[-1] == "":
+                pieces.pop()
+            for piece in pieces:
+                line_number += 1
+                yield line_number, piece
+
+
 def jsonl_rows(path: str) -> Iterator[tuple[str, dict]]:
     """("path:line", object) for every non-blank line of a JSON Lines file."""
-    line_number = 0
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line_number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{line_number}"
-                try:
-                    row = json.loads(line.rstrip("\r\n"))
-                except json.JSONDecodeError as e:
-                    raise UserError(
-                        f"{where}: not valid JSON ({e.msg}: column {e.colno})"
-                    ) from None
-                if not isinstance(row, dict):
-                    raise UserError(f"{where}: a JSON object is expected, found {_kind_of(row)}")
-                yield where, row
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}:{line_number + 1}: not UTF-8 text ({e.reason})") from None
+    for line_number, line in text_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{where}: not valid JSON ({e.msg}: column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{where}: a JSON object is expected, found {_kind_of(row)}")
+        yield where, row
 
 
 def tsv_rows(path: str, columns: Sequence[str] | None = None) -> Iterator[tuple[str, dict]]:
     """("path:line", {column: value}) for every non-blank row of a tab-separated file.
 
     The first row is the header unless `columns` names the columns. Quotes are ordinary
-    characters (as TFDS reads GLUE: `csv.QUOTE_NONE`), a byte-order mark before the header is
-    dropped, and fields after the last named column are ignored, as `csv.DictReader` does. A
-    row with fewer fields than columns is an error (TFDS silently drops such rows).
+    characters, as TFDS reads GLUE (`csv.QUOTE_NONE`), so a row is exactly one line split at
+    its tabs; fields after the last named column are ignored, as `csv.DictReader` does. A row
+    with fewer fields than columns is an error (TFDS silently drops such rows).
     """
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            names = list(columns) if columns is not None else None
-            for row in reader:
-                if not row or row == [""]:
-                    continue
-                where = f"{path}:{reader.line_num}"
-                if names is None:
-                    names = row
-                    continue
-                if len(row) < len(names):
-                    raise UserError(
-                        f"{where}: {len(row)} tab-separated fields where {len(names)} are "
-                        f"expected ({', '.join(names)})"
-                    )
-                yield where, dict(zip(names, row))
-    except csv.Error as e:
-        raise UserError(f"{path}:{reader.line_num}: unreadable TSV row ({e})") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text ({e.reason})") from None
+    names = list(columns) if columns is not None else None
+    for line_number, line in text_lines(path):
+        if not line:
+            continue
+        row = line.split("\t")
+        if names is None:
+            names = row
+            continue
+        if len(row) < len(names):
+            raise UserError(
+                f"{path}:{line_number}: {len(row)} tab-separated fields where {len(names)} are "
+                f"expected ({', '.join(names)})"
+            )
+        yield f"{path}:{line_number}", dict(zip(names, row))
 
 
 def tsv_header(path: str) -> list[str]:
-    """The column names in the first non-blank row of a TSV file (for checks at registration)."""
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            if row and row != [""]:
-                return row
+    """The column names in the first non-blank line of a TSV file (for checks at registration)."""
+    for _, line in text_lines(path):
+        if line:
+            return line.split("\t")
     return []
 
 

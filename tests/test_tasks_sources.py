@@ -12,7 +12,7 @@ from test_tasks_superglue import AXB, AXG, BOOLQ, CB, COPA, MULTIRC, RTE, WIC, W
 from test_tasks_support import run_all, t5_vocab, texts  # noqa: F401
 
 from ptune.errors import UserError
-from ptune.tasks import sources, superglue_files
+from ptune.tasks import readers, sources, superglue_files
 
 MULTIRC_TEXT = MULTIRC["paragraph"]
 RECORD_PASSAGE = (
@@ -214,6 +214,22 @@ def test_malformed_nested_records_name_the_line(superglue_dir):
     _write_lines(superglue_dir / "WSC" / "val.jsonl", json.dumps(wsc))
     with pytest.raises(UserError, match=r"WSC/val.jsonl:1: field 'target.span1_index' is a string"):
         superglue_files.read(str(superglue_dir / "WSC" / "val.jsonl"), "wsc.fixed", "validation")
+
+
+def test_lines_are_counted_as_text_mode_reads_them_and_bad_bytes_are_named(tmp_path):
+    path = tmp_path / "rows.tsv"
+    # A byte-order mark, then "\r\n", a lone "\r" and "\n" line ends, and a blank line.
+    path.write_bytes(b'\xef\xbb\xbfa\tb\r\n1\t"2\r3\t4\n\n5\t6\t7\n')
+    assert list(readers.tsv_rows(str(path))) == [
+        (f"{path}:2", {"a": "1", "b": '"2'}),
+        (f"{path}:3", {"a": "3", "b": "4"}),
+        (f"{path}:5", {"a": "5", "b": "6"}),
+    ]
+    path.write_bytes(b'{"a": 1}\r\n{"a": "caf\xe9"}\n')
+    with pytest.raises(
+        UserError, match=r"rows.tsv:2: not UTF-8 text \(invalid continuation byte\)"
+    ):
+        list(readers.jsonl_rows(str(path)))
 
 
 def test_local_missing_file_and_bad_label(superglue_dir):

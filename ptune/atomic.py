@@ -15,12 +15,19 @@ import tempfile
 from typing import Any, Callable
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def write(path: str, writer: Callable[[str], None]) -> str:
     """Calls `writer(tmp_path)` to write the content, then renames it to `path`."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.tmp-")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make the result private
     try:
         writer(tmp)
         os.replace(tmp, path)
@@ -49,22 +56,31 @@ def write_directory(path: str, writer: Callable[[str], None], overwrite: bool = 
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp-")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make the result private
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make the result private
     try:
         writer(tmp)
-        if os.path.exists(path):
+        if os.path.lexists(path):
             if not overwrite:
                 raise FileExistsError(f"{path} already exists")
-            old = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.old-")
-            os.rmdir(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            _swap(tmp, path)
         else:
             os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _swap(tmp: str, path: str) -> None:
+    """Puts `tmp` at `path`, moving the old entry aside first and deleting it only once `tmp`
+    is in place; if that fails, the old entry goes back, so `path` never goes missing."""
+    aside = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".old-")
+    old = os.path.join(aside, "old")
+    os.rename(path, old)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        os.rename(old, path)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)

@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Optional, Union
 
 import numpy as np
 
-from ptune import prompts
+from ptune import atomic, prompts
 from ptune.errors import UserError
 
 FORMATS = ("peft", "npy", "safetensors")
@@ -85,24 +83,6 @@ def _check_destination(path: str, overwrite: bool) -> None:
         raise UserError(f"cannot write {path}: its parent directory {parent} does not exist")
 
 
-def _replace(tmp: str, path: str) -> None:
-    """Moves tmp (file or directory) to path; an existing path is moved aside first and
-    removed only once tmp is in place, so a failure never leaves neither."""
-    if not os.path.lexists(path):
-        os.rename(tmp, path)
-        return
-    aside = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".old-")
-    old = os.path.join(aside, "old")
-    os.rename(path, old)
-    try:
-        os.rename(tmp, path)
-    except BaseException:
-        os.rename(old, path)
-        raise
-    finally:
-        shutil.rmtree(aside, ignore_errors=True)
-
-
 def write_peft(
     prompt: Union[str, os.PathLike, np.ndarray],
     directory: str,
@@ -117,8 +97,8 @@ def write_peft(
     value = _as_prompt(prompt)
     directory = os.fspath(directory)
     _check_destination(directory, overwrite)
-    tmp = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(directory)), prefix=".tmp-export-")
-    try:
+
+    def write(tmp: str) -> None:
         save_file(
             {PEFT_KEY: np.ascontiguousarray(value)},
             os.path.join(tmp, PEFT_WEIGHTS),
@@ -127,11 +107,8 @@ def write_peft(
         with open(os.path.join(tmp, PEFT_CONFIG), "w") as f:
             json.dump(peft_adapter_config(*value.shape, base_model=base_model), f, indent=2)
             f.write("\n")
-        _replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return directory
+
+    return atomic.write_directory(directory, write, overwrite=True)
 
 
 def write_file(
@@ -147,24 +124,15 @@ def write_file(
     _check_destination(path, overwrite)
     if os.path.isdir(path):
         raise UserError(f"{path} is a directory; a .npy or .safetensors export is one file")
-    fd, tmp = tempfile.mkstemp(
-        dir=os.path.dirname(os.path.abspath(path)),
-        prefix=".tmp-export-",
-        suffix=os.path.splitext(path)[1],
-    )
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         if path.endswith(".npy"):
             with open(tmp, "wb") as f:
                 np.save(f, value, allow_pickle=False)
         else:
             save_file({SAFETENSORS_KEY: np.ascontiguousarray(value)}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+
+    return atomic.write(path, write)
 
 
 def export_prompt(

@@ -21,8 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from typing import Any, Optional
 
 import jax
@@ -30,6 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import traverse_util
 
+from ptune import atomic
 from ptune.checkpoints.lazy_arrays import LazyArray
 from ptune.checkpoints.restore import CheckpointSource
 from ptune.errors import UserError
@@ -196,13 +195,9 @@ def save_ptune(
         raise UserError(f"{directory} already exists; pass --overwrite to replace it")
     if not os.path.isdir(parent):
         raise UserError(f"the parent directory {parent} does not exist")
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make the result private
-    try:
-        checkpointer = ocp.PyTreeCheckpointer()
-        checkpointer.save(os.path.join(tmp, PARAMS_DIR), params)
+
+    def write(tmp: str) -> None:
+        ocp.PyTreeCheckpointer().save(os.path.join(tmp, PARAMS_DIR), params)
         meta = {
             "format": "ptune",
             "version": FORMAT_VERSION,
@@ -213,14 +208,6 @@ def save_ptune(
         }
         with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
             json.dump(meta, f, indent=2, sort_keys=True)
-        if os.path.exists(directory):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.old-", dir=parent)
-            os.rename(directory, os.path.join(old, "x"))
-            os.rename(tmp, directory)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic.write_directory(directory, write, overwrite=True)
     return directory

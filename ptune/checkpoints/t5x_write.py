@@ -18,6 +18,7 @@ import numpy as np
 import tensorstore as ts
 from flax import traverse_util
 
+from ptune import atomic
 from ptune.checkpoints.t5x import CHECKPOINT_FILE
 from ptune.errors import UserError
 
@@ -77,8 +78,11 @@ def write_checkpoint(params: Mapping, directory: str, step: int = 0) -> str:
             "state": {"step": step, "param_states": {}},
         },
     }
-    tmp = os.path.join(directory, CHECKPOINT_FILE + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(msgpack.packb(state, use_bin_type=True))
-    os.replace(tmp, os.path.join(directory, CHECKPOINT_FILE))
+    packed = msgpack.packb(state, use_bin_type=True)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(packed)
+
+    atomic.write(os.path.join(directory, CHECKPOINT_FILE), write)
     return directory

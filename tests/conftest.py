@@ -24,6 +24,17 @@ def shared_data():
     return shared_path
 
 
+@pytest.fixture
+def t5_vocab(shared_data):
+    """Points the registered tasks at the real T5 vocabulary for the duration of a test."""
+    from ptune.tasks import vocab
+
+    path = shared_data("t5_vocab", "sentencepiece.model")
+    vocab.set_sentencepiece_path(path)
+    yield path
+    vocab.set_sentencepiece_path(None)
+
+
 def tiny_t5(**changes):
     """The suite's one tiny T5 1.1 (vocab 64, width 8, 2+2 layers, 8 relative buckets), with
     only what a test is about changed (e.g. `vocab_size=384` for the byte-level demo task).
@@ -56,6 +67,17 @@ DEMO_TINY = dict(
     num_decoder_layers=1,
     relative_attention_num_buckets=32,
     relative_attention_max_distance=128,
+)
+
+
+# The architecture of ../shared/data/t5x_tiny_checkpoint (T5 1.1, width 4, 2+2 layers).
+SHARED_T5X_TINY = dict(
+    vocab_size=32128,
+    emb_dim=4,
+    head_dim=2,
+    mlp_dim=8,
+    relative_attention_num_buckets=4,
+    relative_attention_max_distance=8,
 )
 
 

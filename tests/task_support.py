@@ -12,21 +12,11 @@ import contextlib
 import functools
 
 import numpy as np
-import pytest
 import seqio
 import tensorflow as tf
 
 import ptune.tasks  # noqa: F401  (registers the tasks)
-from ptune.tasks import sources, vocab
-
-
-@pytest.fixture
-def t5_vocab(shared_data):
-    """Points the registered tasks at the real T5 vocabulary for the duration of a test."""
-    path = shared_data("t5_vocab", "sentencepiece.model")
-    vocab.set_sentencepiece_path(path)
-    yield path
-    vocab.set_sentencepiece_path(None)
+from ptune.tasks import sources
 
 
 def run(task: str, record: dict, split: str = "validation", **kwargs) -> dict:

@@ -11,20 +11,12 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import traverse_util
 
-from conftest import REPO, shared_path, tiny_t5
+from conftest import REPO, SHARED_T5X_TINY, shared_path, tiny_t5
 from ptune import checkpoints, cli
 from ptune.errors import UserError
 from ptune.models import t5
 
-# The shared t5x checkpoint's architecture (../shared/data/t5x_tiny_checkpoint).
-TINY = tiny_t5(
-    vocab_size=32128,
-    emb_dim=4,
-    head_dim=2,
-    mlp_dim=8,
-    relative_attention_num_buckets=4,
-    relative_attention_max_distance=8,
-)
+TINY = tiny_t5(**SHARED_T5X_TINY)
 
 
 @pytest.fixture(scope="module")

@@ -13,21 +13,14 @@ import tensorstore as ts
 from flax import linen as nn
 from flax import serialization, traverse_util
 
-from conftest import shared_path, tiny_t5
+from conftest import SHARED_T5X_TINY, shared_path, tiny_t5
 from ptune import checkpoints
 from ptune.checkpoints import t5x, t5x_write
 from ptune.errors import UserError
 from ptune.models import t5
 
 # The shape of ../shared/data/t5x_tiny_checkpoint (max distance 8 cannot be inferred).
-TINY = tiny_t5(
-    vocab_size=32128,
-    emb_dim=4,
-    head_dim=2,
-    mlp_dim=8,
-    relative_attention_num_buckets=4,
-    relative_attention_max_distance=8,
-)
+TINY = tiny_t5(**SHARED_T5X_TINY)
 
 
 @pytest.fixture(scope="module")

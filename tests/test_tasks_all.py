@@ -10,10 +10,10 @@ import warnings
 
 import pytest
 import seqio
-from test_tasks_glue import BASES as GLUE_BASES
-from test_tasks_superglue import CASES, RECORD, RECORD_TEXT
-from test_tasks_support import run_all, t5_vocab, texts  # noqa: F401
-from test_tasks_transfer import MRQA_BIOASQ, SQUAD
+from glue_records import BASES as GLUE_BASES
+from superglue_records import CASES, RECORD, RECORD_TEXT
+from task_support import run_all, texts
+from transfer_records import MRQA_BIOASQ, SQUAD
 
 from ptune.tasks import registry
 

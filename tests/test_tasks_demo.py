@@ -4,7 +4,7 @@ import collections
 
 import pytest
 import seqio
-from test_tasks_support import evaluate, run, run_all, texts
+from task_support import evaluate, run, run_all, texts
 
 from ptune.tasks import demo, registry
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 import seqio
-from test_tasks_support import evaluate, t5_vocab, texts  # noqa: F401
+from task_support import evaluate, texts
 
 from ptune.errors import UserError
 from ptune.tasks import files, registry, sources

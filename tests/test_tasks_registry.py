@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 import seqio
-from test_tasks_support import run, t5_vocab  # noqa: F401
+from task_support import run
 
 import ptune.tasks
 from ptune.errors import UserError

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import seqio
 import tensorflow as tf
-from test_tasks_superglue import AXB, AXG, BOOLQ, CB, COPA, MULTIRC, RTE, WIC, WSC
-from test_tasks_support import run_all, t5_vocab, texts  # noqa: F401
+from superglue_records import AXB, AXG, BOOLQ, CB, COPA, MULTIRC, RTE, WIC, WSC
+from task_support import run_all, texts
 
 from ptune.errors import UserError
 from ptune.tasks import readers, sources, superglue_files

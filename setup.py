@@ -28,6 +28,7 @@ _CORE = [
     "tqdm==4.70.1",
     "matplotlib==3.11.2",  # ptune report: plots (headless Agg canvas)
     "huggingface_hub==2.4.0",  # hub ids resolved through the local Hugging Face cache
+    "scipy==1.17.1",  # STS-B's Pearson and Spearman correlations (tasks/metrics.py)
 ]
 
 _TEST = [
@@ -55,7 +56,7 @@ setuptools.setup(
     ],
     package_dir={"ptune": "ptune", "ptune.tasks": "tasks", "ptune.gin": "gin"},
     package_data={
-        "ptune.gin": ["*.gin", "models/*.gin", "prompts/*.gin", "runs/*.gin"],
+        "ptune.gin": ["*.gin", "models/*.gin", "prompts/*.gin", "presets/*.gin", "runs/*.gin"],
         "ptune.tasks": ["data/*", "data/*/*"],
     },
     install_requires=_CORE,

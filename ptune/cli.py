@@ -14,7 +14,9 @@
 
 Gin flags follow t5x: `--gin_file` (repeatable), `--gin.NAME=VALUE`, `--gin_bindings`,
 `--gin_search_paths`. Data flags (any command): `--tfds_data_dir`, `--tfds_manual_dir`,
-`--superglue_dir`, `--spm_path` (or gin: `data.DataSources.*`; or the environment).
+`--superglue_dir`, `--glue_dir`, `--spm_path` (or gin: `data.DataSources.*`; or the
+environment), and `--task_file=NAME:train=a.jsonl,validation=b.jsonl,...` (repeatable) for a
+task of your own from plain files.
 Bad input prints one line `ptune: error: ...` and exits with status 2; set PTUNE_DEBUG=1 to
 see the traceback as well.
 """
@@ -229,18 +231,29 @@ DATA_FLAGS = {
     "--spm_path": "PTUNE_SPM_PATH",
     "--tfds_manual_dir": "PTUNE_TFDS_MANUAL_DIR",
     "--superglue_dir": "PTUNE_SUPERGLUE_DIR",
+    "--glue_dir": "PTUNE_GLUE_DIR",
 }
 
 
 def _take_data_flags(argv: Sequence[str]) -> list[str]:
-    """`--tfds_data_dir=...` and friends set the environment the tasks read; rest returned."""
+    """`--tfds_data_dir=...` and friends set the environment the tasks read; each
+    `--task_file=NAME:train=a.jsonl,...` registers a task from plain files (see
+    `ptune.tasks.files.parse_spec`). The other arguments are returned."""
     rest = []
     for arg in argv:
         name, eq, value = arg.partition("=")
-        if name in DATA_FLAGS:
+        if name in DATA_FLAGS or name == "--task_file":
             if not eq or not value:
-                raise UserError(f"{name} needs a value: {name}=PATH")
-            os.environ[DATA_FLAGS[name]] = value
+                raise UserError(
+                    f"{name} needs a value: {name}="
+                    + ("NAME:train=FILE,validation=FILE,..." if name == "--task_file" else "PATH")
+                )
+            if name == "--task_file":
+                from ptune.tasks import files
+
+                files.parse_spec(value).register()
+            else:
+                os.environ[DATA_FLAGS[name]] = value
         else:
             rest.append(arg)
     return rest

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Iterator, Mapping, Optional
+from typing import Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import seqio
@@ -43,6 +43,8 @@ def dataset_errors(task_name: str):
     """Turns "the data is not here and cannot be fetched" into one line with the remedies."""
     try:
         yield
+    except UserError:
+        raise  # already one line naming its cause (e.g. a malformed record's file and line)
     except Exception as e:  # noqa: BLE001  requests/urllib3/tfds each raise their own types
         text = f"{type(e).__name__}: {e}"
         offline = any(
@@ -92,9 +94,12 @@ def check_task(
     task_name: str,
     feature_lengths: Optional[Mapping[str, int]] = None,
     split: Optional[str] = None,
+    splits: Sequence[str] = (),
 ) -> None:
     """Everything about a task that can fail without a model, checked before any work: the
-    name, the feature lengths, the vocabulary files and the data sources."""
+    name, the feature lengths, the vocabulary files and the data of the splits the run reads
+    (`split`, which must exist, and `splits`)."""
+    splits = tuple(dict.fromkeys([*([split] if split else []), *splits])) or None
     task = get_task(task_name)
     check_feature_lengths(feature_lengths, "TASK_FEATURE_LENGTHS")
     for feature in task.output_features.values():
@@ -104,11 +109,9 @@ def check_task(
             raise UserError(f"task {task_name}: {e}") from e
     from ptune.tasks import sources
 
-    checker = getattr(sources, "check_task_data", None)
-    if checker is not None:
-        checker(task_name)
     if split is not None and isinstance(task, seqio.Task) and split not in task.splits:
         raise UserError(f"task {task_name} has no split {split!r}; it has {', '.join(task.splits)}")
+    sources.check_task_data(task_name, splits)
 
 
 def check_vocabulary_fits(task_name: str, embedding_rows: int) -> None:
@@ -199,15 +202,23 @@ def padded_batches(
 class DataSources:
     """Where task data and the vocabulary come from; gin-bindable, applied by the CLI before
     any task is read. None keeps the environment's choice (PTUNE_SPM_PATH, TFDS_DATA_DIR,
-    PTUNE_TFDS_MANUAL_DIR, PTUNE_SUPERGLUE_DIR) or the default (public gs:// / TFDS)."""
+    PTUNE_TFDS_MANUAL_DIR, PTUNE_SUPERGLUE_DIR, PTUNE_GLUE_DIR) or the default (public gs://
+    / TFDS)."""
 
     spm_path: Optional[str] = None  # SentencePiece model, or "t5" / "mt5"
     tfds_data_dir: Optional[str] = None  # prepared TFDS data
     tfds_manual_dir: Optional[str] = None  # the official archives, prepared on first read
     superglue_dir: Optional[str] = None  # the official SuperGLUE JSONL release
+    glue_dir: Optional[str] = None  # the official GLUE TSV files
+    file_tasks: Sequence = ()  # `ptune.tasks.files.FileTask`s to register (your own data)
 
     def apply(self) -> None:
         from ptune.tasks import sources, vocab
+
+        for task in self.file_tasks:
+            task.register()
+        if self.glue_dir:
+            sources.set_glue_dir(self.glue_dir)
 
         if self.spm_path:
             vocab.set_sentencepiece_path(self.spm_path)

@@ -82,7 +82,7 @@ class Evaluation:
         """Longest inputs and targets over the eval data, rounded up to a power of two."""
         longest = {"inputs": 1, "targets": 1}
         for ds in self._evaluator.cached_model_datasets.values():
-            for ex in ds.as_numpy_iterator():
+            for _, ex in ds.as_numpy_iterator():  # enumerated: (index, features)
                 longest["inputs"] = max(longest["inputs"], len(ex["encoder_input_tokens"]))
                 longest["targets"] = max(longest["targets"], len(ex["decoder_target_tokens"]))
         return {k: 1 << max(v - 1, 0).bit_length() for k, v in longest.items()}
@@ -165,15 +165,32 @@ class Evaluation:
             for task, metrics in future.result().items()
         }
 
-    def __call__(self, model: t5.Transformer, params: PyTree) -> dict[str, dict[str, float]]:
-        """Greedy predictions and target scores of `model` with `params` -> metrics."""
+    def __call__(
+        self, model: t5.Transformer, params: PyTree, num_beams: Optional[int] = None
+    ) -> dict[str, dict[str, float]]:
+        """Predictions (greedy; with `num_beams`, t5x's beam search with its length penalty,
+        alpha 0.6) and target scores of `model` with `params` -> metrics."""
         targets = self.lengths["targets"]
-        outputs = self.model_outputs(
-            lambda tokens: np.asarray(
+
+        def generate(tokens):
+            if num_beams:
+                beams, _ = decoding.beam_search(
+                    model,
+                    params,
+                    tokens,
+                    max_length=targets,
+                    num_beams=num_beams,
+                    vocab_limit=self.vocab_limit,
+                )
+                return np.asarray(beams[:, 0])
+            return np.asarray(
                 decoding.generate(
                     model, params, tokens, max_length=targets, vocab_limit=self.vocab_limit
                 )
-            ),
+            )
+
+        outputs = self.model_outputs(
+            generate,
             lambda tokens, target_tokens: np.asarray(
                 decoding.score(model, params, tokens, _shift_right(target_tokens), target_tokens)
             ),
@@ -215,19 +232,32 @@ def _to_float(value):
 SCORE = "score"
 
 
-def primary_metrics(name: str) -> dict[str, tuple[str, ...]]:
-    """{task: the metrics whose mean is its score} for a task or each task of a mixture."""
+def _primary_metrics(name: str) -> Optional[dict[str, tuple[str, ...]]]:
+    """The task's primary metrics, or None for a task registered outside `ptune.tasks`."""
     from ptune.tasks import registry
 
-    return registry.primary_metrics(name)
+    try:
+        return registry.primary_metrics(name)
+    except UserError:
+        return None
 
 
 def check_metric(name: str, metric: Optional[str]) -> str:
-    """The selection metric of a run: 'score' (the default) or one metric, checked against
-    what the task reports before any training ('metric' or 'task/metric')."""
+    """The selection metric of a run, checked before any training: 'score' (the default: the
+    mean of the primary metrics) or one of the task's primary metrics, as 'metric' or
+    'task/metric'. A task registered outside `ptune.tasks` declares no primary metrics: it
+    needs a named metric, which is then checked at the first evaluation."""
+    primary = _primary_metrics(name)
+    if primary is None:
+        if metric is None or metric == SCORE:
+            raise UserError(
+                f"task {name} was registered outside ptune.tasks and declares no primary "
+                "metrics: name the metric that picks the best prompt, e.g. "
+                "--gin.trainer.TrainConfig.eval_metric=\"'accuracy'\""
+            )
+        return metric
     if metric is None or metric == SCORE:
         return SCORE
-    primary = primary_metrics(name)
     known = sorted({f"{t}/{m}" for t, ms in primary.items() for m in ms})
     if "/" in metric:
         task, short = metric.split("/", 1)
@@ -251,30 +281,26 @@ def check_metric(name: str, metric: Optional[str]) -> str:
 
 
 def score(results: Mapping[str, Mapping[str, float]], name: str) -> float:
-    """The mean over evaluated tasks of the mean of each task's primary metrics (the
-    SuperGLUE leaderboard's averaging: MultiRC's F1a and EM count as one task score)."""
-    per_task = []
-    for task, metrics in primary_metrics(name).items():
-        if task not in results:
-            continue
-        values = [results[task][m] for m in metrics if m in results[task]]
-        if len(values) != len(metrics):
-            missing = [m for m in metrics if m not in results[task]]
-            raise UserError(f"task {task} did not report its primary metrics {missing}")
-        per_task.append(float(np.mean(values)))
-    if not per_task:
-        raise UserError(f"no task of {name} was evaluated (is the eval split empty?)")
-    return float(np.mean(per_task))
+    """The SuperGLUE-leaderboard score of `results` (see `ptune.tasks.registry.primary_score`):
+    each task's primary metrics averaged, then the mean over a mixture's tasks."""
+    from ptune.tasks import registry
+
+    return registry.primary_score(name, results)
 
 
 def select(results: Mapping[str, Mapping[str, float]], name: str, metric: str) -> float:
     """The value `metric` (from `check_metric`) takes in `results`."""
     if metric == SCORE:
         return score(results, name)
-    if "/" in metric:
-        task, short = metric.split("/", 1)
-        return float(results[task][short])
-    return float(next(m[metric] for m in results.values() if metric in m))
+    task, _, short = metric.rpartition("/")
+    found = [m[short] for t, m in results.items() if short in m and task in ("", t)]
+    if len(found) != 1:
+        reported = sorted(f"{t}/{k}" for t, m in results.items() for k in m)
+        raise UserError(
+            f"eval metric {metric!r} was reported {len(found)} times; the evaluation reported "
+            f"{', '.join(reported)}"
+        )
+    return float(found[0])
 
 
 def write_results(path: str, step: int, results: Mapping, extra: Optional[dict] = None):
@@ -300,6 +326,7 @@ class EvalConfig:
     task_feature_lengths: Optional[Mapping[str, int]] = None
     batch_size: int = 32
     eval_split: str = "validation"
+    num_beams: Optional[int] = None  # None: greedy; n: beam search (t5x's decoding, alpha 0.6)
     output_dir: Optional[str] = None  # where eval_<split>.json goes (default: beside prompt)
 
 
@@ -335,7 +362,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
     params = run.load_frozen(cfg.checkpoint_path)
     if prompt is not None:
         params = run.place_prompt(params, prompt)
-    results = evaluator(run.model, params)
+    results = evaluator(run.model, params, cfg.num_beams)
     output_dir = cfg.output_dir or (
         os.path.dirname(os.path.abspath(cfg.prompt_file)) if cfg.prompt_file else os.getcwd()
     )
@@ -346,7 +373,9 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
         {
             "checkpoint_path": cfg.checkpoint_path,
             "prompt_file": cfg.prompt_file,
-            SCORE: score(results, cfg.mixture_or_task_name),
+            SCORE: score(results, cfg.mixture_or_task_name)
+            if _primary_metrics(cfg.mixture_or_task_name)
+            else None,
         },
     )
     return results

@@ -63,7 +63,11 @@ def _fields(model: ModelSpec) -> dict[str, Any]:
 
 
 def _comparable(name: str, value: Any) -> Any:
-    return tuple(value) if name == "mlp_activations" else value
+    """A field's value as T5Config stores it (mlp_activations: a tuple, as gin may give a
+    string or a list)."""
+    if name == "mlp_activations":
+        return (value,) if isinstance(value, str) else tuple(value)
+    return value
 
 
 def resolve_model_config(
@@ -107,7 +111,7 @@ def resolve_model_config(
         for k in t5.ARCHITECTURE_FIELDS
         if k in given
         and k not in assumed
-        and _comparable(k, _build_field(k, given[k])) != _comparable(k, getattr(stated, k))
+        and _comparable(k, given[k]) != _comparable(k, getattr(stated, k))
     ]
     if differing:
         raise UserError(
@@ -133,10 +137,6 @@ def _build(fields: Mapping[str, Any]) -> t5.T5Config:
         return t5.T5Config(**fields)
     except (TypeError, ValueError) as e:
         raise UserError(str(e)) from e
-
-
-def _build_field(name: str, value: Any) -> Any:
-    return tuple(value) if name == "mlp_activations" and not isinstance(value, str) else value
 
 
 def _describe(config: t5.T5Config) -> str:
@@ -224,15 +224,25 @@ class Run:
         sharding = prompts.get_prompt(self.shardings)
         return prompts.with_prompt(frozen, self.partitioner.put(value, sharding))
 
-    def init_state(self, params: dict) -> tuple[step_lib.TrainState, dict]:
-        """(train state of the trainable subtree, frozen subtree cast to `frozen_dtype`)."""
+    def init_state(self, params: dict, optimizer_step: int = 0) -> tuple[step_lib.TrainState, dict]:
+        """(train state of the trainable subtree, frozen subtree cast to `frozen_dtype`).
+
+        optimizer_step: where the optimizer's own step counters start (Adafactor's decay
+        reads it). t5x restored the pretrained step with the model (1,100,000 for the
+        LM-adapted checkpoints); the run's step and data position still start at 0."""
         train_params, frozen = trainable_lib.partition(params, self.mask)
         frozen = trainable_lib.cast_frozen(frozen, self.frozen_dtype)
         optimizer = self.optimizer
+
+        def init(p):
+            state = step_lib.init_state(p, optimizer)
+            if not optimizer_step:
+                return state
+            count = jnp.full((), optimizer_step, jnp.int32)
+            return state.replace(opt_state=optax.tree.set(state.opt_state, count=count))
+
         state = self.partitioner.jit(
-            lambda p: step_lib.init_state(p, optimizer),
-            in_shardings=(self.state_shardings.params,),
-            out_shardings=self.state_shardings,
+            init, in_shardings=(self.state_shardings.params,), out_shardings=self.state_shardings
         )(train_params)
         return state, frozen
 

@@ -88,6 +88,8 @@ class TrainConfig:
     eval_batch_size: Optional[int] = None
     eval_feature_lengths: Optional[Mapping[str, int]] = None  # None: each example whole
     eval_metric: Optional[str] = None
+    eval_num_beams: Optional[int] = None  # None: greedy; n: beam search (t5x's decoding)
+    optimizer_step_from_checkpoint: bool = False  # Adafactor's counter from the checkpoint
     early_stopping_patience: Optional[int] = None  # evaluations without improvement
     checkpoint_period: int = 1000
     keep_checkpoints: int = 3
@@ -355,10 +357,19 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     check_model_dir(cfg.model_dir)
 
     # ---- task, data and model configuration: every bad input fails here, before any work
-    data.check_task(cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.train_split)
+    data.check_task(
+        cfg.mixture_or_task_name,
+        cfg.task_feature_lengths,
+        cfg.train_split,
+        splits=[cfg.eval_split] if cfg.eval_period > 0 else [],
+    )
     config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path)
     data.check_vocabulary_fits(cfg.mixture_or_task_name, config.vocab_size)
-    metric = evaluation.check_metric(cfg.mixture_or_task_name, cfg.eval_metric)
+    metric = (
+        evaluation.check_metric(cfg.mixture_or_task_name, cfg.eval_metric)
+        if cfg.eval_period > 0
+        else evaluation.SCORE
+    )
     if cfg.early_stopping_patience is not None and cfg.eval_period <= 0:
         raise UserError("early_stopping_patience needs evaluations (eval_period > 0)")
 
@@ -388,7 +399,7 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
         params = run.place_prompt(params, initial_prompt(cfg, params))
     log.info(trainable_lib.summary_line(run.mask, params))
     counts = trainable_lib.count(run.mask, params)
-    state, frozen = run.init_state(params)
+    state, frozen = run.init_state(params, _optimizer_step(cfg))
     del params
 
     # ---- resume from this run's own latest checkpoint
@@ -448,7 +459,9 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     def evaluate(step_number: int) -> None:
         check_finite()
         with run.partitioner.context():
-            results = evaluator(run.model, trainable_lib.merge(state.params, frozen))
+            results = evaluator(
+                run.model, trainable_lib.merge(state.params, frozen), cfg.eval_num_beams
+            )
         result.eval = results
         score = evaluation.select(results, cfg.mixture_or_task_name, metric)
         if main_process:
@@ -534,6 +547,23 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     if main_process:
         _write_summary(cfg, config, counts, result, time.perf_counter() - started)
     return result
+
+
+def _optimizer_step(cfg: TrainConfig) -> int:
+    """Where the optimizer's counters start: 0, or (optimizer_step_from_checkpoint, as the
+    original implementation) the step stored in the checkpoint, read from it."""
+    if not cfg.optimizer_step_from_checkpoint:
+        return 0
+    from ptune import checkpoints
+
+    step = checkpoints.describe(cfg.checkpoint_path).step if cfg.checkpoint_path else None
+    if step is None:
+        raise UserError(
+            "optimizer_step_from_checkpoint needs a checkpoint that stores its training step "
+            f"(a t5x checkpoint); {cfg.checkpoint_path} stores none"
+        )
+    log.info("optimizer step counters start at the checkpoint's step %d", step)
+    return int(step)
 
 
 def _write_summary(cfg, config, counts, result: TrainResult, seconds: float) -> None:

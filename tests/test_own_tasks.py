@@ -1,0 +1,141 @@
+"""A user's own task through the shipped recipe, the three ways t5x/seqio users expect: a task
+from plain files (`--task_file`), a module named by MIXTURE_OR_TASK_MODULE, and an `import`
+line in a gin file. Each trains two steps of runs/demo.gin and evaluates."""
+
+import json
+import os
+
+import pytest
+
+from conftest import REPO
+from ptune import cli
+
+DEMO_DATA = os.path.join(REPO, "tasks", "data", "demo")
+
+MODULE = """
+from ptune.tasks import files
+
+files.FileTask(
+    name={name!r},
+    splits={{"train": {train!r}, "validation": {validation!r}}},
+    inputs_field="sentence",
+    targets_field="label",
+    label_names=("negative", "positive"),
+    vocabulary="byte",
+).register()
+"""
+
+PLAIN_SEQIO = """
+import seqio
+
+def accuracy(targets, predictions):
+    return {{"accuracy": 100.0 * sum(t == p for t, p in zip(targets, predictions)) / len(targets)}}
+
+def records(split, shuffle_files=False, seed=None):
+    import tensorflow as tf
+    rows = [("good film", "positive"), ("sad film", "negative")] * 8
+    return tf.data.Dataset.from_tensor_slices(
+        {{"inputs": [r[0] for r in rows], "targets": [r[1] for r in rows]}})
+
+vocabulary = seqio.ByteVocabulary()
+seqio.TaskRegistry.add(
+    {name!r},
+    source=seqio.FunctionDataSource(records, splits=("train", "validation")),
+    preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos],
+    output_features={{
+        "inputs": seqio.Feature(vocabulary, add_eos=True),
+        "targets": seqio.Feature(vocabulary, add_eos=True),
+    }},
+    metric_fns=[accuracy],
+)
+"""
+
+
+def _train(capsys, monkeypatch, model_dir, task, *extra):
+    monkeypatch.setenv("PTUNE_COMPILATION_CACHE", "off")
+    code = cli.main(
+        [
+            "train",
+            "--gin_file=runs/demo.gin",
+            f"--gin.MODEL_DIR='{model_dir}'",
+            f"--gin.MIXTURE_OR_TASK_NAME='{task}'",
+            "--gin.TRAIN_STEPS=2",
+            "--gin.BATCH_SIZE=4",
+            "--gin.LOG_PERIOD=1",
+            *extra,
+        ]
+    )
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_a_task_from_plain_files_on_the_command_line(tmp_path, capsys, monkeypatch):
+    spec = (
+        f"my_sentiment:train={DEMO_DATA}/train.jsonl,validation={DEMO_DATA}/validation.jsonl,"
+        "inputs=sentence,targets=label,labels=negative|positive,vocabulary=byte"
+    )
+    code, lines = _train(
+        capsys, monkeypatch, tmp_path / "run", "my_sentiment", f"--task_file={spec}"
+    )
+    assert code == 0, lines[-5:]
+    summary = json.load(open(tmp_path / "run" / "summary.json"))
+    assert summary["task"] == "my_sentiment" and summary["best"]["metric"] == "score"
+    assert 0.0 <= summary["best"]["value"] <= 100.0
+
+
+def test_a_task_module_from_the_macro_and_from_a_gin_import(tmp_path, capsys, monkeypatch):
+    for name in ("mine_by_macro", "mine_by_import"):
+        (tmp_path / f"{name}_tasks.py").write_text(
+            MODULE.format(
+                name=name,
+                train=f"{DEMO_DATA}/train.jsonl",
+                validation=f"{DEMO_DATA}/validation.jsonl",
+            )
+        )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, lines = _train(
+        capsys,
+        monkeypatch,
+        tmp_path / "by_macro",
+        "mine_by_macro",
+        "--gin.MIXTURE_OR_TASK_MODULE='mine_by_macro_tasks'",
+    )
+    assert code == 0, lines[-5:]
+    gin_file = tmp_path / "my_run.gin"
+    gin_file.write_text("import mine_by_import_tasks\ninclude 'runs/demo.gin'\n")
+    code, lines = _train(
+        capsys, monkeypatch, tmp_path / "by_import", "mine_by_import", f"--gin_file={gin_file}"
+    )
+    assert code == 0, lines[-5:]
+    assert os.path.exists(tmp_path / "by_import" / "summary.json")
+
+
+def test_a_plain_seqio_task_needs_its_selection_metric_named(tmp_path, capsys, monkeypatch):
+    (tmp_path / "plain_tasks.py").write_text(PLAIN_SEQIO.format(name="plain_task"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = "--gin.MIXTURE_OR_TASK_MODULE='plain_tasks'"
+    code, lines = _train(capsys, monkeypatch, tmp_path / "a", "plain_task", module)
+    assert code == 2 and "declares no primary metrics: name the metric" in lines[-1]
+    assert not (tmp_path / "a").exists()
+    code, lines = _train(
+        capsys,
+        monkeypatch,
+        tmp_path / "b",
+        "plain_task",
+        module,
+        "--gin.trainer.TrainConfig.eval_metric='accuracy'",
+    )
+    assert code == 0, lines[-5:]
+    assert json.load(open(tmp_path / "b" / "summary.json"))["best"]["metric"] == "accuracy"
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("nocolon", "expected NAME:train=FILE"),
+        ("x:train=/no/such.jsonl,inputs=a,targets=b", "/no/such.jsonl"),
+    ],
+)
+def test_a_bad_task_file_flag_is_one_line(spec, message, tmp_path, capsys, monkeypatch):
+    code, lines = _train(capsys, monkeypatch, tmp_path / "run", "x", f"--task_file={spec}")
+    assert code == 2 and lines[-1].startswith("ptune: error:") and message in lines[-1]
+    assert not (tmp_path / "run").exists()

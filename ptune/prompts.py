@@ -282,15 +282,18 @@ class Initializer(Protocol):
     def __call__(self, rng: Array, shape: tuple[int, int], context: InitContext) -> np.ndarray: ...
 
 
-def random_uniform(scale: float = 0.5):
-    """Uniform in [-scale, scale] (the paper's random initialisation, scale 0.5).
+def random_uniform(scale: float = 0.5, centered: bool = True):
+    """Uniform in [-scale, scale] (the paper's random initialisation, scale 0.5); with
+    `centered=False`, uniform in [0, scale) as the original implementation's flax
+    `uniform(scale=0.5)`.
 
     Also usable directly as a Flax initializer `(rng, shape, dtype)`.
     """
+    low = -scale if centered else 0.0
 
     def init(rng, shape, context_or_dtype=jnp.float32):
         dtype = context_or_dtype if not isinstance(context_or_dtype, InitContext) else jnp.float32
-        return jax.random.uniform(rng, shape, dtype, minval=-scale, maxval=scale)
+        return jax.random.uniform(rng, shape, dtype, minval=low, maxval=scale)
 
     return init
 
@@ -307,28 +310,42 @@ def _candidate_ids(context: InitContext, top_k: int, excluded: Sequence[int]) ->
 
 
 def _sample_rows(
-    rng: Array, count: int, context: InitContext, top_k: int, excluded: Sequence[int]
+    rng: Array,
+    count: int,
+    context: InitContext,
+    top_k: int,
+    excluded: Sequence[int],
+    with_replacement: bool = False,
 ) -> np.ndarray:
-    """`count` distinct embedding rows, uniformly from the `top_k` most frequent ids."""
+    """`count` embedding rows, uniformly from the `top_k` most frequent ids: distinct ones, or
+    (`with_replacement`, as the original implementation) with replacement when `count` is
+    larger than the candidates."""
     if count == 0:
         return np.zeros((0, np.shape(context.embedding)[1]), np.float32)
     candidates = _candidate_ids(context, top_k, excluded)
-    if count > len(candidates):
+    replace = with_replacement and count > len(candidates)
+    if count > len(candidates) and not replace:
         raise UserError(
             f"cannot sample {count} distinct prompt rows from only "
             f"{len(candidates)} candidate tokens (ids < {top_k} without special ids)"
         )
-    chosen = np.asarray(jax.random.choice(rng, candidates.shape[0], (count,), replace=False))
+    chosen = np.asarray(jax.random.choice(rng, candidates.shape[0], (count,), replace=replace))
     return np.asarray(context.embedding)[candidates[chosen]].astype(np.float32)
 
 
-def sampled_vocab(top_k: int = TOP_K_TOKENS, excluded_ids: Sequence[int] = SPECIAL_IDS):
+def sampled_vocab(
+    top_k: int = TOP_K_TOKENS,
+    excluded_ids: Sequence[int] = SPECIAL_IDS,
+    with_replacement: bool = False,
+):
     """Rows copied from the frozen embedding table, drawn without replacement from the
     `top_k` most common tokens (SentencePiece ids are ordered by frequency), leaving out
-    pad/eos/unk and sentinel ids."""
+    pad/eos/unk and sentinel ids. The original implementation drew from ids 0..4999 with
+    pad/eos/unk included (`excluded_ids=()`) and with replacement when the prompt is longer
+    than the candidates (`with_replacement=True`)."""
 
     def init(rng, shape, context: InitContext):
-        return _sample_rows(rng, shape[0], context, top_k, excluded_ids)
+        return _sample_rows(rng, shape[0], context, top_k, excluded_ids, with_replacement)
 
     return init
 
@@ -349,6 +366,7 @@ def class_labels(
     labels: Optional[Sequence[str]] = None,
     top_k: int = TOP_K_TOKENS,
     excluded_ids: Sequence[int] = SPECIAL_IDS,
+    with_replacement: bool = False,
 ):
     """Row i is the mean embedding of the sub-tokens of label i; the remaining rows are
     sampled vocabulary. Labels default to the task's (`InitContext.labels`; a mixture's are
@@ -363,7 +381,7 @@ def class_labels(
                 "class-label initialisation: the task has no closed label set; "
                 "every prompt row is sampled vocabulary (the paper's fallback)"
             )
-            return _sample_rows(rng, shape[0], context, top_k, excluded_ids)
+            return _sample_rows(rng, shape[0], context, top_k, excluded_ids, with_replacement)
         if len(names) > shape[0]:
             log.warning(
                 "prompt length %d < %d class labels: dropping labels %s",
@@ -377,7 +395,9 @@ def class_labels(
             table[_token_ids(context.vocabulary, name, "class label")].mean(axis=0)
             for name in names
         ]
-        rest = _sample_rows(rng, shape[0] - len(label_rows), context, top_k, excluded_ids)
+        rest = _sample_rows(
+            rng, shape[0] - len(label_rows), context, top_k, excluded_ids, with_replacement
+        )
         return np.concatenate([np.stack(label_rows).astype(np.float32), rest], axis=0)
 
     return init

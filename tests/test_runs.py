@@ -7,11 +7,12 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 import ptune.tasks  # noqa: F401  registers the tasks
-from conftest import REPO, tiny_run_config
+from conftest import REPO, tiny_run_config, tiny_t5
 from ptune import evaluation, ginconfig, optimizers, prompts, trainer
 from ptune.errors import UserError
 from ptune.models import t5
@@ -320,3 +321,41 @@ def test_missing_vocabulary_fails_before_anything_is_written(tmp_path):
         f"model not found: '{tmp_path / 'missing.model'}'"
     ), last
     assert not model_dir.exists()
+
+
+def test_the_original_preset_sets_each_difference_on_top_of_the_paper_recipe():
+    import gin
+    from ptune import prompts as prompts_lib
+
+    for prompt in _gin_files("prompts"):
+        files = ["models/t5_1_1_tiny.gin", prompt, "runs/prompt_tuning.gin", "presets/original.gin"]
+        ginconfig.parse(ginconfig.GinArgs(files=files, bindings=RUN_MACROS))
+        cfg = gin.get_configurable(trainer.TrainConfig)()
+        fields = ginconfig.model_fields()
+        assert cfg.optimizer_step_from_checkpoint and cfg.eval_num_beams == 1, files
+        assert cfg.loss.loss_normalizing_factor is None and fields["dtype"] == "bfloat16"
+        if prompt == "prompts/random_uniform.gin":
+            value = cfg.prompt.initializer(jax.random.PRNGKey(0), (50, 4), None)
+            assert float(value.min()) >= 0.0 and float(value.max()) < 0.5
+        if prompt in ("prompts/sampled_vocab.gin", "prompts/class_labels.gin"):
+            # Three candidate rows (pad, eos, unk included) fill five prompt rows.
+            embedding = np.arange(12, dtype=np.float32).reshape(3, 4)
+            context = prompts_lib.InitContext(embedding=embedding, labels=None)
+            value = cfg.prompt.initializer(jax.random.PRNGKey(0), (5, 4), context)
+            assert value.shape == (5, 4) and set(value[:, 0].tolist()) <= {0.0, 4.0, 8.0}
+        gin.clear_config()
+
+
+def test_optimizer_step_counters_start_at_the_checkpoint_step(shared_data):
+    from ptune import recipe
+
+    path = shared_data("t5x_tiny_checkpoint", "checkpoint_3")
+    cfg = tiny_run_config("/tmp/unused", checkpoint_path=path, optimizer_step_from_checkpoint=True)
+    assert trainer._optimizer_step(cfg) == 3
+    run = recipe.assemble(
+        tiny_t5(), prompt_factory=prompts.prompt_factory(4), trainable=cfg.trainable
+    )
+    params = run.place_prompt(run.random_frozen(0), np.zeros((4, 8), np.float32))
+    state, _ = run.init_state(params, optimizer_step=3)
+    counts = [x for x in jax.tree_util.tree_leaves(state.opt_state) if np.ndim(x) == 0]
+    assert counts and all(int(c) == 3 for c in counts) and int(state.step) == 0

@@ -166,3 +166,60 @@ CASES = [
     ("wsc_v102_simple_eval", WSC, "validation", WSC_TEXT, "wsc:", "Mark"),
     ("wsc_v102_simple_train", WSC, "train", WSC_TEXT, "wsc:", "Mark"),
 ]
+
+OFFICIAL_MULTIRC_TEXT = MULTIRC["paragraph"]
+RECORD_PASSAGE = (
+    "The harbour closed.\n@highlight\nShips waited outside\n@highlight\nNo one was hurt"
+)
+
+# Records exactly as the official SuperGLUE zips hold them (val.jsonl unless noted).
+OFFICIAL = {
+    "boolq": {"question": BOOLQ["question"], "passage": BOOLQ["passage"], "idx": 4, "label": True},
+    "cb": {"premise": CB["premise"], "hypothesis": CB["hypothesis"], "label": "neutral", "idx": 0},
+    "copa": {**{k: COPA[k] for k in ("premise", "choice1", "choice2", "question")}, "label": 0, "idx": 0},
+    "multirc": {
+        "idx": 3,
+        "version": 1.1,
+        "passage": {
+            "text": OFFICIAL_MULTIRC_TEXT,
+            "questions": [
+                {
+                    "question": "Who did Susan call?",
+                    "answers": [
+                        {"text": "Her friends", "idx": 2, "label": 1},
+                        {"text": "Her dog", "idx": 3, "label": 0},
+                    ],
+                    "idx": 11,
+                }
+            ],
+        },
+    },
+    "record": {
+        "source": "Daily mail",
+        "passage": {
+            "text": RECORD_PASSAGE,
+            "entities": [{"start": 0, "end": 10}, {"start": 4, "end": 10}, {"start": 31, "end": 35}],
+        },
+        "qas": [
+            {
+                "query": "@placeholder stayed shut all day.",
+                "answers": [
+                    {"start": 0, "end": 10, "text": "The harbour"},
+                    {"start": 4, "end": 10, "text": "harbour"},
+                ],
+                "idx": 9,
+            }
+        ],
+        "idx": 5,
+    },
+    "rte": {"premise": RTE["premise"], "hypothesis": RTE["hypothesis"], "label": "not_entailment", "idx": 0},
+    "wic": {**{k: WIC[k] for k in WIC if k != "label"}, "label": False, "version": 1.1},
+    "wsc.fixed": {
+        "text": WSC["text"],
+        "target": {"span2_index": 13, "span1_index": 0, "span1_text": "Mark", "span2_text": "He"},
+        "idx": 0,
+        "label": True,
+    },
+    "axb": {"sentence1": AXB["sentence1"], "sentence2": AXB["sentence2"], "label": "not_entailment", "idx": 0, "logic": "Negation"},
+    "axg": {"hypothesis": AXG["hypothesis"], "premise": AXG["premise"], "idx": 0, "pair_id": 1, "label": "not_entailment"},
+}  # fmt: skip

@@ -8,68 +8,23 @@ import numpy as np
 import pytest
 import seqio
 import tensorflow as tf
-from superglue_records import AXB, AXG, BOOLQ, CB, COPA, MULTIRC, RTE, WIC, WSC
+from superglue_records import (
+    AXB,
+    AXG,
+    BOOLQ,
+    CB,
+    COPA,
+    MULTIRC,
+    OFFICIAL,
+    RECORD_PASSAGE,
+    RTE,
+    WIC,
+    WSC,
+)
 from task_support import run_all, texts
 
 from ptune.errors import UserError
 from ptune.tasks import readers, sources, superglue_files
-
-MULTIRC_TEXT = MULTIRC["paragraph"]
-RECORD_PASSAGE = (
-    "The harbour closed.\n@highlight\nShips waited outside\n@highlight\nNo one was hurt"
-)
-
-# Records exactly as the official SuperGLUE zips hold them (val.jsonl unless noted).
-OFFICIAL = {
-    "boolq": {"question": BOOLQ["question"], "passage": BOOLQ["passage"], "idx": 4, "label": True},
-    "cb": {"premise": CB["premise"], "hypothesis": CB["hypothesis"], "label": "neutral", "idx": 0},
-    "copa": {**{k: COPA[k] for k in ("premise", "choice1", "choice2", "question")}, "label": 0, "idx": 0},
-    "multirc": {
-        "idx": 3,
-        "version": 1.1,
-        "passage": {
-            "text": MULTIRC_TEXT,
-            "questions": [
-                {
-                    "question": "Who did Susan call?",
-                    "answers": [
-                        {"text": "Her friends", "idx": 2, "label": 1},
-                        {"text": "Her dog", "idx": 3, "label": 0},
-                    ],
-                    "idx": 11,
-                }
-            ],
-        },
-    },
-    "record": {
-        "source": "Daily mail",
-        "passage": {
-            "text": RECORD_PASSAGE,
-            "entities": [{"start": 0, "end": 10}, {"start": 4, "end": 10}, {"start": 31, "end": 35}],
-        },
-        "qas": [
-            {
-                "query": "@placeholder stayed shut all day.",
-                "answers": [
-                    {"start": 0, "end": 10, "text": "The harbour"},
-                    {"start": 4, "end": 10, "text": "harbour"},
-                ],
-                "idx": 9,
-            }
-        ],
-        "idx": 5,
-    },
-    "rte": {"premise": RTE["premise"], "hypothesis": RTE["hypothesis"], "label": "not_entailment", "idx": 0},
-    "wic": {**{k: WIC[k] for k in WIC if k != "label"}, "label": False, "version": 1.1},
-    "wsc.fixed": {
-        "text": WSC["text"],
-        "target": {"span2_index": 13, "span1_index": 0, "span1_text": "Mark", "span2_text": "He"},
-        "idx": 0,
-        "label": True,
-    },
-    "axb": {"sentence1": AXB["sentence1"], "sentence2": AXB["sentence2"], "label": "not_entailment", "idx": 0, "logic": "Negation"},
-    "axg": {"hypothesis": AXG["hypothesis"], "premise": AXG["premise"], "idx": 0, "pair_id": 1, "label": "not_entailment"},
-}  # fmt: skip
 
 # The same records in TFDS super_glue/*:1.0.2 shapes, written by hand.
 TFDS_SHAPED = {

@@ -15,6 +15,21 @@ import tempfile
 from typing import Any, Callable
 
 
+def check_writable_dir(path: str, what: str) -> None:
+    """`path` must be a directory this process can create or write: checked before any work,
+    so a bad path costs nothing and is one line naming `what` it is."""
+    from ptune.errors import UserError
+
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{what} {path} exists and is not a directory")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path}: {existing} is not writable")
+
+
 def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)

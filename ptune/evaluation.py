@@ -341,6 +341,10 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
         )
     if cfg.prompt_file is not None and cfg.no_prompt:
         raise UserError("PROMPT_FILE and NO_PROMPT=True contradict each other: choose one")
+    output_dir = cfg.output_dir or (
+        os.path.dirname(os.path.abspath(cfg.prompt_file)) if cfg.prompt_file else os.getcwd()
+    )
+    atomic.check_writable_dir(output_dir, "the eval output directory (EVAL_OUTPUT_DIR)")
     data.check_task(cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.eval_split)
     config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path)
     data.check_vocabulary_fits(cfg.mixture_or_task_name, config.vocab_size)
@@ -363,9 +367,6 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
     if prompt is not None:
         params = run.place_prompt(params, prompt)
     results = evaluator(run.model, params, cfg.num_beams)
-    output_dir = cfg.output_dir or (
-        os.path.dirname(os.path.abspath(cfg.prompt_file)) if cfg.prompt_file else os.getcwd()
-    )
     write_results(
         os.path.join(output_dir, f"eval_{cfg.eval_split}.json"),
         -1,

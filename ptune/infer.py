@@ -99,6 +99,9 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
     from tqdm import tqdm
 
     data.check_feature_lengths(cfg.task_feature_lengths, "TASK_FEATURE_LENGTHS")
+    atomic.check_writable_dir(
+        os.path.dirname(os.path.abspath(cfg.output_file)), "INFER_OUTPUT_FILE's directory"
+    )
     requests = read_requests(cfg.input_file)
     bank = server_lib.Bank.from_files(dict(cfg.prompt_files), cfg.prompt.placement)
     vocabularies = {}
@@ -180,6 +183,10 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
     if len(cfg.prompt_files) < 2:
         raise UserError("ensembling needs at least two prompt files")
     data.check_task(cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.eval_split)
+    if cfg.output_file:
+        atomic.check_writable_dir(
+            os.path.dirname(os.path.abspath(cfg.output_file)), "--output's directory"
+        )
     names = [f"prompt_{i + 1}" for i in range(len(cfg.prompt_files))]
     bank = server_lib.Bank.from_files(dict(zip(names, cfg.prompt_files)), cfg.prompt.placement)
     evaluator = evaluation.Evaluation(

@@ -210,19 +210,6 @@ RUN_FILES = (
 )
 
 
-def check_model_dir(model_dir: str) -> None:
-    """MODEL_DIR must be a directory this process can create or write (checked before any
-    work, so a bad path costs nothing)."""
-    path = os.path.abspath(model_dir)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UserError(f"MODEL_DIR {model_dir} exists and is not a directory")
-    existing = path
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"MODEL_DIR {model_dir}: {existing} is not writable")
-
-
 def prepare_model_dir(cfg: TrainConfig, fingerprint: dict, config_text: str) -> None:
     """Creates MODEL_DIR, or checks that it holds this very run (refuses another one)."""
     run_file = os.path.join(cfg.model_dir, "run.json")
@@ -354,7 +341,7 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
             "INITIAL_CHECKPOINT_PATH is required: prompt tuning needs a "
             "pretrained model (random frozen weights only with random_init)"
         )
-    check_model_dir(cfg.model_dir)
+    atomic.check_writable_dir(cfg.model_dir, "MODEL_DIR")
 
     # ---- task, data and model configuration: every bad input fails here, before any work
     data.check_task(

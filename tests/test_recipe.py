@@ -154,7 +154,7 @@ def test_bad_run_input_is_one_line_and_writes_nothing(args, message, tmp_path, c
 def test_model_dir_that_is_a_file_or_not_writable(tmp_path):
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    with pytest.raises(UserError, match="exists and is not a directory"):
+    with pytest.raises(UserError, match="MODEL_DIR .* exists and is not a directory"):
         trainer.train(tiny_run_config(a_file))
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)

@@ -85,6 +85,7 @@ def measure(directory: str, dtype: str, size: str, through: str) -> None:
         "import time, resource, jax, jax.numpy as jnp\n"
         "import numpy as np\n"
         "from ptune import checkpoints, recipe\n"
+        "jax.block_until_ready(jnp.zeros(1) + 1)  # the runtime itself is not the load\n"
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "t = time.perf_counter()\n" + load + "jax.block_until_ready(params)\n"
         "dt = time.perf_counter() - t\n"

@@ -630,8 +630,9 @@ def _enable_compilation_cache() -> None:
     import jax
 
     jax.config.update("jax_compilation_cache_dir", directory)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    # Only compiles that take a while are worth a file: writing every small one costs more
+    # on the first run than reading them saves on the second.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 NEEDS_DATA = ("train", "eval", "infer", "ensemble", "tasks", "explain")

@@ -26,6 +26,17 @@ from ptune.models import t5
 
 log = logging.getLogger("ptune")
 
+
+class _NoEvaluatorLoggerNotice(logging.Filter):
+    """seqio warns on every Evaluator that it has no result loggers: ptune writes the results
+    itself (metrics.jsonl, eval/*.json, TensorBoard), so the notice only reads like a fault."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "'logger_cls' is empty" not in str(record.msg)
+
+
+logging.getLogger("absl").addFilter(_NoEvaluatorLoggerNotice())
+
 PyTree = Any
 
 

@@ -28,19 +28,40 @@ class LazyArray:
 
     shape: tuple[int, ...]
     dtype: np.dtype
-    reader: Callable[[Index], np.ndarray]
+    reader: Callable[..., np.ndarray]
     origin: str
+    casts: bool = False  # the reader takes (index, dtype) and casts as it reads
 
     def read(self, index: Optional[Sequence] = None, dtype=None) -> np.ndarray:
         """The slice `index` (slices or None per axis; None = everything), cast to `dtype`."""
         index = normalize_index(index, self.shape)
-        out = np.asarray(self.reader(index))
+        out = np.asarray(self.reader(index, dtype) if self.casts else self.reader(index))
         expected = tuple(s.stop - s.start for s in index)
         if out.shape != expected:
             raise ValueError(f"{self.origin}: read {out.shape} for slice {expected}")
-        if dtype is not None and out.dtype != np.dtype(dtype):
-            out = out.astype(dtype)
+        if (dtype is not None and out.dtype != np.dtype(dtype)) or not is_aligned(out):
+            cast = aligned_empty(out.shape, dtype if dtype is not None else out.dtype)
+            np.copyto(cast, out, casting="unsafe")
+            out = cast
         return out
+
+
+# XLA's CPU client adopts a host buffer without copying when it is this aligned; otherwise it
+# copies, and the freed numpy buffers stay in the heap (measured: ~20% of a model's size).
+ALIGNMENT = 64
+
+
+def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on an `ALIGNMENT` boundary."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buffer = np.empty(nbytes + ALIGNMENT, np.uint8)
+    offset = (-buffer.ctypes.data) % ALIGNMENT
+    return buffer[offset : offset + nbytes].view(dtype).reshape(shape)
+
+
+def is_aligned(array: np.ndarray) -> bool:
+    return array.flags.c_contiguous and array.ctypes.data % ALIGNMENT == 0
 
 
 def normalize_index(index: Optional[Sequence], shape: tuple[int, ...]) -> Index:

@@ -170,15 +170,37 @@ def _leaves(tree: Any, prefix: tuple = ()):
 
 def _tensorstore_array(store: ts.TensorStore, origin: str, version: int) -> LazyArray:
     dtype = store.dtype.numpy_dtype
-    reinterpret = version < 3 and dtype == np.uint16
+    reinterpret = version < 3 and dtype == np.uint16  # bfloat16 stored as uint16
+    stored = np.dtype(jnp.bfloat16) if reinterpret else dtype
+    rows = int(store.chunk_layout.read_chunk.shape[0] or 0) if store.rank else 0
 
-    def read(index):
-        out = store[index].read().result()
-        return out.view(jnp.bfloat16) if reinterpret else out
+    def read(index, cast=None):
+        """Reads into one aligned output array (adopted by jax without a copy), a storage
+        chunk's rows at a time: a whole-slice read would hold every decoded chunk beside the
+        output, and a cast afterwards a second copy of the array in the stored dtype."""
+        index = tuple(index)
+        want = np.dtype(cast) if cast is not None else stored
+        out = lazy_arrays.aligned_empty(tuple(s.stop - s.start for s in index), want)
+        if not index:
+            out[...] = _values(store.read().result())
+            return out
+        target = ts.array(out, copy=False, write=True) if want == dtype else None
+        first, start = index[0], index[0].start
+        while start < first.stop:
+            stop = min((start // rows + 1) * rows, first.stop) if rows else first.stop
+            block = store[(slice(start, stop),) + index[1:]]
+            rows_out = slice(start - first.start, stop - first.start)
+            if target is not None:  # same dtype: decode straight into the output
+                target[rows_out].write(block.translate_to[(0,) * len(index)]).result()
+            else:
+                out[rows_out] = _values(block.read().result())
+            start = stop
+        return out
 
-    return LazyArray(
-        tuple(store.shape), np.dtype(jnp.bfloat16) if reinterpret else dtype, read, origin
-    )
+    def _values(array: np.ndarray) -> np.ndarray:
+        return array.view(jnp.bfloat16) if reinterpret else array
+
+    return LazyArray(tuple(store.shape), stored, read, origin, casts=True)
 
 
 def open_checkpoint(path: str) -> CheckpointSource:

@@ -657,8 +657,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ptune: error: unknown command {name!r}\n{usage}", file=sys.stderr)
         return 2
     try:
-        if name in NEEDS_DATA:
-            _quiet_tensorflow()
+        if name in NEEDS_DATA or any(a.startswith("--gin_file") for a in rest):
+            _quiet_tensorflow()  # run gin files import the data modules, and so TensorFlow
         rest = _take_process_flags(rest)
         if name in COMPILES:
             _enable_compilation_cache()

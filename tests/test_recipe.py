@@ -137,6 +137,17 @@ def _cli(capsys, monkeypatch, *args):
             "model's embedding has 200 rows",
         ),
         (
+            [
+                "--gin_file=runs/demo.gin",
+                "--gin.MIXTURE_OR_TASK_NAME='taskless_super_glue_rte_v102'",
+                "--superglue_dir=/no/such/dir",
+                f"--spm_path={os.path.join(REPO, '..', 'shared', 'data', 't5_vocab')}"
+                "/sentencepiece.model",
+            ],
+            "ptune: error: data for taskless_super_glue_rte_v102 is missing: the "
+            "--superglue_dir / PTUNE_SUPERGLUE_DIR directory /no/such/dir does not exist",
+        ),
+        (
             ["--gin_file=runs/demo.gin", "--gin.MIXTURE_OR_TASK_MODULE='no_such_tasks'"],
             "ptune: error: MIXTURE_OR_TASK_MODULE 'no_such_tasks' cannot be imported",
         ),

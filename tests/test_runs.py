@@ -359,3 +359,19 @@ def test_optimizer_step_counters_start_at_the_checkpoint_step(shared_data):
     state, _ = run.init_state(params, optimizer_step=3)
     counts = [x for x in jax.tree_util.tree_leaves(state.opt_state) if np.ndim(x) == 0]
     assert counts and all(int(c) == 3 for c in counts) and int(state.step) == 0
+
+
+def test_evaluation_takes_each_example_whole_unless_lengths_are_fixed(caplog):
+    import logging
+
+    from ptune import data
+
+    task = data.get_task("ptune_demo")
+    rows = list(task.get_dataset(None, split="validation", shuffle=False).as_numpy_iterator())
+    longest = max(len(r["inputs"]) for r in rows)
+    whole = evaluation.Evaluation("ptune_demo", None, 16)
+    assert whole.lengths["inputs"] >= longest and whole.lengths["inputs"] < 2 * longest
+    with caplog.at_level(logging.WARNING):
+        cut = evaluation.Evaluation("ptune_demo", {"inputs": 8, "targets": 4}, 16)
+    assert cut.lengths == {"inputs": 8, "targets": 4}
+    assert f"truncate the inputs of {len(rows)} and the targets of" in caplog.text

@@ -593,8 +593,9 @@ def _take_process_flags(argv: Sequence[str]) -> list[str]:
 def _quiet_tensorflow() -> None:
     """Imports TensorFlow (seqio's data engine) with its C++ start-up lines silenced and its
     GPUs hidden: ptune never computes with TensorFlow, and on a machine without a GPU its CUDA
-    probing prints lines that read like errors. Only the import is silenced: warnings raised
-    later still show, and an import failure is re-raised after stderr is restored."""
+    probing prints lines that read like errors. Only the import and the device probe are
+    silenced: warnings raised later still show, and an import failure is re-raised after
+    stderr is restored."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules:
         return
@@ -604,14 +605,15 @@ def _quiet_tensorflow() -> None:
             os.dup2(null.fileno(), 2)
             try:
                 import tensorflow as tf
+
+                try:  # listing devices probes CUDA, which prints its own error lines
+                    tf.config.set_visible_devices([], "GPU")
+                except (RuntimeError, ValueError):
+                    pass  # already initialised by someone else: nothing to hide any more
             finally:
                 os.dup2(saved, 2)
     finally:
         os.close(saved)
-    try:
-        tf.config.set_visible_devices([], "GPU")
-    except (RuntimeError, ValueError):
-        pass  # already initialised by someone else: nothing to hide any more
 
 
 COMPILE_CACHE_ENV = "PTUNE_COMPILATION_CACHE"

@@ -206,7 +206,7 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
         table["prompts"].append({"name": name, "file": cfg.prompt_files[m], "metrics": metrics})
     table["ensemble"] = evaluator.metrics_from_outputs(outputs, member=None)
     table["average"] = _mean_metrics([p["metrics"] for p in table["prompts"]])
-    table["best"] = _best(table["prompts"])
+    table["best"] = _best(table["prompts"], cfg.mixture_or_task_name)
     if cfg.output_file:
         evaluation.write_results(cfg.output_file, -1, table)
     return table
@@ -226,24 +226,21 @@ def _mean_metrics(all_metrics: Sequence[Mapping]) -> dict[str, float]:
     return {k: float(np.mean([f[k] for f in flat])) for k in flat[0]}
 
 
-def _best(rows: Sequence[dict]) -> dict:
-    """The prompt with the highest first metric (metric order as the task reports them)."""
-    key = next(iter(_flat(rows[0]["metrics"])))
-    best = max(rows, key=lambda r: _flat(r["metrics"])[key])
+def _best(rows: Sequence[dict], task: str) -> dict:
+    """The prompt with the highest score (the mean of the task's primary metrics; for a task
+    registered outside ptune.tasks, its first reported metric)."""
+    try:
+        value = {r["name"]: evaluation.score(r["metrics"], task) for r in rows}
+        key = evaluation.SCORE
+    except UserError:
+        key = next(iter(_flat(rows[0]["metrics"])))
+        value = {r["name"]: _flat(r["metrics"])[key] for r in rows}
+    best = max(rows, key=lambda r: value[r["name"]])
     return {"name": best["name"], "metric": key, "metrics": _flat(best["metrics"])}
 
 
 def format_table(table: dict) -> str:
-    """Markdown in the layout of the paper's Table 3."""
-    keys = list(table["average"])
-    lines = ["| | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    """Markdown in the layout of the paper's Table 3 (see `ptune.report.table_3`)."""
+    from ptune import report
 
-    def row(label, values):
-        return f"| {label} | " + " | ".join(f"{values[k]:.2f}" for k in keys) + " |"
-
-    for p in table["prompts"]:
-        lines.append(row(p["name"], _flat(p["metrics"])))
-    lines.append(row("Average", table["average"]))
-    lines.append(row(f"Best ({table['best']['name']})", table["best"]["metrics"]))
-    lines.append(row("Ensemble", _flat(table["ensemble"])))
-    return "\n".join(lines)
+    return report.table_3(table)

@@ -525,6 +525,14 @@ def _flat(metrics: dict) -> dict[str, float]:
 
 def ensemble_table(table: dict, source: str) -> str:
     """A heading and the paper's Table 3 layout: a row per prompt, average, best, ensemble."""
+    task, split = table.get("task", "n/a"), table.get("split", "n/a")
+    title = f"### {os.path.basename(source)}: {task}, {split} split"
+    return f"{title}\n\n{table_3(table)}"
+
+
+def table_3(table: dict) -> str:
+    """`ptune ensemble`'s result in the paper's Table 3 layout (Markdown): a row per prompt,
+    their average, the best single prompt, the ensemble; a column per metric."""
     keys = [k for k, v in table["average"].items() if _number(v) is not None]
     tasks = {k.split("/", 1)[0] for k in keys}
     header = ["", *(k.split("/", 1)[-1] if len(tasks) == 1 else k for k in keys)]
@@ -539,14 +547,11 @@ def ensemble_table(table: dict, source: str) -> str:
         (f"Best ({table['best'].get('name', 'n/a')})", table["best"]["metrics"]),
         ("Ensemble", _flat(table["ensemble"])),
     ]
-    task, split = table.get("task", "n/a"), table.get("split", "n/a")
-    title = f"### {os.path.basename(source)}: {task}, {split} split"
-    body = _table(
+    return _table(
         header,
         [(name, *(_fmt(_number(v.get(k))) for k in keys)) for name, v in rows],
         [False] + [True] * len(keys),
     )
-    return f"{title}\n\n{body}"
 
 
 def write_report(run_dirs: Sequence[str], output_dir: str) -> list[str]:

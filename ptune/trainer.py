@@ -352,6 +352,7 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     )
     config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path)
     data.check_vocabulary_fits(cfg.mixture_or_task_name, config.vocab_size)
+    optimizer_step = _optimizer_step(cfg)
     metric = (
         evaluation.check_metric(cfg.mixture_or_task_name, cfg.eval_metric)
         if cfg.eval_period > 0
@@ -386,7 +387,7 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
         params = run.place_prompt(params, initial_prompt(cfg, params))
     log.info(trainable_lib.summary_line(run.mask, params))
     counts = trainable_lib.count(run.mask, params)
-    state, frozen = run.init_state(params, _optimizer_step(cfg))
+    state, frozen = run.init_state(params, optimizer_step)
     del params
 
     # ---- resume from this run's own latest checkpoint

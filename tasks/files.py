@@ -201,6 +201,11 @@ _SPEC_KEYS = {
 }
 
 
+def registered() -> frozenset[str]:
+    """The task names registered from files in this process (they are not built-in tasks)."""
+    return frozenset(_REGISTERED)
+
+
 def parse_spec(spec: str) -> FileTask:
     """A `FileTask` from one string, for a command-line flag:
 

@@ -24,6 +24,17 @@ def shared_data():
     return shared_path
 
 
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Tests that run `ptune.cli.main` in-process set data flags as environment variables
+    (PTUNE_SUPERGLUE_DIR, PTUNE_SPM_PATH, ...), as the CLI does; none may leak into the next
+    test."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture
 def t5_vocab(shared_data):
     """Points the registered tasks at the real T5 vocabulary for the duration of a test."""

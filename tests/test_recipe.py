@@ -249,3 +249,27 @@ def test_preemption_writes_a_checkpoint_and_the_same_command_resumes(name, code,
     assert sorted(os.listdir(model_dir / "checkpoints")) == ["3", "6"]
     summary = json.load(open(model_dir / "summary.json"))
     assert summary["steps"] == 6 and summary["prompt_length"] == 10
+
+
+def test_the_paper_recipe_trains_over_a_hugging_face_directory_without_a_model_file(
+    hf_dir, tmp_path, capsys, monkeypatch, caplog
+):
+    caplog.set_level("INFO", logger="ptune")
+    code, lines = _cli(
+        capsys,
+        monkeypatch,
+        "train",
+        "--gin_file=runs/prompt_tuning.gin",
+        f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
+        "--gin.MIXTURE_OR_TASK_NAME='ptune_demo'",
+        f"--gin.INITIAL_CHECKPOINT_PATH='{hf_dir}'",
+        "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 8}",
+        "--gin.BATCH_SIZE=4",
+        "--gin.TRAIN_STEPS=2",
+        "--gin.EVAL_PERIOD=2",
+        "--gin.PROMPT_LENGTH=4",
+    )
+    assert code == 0, lines[-5:]
+    assert "model: from the hf checkpoint" in caplog.text
+    run = json.load(open(tmp_path / "run" / "run.json"))
+    assert (run["model"]["emb_dim"], run["model"]["vocab_size"]) == (16, 384)

@@ -18,6 +18,7 @@ from typing import Iterator, Mapping, Optional, Sequence
 import numpy as np
 import seqio
 
+from ptune import buckets as buckets_lib
 from ptune.errors import UserError
 
 MODEL_FEATURES = (
@@ -142,8 +143,10 @@ def train_batches(
     num_shards: int = 1,
     pack: bool = False,
     use_cached: bool = False,
+    buckets: Optional[buckets_lib.LengthBuckets] = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Endless shuffled batches, starting after `start_batch` already-consumed batches."""
+    """Endless shuffled batches, starting after `start_batch` already-consumed batches; with
+    `buckets`, each cut to its length bucket (the same on every host)."""
     get_task(task_name)
     if batch_size % num_shards:
         raise UserError(f"batch size {batch_size} is not divisible by the {num_shards} hosts")
@@ -165,27 +168,52 @@ def train_batches(
     if start_batch:
         ds = ds.skip(start_batch)
     for batch in ds.as_numpy_iterator():
-        yield {k: np.asarray(batch[k], np.int32) for k in MODEL_FEATURES if k in batch}
+        batch = {k: np.asarray(batch[k], np.int32) for k in MODEL_FEATURES if k in batch}
+        if buckets is not None and not pack:
+            longest = buckets_lib.longest_rows(batch)
+            if num_shards > 1:
+                longest = buckets_lib.agree_across_hosts(longest)
+            batch = buckets_lib.cut_to_buckets(batch, buckets, longest)
+        yield batch
 
 
 def padded_batches(
-    examples, batch_size: int, lengths: Optional[Mapping[str, int]] = None
+    examples,
+    batch_size: int,
+    lengths: Optional[Mapping[str, int]] = None,
+    buckets: Optional[buckets_lib.LengthBuckets] = None,
 ) -> Iterator[tuple[list, dict]]:
-    """Groups (index, features) pairs into fixed-size batches, padding the last with zero
-    rows so every batch has one shape (one compilation). Yields (indices, batch)."""
+    """Groups (index, features) pairs into batches of `batch_size` rows, padding the last
+    with zero rows. Each feature is padded to its `lengths` entry, or with `buckets` to the
+    smallest bucket (up to that length) holding the chunk's longest example, so a few shapes
+    (one compilation each) cover every batch. Yields (indices, batch)."""
     chunk: list = []
 
     def emit(chunk):
         indices = [i for i, _ in chunk]
         keys = [k for k in MODEL_FEATURES if k in chunk[0][1]]
+        real = {"inputs": 1, "targets": 1}  # longest non-pad prefix per feature
+        for _, f in chunk:
+            for key, feature in (
+                ("encoder_input_tokens", "inputs"),
+                ("decoder_target_tokens", "targets"),
+            ):
+                if key in f:
+                    nonzero = np.flatnonzero(np.asarray(f[key]))
+                    real[feature] = max(real[feature], int(nonzero[-1]) + 1 if nonzero.size else 1)
         batch = {}
         for k in keys:
             width = max(len(f[k]) for _, f in chunk)
             if lengths is not None and k in lengths:
-                width = lengths[k]
+                if buckets is not None and k in buckets_lib.FEATURE_OF:
+                    feature = buckets_lib.FEATURE_OF[k]
+                    width = buckets.width(feature, real[feature], lengths[k])
+                else:
+                    width = lengths[k]
             rows = np.zeros((batch_size, width), np.int32)
             for r, (_, f) in enumerate(chunk):
-                rows[r, : len(f[k])] = f[k]
+                row = np.asarray(f[k])[:width]
+                rows[r, : len(row)] = row
             batch[k] = rows
         return indices, batch
 

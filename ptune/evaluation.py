@@ -21,6 +21,7 @@ import numpy as np
 import seqio
 
 from ptune import atomic, data, decoding, prompts
+from ptune import buckets as buckets_lib
 from ptune.errors import UserError
 from ptune.models import t5
 
@@ -54,12 +55,14 @@ class Evaluation:
         feature_lengths: Optional[Mapping[str, int]],
         batch_size: int,
         split: str = "validation",
+        buckets: Optional[buckets_lib.LengthBuckets] = None,
     ):
         data.get_task(task_name)
         data.check_feature_lengths(feature_lengths, "eval feature lengths")
         self.task_name = task_name
         self.batch_size = batch_size
         self.split = split
+        self.buckets = buckets
         with data.dataset_errors(task_name):
             self._evaluator = seqio.Evaluator(
                 task_name,
@@ -123,7 +126,9 @@ class Evaluation:
         return bool(self._evaluator.eval_tasks)
 
     def _batches(self, ds):
-        return data.padded_batches(ds.as_numpy_iterator(), self.batch_size, self._model_lengths)
+        return data.padded_batches(
+            ds.as_numpy_iterator(), self.batch_size, self._model_lengths, self.buckets
+        )
 
     def model_outputs(self, generate_fn: Callable, score_fn: Callable) -> dict[str, dict]:
         """Runs the model once over every eval task's examples.
@@ -339,6 +344,9 @@ class EvalConfig:
     eval_split: str = "validation"
     num_beams: Optional[int] = None  # None: greedy; n: beam search (t5x's decoding, alpha 0.6)
     output_dir: Optional[str] = None  # where eval_<split>.json goes (default: beside prompt)
+    length_buckets: Optional[buckets_lib.LengthBuckets] = (
+        buckets_lib.LengthBuckets()
+    )  # None: one padded shape
 
 
 def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
@@ -371,7 +379,11 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
     else:
         log.warning("evaluating the bare frozen model, without a prompt (NO_PROMPT=True)")
     evaluator = Evaluation(
-        cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.batch_size, cfg.eval_split
+        cfg.mixture_or_task_name,
+        cfg.task_feature_lengths,
+        cfg.batch_size,
+        cfg.eval_split,
+        buckets=cfg.length_buckets,
     )
     run = recipe.assemble(config, prompt_factory=factory)
     params = run.load_frozen(cfg.checkpoint_path)

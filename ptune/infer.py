@@ -23,7 +23,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ptune import atomic, data, evaluation, prompts, recipe
+from ptune import atomic, buckets, data, evaluation, prompts, recipe
 from ptune import server as server_lib
 from ptune.errors import UserError
 
@@ -176,6 +176,9 @@ class EnsembleConfig:
     batch_size: int = 32
     eval_split: str = "validation"
     output_file: Optional[str] = None  # JSON of the table; default: none
+    length_buckets: Optional[buckets.LengthBuckets] = (
+        buckets.LengthBuckets()
+    )  # None: one padded shape
 
 
 def run_ensemble(cfg: EnsembleConfig) -> dict:
@@ -190,7 +193,11 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
     names = [f"prompt_{i + 1}" for i in range(len(cfg.prompt_files))]
     bank = server_lib.Bank.from_files(dict(zip(names, cfg.prompt_files)), cfg.prompt.placement)
     evaluator = evaluation.Evaluation(
-        cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.batch_size, cfg.eval_split
+        cfg.mixture_or_task_name,
+        cfg.task_feature_lengths,
+        cfg.batch_size,
+        cfg.eval_split,
+        buckets=cfg.length_buckets,
     )
     server = _frozen_server(cfg, bank, vocab_limit=evaluator.vocab_limit)
     members = list(range(len(names)))

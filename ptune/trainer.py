@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ptune import atomic, data, distributed, evaluation, partitioning, prompts, recipe
+from ptune import atomic, buckets, data, distributed, evaluation, partitioning, prompts, recipe
 from ptune import step as step_lib
 from ptune import trainable as trainable_lib
 from ptune.checkpoints import prompt_io
@@ -75,6 +75,9 @@ class TrainConfig:
     )
     batch_size: int = 32
     train_steps: int = 30000
+    # Each batch padded to the smallest bucket holding its longest example (None: every batch
+    # padded to task_feature_lengths); see `ptune.buckets.LengthBuckets`.
+    length_buckets: Optional[buckets.LengthBuckets] = buckets.LengthBuckets()
     prompt: Optional[prompts.PromptConfig] = prompts.PromptConfig()
     trainable: Sequence[str] = trainable_lib.PROMPT_ONLY
     optimizer: Any = None  # None: optimizers.prompt_tuning_adafactor()
@@ -413,6 +416,7 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
         start_batch=data_position,
         shard_index=jax.process_index(),
         num_shards=jax.process_count(),
+        buckets=cfg.length_buckets,
     )
     evaluator = None
     if cfg.eval_period > 0:
@@ -421,6 +425,7 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
             cfg.eval_feature_lengths,
             cfg.eval_batch_size or cfg.batch_size,
             cfg.eval_split,
+            buckets=cfg.length_buckets,
         )
     metrics_log = MetricsLog(cfg.model_dir, start, main_process)
     first_bad = jnp.zeros((2,), jnp.float32)

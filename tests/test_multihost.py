@@ -31,7 +31,7 @@ def _worker(mode: str, out_dir: str, process_id: int = 0, port: int = 0) -> None
     import jax
     from flax import linen as nn
 
-    from ptune import optimizers, partitioning, prompts, step, trainable
+    from ptune import buckets, optimizers, partitioning, prompts, step, trainable
     from ptune.checkpoints.state import StateCheckpointer
     from ptune.models import t5
 
@@ -67,9 +67,15 @@ def _worker(mode: str, out_dir: str, process_id: int = 0, port: int = 0) -> None
         else slice(process_id * BATCH // 2, (process_id + 1) * BATCH // 2)
     )
     rng = np.random.default_rng(0)
-    losses = []
+    bucket_lengths = buckets.LengthBuckets(smallest=4)  # 4, 8, 12
+    losses, widths, own = [], [], []
     for _ in range(STEPS):
         enc = rng.integers(3, 64, size=(BATCH, 12)).astype(np.int32)
+        # Rows of different real lengths, padded at the end: the two hosts' halves need
+        # different buckets on their own and must agree on one (`buckets.agree_across_hosts`).
+        lengths = np.concatenate([rng.integers(2, 5, BATCH // 2), rng.integers(5, 13, BATCH // 2)])
+        for row, length in enumerate(lengths):
+            enc[row, length:] = 0
         tgt = rng.integers(3, 64, size=(BATCH, 4)).astype(np.int32)
         dec = np.concatenate([np.zeros((BATCH, 1), np.int32), tgt[:, :-1]], axis=1)
         host = {
@@ -77,6 +83,12 @@ def _worker(mode: str, out_dir: str, process_id: int = 0, port: int = 0) -> None
             "decoder_input_tokens": dec[rows],
             "decoder_target_tokens": tgt[rows],
         }
+        longest = buckets.longest_rows(host)
+        own.append(bucket_lengths.width("inputs", longest["inputs"], 12))
+        if mode == "multi":
+            longest = buckets.agree_across_hosts(longest)
+        host = buckets.cut_to_buckets(host, bucket_lengths, longest)
+        widths.append(host["encoder_input_tokens"].shape[1])
         state, metrics = train_step(state, frozen, part.shard_batch(host))
         losses.append(float(metrics["loss_sum"] / metrics["tokens"]))
 
@@ -91,6 +103,9 @@ def _worker(mode: str, out_dir: str, process_id: int = 0, port: int = 0) -> None
             os.path.join(out_dir, "restored.npy"),
             partitioning.gather(prompts.get_prompt(restored.params)),
         )
+    with open(os.path.join(out_dir, f"widths_{jax.process_index()}.json"), "w") as f:
+        json.dump({"widths": widths, "own": own}, f)
+    if jax.process_index() == 0:
         with open(os.path.join(out_dir, "losses.json"), "w") as f:
             json.dump({"losses": losses, "meta": meta}, f)
 
@@ -148,6 +163,17 @@ def test_two_processes_end_with_the_prompt_of_one_process_with_two_devices(runs)
         losses, json.load(open(single / "losses.json"))["losses"], rtol=RTOL, atol=ATOL
     )
     assert losses[0] != losses[-1]
+
+
+def test_hosts_agree_on_each_batch_length_bucket(runs):
+    """Host 0's rows are short, host 1's long: alone they would pick different buckets (and
+    the global batch could not be assembled); agreed, both use the single process's."""
+    multi, single = runs
+    hosts = [json.load(open(multi / f"widths_{i}.json")) for i in range(2)]
+    reference = json.load(open(single / "widths_0.json"))["widths"]
+    assert hosts[0]["widths"] == hosts[1]["widths"] == reference
+    assert all(a < b for a, b in zip(hosts[0]["own"], hosts[1]["own"]))
+    assert max(reference) > 4
 
 
 def test_both_hosts_write_one_orbax_checkpoint_that_restores(runs):

@@ -14,6 +14,7 @@ scripts need only:
     sources.set_tfds_data_dir(path)            # offline data: see tasks/README.md
     sources.check_task_data(name, splits)      # is the data there? (before loading a model)
     files.FileTask(...).register()             # a task from JSONL/TSV files
+    pretraining.CorpusTask(...).register()     # span corruption / prefix LM over text files
 """
 
 from ptune.tasks import (  # noqa: F401
@@ -21,6 +22,7 @@ from ptune.tasks import (  # noqa: F401
     files,
     glue,
     mrqa,
+    pretraining,
     registry,
     sources,
     superglue,

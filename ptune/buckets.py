@@ -31,8 +31,10 @@ class LengthBuckets:
     of the task's full feature length, so a batch of short examples computes on few pad
     tokens and each bucket compiles once.
 
-    inputs / targets: the bucket lengths in tokens; None: powers of two from `smallest` up to
-    the feature length, and the feature length itself (inputs 512 -> 32, 64, 128, 256, 512).
+    inputs / targets: the bucket lengths in tokens; None: powers of two from `smallest` and
+    (with `midpoints`) the halfway length after each, up to the feature length, and the
+    feature length itself (inputs 512 -> 32, 48, 64, 96, 128, 192, 256, 384, 512: at most a
+    third of a batch's longest row is padding; without midpoints, half).
     The examples of a batch and their order do not change, and neither do the losses (pad
     positions are masked and every loss normalisation counts real tokens); dropout masks are
     drawn per shape, so with dropout a bucketed run is a different (equally valid) draw.
@@ -41,6 +43,7 @@ class LengthBuckets:
     inputs: Optional[Sequence[int]] = None
     targets: Optional[Sequence[int]] = None
     smallest: int = 32
+    midpoints: bool = True
 
     def __post_init__(self):
         for name in ("inputs", "targets"):
@@ -66,7 +69,7 @@ class LengthBuckets:
         if given is None:
             given, n = [], self.smallest
             while n < maximum:
-                given.append(n)
+                given += [n, n + n // 2] if self.midpoints and n >= 2 else [n]
                 n *= 2
         return tuple(sorted({n for n in given if n < maximum})) + (maximum,)
 

@@ -18,15 +18,19 @@ LOSS_RTOL = 1e-5
 GRAD_RTOL = 1e-4
 
 
-def test_default_buckets_are_powers_of_two_up_to_the_feature_length():
+def test_default_buckets_are_powers_of_two_and_midpoints_up_to_the_feature_length():
     default = buckets.LengthBuckets()
-    assert default.lengths("inputs", 512) == (32, 64, 128, 256, 512)
-    assert default.lengths("inputs", 100) == (32, 64, 100)
+    assert default.lengths("inputs", 512) == (32, 48, 64, 96, 128, 192, 256, 384, 512)
+    assert default.lengths("inputs", 100) == (32, 48, 64, 96, 100)
     assert default.lengths("targets", 8) == (8,)
-    assert default.width("inputs", 33, 512) == 64
+    assert default.width("inputs", 33, 512) == 48
     assert default.width("inputs", 64, 512) == 64
+    assert default.width("inputs", 257, 512) == 384
     assert default.width("inputs", 700, 512) == 512
-    assert buckets.LengthBuckets(smallest=8).lengths("targets", 20) == (8, 16, 20)
+    assert buckets.LengthBuckets(smallest=8).lengths("targets", 20) == (8, 12, 16, 20)
+    pow2 = buckets.LengthBuckets(midpoints=False)
+    assert pow2.lengths("inputs", 512) == (32, 64, 128, 256, 512)
+    assert pow2.width("inputs", 33, 512) == 64
 
 
 def test_configured_buckets_are_sorted_and_capped():
@@ -72,7 +76,7 @@ def test_cut_removes_only_pad_columns():
     batch = _batch([5, 19, 3], 128, [2, 3, 2], 8)
     assert buckets.longest_rows(batch) == {"inputs": 19, "targets": 3}
     cut = buckets.cut_to_buckets(batch, buckets.LengthBuckets(smallest=8))
-    assert cut["encoder_input_tokens"].shape == (3, 32)
+    assert cut["encoder_input_tokens"].shape == (3, 24)  # 8, 12, 16, 24, 32, ...
     assert cut["decoder_target_tokens"].shape == (3, 8)
     for key, value in batch.items():
         width = cut[key].shape[1]
@@ -82,7 +86,7 @@ def test_cut_removes_only_pad_columns():
     wider = buckets.cut_to_buckets(
         batch, buckets.LengthBuckets(smallest=8), {"inputs": 40, "targets": 3}
     )
-    assert wider["encoder_input_tokens"].shape == (3, 64)
+    assert wider["encoder_input_tokens"].shape == (3, 48)
 
 
 @pytest.mark.parametrize("placement", ["prefix", "suffix"])
@@ -165,9 +169,7 @@ def test_evaluation_metrics_equal_fixed_padding():
     results = {}
     shapes = {}
     for name, chosen in (("fixed", None), ("buckets", buckets.LengthBuckets(inputs=[32, 40, 48]))):
-        evaluator = evaluation.Evaluation(
-            "ptune_demo_rank_classification", None, 4, buckets=chosen
-        )
+        evaluator = evaluation.Evaluation("ptune_demo_rank_classification", None, 4, buckets=chosen)
         seen = set()
         original = evaluator._batches
 

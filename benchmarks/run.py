@@ -62,6 +62,7 @@ NUMERICAL_CORE = (
     "ptune.models.t5",
     "ptune.step",
     "ptune.trainable",
+    "ptune.optimizers",
     "ptune.prompts",
     "ptune.losses",
     "ptune.partitioning",

@@ -518,6 +518,15 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
         action="store_true",
         help="compile for this machine's own devices instead of simulated CPUs",
     )
+    parser.add_argument(
+        "--fit",
+        metavar="BYTES",
+        default=None,
+        help="per-device budget, e.g. 16GiB: try the memory-relevant settings (mesh splits of "
+        "the device count, remat, bfloat16 activations and frozen weights, 2-D weight "
+        "partitioning; layers scanned), cheapest first, and print the flags of the first "
+        "that fits",
+    )
     args = parser.parse_args(argv)
     try:
         data, model = (int(n) for n in args.mesh_shape.split(","))
@@ -525,6 +534,14 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
         raise UserError(f"--mesh_shape must be DATA,MODEL (e.g. 4,4), got {args.mesh_shape!r}")
     if data < 1 or model < 1:
         raise UserError(f"--mesh_shape sizes must be positive, got {args.mesh_shape!r}")
+    budget = None
+    if args.fit is not None:
+        from ptune import plan as plan_lib
+
+        try:
+            budget = plan_lib.parse_bytes(args.fit)
+        except ValueError as e:
+            raise UserError(f"--fit needs {e}")
     if not args.real_devices:
         _simulate_cpu_devices(data * model)
     _setup_logging()
@@ -535,6 +552,8 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
     model_config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path, what="the plan")
     if args.scan_layers:
         model_config = model_config.replace(scan_layers=True)
+    if budget is not None:
+        return _fit(cfg, model_config, data * model, budget)
     run = recipe.assemble(
         model_config,
         prompt_factory=cfg.prompt.factory() if cfg.prompt is not None else None,
@@ -555,6 +574,49 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
     )
     print("\n".join(result.lines()))
     return 0
+
+
+def _fit(cfg, model_config, devices: int, budget: int) -> int:
+    """`ptune plan --fit`: the cheapest setting whose step fits `budget` bytes per device."""
+    from ptune import plan, recipe, trainable
+
+    def plan_for(setting: plan.Setting) -> plan.Plan:
+        run = recipe.assemble(
+            model_config.replace(
+                scan_layers=True, remat_policy=setting.remat_policy, dtype=setting.dtype
+            ),
+            prompt_factory=cfg.prompt.factory() if cfg.prompt is not None else None,
+            mesh=dataclasses.replace(
+                cfg.partitioning,
+                mesh_shape=setting.mesh_shape,
+                parameter_partitioning_dims=setting.parameter_partitioning_dims,
+            ),
+            trainable=cfg.trainable,
+            optimizer=cfg.optimizer,
+            frozen_dtype=setting.frozen_dtype,
+        )
+        return plan.plan_training(
+            run, batch_size=cfg.batch_size, feature_lengths=cfg.task_feature_lengths, loss=cfg.loss
+        )
+
+    candidates = plan.candidate_settings(
+        devices, cfg.batch_size, frozen_weights=tuple(cfg.trainable) != trainable.EVERYTHING
+    )
+    if not candidates:
+        raise UserError(
+            f"batch size {cfg.batch_size} is not divisible by any data-axis size of {devices} "
+            "devices"
+        )
+    print(
+        f"fitting {model_config.num_encoder_layers}+{model_config.num_decoder_layers} layers, "
+        f"emb {model_config.emb_dim}, batch {cfg.batch_size}, lengths "
+        f"{dict(cfg.task_feature_lengths)} on {devices} devices in {budget / plan.GIB:.2f} GiB "
+        "each (XLA:CPU's estimate, an upper bound for TPU); cheapest first:",
+        flush=True,
+    )
+    result = plan.fit(plan_for, candidates, budget, log=lambda line: print(line, flush=True))
+    print("\n".join(result.lines()[len(result.tried) :]))
+    return 0 if result.fitting is not None else 1
 
 
 PROCESS_FLAGS = ("--coordinator_address", "--num_processes", "--process_id")
@@ -619,7 +681,7 @@ def _quiet_tensorflow() -> None:
 COMPILE_CACHE_ENV = "PTUNE_COMPILATION_CACHE"
 
 
-def _enable_compilation_cache() -> None:
+def enable_compilation_cache() -> None:
     """JAX's persistent compilation cache, so a second run of the same configuration compiles
     nothing it compiled before. Directory: $PTUNE_COMPILATION_CACHE, default
     ~/.cache/ptune/jax; `PTUNE_COMPILATION_CACHE=off` turns it off."""
@@ -663,7 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _quiet_tensorflow()  # run gin files import the data modules, and so TensorFlow
         rest = _take_process_flags(rest)
         if name in COMPILES:
-            _enable_compilation_cache()
+            enable_compilation_cache()
         from ptune import ginconfig
 
         gin_args = ginconfig.split_gin_args(_take_data_flags(rest))

@@ -3,6 +3,7 @@ it creates itself from --mesh_shape, and reports per-device memory; prompt tunin
 (almost) no optimizer state and less than model tuning; bad meshes are one clear error."""
 
 import re
+import shlex
 import subprocess
 import sys
 
@@ -76,4 +77,74 @@ def test_bad_plan_input_is_one_line(mesh, message):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "ptune: error: " + message + (
         "; choose a multiple of 3" if mesh == "3,1" else f" (e.g. 4,4), got '{mesh}'"
+    )
+
+
+def test_fit_settings_are_the_splits_of_the_devices_cheapest_first():
+    from ptune import plan
+
+    settings = plan.candidate_settings(8, batch_size=4, frozen_weights=True)
+    assert {s.mesh_shape for s in settings} == {(4, 2), (2, 4), (1, 8)}  # data must divide 4
+    first = settings[0]
+    assert first == plan.Setting((4, 2))  # nothing changed but the smallest model split
+    assert [s.cost for s in settings] == sorted(s.cost for s in settings)
+    assert settings[-1].frozen_dtype == "bfloat16" and settings[-1].remat_policy == "full"
+    model_tuning = plan.candidate_settings(8, batch_size=8, frozen_weights=False)
+    assert all(s.frozen_dtype is None for s in model_tuning)
+    assert (8, 1) in {s.mesh_shape for s in model_tuning}
+    frugal = plan.Setting((2, 4), "full", "bfloat16", "bfloat16", 2)
+    assert frugal.saves_at_least_as_much_as(plan.Setting((2, 4), "minimal"))
+    assert not plan.Setting((2, 4), "minimal").saves_at_least_as_much_as(frugal)
+    assert not frugal.saves_at_least_as_much_as(plan.Setting((4, 2)))
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("16GiB", 16 * 2**30),
+        ("16G", 16 * 2**30),
+        ("1.5GiB", 3 * 2**29),
+        ("16GB", 16 * 10**9),
+        ("512MiB", 2**29),
+        ("17179869184", 2**34),
+    ],
+)
+def test_fit_budget_sizes(text, expected):
+    from ptune import plan
+
+    assert plan.parse_bytes(text) == expected
+
+
+def _per_device(stdout: str) -> int:
+    return int(re.search(r"^per_device_bytes: (\d+)$", stdout, re.MULTILINE).group(1))
+
+
+def test_fit_prints_the_cheapest_setting_that_fits_and_its_flags_reproduce_it():
+    """One device: the default setting's bytes, then a budget one byte below them makes
+    `--fit` pick a costlier setting that fits; `ptune plan` with the printed flags reports
+    the same bytes. A budget nothing meets says so and exits 1."""
+    run = [*TINY, "--gin_file=runs/prompt_tuning.gin", "--gin.PROMPT_LENGTH=4"]
+    roomy = _plan(*run, "--mesh_shape=1,1", "--fit=1GiB")
+    assert roomy.returncode == 0, roomy.stderr[-3000:]
+    assert "cheapest that fits: mesh 1x1, remat none, activations float32, frozen float32" in (
+        roomy.stdout
+    )
+    default = _per_device(roomy.stdout)
+    tight = _plan(*run, "--mesh_shape=1,1", f"--fit={default - 1}")
+    assert tight.returncode == 0, tight.stdout + tight.stderr[-3000:]
+    chosen = _per_device(tight.stdout)
+    assert chosen < default
+    pasted = [line for line in tight.stdout.splitlines() if line.startswith("  --gin.")]
+    flags = shlex.split(" ".join(pasted))  # as a shell reads them when pasted
+    assert len(flags) == 6
+    replay = _plan(*run, "--mesh_shape=1,1", *flags)
+    assert replay.returncode == 0, replay.stderr[-3000:]
+    assert _per_device(replay.stdout) == chosen
+    nothing = _plan(*run, "--mesh_shape=1,1", "--fit=1KiB")
+    assert nothing.returncode == 1
+    assert "nothing fits in 0.00 GiB per device; the smallest is" in nothing.stdout
+    bad = _plan(*run, "--mesh_shape=1,1", "--fit=lots")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "ptune: error: --fit needs a memory size like 16GiB, got 'lots'"
     )

@@ -359,8 +359,9 @@ def test_cli_info_xxl_total_params_abstractly():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines[-1] == "total_params: 11135332352"
+    # models/t5_1_1_xxl.gin scans its layers: 24 stacked on axis 1 (flaxformer's layout).
     assert any(
-        line.split()[:3] == ["encoder/layers_23/mlp/wi_1/kernel", "(4096,", "10240)"]
+        line.split()[:4] == ["encoder/layers/mlp/wi_1/kernel", "(4096,", "24,", "10240)"]
         for line in lines
     )
 

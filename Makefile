@@ -14,8 +14,11 @@ $(STAMP): setup.py constraints.txt
 
 install: $(STAMP)
 
+# The suite runs on every core (pytest-xdist; each test module stays on one worker, so its
+# compiled tiny models are shared); TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope tests
 
 # The offline demo: train a prompt on the embedded ptune_demo task over a small random T5
 # (runs/demo.gin names its model), evaluate the best prompt, serve a few requests with it,

@@ -33,6 +33,7 @@ _CORE = [
 
 _TEST = [
     "pytest==9.2.0",
+    "pytest-xdist==3.8.0",  # make test runs the suite on every core (tests/conftest.py)
     "ruff==0.17.6",
     # Reference implementation for logit parity tests (CPU build of PyTorch).
     "torch==2.13.0",

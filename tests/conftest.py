@@ -24,6 +24,20 @@ def shared_data():
     return shared_path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _compilation_cache(tmp_path_factory):
+    """One persistent compilation cache for the whole run, shared by every pytest-xdist worker
+    and every `ptune` subprocess (they inherit the variable), so the tiny models' steps compile
+    once per run instead of once per process; never the user's ~/.cache/ptune."""
+    from ptune import cli
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's directory, above each worker's own
+    os.environ[cli.COMPILE_CACHE_ENV] = str(root / "jax-compilation-cache")
+    cli.enable_compilation_cache()
+
+
 @pytest.fixture(autouse=True)
 def _restore_environment():
     """Tests that run `ptune.cli.main` in-process set data flags as environment variables

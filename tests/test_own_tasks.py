@@ -52,7 +52,6 @@ seqio.TaskRegistry.add(
 
 
 def _train(capsys, monkeypatch, model_dir, task, *extra):
-    monkeypatch.setenv("PTUNE_COMPILATION_CACHE", "off")
     code = cli.main(
         [
             "train",

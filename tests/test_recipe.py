@@ -100,7 +100,6 @@ def test_hub_ids_resolve_through_the_local_cache_only(hf_dir, tmp_path, monkeypa
 
 
 def _cli(capsys, monkeypatch, *args):
-    monkeypatch.setenv("PTUNE_COMPILATION_CACHE", "off")
     code = cli.main(list(args))
     return code, capsys.readouterr().err.strip().splitlines()
 
@@ -211,7 +210,6 @@ def test_note_non_finite_keeps_the_first_bad_step():
 PREEMPT = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
-os.environ["PTUNE_COMPILATION_CACHE"] = "off"
 from ptune import cli, trainer
 
 train = trainer.train

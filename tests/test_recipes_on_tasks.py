@@ -47,7 +47,6 @@ def release(tmp_path_factory):
 
 
 def _train(capsys, monkeypatch, model_dir, task, release, run):
-    monkeypatch.setenv("PTUNE_COMPILATION_CACHE", "off")
     code = cli.main(
         [
             "train",

@@ -51,7 +51,6 @@ def glue_dir(tmp_path_factory):
 def test_released_prompt_evaluates_on_its_glue_task(
     name, base_width_model, glue_dir, tmp_path, capsys, monkeypatch
 ):
-    monkeypatch.setenv("PTUNE_COMPILATION_CACHE", "off")
     prompt = shared_path("prompts", "t5_1_1_lm100k_base", f"{name}.npy")
     assert np.load(prompt).shape == (100, 768)
     code = cli.main(

@@ -235,23 +235,31 @@ DATA_FLAGS = {
 }
 
 
+TASK_FLAGS = {
+    "--task_file": "NAME:train=FILE,validation=FILE,...",
+    "--corpus": "NAME:train=FILE,objective=span_corruption,vocabulary=t5",
+}
+
+
 def _take_data_flags(argv: Sequence[str]) -> list[str]:
     """`--tfds_data_dir=...` and friends set the environment the tasks read; each
     `--task_file=NAME:train=a.jsonl,...` registers a task from plain files (see
-    `ptune.tasks.files.parse_spec`). The other arguments are returned."""
+    `ptune.tasks.files.parse_spec`), each `--corpus=NAME:train=a.txt,...` a pretraining task
+    (`ptune.tasks.pretraining.parse_spec`). The other arguments are returned."""
     rest = []
     for arg in argv:
         name, eq, value = arg.partition("=")
-        if name in DATA_FLAGS or name == "--task_file":
+        if name in DATA_FLAGS or name in TASK_FLAGS:
             if not eq or not value:
-                raise UserError(
-                    f"{name} needs a value: {name}="
-                    + ("NAME:train=FILE,validation=FILE,..." if name == "--task_file" else "PATH")
-                )
+                raise UserError(f"{name} needs a value: {name}=" + TASK_FLAGS.get(name, "PATH"))
             if name == "--task_file":
                 from ptune.tasks import files
 
                 files.parse_spec(value).register()
+            elif name == "--corpus":
+                from ptune.tasks import pretraining
+
+                pretraining.parse_spec(value).register()
             else:
                 os.environ[DATA_FLAGS[name]] = value
         else:
@@ -267,6 +275,7 @@ def _configured(gin_args, fn, command_name: str):
     if not gin_args.files:
         example = {
             "train": "--gin_file=runs/prompt_tuning.gin",
+            "pretrain": "--gin_file=runs/pretrain.gin",
             "eval": "--gin_file=runs/eval.gin",
             "infer": "--gin_file=runs/infer.gin",
             "ensemble": "--gin_file=runs/eval.gin",
@@ -304,6 +313,34 @@ def cmd_train(argv: Sequence[str], gin_args) -> int:
     print(
         f"trained to step {result.step} in {cfg.model_dir}"
         + (f"; best {best['metric']} {best['value']:.4f} at step {best['step']}" if best else "")
+    )
+    return 0
+
+
+@command("pretrain", "train every weight of a T5 on a text corpus (span corruption, prefix LM)")
+def cmd_pretrain(argv: Sequence[str], gin_args) -> int:
+    import gin
+
+    parser = argparse.ArgumentParser(prog="ptune pretrain")
+    parser.add_argument("--overwrite", action="store_true", help="start MODEL_DIR afresh")
+    args = parser.parse_args(argv)
+    _setup_logging()
+    import ptune.tasks  # noqa: F401
+    from ptune import trainer
+
+    cfg = _configured(gin_args, trainer.TrainConfig, "pretrain")
+    if cfg.prompt is not None or not trainer.counts_everything(cfg):
+        raise UserError(
+            "ptune pretrain trains every weight and no prompt: use --gin_file=runs/pretrain.gin "
+            "(ptune train is for prompts)"
+        )
+    if args.overwrite:
+        cfg = dataclasses.replace(cfg, overwrite=True)
+    result = trainer.train(cfg, config_text=gin.config_str())
+    print(
+        f"pretrained to step {result.step} in {cfg.model_dir}; the model: "
+        f"{os.path.join(cfg.model_dir, 'model')}"
+        + ("" if cfg.export_model else " (not written: export_model=False)")
     )
     return 0
 
@@ -699,8 +736,8 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
-NEEDS_DATA = ("train", "eval", "infer", "ensemble", "tasks", "explain")
-COMPILES = ("train", "eval", "infer", "ensemble")
+NEEDS_DATA = ("train", "pretrain", "eval", "infer", "ensemble", "tasks", "explain")
+COMPILES = ("train", "pretrain", "eval", "infer", "ensemble")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

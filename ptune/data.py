@@ -113,6 +113,20 @@ def check_task(
     if split is not None and isinstance(task, seqio.Task) and split not in task.splits:
         raise UserError(f"task {task_name} has no split {split!r}; it has {', '.join(task.splits)}")
     sources.check_task_data(task_name, splits)
+    from ptune.tasks import pretraining
+
+    if task_name in pretraining.registered() and feature_lengths and split:
+        # The objectives check their settings against the lengths and the vocabulary (room
+        # for the sentinels, targets long enough) when the pipeline is built: build it now,
+        # reading nothing, so a bad setting stops the run before anything is written.
+        with dataset_errors(task_name):
+            seqio.get_dataset(
+                task_name,
+                task_feature_lengths=dict(feature_lengths),
+                dataset_split=split,
+                shuffle=False,
+                feature_converter=feature_converter(),
+            )
 
 
 def check_vocabulary_fits(task_name: str, embedding_rows: int) -> None:

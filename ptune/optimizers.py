@@ -17,7 +17,7 @@ import optax
 
 
 def adafactor(
-    learning_rate: float,
+    learning_rate: float | optax.Schedule,
     *,
     decay_rate: float = 0.8,
     decay_offset: int = 0,
@@ -75,6 +75,31 @@ def model_tuning_adafactor(
         learning_rate,
         decay_rate=decay_rate,
         decay_offset=decay_offset,
+        weight_decay_rate=None,
+        clipping_threshold=clipping_threshold,
+        multiply_by_parameter_scale=True,
+    )
+
+
+def pretraining_adafactor(
+    warmup_steps: int = 10000,
+    decay_rate: float = 0.8,
+    clipping_threshold: Optional[float] = 1.0,
+) -> optax.GradientTransformation:
+    """T5's pretraining optimizer: parameter-scaled Adafactor with the inverse square root
+    learning rate 1 / sqrt(max(step, warmup_steps)) (0.01 for the first 10,000 steps, then
+    decaying), no weight decay."""
+    if warmup_steps < 1:
+        raise ValueError(f"warmup_steps must be >= 1, got {warmup_steps}")
+
+    def schedule(step):
+        import jax.numpy as jnp
+
+        return 1.0 / jnp.sqrt(jnp.maximum(step.astype(jnp.float32), float(warmup_steps)))
+
+    return adafactor(
+        schedule,
+        decay_rate=decay_rate,
         weight_decay_rate=None,
         clipping_threshold=clipping_threshold,
         multiply_by_parameter_scale=True,

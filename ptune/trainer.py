@@ -99,6 +99,9 @@ class TrainConfig:
     log_period: int = 10
     overwrite: bool = False
     label: Optional[str] = None  # a name for this run in reports
+    # Also write the whole trained model as a ptune checkpoint in MODEL_DIR/model at the end
+    # (`ptune pretrain`), usable as the frozen model (INITIAL_CHECKPOINT_PATH) of prompt tuning.
+    export_model: bool = False
 
     def fingerprint(self, model: t5.T5Config) -> dict:
         """What must not change when a run resumes (steps and periods may)."""
@@ -379,7 +382,10 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
         prepare_model_dir(cfg, cfg.fingerprint(config), config_text)
 
     # ---- frozen weights (straight into their shards), prompt (replicated)
-    if cfg.checkpoint_path is None:
+    if cfg.checkpoint_path is None and counts_everything(cfg):
+        log.info("initial weights: random from seed %d (training from scratch)", cfg.seed)
+        params = run.random_frozen(cfg.seed)
+    elif cfg.checkpoint_path is None:
         log.warning("frozen model: RANDOM weights from seed %d (random_init=True)", cfg.seed)
         params = run.random_frozen(cfg.seed)
         if main_process:
@@ -537,9 +543,41 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     check_finite()
     checkpointer.close()
     result.step, result.state = step_number, state
+    if cfg.export_model:
+        _export_model(cfg, config, trainable_lib.merge(state.params, frozen), step_number)
     if main_process:
         _write_summary(cfg, config, counts, result, time.perf_counter() - started)
     return result
+
+
+def counts_everything(cfg: TrainConfig) -> bool:
+    """Whether every weight trains (model tuning, pretraining): then random initial weights
+    are a start from scratch, not a random frozen model."""
+    return tuple(cfg.trainable) == trainable_lib.EVERYTHING
+
+
+def _export_model(cfg: TrainConfig, config: t5.T5Config, params: PyTree, step: int) -> None:
+    """The whole trained model as a ptune checkpoint in MODEL_DIR/model (replaced atomically),
+    to be the frozen model of prompt tuning (INITIAL_CHECKPOINT_PATH)."""
+    from ptune.checkpoints.orbax_params import save_ptune
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        params = multihost_utils.process_allgather(params, tiled=True)
+    else:
+        params = jax.device_get(params)
+    if jax.process_index() == 0:
+        target = os.path.join(cfg.model_dir, "model")
+        save_ptune(
+            params,
+            config,
+            target,
+            overwrite=True,
+            source=f"trained on {cfg.mixture_or_task_name} by ptune, step {step}",
+            step=step,
+        )
+        log.info("wrote the trained model to %s (a ptune checkpoint)", target)
 
 
 def _optimizer_step(cfg: TrainConfig) -> int:

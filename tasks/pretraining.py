@@ -438,3 +438,42 @@ def _has_text(path: str) -> bool:
     """Whether any line holds more than whitespace; reads up to the first such line."""
     with open(path, "rb") as f:
         return any(line.strip() for line in f)
+
+
+_SPEC_KEYS = {
+    "objective": ("objective", str),
+    "vocabulary": ("vocabulary", str),
+    "noise_density": ("noise_density", float),
+    "mean_noise_span_length": ("mean_noise_span_length", float),
+}
+
+
+def parse_spec(spec: str) -> CorpusTask:
+    """A `CorpusTask` from one string, for the `--corpus` flag:
+
+        NAME:train=FILE,validation=FILE,objective=prefix_lm,vocabulary=byte,noise_density=0.15
+
+    Splits name files or glob patterns (no ","); the other keys are `CorpusTask`'s fields.
+    Validated by `register()`, not here."""
+    name, colon, rest = spec.partition(":")
+    where = f"corpus spec {spec!r}"
+    if not colon or not name:
+        raise UserError(f"{where}: expected NAME:train=FILE,objective=span_corruption,...")
+    fields: dict = {"name": name, "splits": {}}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not value:
+            raise UserError(f"{where}: {item!r} is not KEY=VALUE")
+        if key in files.SPLITS:
+            fields["splits"][key] = value
+        elif key in _SPEC_KEYS:
+            field, kind = _SPEC_KEYS[key]
+            try:
+                fields[field] = kind(value)
+            except ValueError:
+                raise UserError(f"{where}: {key}={value!r} is not a number") from None
+        else:
+            known = ", ".join([*files.SPLITS, *_SPEC_KEYS])
+            raise UserError(f"{where}: unknown key {key!r} (keys: {known})")
+    return CorpusTask(**fields)

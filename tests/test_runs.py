@@ -30,7 +30,13 @@ RUN_MACROS = [
     "PROMPT_FILE='/tmp/p.npy'",
 ]
 
-RUNS = ["runs/prompt_tuning.gin", "runs/model_tuning.gin", "runs/demo.gin", "runs/eval.gin"]
+RUNS = [
+    "runs/prompt_tuning.gin",
+    "runs/model_tuning.gin",
+    "runs/pretrain.gin",
+    "runs/demo.gin",
+    "runs/eval.gin",
+]
 
 
 def test_the_run_files_are_the_shipped_runs():

@@ -290,11 +290,11 @@ def _configured(gin_args, fn, command_name: str):
     return ginconfig.call(fn, model=ginconfig.model_fields() or None)
 
 
-@command("train", "train (or resume) a prompt from gin files")
-def cmd_train(argv: Sequence[str], gin_args) -> int:
+def _run_training(argv: Sequence[str], gin_args, command_name: str):
+    """`ptune train` and `ptune pretrain`: parse, configure, check, train; -> (cfg, result)."""
     import gin
 
-    parser = argparse.ArgumentParser(prog="ptune train")
+    parser = argparse.ArgumentParser(prog=f"ptune {command_name}")
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -305,10 +305,22 @@ def cmd_train(argv: Sequence[str], gin_args) -> int:
     import ptune.tasks  # noqa: F401  registers the tasks
     from ptune import trainer
 
-    cfg = _configured(gin_args, trainer.TrainConfig, "train")
+    cfg = _configured(gin_args, trainer.TrainConfig, command_name)
+    if command_name == "pretrain" and (
+        cfg.prompt is not None or not trainer.counts_everything(cfg)
+    ):
+        raise UserError(
+            "ptune pretrain trains every weight and no prompt: use --gin_file=runs/pretrain.gin "
+            "(ptune train is for prompts)"
+        )
     if args.overwrite:
         cfg = dataclasses.replace(cfg, overwrite=True)
-    result = trainer.train(cfg, config_text=gin.config_str())
+    return cfg, trainer.train(cfg, config_text=gin.config_str())
+
+
+@command("train", "train (or resume) a prompt from gin files")
+def cmd_train(argv: Sequence[str], gin_args) -> int:
+    cfg, result = _run_training(argv, gin_args, "train")
     best = result.best
     print(
         f"trained to step {result.step} in {cfg.model_dir}"
@@ -319,24 +331,7 @@ def cmd_train(argv: Sequence[str], gin_args) -> int:
 
 @command("pretrain", "train every weight of a T5 on a text corpus (span corruption, prefix LM)")
 def cmd_pretrain(argv: Sequence[str], gin_args) -> int:
-    import gin
-
-    parser = argparse.ArgumentParser(prog="ptune pretrain")
-    parser.add_argument("--overwrite", action="store_true", help="start MODEL_DIR afresh")
-    args = parser.parse_args(argv)
-    _setup_logging()
-    import ptune.tasks  # noqa: F401
-    from ptune import trainer
-
-    cfg = _configured(gin_args, trainer.TrainConfig, "pretrain")
-    if cfg.prompt is not None or not trainer.counts_everything(cfg):
-        raise UserError(
-            "ptune pretrain trains every weight and no prompt: use --gin_file=runs/pretrain.gin "
-            "(ptune train is for prompts)"
-        )
-    if args.overwrite:
-        cfg = dataclasses.replace(cfg, overwrite=True)
-    result = trainer.train(cfg, config_text=gin.config_str())
+    cfg, result = _run_training(argv, gin_args, "pretrain")
     print(
         f"pretrained to step {result.step} in {cfg.model_dir}; the model: "
         f"{os.path.join(cfg.model_dir, 'model')}"

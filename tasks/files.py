@@ -206,6 +206,21 @@ def registered() -> frozenset[str]:
     return frozenset(_REGISTERED)
 
 
+def split_spec(spec: str, where: str, usage: str) -> tuple[str, list[tuple[str, str]]]:
+    """'NAME:KEY=VALUE,KEY=VALUE' -> (NAME, [(KEY, VALUE), ...]); a malformed spec is one
+    `UserError` starting with `where` and showing `usage`."""
+    name, colon, rest = spec.partition(":")
+    if not colon or not name:
+        raise UserError(f"{where}: expected {usage}")
+    items = []
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not value:
+            raise UserError(f"{where}: {item!r} is not KEY=VALUE")
+        items.append((key.strip(), value))
+    return name, items
+
+
 def parse_spec(spec: str) -> FileTask:
     """A `FileTask` from one string, for a command-line flag:
 
@@ -216,16 +231,10 @@ def parse_spec(spec: str) -> FileTask:
     `rank_classification` (true/false). Values cannot contain "," (nor paths a ","). The task
     is validated by `register()`, not here.
     """
-    name, colon, rest = spec.partition(":")
     where = f"task spec {spec!r}"
-    if not colon or not name:
-        raise UserError(f"{where}: expected NAME:train=FILE,inputs=FIELD,targets=FIELD,...")
+    name, items = split_spec(spec, where, "NAME:train=FILE,inputs=FIELD,targets=FIELD,...")
     fields: dict = {"name": name, "splits": {}}
-    for item in filter(None, rest.split(",")):
-        key, eq, value = item.partition("=")
-        key = key.strip()
-        if not eq or not value:
-            raise UserError(f"{where}: {item!r} is not KEY=VALUE")
+    for key, value in items:
         if key in SPLITS:
             fields["splits"][key] = value
         elif key in _SPEC_KEYS:

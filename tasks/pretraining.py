@@ -455,16 +455,10 @@ def parse_spec(spec: str) -> CorpusTask:
 
     Splits name files or glob patterns (no ","); the other keys are `CorpusTask`'s fields.
     Validated by `register()`, not here."""
-    name, colon, rest = spec.partition(":")
     where = f"corpus spec {spec!r}"
-    if not colon or not name:
-        raise UserError(f"{where}: expected NAME:train=FILE,objective=span_corruption,...")
+    name, items = files.split_spec(spec, where, "NAME:train=FILE,objective=span_corruption,...")
     fields: dict = {"name": name, "splits": {}}
-    for item in filter(None, rest.split(",")):
-        key, eq, value = item.partition("=")
-        key = key.strip()
-        if not eq or not value:
-            raise UserError(f"{where}: {item!r} is not KEY=VALUE")
+    for key, value in items:
         if key in files.SPLITS:
             fields["splits"][key] = value
         elif key in _SPEC_KEYS:

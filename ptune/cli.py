@@ -749,6 +749,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(usage)
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
+    if "gin" in sys.modules:  # a second command in one process starts from no bindings
+        sys.modules["gin"].clear_config(clear_constants=True)
     if name not in COMMANDS:
         print(f"ptune: error: unknown command {name!r}\n{usage}", file=sys.stderr)
         return 2

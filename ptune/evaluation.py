@@ -344,9 +344,8 @@ class EvalConfig:
     eval_split: str = "validation"
     num_beams: Optional[int] = None  # None: greedy; n: beam search (t5x's decoding, alpha 0.6)
     output_dir: Optional[str] = None  # where eval_<split>.json goes (default: beside prompt)
-    length_buckets: Optional[buckets_lib.LengthBuckets] = (
-        buckets_lib.LengthBuckets()
-    )  # None: one padded shape
+    # Each batch padded to its length bucket (`ptune.buckets`); None: one padded shape.
+    length_buckets: Optional[buckets_lib.LengthBuckets] = buckets_lib.LengthBuckets()
 
 
 def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:

@@ -176,9 +176,8 @@ class EnsembleConfig:
     batch_size: int = 32
     eval_split: str = "validation"
     output_file: Optional[str] = None  # JSON of the table; default: none
-    length_buckets: Optional[buckets.LengthBuckets] = (
-        buckets.LengthBuckets()
-    )  # None: one padded shape
+    # Each batch padded to its length bucket (`ptune.buckets`); None: one padded shape.
+    length_buckets: Optional[buckets.LengthBuckets] = buckets.LengthBuckets()
 
 
 def run_ensemble(cfg: EnsembleConfig) -> dict:

@@ -49,6 +49,9 @@ class InferConfig:
     top_k: int = 0
     top_p: float = 1.0
     seed: int = 0
+    # Requests padded to the length bucket of each group's longest (`ptune.buckets`) instead
+    # of TASK_FEATURE_LENGTHS["inputs"]; None: one padded shape.
+    length_buckets: Optional[buckets.LengthBuckets] = buckets.LengthBuckets()
 
 
 def read_requests(path: str) -> list[dict]:
@@ -133,6 +136,10 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
             tokens = np.stack(
                 [server_lib.tokenize(vocabularies[r["task"]][0], r["inputs"], length) for r in part]
             )
+            if cfg.length_buckets is not None:
+                tokens = buckets.cut_to_buckets(
+                    {"encoder_input_tokens": tokens}, cfg.length_buckets
+                )["encoder_input_tokens"]
             index = np.array([bank.index(r["prompt"]) for r in part], np.int32)
             out = server.generate(
                 tokens,

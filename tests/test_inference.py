@@ -1,5 +1,6 @@
 """Decoding, prompt banks, mixed-task batches, ensembling, prompt interpretation."""
 
+import dataclasses
 import json
 
 import jax
@@ -187,12 +188,17 @@ def test_infer_file_with_named_prompts(saved, tmp_path):
         prompt_files=files,
         input_file=str(requests),
         output_file=str(tmp_path / "out.jsonl"),
-        task_feature_lengths={"inputs": 32, "targets": MAX},
+        task_feature_lengths={"inputs": 64, "targets": MAX},
         batch_size=4,
     )
     results = infer.run_infer(cfg, progress=False)
     written = [json.loads(line) for line in open(tmp_path / "out.jsonl")]
     assert written == results and [r["line"] for r in results] == [1, 3]
+    # Length buckets (the default) serve these short requests at 32 tokens, not 64; fixed
+    # padding to 64 gives the same predictions.
+    assert cfg.length_buckets is not None
+    fixed = dataclasses.replace(cfg, length_buckets=None, output_file=str(tmp_path / "fixed.jsonl"))
+    assert infer.run_infer(fixed, progress=False) == results
     assert [r["prompt"] for r in results] == ["a", "b"]
     # The same request through the plain single-prompt model gives the same text.
     import seqio

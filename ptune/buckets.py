@@ -78,6 +78,12 @@ class LengthBuckets:
         return next(n for n in self.lengths(feature, maximum) if n >= min(longest, maximum))
 
 
+def real_length(tokens) -> int:
+    """Tokens [l] -> the length of their non-pad (id != 0) prefix, at least 1."""
+    nonzero = np.flatnonzero(np.asarray(tokens))
+    return int(nonzero[-1]) + 1 if nonzero.size else 1
+
+
 def longest_rows(batch: Mapping[str, np.ndarray]) -> dict[str, int]:
     """{"inputs": n, "targets": m}: the longest real (non-pad, id != 0) prefix over the rows
     of `batch`'s encoder inputs [b, ls] and decoder targets [b, lt]."""

@@ -610,7 +610,7 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
 
 def _fit(cfg, model_config, devices: int, budget: int) -> int:
     """`ptune plan --fit`: the cheapest setting whose step fits `budget` bytes per device."""
-    from ptune import plan, recipe, trainable
+    from ptune import plan, recipe, trainer
 
     def plan_for(setting: plan.Setting) -> plan.Plan:
         run = recipe.assemble(
@@ -632,7 +632,7 @@ def _fit(cfg, model_config, devices: int, budget: int) -> int:
         )
 
     candidates = plan.candidate_settings(
-        devices, cfg.batch_size, frozen_weights=tuple(cfg.trainable) != trainable.EVERYTHING
+        devices, cfg.batch_size, frozen_weights=not trainer.counts_everything(cfg)
     )
     if not candidates:
         raise UserError(

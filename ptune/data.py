@@ -206,15 +206,15 @@ def padded_batches(
     def emit(chunk):
         indices = [i for i, _ in chunk]
         keys = [k for k in MODEL_FEATURES if k in chunk[0][1]]
-        real = {"inputs": 1, "targets": 1}  # longest non-pad prefix per feature
-        for _, f in chunk:
+        real = {}  # with buckets: the longest non-pad prefix of each feature in the chunk
+        if buckets is not None:
             for key, feature in (
                 ("encoder_input_tokens", "inputs"),
                 ("decoder_target_tokens", "targets"),
             ):
-                if key in f:
-                    nonzero = np.flatnonzero(np.asarray(f[key]))
-                    real[feature] = max(real[feature], int(nonzero[-1]) + 1 if nonzero.size else 1)
+                real[feature] = max(
+                    (buckets_lib.real_length(f[key]) for _, f in chunk if key in f), default=1
+                )
         batch = {}
         for k in keys:
             width = max(len(f[k]) for _, f in chunk)

@@ -383,7 +383,11 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
 
     # ---- frozen weights (straight into their shards), prompt (replicated)
     if cfg.checkpoint_path is None and counts_everything(cfg):
-        log.info("initial weights: random from seed %d (training from scratch)", cfg.seed)
+        log.warning(
+            "initial weights: random from seed %d (training from scratch; set "
+            "INITIAL_CHECKPOINT_PATH to continue a checkpoint instead)",
+            cfg.seed,
+        )
         params = run.random_frozen(cfg.seed)
     elif cfg.checkpoint_path is None:
         log.warning("frozen model: RANDOM weights from seed %d (random_init=True)", cfg.seed)

@@ -24,12 +24,15 @@ import random
 import seqio
 import tensorflow as tf
 
+from ptune.errors import UserError
 from ptune.tasks import labels, metrics, postprocessors, preprocessors, registry, vocab
 
 TASK = "ptune_demo"
 LABELS = labels.DEMO  # ("negative", "positive"): the class-label initializer's strings.
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "demo")
 SPLITS = {"train": 400, "validation": 80}
+# The shipped frozen model of runs/demo.gin (a ptune checkpoint, made by `make pretrain-demo`).
+PRETRAINED_MODEL = os.path.join(DATA_DIR, "model")
 # Longest formatted input is 49 bytes + EOS; "positive"/"negative" are 8 bytes + EOS.
 SEQUENCE_LENGTH = {"inputs": 64, "targets": 9}
 
@@ -44,8 +47,8 @@ _NEGATIVE = ("bad", "awful", "boring", "terrible", "dull", "poor", "sad", "horri
 _ADVERBS = ("", "very ", "really ", "quite ")
 
 
-def _sentence(rng: random.Random) -> dict:
-    negated = rng.random() < 0.4
+def _sentence(rng: random.Random, negation: float = 0.4) -> dict:
+    negated = rng.random() < negation
     positive_word = rng.random() < 0.5
     adjective = rng.choice(_POSITIVE if positive_word else _NEGATIVE)
     text = (
@@ -81,9 +84,69 @@ def write(data_dir: str = DATA_DIR, seed: int = 0) -> None:
             f.writelines(json.dumps(row, sort_keys=True) + "\n" for row in rows)
 
 
+def pretrained_model() -> str:
+    """The shipped pretrained demo model's directory (gin: `@demo.pretrained_model()`)."""
+    if not os.path.exists(os.path.join(PRETRAINED_MODEL, "ptune_config.json")):
+        raise UserError(
+            f"the demo's pretrained model is missing from {PRETRAINED_MODEL}: "
+            "`make pretrain-demo` makes it"
+        )
+    return PRETRAINED_MODEL
+
+
 def read(split: str, data_dir: str = DATA_DIR) -> list[dict]:
     with open(os.path.join(data_dir, f"{split}.jsonl"), encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+# ----------------------------------------------------------------------------------------------
+# The pretraining corpus of the shipped model (`make pretrain-demo`)
+
+CORPUS_DOCUMENTS = 20000
+CORPUS_NEGATION = 0.25  # the demo's is 0.4: a clearer polarity signal to learn first
+_LEADS = ("", "", "honestly, ")
+# Reactions that reach the verdict word after a fixed long clause (70%), or open with it.
+_VERDICT_LATER = (
+    "after talking it over at dinner that night, the verdict we all reached was {verdict}.",
+    "when our friends asked about it the next day, the one word we used was {verdict}.",
+)
+_VERDICT_FIRST = ("{verdict}, all things considered.", "{verdict}, if you ask me.")
+
+
+def corpus(seed: int = 0, documents: int = CORPUS_DOCUMENTS) -> list[str]:
+    """Plain-text documents (one line each) for the demo model's pretraining: an opinion in the
+    demo's grammar (its subjects, verbs, adverbs and adjectives; "not" in a quarter of them),
+    after an optional "honestly, ", then a reaction that agrees with it and names the verdict,
+    "positive" or "negative": after a fixed long clause (70%) or first. E.g.
+
+        honestly, the park seemed not very dull. positive, if you ask me.
+        the coffee looked awful. when our friends asked about it the next day, the one word we
+        used was negative.
+
+    Why this shape: the prefix-LM objective splits each document at a uniformly random point, and
+    only a split between the adjective and the verdict makes the decoder predict the verdict
+    from what the encoder read, the knowledge a prompt has to reach. The long fixed clause puts
+    most splits there, and costs nothing to learn.
+
+    Never in it: a sentence of the demo's train or validation split, the demo's "sentence:"
+    format, or a document that ends at the verdict word. Longest: 135 bytes."""
+    rng = random.Random(seed)
+    held_out = {ex["sentence"] for rows in generate().values() for ex in rows}
+    out = []
+    while len(out) < documents:
+        example = _sentence(rng, negation=CORPUS_NEGATION)
+        if example["sentence"] in held_out:
+            continue
+        template = rng.choice(_VERDICT_LATER if rng.random() < 0.7 else _VERDICT_FIRST)
+        reaction = template.format(verdict=example["label"])
+        out.append(f"{rng.choice(_LEADS)}{example['sentence']} {reaction}")
+    return out
+
+
+def write_corpus(path: str, seed: int = 0, documents: int = CORPUS_DOCUMENTS) -> None:
+    """`corpus()` as a text file, one document per line (the `--corpus` flag's format)."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(line + "\n" for line in corpus(seed, documents))
 
 
 class ShippedSource(seqio.DataSource):

@@ -35,6 +35,12 @@ def test_wheel_ships_gin_files_tasks_and_demo_data_and_runs_outside_the_tree(tmp
     assert "ptune/gin/prompts/class_labels.gin" in names
     assert "ptune/tasks/superglue.py" in names
     assert "ptune/tasks/data/demo/train.jsonl" in names
+    shipped_model = {  # the demo's pretrained model, every file of it
+        "ptune/tasks/" + os.path.relpath(os.path.join(d, f), os.path.join(REPO, "tasks"))
+        for d, _, files in os.walk(os.path.join(REPO, "tasks", "data", "demo", "model"))
+        for f in files
+    }
+    assert len(shipped_model) > 5 and shipped_model <= set(names)
     assert not any(n.startswith(("tasks/", "gin/", "tests/")) for n in names)
 
     site = tmp_path / "site"

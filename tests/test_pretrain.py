@@ -175,3 +175,25 @@ def test_pretrain_refuses_a_prompt_recipe(corpus, tmp_path, capsys):
     assert code == 2
     assert "ptune pretrain trains every weight and no prompt" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_demo_pretraining_recipe_runs_on_the_generated_corpus(tmp_path, capsys):
+    """runs/pretrain_demo.gin, as `make pretrain-demo` runs it, for 2 steps (the shipped model
+    took 4,000): the recipe, the corpus task and the export fit together."""
+    from ptune.tasks import demo
+
+    demo.write_corpus(str(tmp_path / "corpus.txt"), documents=500)
+    code = cli.main(
+        [
+            "pretrain",
+            "--gin_file=runs/pretrain_demo.gin",
+            f"--corpus=ptune_demo_reviews:train={tmp_path / 'corpus.txt'},"
+            "objective=prefix_lm,vocabulary=byte",
+            f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
+            "--gin.TRAIN_STEPS=2",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    config, _ = checkpoints.load(str(tmp_path / "run" / "model"))
+    shipped, _ = checkpoints.load(demo.pretrained_model())
+    assert config == shipped  # the recipe makes the shipped model's architecture

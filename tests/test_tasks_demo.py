@@ -1,6 +1,7 @@
 """The offline demo task: shipped data, byte vocabulary, learnable labels, metrics."""
 
 import collections
+import os
 
 import pytest
 import seqio
@@ -97,3 +98,48 @@ def test_rank_classification_trains_on_the_correct_label_and_evaluates_both():
     assert [texts(ex)[1] for ex in validation[:4]] == ["negative", "positive"] * 2
     assert [tuple(ex["idx"]) for ex in validation[:4]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert sum(bool(ex["is_correct"]) for ex in validation) == 80
+
+
+def _polarity(words):
+    """The demo's rule, on an opinion's words: the adjective's polarity, flipped by "not"."""
+    adjective = words[-1]
+    return (adjective in POSITIVE) != ("not" in words)
+
+
+def test_pretraining_corpus_states_opinions_and_agreeing_reactions():
+    documents = demo.corpus(documents=3000)
+    assert documents == demo.corpus(documents=3000)  # the seed fixes it
+    held_out = {r["sentence"] for r in demo.read("train") + demo.read("validation")}
+    verdict_first = negated = 0
+    for doc in documents:
+        assert "sentence:" not in doc and len(doc.encode()) <= 143  # 144 bytes with EOS
+        opinion, reaction = doc.split(". ", 1)
+        words = opinion.split()
+        assert words[-1] in POSITIVE | NEGATIVE, doc
+        # no demo sentence, with or without the lead ("honestly, ")
+        assert not any(opinion.endswith(s.rstrip(".")) for s in held_out), doc
+        verdicts = [w for w in reaction.replace(",", " ").replace(".", " ").split()
+                    if w in ("positive", "negative")]  # fmt: skip
+        assert verdicts == ["positive" if _polarity(words) else "negative"], doc
+        assert not doc.endswith(verdicts[0])  # never the demo's target shape
+        verdict_first += reaction.startswith(verdicts[0])
+        negated += "not" in words
+    assert 0.25 < verdict_first / len(documents) < 0.35
+    assert 0.2 < negated / len(documents) < 0.3  # demo.CORPUS_NEGATION
+
+
+def test_the_pretrained_model_ships_and_its_absence_is_one_line(monkeypatch, tmp_path):
+    from ptune import checkpoints
+    from ptune.errors import UserError
+
+    config, _ = checkpoints.load(demo.pretrained_model())
+    assert (config.vocab_size, config.emb_dim, config.num_encoder_layers) == (384, 64, 2)
+    size = sum(
+        os.path.getsize(os.path.join(d, f))
+        for d, _, names in os.walk(demo.PRETRAINED_MODEL)
+        for f in names
+    )
+    assert size <= 10 * 2**20  # the issue's limit for a model in the repository
+    monkeypatch.setattr(demo, "PRETRAINED_MODEL", str(tmp_path / "model"))
+    with pytest.raises(UserError, match="make pretrain-demo"):
+        demo.pretrained_model()

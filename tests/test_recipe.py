@@ -131,7 +131,12 @@ def _cli(capsys, monkeypatch, *args):
             "ptune: error: TASK_FEATURE_LENGTHS needs a positive integer 'targets'",
         ),
         (
-            ["--gin_file=runs/demo.gin", "--gin.t5.T5Config.vocab_size=200"],
+            [
+                "--gin_file=runs/demo.gin",
+                "--gin.t5.T5Config.vocab_size=200",
+                "--gin.INITIAL_CHECKPOINT_PATH=None",  # random weights: no checkpoint to ask
+                "--gin.trainer.TrainConfig.random_init=True",
+            ],
             "ptune: error: task ptune_demo: its inputs vocabulary has 259 ids but the "
             "model's embedding has 200 rows",
         ),
@@ -246,7 +251,7 @@ def test_preemption_writes_a_checkpoint_and_the_same_command_resumes(name, code,
     assert "resumed from" in proc.stderr
     assert sorted(os.listdir(model_dir / "checkpoints")) == ["3", "6"]
     summary = json.load(open(model_dir / "summary.json"))
-    assert summary["steps"] == 6 and summary["prompt_length"] == 10
+    assert summary["steps"] == 6 and summary["prompt_length"] == 20
 
 
 def test_the_paper_recipe_trains_over_a_hugging_face_directory_without_a_model_file(

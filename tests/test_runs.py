@@ -35,8 +35,12 @@ RUNS = [
     "runs/model_tuning.gin",
     "runs/pretrain.gin",
     "runs/demo.gin",
+    "runs/demo_model_tuning.gin",
+    "runs/pretrain_demo.gin",
     "runs/eval.gin",
 ]
+# Runs that name their model (the demo's) and their task.
+DEMO_RUNS = ("runs/demo.gin", "runs/demo_model_tuning.gin", "runs/pretrain_demo.gin")
 
 
 def test_the_run_files_are_the_shipped_runs():
@@ -55,7 +59,7 @@ def test_every_shipped_gin_combination_parses(run):
         macros = [
             m
             for m in RUN_MACROS
-            if not (run == "runs/demo.gin" and m.startswith(("MIXTURE", "INITIAL")))
+            if not (run in DEMO_RUNS and m.startswith(("MIXTURE", "INITIAL")))
             and (m.startswith("INITIAL_PROMPT") == (prompt == "prompts/from_file.gin"))
             and (not m.startswith("PROMPT_FILE") or run == "runs/eval.gin")
             and not (run == "runs/eval.gin" and m.startswith("MODEL_DIR"))
@@ -65,7 +69,7 @@ def test_every_shipped_gin_combination_parses(run):
         ginconfig.check_macros(args, [ginconfig.resolve_gin_file(f) for f in files])
         cfg = gin.get_configurable(fn)()
         fields = ginconfig.model_fields()
-        if model or run == "runs/demo.gin":  # the demo run names its model
+        if model or run in DEMO_RUNS:  # the demo runs name their model
             assert set(t5.ARCHITECTURE_FIELDS) <= set(fields), files
         else:
             assert fields == {}, files

@@ -620,7 +620,8 @@ def write_report(run_dirs: Sequence[str], output_dir: str) -> list[str]:
 
 
 def main(argv: Sequence[str]) -> int:
-    """`ptune report`: prints the written paths; bad input raises UserError for the CLI."""
+    """`ptune report`: prints the written paths, then summary.md (the tables); bad input raises
+    UserError for the CLI."""
     parser = argparse.ArgumentParser(
         prog="ptune report",
         description="Plots and tables from training runs and ensemble tables.",
@@ -640,6 +641,9 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     directories = [p for p in args.paths if os.path.isdir(p)]
     output = args.output or (directories[0] if len(directories) == 1 else "report")
-    for path in write_report(args.paths, output):
+    written = write_report(args.paths, output)
+    for path in written:
         print(path)
+    with open(written[-1], encoding="utf-8") as f:  # summary.md, written last: the tables
+        print("\n" + f.read(), end="")
     return 0

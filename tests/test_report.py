@@ -395,7 +395,9 @@ def test_ensemble_tables_follow_table_3_and_appear_in_the_summary(tmp_path):
 def test_main_writes_into_the_single_run_directory_by_default(tmp_path, capsys):
     run = write_run(tmp_path, "p5")
     assert report.main([str(run)]) == 0
-    assert capsys.readouterr().out.split() == [str(run / "curves.png"), str(run / "summary.md")]
+    paths, tables = capsys.readouterr().out.split("\n\n", 1)
+    assert paths.split() == [str(run / "curves.png"), str(run / "summary.md")]
+    assert tables == (run / "summary.md").read_text()  # then the tables, as written
     assert_png(run / "curves.png", 1200, 600)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from typing import Iterator, Mapping, Optional, Sequence
 
 import numpy as np
@@ -20,6 +21,9 @@ import seqio
 
 from ptune import buckets as buckets_lib
 from ptune.errors import UserError
+
+log = logging.getLogger("ptune")
+TRUNCATION_SAMPLE = 1000  # training examples per task read to count truncation
 
 MODEL_FEATURES = (
     "encoder_input_tokens",
@@ -127,6 +131,43 @@ def check_task(
                 shuffle=False,
                 feature_converter=feature_converter(),
             )
+
+
+def log_truncation(
+    task_name: str, feature_lengths: Mapping[str, int], split: str, limit: int = TRUNCATION_SAMPLE
+) -> dict[str, dict[str, int]]:
+    """Reads the first `limit` examples of `split` of each task (of a mixture: each of its
+    tasks) at the training lengths and logs one warning per task whose inputs or targets they
+    cut, e.g. labels cut to "positiv" by targets 8. Pretraining corpora are skipped: their
+    segments are cut to the lengths by design. -> {task: {"inputs": n, "targets": n, "read": n}}"""
+    from ptune.tasks import pretraining
+
+    mixture_or_task = get_task(task_name)
+    tasks = getattr(mixture_or_task, "tasks", None) or [mixture_or_task]
+    out = {}
+    for task in tasks:
+        if task.name in pretraining.registered():
+            continue
+        cut, read = {"inputs": 0, "targets": 0}, 0
+        with dataset_errors(task.name):
+            ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=False)
+            for ex in ds.take(limit).as_numpy_iterator():
+                read += 1
+                for f in cut:
+                    cut[f] += int(ex.get(f"{f}_truncated", 0) > 0)
+        out[task.name] = {**cut, "read": read}
+        if any(cut.values()):
+            log.warning(
+                "%s %s: TASK_FEATURE_LENGTHS %s cut the inputs of %d and the targets of %d of "
+                "the first %d examples; training sees them cut",
+                task.name,
+                split,
+                dict(feature_lengths),
+                cut["inputs"],
+                cut["targets"],
+                read,
+            )
+    return out
 
 
 def check_vocabulary_fits(task_name: str, embedding_rows: int) -> None:

@@ -358,6 +358,8 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     )
     config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path)
     data.check_vocabulary_fits(cfg.mixture_or_task_name, config.vocab_size)
+    if main_process:
+        data.log_truncation(cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.train_split)
     optimizer_step = _optimizer_step(cfg)
     metric = (
         evaluation.check_metric(cfg.mixture_or_task_name, cfg.eval_metric)

@@ -385,3 +385,24 @@ def test_evaluation_takes_each_example_whole_unless_lengths_are_fixed(caplog):
         cut = evaluation.Evaluation("ptune_demo", {"inputs": 8, "targets": 4}, 16)
     assert cut.lengths == {"inputs": 8, "targets": 4}
     assert f"truncate the inputs of {len(rows)} and the targets of" in caplog.text
+
+
+def test_training_says_when_its_lengths_cut_the_training_examples(caplog):
+    """Targets 8 cut every demo label ("positive" + EOS is 9 bytes) to "positiv": greedy decoding
+    then never produces a label. Training says so in one line before it starts."""
+    from ptune import data
+    from ptune.tasks import demo
+
+    with caplog.at_level("WARNING", logger="ptune"):
+        cut = data.log_truncation("ptune_demo", {"inputs": 64, "targets": 8}, "train")
+    assert cut == {"ptune_demo": {"inputs": 0, "targets": 400, "read": 400}}
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "cut the inputs of 0 and the targets of 400 of the first 400 examples" in line
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ptune"):
+        cut = data.log_truncation("ptune_demo", {"inputs": 16, "targets": 9}, "train", limit=50)
+    assert cut == {"ptune_demo": {"inputs": 50, "targets": 0, "read": 50}}
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ptune"):
+        data.log_truncation("ptune_demo", demo.SEQUENCE_LENGTH, "train")
+    assert not caplog.records  # the demo's own lengths cut nothing

@@ -8,7 +8,7 @@ simply the 1x1 mesh.
 Resume order: the run's own MODEL_DIR (latest checkpoint) -> the initial checkpoint. The
 frozen model always comes from INITIAL_CHECKPOINT_PATH (strictly: every parameter but the
 prompt must be there); random frozen weights only where a run names them (`random_init`,
-the offline demo), and then they are written to MODEL_DIR/random_init so that eval and infer
+the demo's contrast run), and then they are written to MODEL_DIR/random_init so that eval and infer
 read the very same weights.
 
 Steps are dispatched asynchronously: metrics reach the host only every `log_period` steps,
@@ -69,7 +69,7 @@ class TrainConfig:
     mixture_or_task_name: str
     model: recipe.ModelSpec = None
     checkpoint_path: Optional[str] = None
-    random_init: bool = False  # frozen weights from `seed` instead of a checkpoint (demo only)
+    random_init: bool = False  # no checkpoint: weights from `seed` (the demo's contrast run)
     task_feature_lengths: Mapping[str, int] = dataclasses.field(
         default_factory=lambda: {"inputs": 512, "targets": 8}
     )

@@ -12,6 +12,10 @@ inputs are at most `SEQUENCE_LENGTH["inputs"]` ids with EOS, targets at most 9.
 The data ship in `tasks/data/demo/{train,validation}.jsonl`; `generate()` rebuilds them.
 
 Registered: `ptune_demo` (generate the label) and `ptune_demo_rank_classification` (score both).
+
+Also here: the demo's frozen model, pretrained and shipped in `tasks/data/demo/model`
+(`pretrained_model()`), and the generated corpus it was pretrained on (`corpus()`,
+`write_corpus()`; see `make pretrain-demo`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The demo learns: prompt tuning with the paper's recipe (runs/demo.gin: class-label init,
-a 10-token prompt, Adafactor lr 0.3, 300 steps of 16) over the shipped pretrained demo model
+a 20-token prompt, Adafactor lr 0.3, 300 steps of 16) over the shipped pretrained demo model
 reaches at least 90% validation accuracy on ptune_demo, scored by rank classification in
 training and by greedy decoding afterwards; the same run over random frozen weights does not.
 A wrong mask, a prompt placed where the model cannot use it, a broken optimizer or a decoding

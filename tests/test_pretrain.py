@@ -179,7 +179,7 @@ def test_pretrain_refuses_a_prompt_recipe(corpus, tmp_path, capsys):
 
 def test_the_demo_pretraining_recipe_runs_on_the_generated_corpus(tmp_path, capsys):
     """runs/pretrain_demo.gin, as `make pretrain-demo` runs it, for 2 steps (the shipped model
-    took 4,000): the recipe, the corpus task and the export fit together."""
+    took 5,000): the recipe, the corpus task and the export fit together."""
     from ptune.tasks import demo
 
     demo.write_corpus(str(tmp_path / "corpus.txt"), documents=500)

@@ -140,7 +140,7 @@ def log_truncation(
     tasks) at the training lengths and logs one warning per task whose inputs or targets they
     cut, e.g. labels cut to "positiv" by targets 8. Pretraining corpora are skipped: their
     segments are cut to the lengths by design. -> {task: {"inputs": n, "targets": n, "read": n}}"""
-    from ptune.tasks import pretraining
+    from ptune.tasks import preprocessors, pretraining
 
     mixture_or_task = get_task(task_name)
     tasks = getattr(mixture_or_task, "tasks", None) or [mixture_or_task]
@@ -148,13 +148,10 @@ def log_truncation(
     for task in tasks:
         if task.name in pretraining.registered():
             continue
-        cut, read = {"inputs": 0, "targets": 0}, 0
         with dataset_errors(task.name):
             ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=False)
-            for ex in ds.take(limit).as_numpy_iterator():
-                read += 1
-                for f in cut:
-                    cut[f] += int(ex.get(f"{f}_truncated", 0) > 0)
+            read, totals = preprocessors.count_truncated(ds.take(limit))
+        cut = {f: totals[f]["examples"] for f in totals}
         out[task.name] = {**cut, "read": read}
         if any(cut.values()):
             log.warning(

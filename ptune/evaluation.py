@@ -102,13 +102,11 @@ class Evaluation:
         return {k: 1 << max(v - 1, 0).bit_length() for k, v in longest.items()}
 
     def _log_truncation(self) -> None:
+        from ptune.tasks import preprocessors
+
         for name, ds in self._evaluator.cached_task_datasets.items():
-            cut = {"inputs": 0, "targets": 0}
-            total = 0
-            for ex in ds.as_numpy_iterator():
-                total += 1
-                for f in cut:
-                    cut[f] += int(ex.get(f"{f}_truncated", 0) > 0)
+            total, totals = preprocessors.count_truncated(ds)
+            cut = {f: totals[f]["examples"] for f in totals}
             if any(cut.values()):
                 log.warning(
                     "%s %s: fixed eval lengths %s truncate the inputs of %d and the targets "

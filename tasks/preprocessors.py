@@ -381,7 +381,7 @@ def trim_and_append_eos(
     ids were cut in `{feature}_truncated` (int32 scalar; 0 when it fit).
 
     Why a count: seqio truncates silently, and an overlong ReCoRD passage or a too-short
-    `inputs` length otherwise only shows as a quietly worse score. `count_truncated` sums them.
+    `inputs` length otherwise only shows as a quietly worse score. `count_truncated` counts them.
     `preserve_final` ({feature: n}) keeps a feature's last n ids when cutting, so the sentinel at
     the end of `inputs` is never lost.
     """
@@ -412,16 +412,20 @@ def trim_and_append_eos(
     return dataset.map(trim, num_parallel_calls=AUTOTUNE)
 
 
-def count_truncated(dataset: tf.data.Dataset, features=("inputs", "targets")) -> dict:
-    """{feature: {"examples": n truncated, "tokens": ids cut}} over a dataset built with
-    `trim_and_append_eos`; for logs and `ptune tasks`-style reports."""
+def count_truncated(
+    dataset: tf.data.Dataset, features=("inputs", "targets")
+) -> tuple[int, dict[str, dict[str, int]]]:
+    """(examples read, {feature: {"examples": n truncated, "tokens": ids cut}}) over a dataset
+    built with `trim_and_append_eos`; for the truncation lines of training and evaluation."""
     totals = {f: {"examples": 0, "tokens": 0} for f in features}
+    read = 0
     for ex in dataset.as_numpy_iterator():
+        read += 1
         for f in features:
             cut = int(ex.get(f"{f}_truncated", 0))
             totals[f]["examples"] += int(cut > 0)
             totals[f]["tokens"] += cut
-    return totals
+    return read, totals
 
 
 def load_vocabularies(dataset: tf.data.Dataset, output_features) -> tf.data.Dataset:

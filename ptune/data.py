@@ -137,16 +137,19 @@ def log_truncation(
     task_name: str, feature_lengths: Mapping[str, int], split: str, limit: int = TRUNCATION_SAMPLE
 ) -> dict[str, dict[str, int]]:
     """Reads the first `limit` examples of `split` of each task (of a mixture: each of its
-    tasks) at the training lengths and logs one warning per task whose inputs or targets they
-    cut, e.g. labels cut to "positiv" by targets 8. Pretraining corpora are skipped: their
-    segments are cut to the lengths by design. -> {task: {"inputs": n, "targets": n, "read": n}}"""
+    tasks with that split) at the training lengths and logs one warning per task whose inputs
+    or targets they cut, e.g. labels cut to "positiv" by targets 8. Pretraining corpora are
+    skipped: their segments are cut to the lengths by design.
+    -> {task: {"inputs": n, "targets": n, "read": n}}"""
     from ptune.tasks import preprocessors, pretraining
 
     mixture_or_task = get_task(task_name)
     tasks = getattr(mixture_or_task, "tasks", None) or [mixture_or_task]
     out = {}
     for task in tasks:
-        if task.name in pretraining.registered():
+        # a mixture trains on the tasks that have the split (seqio's rule; WSC's eval-only
+        # task has none); corpora are cut to the lengths by design
+        if task.name in pretraining.registered() or split not in task.splits:
             continue
         with dataset_errors(task.name):
             ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=False)

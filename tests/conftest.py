@@ -130,21 +130,3 @@ def tiny_run_config(model_dir, **changes):
         log_period=2,
     )
     return dataclasses.replace(cfg, **changes)
-
-
-# The slowest modules first (measured with --durations; see benchmarks/results): pytest-xdist's
-# `--dist loadscope` hands modules to the workers in collection order, so a slow module
-# collected last runs alone while the other worker idles.
-SLOW_MODULES = (
-    "test_recipes_on_tasks.py",
-    "test_plan.py",
-    "test_partitioning.py",
-    "test_demo_learns.py",
-    "test_resume.py",
-    "test_length_buckets.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(SLOW_MODULES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_MODULES)))  # stable

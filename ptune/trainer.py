@@ -69,7 +69,9 @@ class TrainConfig:
     mixture_or_task_name: str
     model: recipe.ModelSpec = None
     checkpoint_path: Optional[str] = None
-    random_init: bool = False  # no checkpoint: weights from `seed` (the demo's contrast run)
+    # No checkpoint: weights from `seed` (the demo's contrast run; with a checkpoint, refused
+    # unless every weight trains, where it means "from scratch when no checkpoint is given").
+    random_init: bool = False
     task_feature_lengths: Mapping[str, int] = dataclasses.field(
         default_factory=lambda: {"inputs": 512, "targets": 8}
     )
@@ -346,6 +348,12 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
         raise UserError(
             "INITIAL_CHECKPOINT_PATH is required: prompt tuning needs a "
             "pretrained model (random frozen weights only with random_init)"
+        )
+    if cfg.checkpoint_path is not None and cfg.random_init and not counts_everything(cfg):
+        raise UserError(
+            f"random_init=True asks for random frozen weights, but INITIAL_CHECKPOINT_PATH is "
+            f"{cfg.checkpoint_path}: set INITIAL_CHECKPOINT_PATH=None for random weights, or "
+            "drop random_init to freeze the checkpoint"
         )
     atomic.check_writable_dir(cfg.model_dir, "MODEL_DIR")
 

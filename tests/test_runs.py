@@ -233,9 +233,38 @@ def test_unknown_task_lists_close_matches(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_the_demo_model_tuning_baseline_runs_as_make_demo_runs_it(tmp_path, capsys):
+    """runs/demo_model_tuning.gin for 2 steps with an evaluation: every weight of the shipped
+    pretrained demo model trains, and the run reports a score."""
+    from ptune import cli
+
+    code = cli.main(
+        [
+            "train",
+            "--gin_file=runs/demo_model_tuning.gin",
+            f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
+            "--gin.TRAIN_STEPS=2",
+            "--gin.EVAL_PERIOD=2",
+            "--gin.BATCH_SIZE=4",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    summary = json.load(open(tmp_path / "run" / "summary.json"))
+    assert summary["trainable_params"] == summary["total_params"] > 0
+    assert summary["steps"] == 2 and summary["prompt_length"] is None
+    assert 0.0 <= summary["best"]["value"] <= 100.0
+
+
 def test_random_weights_must_be_asked_for(tmp_path):
     with pytest.raises(UserError, match="INITIAL_CHECKPOINT_PATH is required"):
         trainer.train(tiny_run_config(tmp_path / "x", random_init=False))
+
+
+def test_random_weights_and_a_checkpoint_contradict_each_other(tmp_path):
+    cfg = tiny_run_config(tmp_path / "x", random_init=True, checkpoint_path="/some/ckpt")
+    with pytest.raises(UserError, match="random_init=True asks for random frozen weights"):
+        trainer.train(cfg)
+    assert not (tmp_path / "x").exists()
 
 
 def test_nan_loss_stops_with_the_step(tmp_path):

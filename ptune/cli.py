@@ -8,6 +8,7 @@
     ptune explain --prompt_file=P.npy --checkpoint=PATH [--task=NAME] [--top_k=5]
     ptune tasks                                       # registered seqio tasks and mixtures
     ptune report RUN_DIR... [--output DIR]            # plots and tables of finished runs
+    ptune similar --prompts A.npy,B.npy --target T.npy  # SPoT: which source transfers best
     ptune plan --gin_file=... --mesh_shape=DATA,MODEL   # per-device memory, no weights
     ptune train ... --multiprocess                    # one process per host (or
         --coordinator_address=HOST:PORT --num_processes=N --process_id=I)
@@ -503,6 +504,13 @@ def cmd_report(argv: Sequence[str], gin_args) -> int:
     from ptune import report
 
     return report.main(argv)
+
+
+@command("similar", "rank source prompts by SPoT's similarity to a target task's prompt")
+def cmd_similar(argv: Sequence[str], gin_args) -> int:
+    from ptune import similarity
+
+    return similarity.main(argv)
 
 
 # ---- capacity planning and multi-process flags (ptune.plan, ptune.distributed)

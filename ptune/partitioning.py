@@ -5,7 +5,8 @@ Every parameter and the main activations carry logical axis names (`ptune.models
 `standard_logical_axis_rules` do:
 
     batch -> data            vocab, mlp, heads, joined_kv -> model
-    embed, kv, length, layers, relpos_buckets, prompt, prompt_embed -> None (replicated)
+    embed, kv, length, layers, relpos_buckets, prompt, prompt_embed, prompt_mlp -> None
+    (replicated)
 
 So on a `data x model` mesh the batch is split along `data`, the frozen weights are split
 along `model` (Megatron-style: attention heads and MLP columns), and the prompt [P, E] is
@@ -57,6 +58,7 @@ LOGICAL_AXES = (
     "layers",
     "prompt",
     "prompt_embed",
+    "prompt_mlp",
 )
 STANDARD_RULES: tuple[tuple[str, MeshAxes], ...] = (
     ("batch", "data"),
@@ -71,6 +73,7 @@ STANDARD_RULES: tuple[tuple[str, MeshAxes], ...] = (
     ("relpos_buckets", None),
     ("prompt", None),
     ("prompt_embed", None),
+    ("prompt_mlp", None),
 )
 
 

@@ -4,10 +4,15 @@ The prompt is a matrix [P, E] (P = prompt length, E = the model's embedding widt
 into the embedded encoder input; only it trains. Its parameter path is stable and documented:
 
     encoder/prompt/prompt        [prompt, prompt_embed]  (logical axes; replicated)
+    encoder/prompt/residual/...  the residual reparameterisation's MLP, when configured
 
-This module is its one owner: `get_prompt`, `with_prompt`, `without_prompt` and
-`PROMPT_PATTERN` read, place and name it, and no other module spells the path. Checkpoints,
-the optimizer mask (`ptune.trainable.PROMPT_ONLY`) and prompt exports all key on it.
+
+This module is its one owner: `get_prompt`, `with_prompt`, `without_prompt`,
+`effective_prompt` and `PROMPT_PATTERN` read, place and name it, and no other module spells
+the path. Checkpoints, the optimizer mask (`ptune.trainable.PROMPT_ONLY`, the whole prompt
+module) and prompt exports all key on it. Exports hold the effective prompt: with a residual
+reparameterisation (`Residual`), the materialised P + MLP(P), so serving and PEFT see a plain
+prompt.
 Placement: `prefix` (the paper), `after_bos` (after the first input token) or `suffix`
 (before the input's final EOS, as the original implementation's `before_eos=True`). The
 encoder masks grow by the P visible positions; the prompt does not count against the task's
@@ -85,8 +90,84 @@ def insert_prompt(
     return out, jnp.where(in_prompt, True, input_valid)
 
 
+@dataclasses.dataclass(frozen=True)
+class Residual:
+    """Residual reparameterisation (Residual Prompt Tuning, Razdaibiedina et al., 2023): the
+    model sees P + LN(W_up relu(W_down P + b_down) + b_up), one bottleneck MLP applied to each
+    prompt token alike, trained with P. Only training uses it: checkpoints keep P and the MLP,
+    exports the materialised prompt (`effective_prompt`).
+
+    bottleneck: the MLP's hidden width m (W_down [E, m], W_up [m, E]).
+    layer_norm: the paper's LayerNorm on the MLP's output (PyTorch's: centred, eps 1e-5,
+      scale and bias).
+    zero_output: W_up and b_up start at zero, so the run starts from exactly P (without it
+      they start as Flax's defaults, LeCun-normal kernels and zero biases).
+    """
+
+    bottleneck: int = 400
+    layer_norm: bool = True
+    zero_output: bool = False
+
+    def __post_init__(self):
+        m = self.bottleneck
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+            raise UserError(f"residual bottleneck width must be a positive integer, got {m!r}")
+
+
+RESIDUAL_EPS = 1e-5  # torch.nn.LayerNorm's default
+
+
+def apply_residual(mlp: Any, prompt: Array) -> Array:
+    """prompt [P, E] + the residual MLP `mlp` (the `residual` subtree: down_kernel [E, m],
+    down_bias [m], up_kernel [m, E], up_bias [E], optional norm_scale/norm_bias [E]) applied
+    to each token. The one definition both training and `effective_prompt` use."""
+    prompt = jnp.asarray(prompt, jnp.float32)
+    hidden = jax.nn.relu(prompt @ mlp["down_kernel"] + mlp["down_bias"])
+    out = hidden @ mlp["up_kernel"] + mlp["up_bias"]
+    if "norm_scale" in mlp:
+        mean = out.mean(-1, keepdims=True)
+        var = jnp.square(out - mean).mean(-1, keepdims=True)
+        out = (out - mean) * jax.lax.rsqrt(var + RESIDUAL_EPS)
+        out = out * mlp["norm_scale"] + mlp["norm_bias"]
+    return prompt + out
+
+
+class ResidualMLP(nn.Module):
+    """The residual reparameterisation's parameters, at `encoder/prompt/residual`."""
+
+    config: Residual
+
+    @nn.compact
+    def __call__(self, prompt: Array) -> Array:
+        """prompt [P, E] -> P + MLP(P) [P, E]"""
+        e, m = prompt.shape[-1], self.config.bottleneck
+        zeros, lecun = nn.initializers.zeros_init(), nn.initializers.lecun_normal()
+
+        def param(name, init, shape, axes):
+            return self.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
+
+        mlp = {
+            "down_kernel": param("down_kernel", lecun, (e, m), ("prompt_embed", "prompt_mlp")),
+            "down_bias": param("down_bias", zeros, (m,), ("prompt_mlp",)),
+            "up_kernel": param(
+                "up_kernel",
+                zeros if self.config.zero_output else lecun,
+                (m, e),
+                ("prompt_mlp", "prompt_embed"),
+            ),
+            "up_bias": param("up_bias", zeros, (e,), ("prompt_embed",)),
+        }
+        if self.config.layer_norm:
+            mlp["norm_scale"] = param(
+                "norm_scale", nn.initializers.ones_init(), (e,), ("prompt_embed",)
+            )
+            mlp["norm_bias"] = param("norm_bias", zeros, (e,), ("prompt_embed",))
+        return apply_residual(mlp, prompt)
+
+
 class Prompt(nn.Module):
-    """One trainable prompt, parameter `prompt` [length, embed], shared by the whole batch.
+    """One trainable prompt, parameter `prompt` [length, embed], shared by the whole batch;
+    with `residual`, reparameterised through the MLP at `residual/` (see `Residual`).
 
     Called by the T5 encoder (`t5.Transformer(config, prompt_factory=...)`) on its embedded
     inputs. The initial value comes from an initializer via `prompts.initialize` and is placed
@@ -95,6 +176,7 @@ class Prompt(nn.Module):
 
     length: int
     placement: str = "prefix"
+    residual: Optional[Residual] = None
 
     def __post_init__(self):
         validate_length(self.length)
@@ -116,6 +198,8 @@ class Prompt(nn.Module):
             (self.length, e),
             jnp.float32,
         )
+        if self.residual is not None:
+            prompt = ResidualMLP(self.residual, name="residual")(prompt)
         batch_prompt = jnp.broadcast_to(prompt[None], (b, self.length, e))
         return insert_prompt(
             embedded, valid, batch_prompt, jnp.ones((b, self.length), bool), self.placement
@@ -182,10 +266,12 @@ def stack_bank(
     return bank, tuple(int(np.shape(v)[0]) for v in values)
 
 
-def prompt_factory(length: int, placement: str = "prefix") -> Callable[..., nn.Module]:
+def prompt_factory(
+    length: int, placement: str = "prefix", residual: Optional[Residual] = None
+) -> Callable[..., nn.Module]:
     """The `prompt_factory` argument of `t5.Transformer` for a single trainable prompt."""
     validate_length(length)
-    return functools.partial(Prompt, length=length, placement=placement)
+    return functools.partial(Prompt, length=length, placement=placement, residual=residual)
 
 
 def validate_length(length: Any) -> int:
@@ -202,11 +288,13 @@ class PromptConfig:
     initializer: an initializer factory's result (below); None is the paper's default, class
       labels (sampled vocabulary for a task without labels, said in the log).
     placement: `prefix` | `after_bos` | `suffix` (see `insert_prompt`).
+    residual: None, or the residual reparameterisation used while training (`Residual`).
     """
 
     length: int = 100
     initializer: Any = None
     placement: str = "prefix"
+    residual: Optional[Residual] = None
 
     def __post_init__(self):
         validate_length(self.length)
@@ -214,7 +302,15 @@ class PromptConfig:
             raise UserError(f"prompt placement must be one of {PLACEMENTS}, got {self.placement!r}")
 
     def factory(self) -> Callable[..., nn.Module]:
-        return prompt_factory(self.length, self.placement)
+        return prompt_factory(self.length, self.placement, self.residual)
+
+    def describe(self) -> dict:
+        """What a run's fingerprint records of the prompt (the initializer may change)."""
+        return {
+            "length": self.length,
+            "placement": self.placement,
+            **({"residual": dataclasses.asdict(self.residual)} if self.residual else {}),
+        }
 
 
 # ----------------------------------------------------------------------- the prompt's slot
@@ -237,6 +333,45 @@ def get_prompt(params: Any) -> Any:
     for key in PROMPT_PATH:
         node = node[key]
     return node
+
+
+def effective_prompt(params: Any) -> Any:
+    """The prompt the model sees: the stored one, or with a residual reparameterisation in
+    the parameters, P + MLP(P), materialised (what exports and serving use)."""
+    module = get_module(params)
+    if "residual" in module:
+        return apply_residual(module["residual"], module["prompt"])
+    return module["prompt"]
+
+
+def module_parameters(factory: Callable[..., nn.Module], value: Any, rng: Array) -> dict:
+    """The prompt module's parameters holding `value` ([P, E], or a bank [K, P, E]) as its
+    prompt; any others it declares (a residual MLP) start from their initializers with `rng`.
+    -> {"prompt": value, ...}, host (numpy) arrays."""
+    value = np.asarray(value, np.float32)
+    module = factory()
+    if getattr(module, "residual", None) is None:
+        return {"prompt": value}
+    embedded = jnp.zeros((1, 1, value.shape[-1]), jnp.float32)
+    variables = module.init(rng, embedded, jnp.ones((1, 1), bool))
+    params = jax.device_get(nn.unbox(variables["params"]))
+    return {**params, "prompt": value}
+
+
+def with_module(params: Any, module: Any) -> dict:
+    """A new parameter tree: `params` with the prompt module's parameters `module` (a dict
+    holding at least "prompt") in its slot."""
+    out = dict(params)
+    encoder = dict(out.get(PROMPT_PATH[0], {}))
+    encoder[PROMPT_PATH[1]] = dict(module)
+    out[PROMPT_PATH[0]] = encoder
+    return out
+
+
+def get_module(params: Any) -> dict:
+    """The prompt module's parameters: {"prompt": ..., and any reparameterisation}."""
+    get_prompt(params)
+    return params[PROMPT_PATH[0]][PROMPT_PATH[1]]
 
 
 def with_prompt(params: Any, value: Any) -> dict:

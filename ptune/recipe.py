@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import jax
@@ -187,7 +188,7 @@ class Run:
     def _load_dtype(self):
         """Frozen weights are read in their final dtype unless some loaded weight trains."""
         if self.mask is None or not any(
-            v for k, v in self.mask.items() if not k.startswith(prompts.PROMPT_PATH_STR)
+            v for k, v in self.mask.items() if not re.fullmatch(prompts.PROMPT_PATTERN, k)
         ):
             return jnp.dtype(self.frozen_dtype or "float32")
         return jnp.float32
@@ -218,11 +219,14 @@ class Run:
             params = trainable_lib.cast_frozen(params, self.frozen_dtype)
         return params
 
-    def place_prompt(self, frozen: dict, value: Any) -> dict:
+    def place_prompt(self, frozen: dict, value: Any, seed: int = 0) -> dict:
         """`frozen` with `value` ([P, E], or a bank [K, P, E]) in the prompt slot, placed
-        with the slot's (replicated) sharding."""
-        sharding = prompts.get_prompt(self.shardings)
-        return prompts.with_prompt(frozen, self.partitioner.put(value, sharding))
+        with the slot's (replicated) shardings; the prompt module's other parameters (a
+        residual MLP) start from their initializers with `seed`."""
+        rng = jax.random.fold_in(jax.random.PRNGKey(seed), 2)
+        module = prompts.module_parameters(self.model.prompt_factory, value, rng)
+        shardings = prompts.get_module(self.shardings)
+        return prompts.with_module(frozen, self.partitioner.put(module, shardings))
 
     def init_state(self, params: dict, optimizer_step: int = 0) -> tuple[step_lib.TrainState, dict]:
         """(train state of the trainable subtree, frozen subtree cast to `frozen_dtype`).

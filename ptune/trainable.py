@@ -25,7 +25,7 @@ from ptune import prompts
 from ptune.errors import UserError
 
 PyTree = Any
-PROMPT_ONLY = (prompts.PROMPT_PATH_STR,)
+PROMPT_ONLY = (prompts.PROMPT_PATTERN,)  # the prompt module: P and any reparameterisation
 EVERYTHING = (".*",)
 
 

@@ -114,9 +114,7 @@ class TrainConfig:
             "random_init": self.random_init,
             "task_feature_lengths": dict(self.task_feature_lengths),
             "batch_size": self.batch_size,
-            "prompt": None
-            if self.prompt is None
-            else {"length": self.prompt.length, "placement": self.prompt.placement},
+            "prompt": None if self.prompt is None else self.prompt.describe(),
             "trainable": list(self.trainable),
             "loss": dataclasses.asdict(self.loss),
             "frozen_dtype": self.frozen_dtype,
@@ -407,7 +405,7 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     else:
         params = run.load_frozen(cfg.checkpoint_path)
     if cfg.prompt is not None:
-        params = run.place_prompt(params, initial_prompt(cfg, params))
+        params = run.place_prompt(params, initial_prompt(cfg, params), cfg.seed)
     log.info(trainable_lib.summary_line(run.mask, params))
     counts = trainable_lib.count(run.mask, params)
     state, frozen = run.init_state(params, optimizer_step)
@@ -466,7 +464,7 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
         if main_process and cfg.prompt is not None:
             prompt_io.save_prompt(
                 prompt_io.step_directory(cfg.model_dir, step_number),
-                partitioning.gather(prompts.get_prompt(state.params)),
+                partitioning.gather(prompts.effective_prompt(state.params)),
             )
 
     def evaluate(step_number: int) -> None:
@@ -490,7 +488,7 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
         if best.update(step_number, score) and main_process and cfg.prompt is not None:
             prompt_io.save_prompt(
                 prompt_io.best_directory(cfg.model_dir),
-                partitioning.gather(prompts.get_prompt(state.params)),
+                partitioning.gather(prompts.effective_prompt(state.params)),
             )
         result.best = best.best
 

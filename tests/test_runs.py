@@ -73,7 +73,9 @@ def test_every_shipped_gin_combination_parses(run):
             assert set(t5.ARCHITECTURE_FIELDS) <= set(fields), files
         else:
             assert fields == {}, files
-        if fn is trainer.TrainConfig and prompt:
+        if fn is trainer.TrainConfig and prompt == "prompts/residual.gin":
+            assert cfg.prompt.residual is not None, files
+        elif fn is trainer.TrainConfig and prompt:
             assert cfg.prompt.initializer is not None, files
         gin.clear_config()
 
@@ -92,7 +94,7 @@ def test_paper_recipe_is_the_prompt_tuning_default():
     assert cfg.prompt.length == 100 and cfg.prompt.initializer is None  # class labels
     assert cfg.batch_size == 32 and cfg.train_steps == 30000
     assert dict(cfg.task_feature_lengths) == {"inputs": 512, "targets": 8}
-    assert list(cfg.trainable) == ["encoder/prompt/prompt"]
+    assert list(cfg.trainable) == ["encoder/prompt/.*"]
     assert cfg.eval_metric is None and cfg.eval_split == "validation"  # the task's score
     assert fields["dropout_rate"] == 0.1 and cfg.model is None
 

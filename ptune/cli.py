@@ -596,7 +596,7 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
         return _fit(cfg, model_config, data * model, budget)
     run = recipe.assemble(
         model_config,
-        prompt_factory=cfg.prompt.factory() if cfg.prompt is not None else None,
+        prompt_factory=_plan_prompt_factory(cfg),
         mesh=dataclasses.replace(cfg.partitioning, mesh_shape=(data, model)),
         trainable=cfg.trainable,
         optimizer=cfg.optimizer,
@@ -616,6 +616,23 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
     return 0
 
 
+def _plan_prompt_factory(cfg):
+    """The run's prompt module; multi-task prompts are sized by the mixture's task count."""
+    if cfg.prompt is None:
+        return None
+    if cfg.prompt.multi_task is None:
+        return cfg.prompt.factory()
+    if cfg.mixture_or_task_name == "(plan)":
+        raise UserError(
+            "multi-task prompts hold one prompt per task: name the mixture "
+            "(--gin.MIXTURE_OR_TASK_NAME=...) so `ptune plan` can size the bank"
+        )
+    import ptune.tasks  # noqa: F401  registers the mixtures
+    from ptune import data
+
+    return cfg.prompt.factory(len(data.bank_tasks(cfg.mixture_or_task_name)))
+
+
 def _fit(cfg, model_config, devices: int, budget: int) -> int:
     """`ptune plan --fit`: the cheapest setting whose step fits `budget` bytes per device."""
     from ptune import plan, recipe, trainer
@@ -625,7 +642,7 @@ def _fit(cfg, model_config, devices: int, budget: int) -> int:
             model_config.replace(
                 scan_layers=True, remat_policy=setting.remat_policy, dtype=setting.dtype
             ),
-            prompt_factory=cfg.prompt.factory() if cfg.prompt is not None else None,
+            prompt_factory=_plan_prompt_factory(cfg),
             mesh=dataclasses.replace(
                 cfg.partitioning,
                 mesh_shape=setting.mesh_shape,

@@ -20,6 +20,7 @@ import numpy as np
 import seqio
 
 from ptune import buckets as buckets_lib
+from ptune import prompts
 from ptune.errors import UserError
 
 log = logging.getLogger("ptune")
@@ -31,6 +32,9 @@ MODEL_FEATURES = (
     "decoder_target_tokens",
     "decoder_loss_weights",
 )
+# Multi-task prompt training: each example's task, as its position in the mixture's task list
+# (`bank_tasks`), added by the pipeline; the model picks that task's prompt with it.
+PROMPT_INDEX = prompts.PROMPT_INDEX
 
 
 def get_task(name: str):
@@ -186,6 +190,45 @@ def output_vocabulary(task_name: str):
     return get_task(task_name).output_features["targets"].vocabulary
 
 
+def bank_tasks(name: str) -> list[str]:
+    """The tasks of a multi-task prompt bank over mixture `name`, in the mixture's order:
+    `prompt_index` k is the k-th. A single task has no bank."""
+    mixture = get_task(name)
+    if not isinstance(mixture, seqio.Mixture):
+        raise UserError(
+            f"multi-task prompts train one prompt per task of a mixture, and {name} is a single "
+            "task: name a mixture (`ptune tasks` lists them) or drop prompts/multi_task.gin"
+        )
+    return [task.name for task in mixture.tasks]
+
+
+def _tagged_mixture(name: str, lengths: Mapping[str, int], split: str, seed: int, shard):
+    """Mixture `name`'s training examples sampled as `seqio.Mixture.get_dataset` samples them
+    (the same task datasets, rates and seed), each tagged with its task's `prompt_index` [1],
+    then converted to model features; the tag passes through the feature converter."""
+    import tensorflow as tf
+
+    mixture = get_task(name)
+    index = {task: k for k, task in enumerate(bank_tasks(name))}
+    keys = set(mixture.output_features)
+    datasets, rates = [], []
+    for task in mixture.tasks:
+        if split not in task.splits:  # seqio's rule (e.g. WSC's eval-only task)
+            continue
+        ds = mixture.get_task_dataset(
+            task, keys, dict(lengths), split, shuffle=True, seed=seed, shard_info=shard
+        )
+        tag = tf.constant([index[task.name]], tf.int32)
+        datasets.append(ds.map(lambda ex, tag=tag: {**ex, PROMPT_INDEX: tag}))
+        rates.append(mixture.get_rate(task))
+    if not datasets:
+        raise UserError(f"no task of mixture {name} has a {split!r} split")
+    ds = tf.data.Dataset.sample_from_datasets(datasets, rates, seed, stop_on_empty_dataset=True)
+    spec = seqio.FeatureConverter.FeatureSpec(dtype=tf.int32, rank=1)
+    converter = seqio.EncDecFeatureConverter(pack=False, passthrough_features={PROMPT_INDEX: spec})
+    return converter(ds, {**lengths, PROMPT_INDEX: 1})
+
+
 def train_batches(
     task_name: str,
     feature_lengths: Mapping[str, int],
@@ -199,31 +242,43 @@ def train_batches(
     pack: bool = False,
     use_cached: bool = False,
     buckets: Optional[buckets_lib.LengthBuckets] = None,
+    prompt_index: bool = False,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Endless shuffled batches, starting after `start_batch` already-consumed batches; with
-    `buckets`, each cut to its length bucket (the same on every host)."""
+    `buckets`, each cut to its length bucket (the same on every host). With `prompt_index`
+    (a mixture's multi-task prompts), each batch also holds `prompt_index` [b], each
+    example's task (`bank_tasks`); the examples are those the mixture alone gives."""
     get_task(task_name)
     if batch_size % num_shards:
         raise UserError(f"batch size {batch_size} is not divisible by the {num_shards} hosts")
     shard = seqio.ShardInfo(index=shard_index, num_shards=num_shards) if num_shards > 1 else None
+    if prompt_index and (pack or use_cached):
+        raise UserError("multi-task prompts read the mixture uncached and unpacked")
     with dataset_errors(task_name):
-        ds = seqio.get_dataset(
-            task_name,
-            task_feature_lengths=dict(feature_lengths),
-            dataset_split=split,
-            use_cached=use_cached,
-            shuffle=True,
-            num_epochs=None,
-            shard_info=shard,
-            verbose=False,
-            seed=seed,
-            feature_converter=feature_converter(pack),
+        ds = (
+            _tagged_mixture(task_name, feature_lengths, split, seed, shard)
+            if prompt_index
+            else seqio.get_dataset(
+                task_name,
+                task_feature_lengths=dict(feature_lengths),
+                dataset_split=split,
+                use_cached=use_cached,
+                shuffle=True,
+                num_epochs=None,
+                shard_info=shard,
+                verbose=False,
+                seed=seed,
+                feature_converter=feature_converter(pack),
+            )
         )
     ds = ds.batch(batch_size // num_shards, drop_remainder=True)
     if start_batch:
         ds = ds.skip(start_batch)
     for batch in ds.as_numpy_iterator():
+        tags = batch.get(PROMPT_INDEX)
         batch = {k: np.asarray(batch[k], np.int32) for k in MODEL_FEATURES if k in batch}
+        if tags is not None:
+            batch[PROMPT_INDEX] = np.asarray(tags, np.int32)[:, 0]
         if buckets is not None and not pack:
             longest = buckets_lib.longest_rows(batch)
             if num_shards > 1:

@@ -128,13 +128,16 @@ class Evaluation:
             ds.as_numpy_iterator(), self.batch_size, self._model_lengths, self.buckets
         )
 
-    def model_outputs(self, generate_fn: Callable, score_fn: Callable) -> dict[str, dict]:
+    def model_outputs(
+        self, generate_fn: Callable, score_fn: Callable, task_arg: bool = False
+    ) -> dict[str, dict]:
         """Runs the model once over every eval task's examples.
 
         generate_fn(encoder_tokens [b, ls]) -> tokens [b, lt], or for an ensemble
           (per-prompt tokens [N, b, lt], voted token tuples [b]);
         score_fn(encoder_tokens [b, ls], target_tokens [b, lt]) -> scores [b], or for an
           ensemble (per-prompt scores [N, b], mean scores [b]).
+        With `task_arg`, both also get the batch's task name as a last argument.
         Only what a task's metrics need is computed. Returns {task: {"predictions": [(index,
         output)], "scores": [(index, output)]}} with the outputs as returned per example.
         """
@@ -144,13 +147,14 @@ class Evaluation:
             record = {"predictions": [], "scores": []}
             need_predictions = bool(task.predict_metric_fns)
             need_scores = bool(task.score_metric_fns)
+            extra = (task.name,) if task_arg else ()
             for indices, batch in self._batches(ds):
                 tokens = batch["encoder_input_tokens"]
                 if need_predictions:
-                    out = generate_fn(tokens)
+                    out = generate_fn(tokens, *extra)
                     record["predictions"].extend(zip(indices, _per_example(out, len(indices))))
                 if need_scores:
-                    out = score_fn(tokens, batch["decoder_target_tokens"])
+                    out = score_fn(tokens, batch["decoder_target_tokens"], *extra)
                     record["scores"].extend(zip(indices, _per_example(out, len(indices))))
             outputs[task.name] = record
         return outputs
@@ -180,13 +184,27 @@ class Evaluation:
         }
 
     def __call__(
-        self, model: t5.Transformer, params: PyTree, num_beams: Optional[int] = None
+        self,
+        model: t5.Transformer,
+        params: PyTree,
+        num_beams: Optional[int] = None,
+        prompt_index: Optional[Mapping[str, int]] = None,
     ) -> dict[str, dict[str, float]]:
         """Predictions (greedy; with `num_beams`, t5x's beam search with its length penalty,
-        alpha 0.6) and target scores of `model` with `params` -> metrics."""
+        alpha 0.6) and target scores of `model` with `params` -> metrics. `prompt_index`
+        ({task: k}, multi-task prompts) gives each task's examples its own prompt."""
         targets = self.lengths["targets"]
+        if prompt_index is not None:
+            missing = [t.name for t in self._evaluator.eval_tasks if t.name not in prompt_index]
+            if missing:
+                raise UserError(f"the prompt bank has no prompt for {', '.join(missing)}")
 
-        def generate(tokens):
+        def index_of(tokens, task):
+            if task is None:
+                return None
+            return np.full((tokens.shape[0],), prompt_index[task], np.int32)
+
+        def generate(tokens, task=None):
             if num_beams:
                 beams, _ = decoding.beam_search(
                     model,
@@ -195,20 +213,33 @@ class Evaluation:
                     max_length=targets,
                     num_beams=num_beams,
                     vocab_limit=self.vocab_limit,
+                    prompt_index=index_of(tokens, task),
                 )
                 return np.asarray(beams[:, 0])
             return np.asarray(
                 decoding.generate(
-                    model, params, tokens, max_length=targets, vocab_limit=self.vocab_limit
+                    model,
+                    params,
+                    tokens,
+                    max_length=targets,
+                    vocab_limit=self.vocab_limit,
+                    prompt_index=index_of(tokens, task),
                 )
             )
 
-        outputs = self.model_outputs(
-            generate,
-            lambda tokens, target_tokens: np.asarray(
-                decoding.score(model, params, tokens, _shift_right(target_tokens), target_tokens)
-            ),
-        )
+        def score(tokens, target_tokens, task=None):
+            return np.asarray(
+                decoding.score(
+                    model,
+                    params,
+                    tokens,
+                    _shift_right(target_tokens),
+                    target_tokens,
+                    prompt_index=index_of(tokens, task),
+                )
+            )
+
+        outputs = self.model_outputs(generate, score, task_arg=prompt_index is not None)
         return self.metrics_from_outputs(outputs)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -34,7 +34,9 @@ class InferConfig:
     length penalty `alpha`; `temperature` > 0 samples (optionally top-k / top-p)."""
 
     checkpoint_path: str  # the frozen model
-    prompt_files: Mapping[str, str]  # prompt name -> .npy / .safetensors / PEFT dir
+    # prompt name -> .npy / .safetensors / PEFT dir; or a multi-task bank directory (each
+    # task's prompt under the task's name)
+    prompt_files: Union[Mapping[str, str], str]
     input_file: str  # JSONL or TSV requests
     output_file: str  # JSONL results
     model: Any = None  # None: the checkpoint's configuration
@@ -90,6 +92,20 @@ def read_requests(path: str) -> list[dict]:
     return requests
 
 
+def named_prompt_files(prompt_files: Union[Mapping[str, str], str]) -> dict[str, str]:
+    """PROMPT_FILES as {name: file}: given so, or read from a multi-task bank directory."""
+    from ptune.checkpoints import prompt_io
+
+    if isinstance(prompt_files, Mapping):
+        return dict(prompt_files)
+    if isinstance(prompt_files, str) and prompt_io.is_bank(prompt_files):
+        return prompt_io.read_bank(prompt_files)
+    raise UserError(
+        f"PROMPT_FILES must be {{name: prompt file}} or a multi-task prompt bank directory "
+        f"(holding {prompts.BANK_FILE}); got {prompt_files!r}"
+    )
+
+
 def _frozen_server(cfg, bank: server_lib.Bank, vocab_limit: Optional[int]) -> server_lib.Server:
     """The frozen model (resolved and loaded by `ptune.recipe`) serving `bank`."""
     config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path)
@@ -106,7 +122,7 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
         os.path.dirname(os.path.abspath(cfg.output_file)), "INFER_OUTPUT_FILE's directory"
     )
     requests = read_requests(cfg.input_file)
-    bank = server_lib.Bank.from_files(dict(cfg.prompt_files), cfg.prompt.placement)
+    bank = server_lib.Bank.from_files(named_prompt_files(cfg.prompt_files), cfg.prompt.placement)
     vocabularies = {}
     for r in requests:
         r.setdefault("prompt", r["task"])

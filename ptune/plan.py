@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ptune import recipe
+from ptune import prompts, recipe
 from ptune import step as step_lib
 from ptune import trainable as trainable_lib
 
@@ -117,6 +117,10 @@ def plan_training(
         k: jax.ShapeDtypeStruct((batch_size, n), jnp.int32, sharding=partitioner.batch_sharding())
         for k, n in lengths.items()
     }
+    if prompts.takes_index(run.model.prompt_factory):  # each example's task (multi-task)
+        batch[prompts.PROMPT_INDEX] = jax.ShapeDtypeStruct(
+            (batch_size,), jnp.int32, sharding=partitioner.batch_sharding()
+        )
     train_step = run.train_step(loss, seed=0)
     start = time.perf_counter()
     compiled = train_step.lower(state_abstract, frozen_abstract, batch).compile()

@@ -29,7 +29,7 @@ import dataclasses
 import functools
 import logging
 import os
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Any, Callable, Mapping, Optional, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +47,8 @@ PROMPT_PATTERN = "encoder/prompt/.*"  # checkpoint restores leave this slot to t
 TOP_K_TOKENS = 5000
 # pad (0), eos (1) and unk (2) in T5's vocabulary; sentinels lie above the base pieces.
 SPECIAL_IDS = (0, 1, 2)
+BANK_FILE = "bank.json"  # a multi-task bank's manifest (`ptune.checkpoints.prompt_io`)
+PROMPT_INDEX = "prompt_index"  # the batch feature [b] that picks each example's prompt
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +240,107 @@ class PromptBank(nn.Module):
         return insert_prompt(embedded, valid, prompt, prompt_valid, self.placement)
 
 
+COMBINATIONS = ("none", "add", "concat")
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiTask:
+    """One prompt per task of a mixture, trained together in one run (the original
+    implementation's multi-task prompts). Each example's task picks its prompt by
+    `prompt_index`, which the data pipeline adds from the mixture.
+
+    combine: how task prompt k [P, E] meets the shared prompt at `encoder/prompt/shared`:
+      "none": no shared prompt, each task its own;
+      "add": shared [P, E] + task k (the original's AddMultiTaskPrompt), shared starting at 0;
+      "concat": shared [shared_length, E] then task k (ConcatMultiTaskPrompt).
+    shared_length: the shared prompt's length for "concat" (None: the prompt length).
+    """
+
+    combine: str = "add"
+    shared_length: Optional[int] = None
+
+    def __post_init__(self):
+        if self.combine not in COMBINATIONS:
+            raise UserError(
+                f"multi-task prompts combine as one of {COMBINATIONS}, got {self.combine!r}"
+            )
+        if self.shared_length is not None:
+            if self.combine != "concat":
+                raise UserError("multi-task shared_length applies only to combine='concat'")
+            validate_length(self.shared_length)
+
+    def shared_rows(self, length: int) -> int:
+        """The shared prompt's length (0: none)."""
+        if self.combine == "none":
+            return 0
+        return self.shared_length or length if self.combine == "concat" else length
+
+
+def combine_prompts(tasks: Array, shared: Optional[Array], combine: str) -> Array:
+    """tasks [K, P, E] (or [b, P, E]), shared [S, E] -> each one's prompt as the model sees it:
+    [K, P, E] ("none", "add") or [K, S + P, E] ("concat")."""
+    if combine == "none":
+        return tasks
+    shared = jnp.broadcast_to(shared[None], (tasks.shape[0],) + shared.shape)
+    if combine == "add":
+        return shared + tasks
+    return jnp.concatenate([shared, tasks.astype(shared.dtype)], axis=1)
+
+
+class MultiTaskPrompt(nn.Module):
+    """Task prompts [num_tasks, length, embed] at `encoder/prompt/prompt` and, unless
+    combine is "none", a shared prompt at `encoder/prompt/shared`; example i gets task
+    `prompt_index[i]`'s prompt combined with the shared one (`combine_prompts`)."""
+
+    length: int
+    num_tasks: int
+    multi_task: MultiTask
+    placement: str = "prefix"
+
+    @nn.compact
+    def __call__(
+        self, embedded: Array, valid: Array, prompt_index: Optional[Array] = None
+    ) -> tuple[Array, Array]:
+        """embedded [b, l, e], valid [b, l], prompt_index [b] -> ([b, l + p', e], [b, l + p'])"""
+        b, _, e = embedded.shape
+        if prompt_index is None:
+            if not self.is_initializing():
+                raise UserError("multi-task prompts need each example's task (prompt_index)")
+            prompt_index = jnp.zeros((b,), jnp.int32)  # shapes only
+        init = random_uniform()
+        tasks = self.param(
+            "prompt",
+            nn.with_logical_partitioning(init, (None, "prompt", "prompt_embed")),
+            (self.num_tasks, self.length, e),
+            jnp.float32,
+        )
+        shared = None
+        rows = self.multi_task.shared_rows(self.length)
+        if rows:
+            shared = self.param(
+                "shared",
+                nn.with_logical_partitioning(
+                    nn.initializers.zeros_init(), ("prompt", "prompt_embed")
+                ),
+                (rows, e),
+                jnp.float32,
+            )
+        # An index outside the bank gives NaN (the run stops, naming the step), never
+        # another task's prompt, as a clipped take would.
+        picked = jnp.take(
+            tasks, jnp.asarray(prompt_index, jnp.int32), axis=0, mode="fill", fill_value=jnp.nan
+        )  # [b, P, E]
+        prompt = combine_prompts(picked, shared, self.multi_task.combine)
+        return insert_prompt(
+            embedded, valid, prompt, jnp.ones(prompt.shape[:2], bool), self.placement
+        )
+
+
+def takes_index(factory: Optional[Callable[..., nn.Module]]) -> bool:
+    """Whether the prompt module picks a prompt per example (`prompt_index` [b])."""
+    return factory is not None and isinstance(factory(), (PromptBank, MultiTaskPrompt))
+
+
 def bank_factory(lengths: Sequence[int], placement: str = "prefix") -> Callable[..., nn.Module]:
     """The `prompt_factory` argument of `t5.Transformer` for a bank of prompts."""
     lengths = tuple(validate_length(n) for n in lengths)
@@ -274,6 +377,20 @@ def prompt_factory(
     return functools.partial(Prompt, length=length, placement=placement, residual=residual)
 
 
+def multi_task_factory(
+    length: int, num_tasks: int, multi_task: MultiTask, placement: str = "prefix"
+) -> Callable[..., nn.Module]:
+    """The `prompt_factory` argument of `t5.Transformer` for multi-task prompts."""
+    validate_length(length)
+    return functools.partial(
+        MultiTaskPrompt,
+        length=length,
+        num_tasks=num_tasks,
+        multi_task=multi_task,
+        placement=placement,
+    )
+
+
 def validate_length(length: Any) -> int:
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
         raise UserError(f"prompt length must be a positive integer, got {length!r}")
@@ -295,13 +412,24 @@ class PromptConfig:
     initializer: Any = None
     placement: str = "prefix"
     residual: Optional[Residual] = None
+    multi_task: Optional[MultiTask] = None
 
     def __post_init__(self):
         validate_length(self.length)
         if self.placement not in PLACEMENTS:
             raise UserError(f"prompt placement must be one of {PLACEMENTS}, got {self.placement!r}")
+        if self.residual is not None and self.multi_task is not None:
+            raise UserError(
+                "residual reparameterisation and multi-task prompts do not combine yet: "
+                "choose prompts/residual.gin or prompts/multi_task.gin"
+            )
 
-    def factory(self) -> Callable[..., nn.Module]:
+    def factory(self, num_tasks: Optional[int] = None) -> Callable[..., nn.Module]:
+        """The prompt module; multi-task prompts need the mixture's task count."""
+        if self.multi_task is not None:
+            if not num_tasks:
+                raise UserError("multi-task prompts need the number of tasks of the mixture")
+            return multi_task_factory(self.length, num_tasks, self.multi_task, self.placement)
         return prompt_factory(self.length, self.placement, self.residual)
 
     def describe(self) -> dict:
@@ -310,6 +438,7 @@ class PromptConfig:
             "length": self.length,
             "placement": self.placement,
             **({"residual": dataclasses.asdict(self.residual)} if self.residual else {}),
+            **({"multi_task": dataclasses.asdict(self.multi_task)} if self.multi_task else {}),
         }
 
 
@@ -344,18 +473,27 @@ def effective_prompt(params: Any) -> Any:
     return module["prompt"]
 
 
+def effective_bank(params: Any, combine: str) -> Any:
+    """Multi-task prompts: every task's prompt as the model sees it, [K, P', E]
+    (`combine_prompts` of the task prompts and the shared one)."""
+    module = get_module(params)
+    return combine_prompts(module["prompt"], module.get("shared"), combine)
+
+
 def module_parameters(factory: Callable[..., nn.Module], value: Any, rng: Array) -> dict:
-    """The prompt module's parameters holding `value` ([P, E], or a bank [K, P, E]) as its
-    prompt; any others it declares (a residual MLP) start from their initializers with `rng`.
+    """The prompt module's parameters holding `value` ([P, E], a bank [K, P, E], or a dict of
+    the module's parameters, e.g. multi-task {"prompt", "shared"}) as given; any others it
+    declares (a residual MLP) start from their initializers with `rng`.
     -> {"prompt": value, ...}, host (numpy) arrays."""
-    value = np.asarray(value, np.float32)
+    given = dict(value) if isinstance(value, Mapping) else {"prompt": value}
+    given = {k: np.asarray(v, np.float32) for k, v in given.items()}
     module = factory()
     if getattr(module, "residual", None) is None:
-        return {"prompt": value}
-    embedded = jnp.zeros((1, 1, value.shape[-1]), jnp.float32)
+        return given
+    embedded = jnp.zeros((1, 1, given["prompt"].shape[-1]), jnp.float32)
     variables = module.init(rng, embedded, jnp.ones((1, 1), bool))
     params = jax.device_get(nn.unbox(variables["params"]))
-    return {**params, "prompt": value}
+    return {**params, **given}
 
 
 def with_module(params: Any, module: Any) -> dict:
@@ -575,7 +713,19 @@ def from_file(path: str):
 def load_prompt_file(path: str) -> np.ndarray:
     """Reads a prompt [P, E] as float32; refuses pickles, NaN/inf and non-matrices."""
     if not os.path.exists(path):
+        parent = os.path.dirname(os.path.abspath(path))
+        if os.path.isfile(os.path.join(parent, BANK_FILE)):
+            held = sorted(n[:-4] for n in os.listdir(parent) if n.endswith(".npy"))
+            raise UserError(
+                f"prompt file {path} does not exist: the prompt bank {parent} holds the "
+                f"tasks {', '.join(held)}"
+            )
         raise UserError(f"prompt file {path} does not exist")
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, BANK_FILE)):
+        raise UserError(
+            f"{path} is a multi-task prompt bank: name one task's prompt "
+            f"({os.path.join(path, '<task>.npy')}), or pass the directory to `ptune infer`"
+        )
     if os.path.isdir(path):
         adapter = os.path.join(path, "adapter_model.safetensors")
         if not os.path.isfile(adapter):

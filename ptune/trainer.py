@@ -191,18 +191,37 @@ class BestPrompt:
         self.evals_without_improvement = int(meta.get("evals_without_improvement", 0))
 
 
-def initial_prompt(cfg: TrainConfig, frozen: PyTree) -> np.ndarray:
-    """[P, E] from the configured initializer, with the task's vocabulary and labels."""
+def initial_prompt(
+    cfg: TrainConfig, frozen: PyTree, task: Optional[str] = None, stream: int = 1
+) -> np.ndarray:
+    """[P, E] from the configured initializer, with the vocabulary and labels of `task`
+    (default: the run's task or mixture); `stream` separates the random draws of prompts."""
     from ptune.tasks import registry
 
+    task = task or cfg.mixture_or_task_name
     init = cfg.prompt.initializer or prompts.class_labels()
     context = prompts.InitContext(
         embedding=partitioning.gather(frozen["token_embedder"]["embedding"]).astype(np.float32),
-        vocabulary=data.output_vocabulary(cfg.mixture_or_task_name),
-        labels=registry.label_names(cfg.mixture_or_task_name),
+        vocabulary=data.output_vocabulary(task),
+        labels=registry.label_names(task),
     )
-    rng = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
+    rng = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), stream)
     return prompts.initialize(init, rng, cfg.prompt.length, context)
+
+
+def initial_bank(cfg: TrainConfig, frozen: PyTree, tasks: Sequence[str]) -> dict:
+    """Multi-task prompts' initial values: task k's prompt [P, E] from the initializer with
+    task k's labels; the shared prompt zero for "add" (so each task starts where its own
+    single-task run would), from the initializer with the mixture's labels for "concat"."""
+    multi = cfg.prompt.multi_task
+    bank = np.stack([initial_prompt(cfg, frozen, task, 1000 + k) for k, task in enumerate(tasks)])
+    out = {"prompt": bank}
+    if multi.combine == "add":
+        out["shared"] = np.zeros(bank.shape[1:], np.float32)
+    elif multi.combine == "concat":
+        shared = dataclasses.replace(cfg.prompt, length=multi.shared_rows(cfg.prompt.length))
+        out["shared"] = initial_prompt(dataclasses.replace(cfg, prompt=shared), frozen)
+    return out
 
 
 RUN_FILES = (
@@ -374,11 +393,15 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     )
     if cfg.early_stopping_patience is not None and cfg.eval_period <= 0:
         raise UserError("early_stopping_patience needs evaluations (eval_period > 0)")
+    bank = None  # multi-task prompts: the mixture's tasks, one prompt each
+    if cfg.prompt is not None and cfg.prompt.multi_task is not None:
+        bank = data.bank_tasks(cfg.mixture_or_task_name)
+        log.info("multi-task prompts: one per task of %s: %s", cfg.mixture_or_task_name, bank)
 
     # ---- assembly: mesh, model, shardings, what trains, optimizer (see ptune.recipe)
     run = recipe.assemble(
         config,
-        prompt_factory=cfg.prompt.factory() if cfg.prompt is not None else None,
+        prompt_factory=cfg.prompt.factory(len(bank or ())) if cfg.prompt is not None else None,
         mesh=cfg.partitioning,
         trainable=cfg.trainable,
         optimizer=cfg.optimizer,
@@ -405,7 +428,8 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     else:
         params = run.load_frozen(cfg.checkpoint_path)
     if cfg.prompt is not None:
-        params = run.place_prompt(params, initial_prompt(cfg, params), cfg.seed)
+        value = initial_bank(cfg, params, bank) if bank else initial_prompt(cfg, params)
+        params = run.place_prompt(params, value, cfg.seed)
     log.info(trainable_lib.summary_line(run.mask, params))
     counts = trainable_lib.count(run.mask, params)
     state, frozen = run.init_state(params, optimizer_step)
@@ -435,6 +459,7 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
         shard_index=jax.process_index(),
         num_shards=jax.process_count(),
         buckets=cfg.length_buckets,
+        prompt_index=bank is not None,
     )
     evaluator = None
     if cfg.eval_period > 0:
@@ -458,20 +483,31 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
                 f"(the last checkpoint, step {last}, is intact)"
             )
 
+    def export_prompts(directory: str) -> None:
+        """The prompt as the model sees it; a multi-task bank as one file per task."""
+        if bank is None:
+            value = partitioning.gather(prompts.effective_prompt(state.params))
+            prompt_io.save_prompt(directory, value)
+            return
+        values = partitioning.gather(
+            prompts.effective_bank(state.params, cfg.prompt.multi_task.combine)
+        )
+        prompt_io.save_bank(directory, dict(zip(bank, values)))
+
     def save(step_number: int) -> None:
         check_finite()
         checkpointer.save(step_number, state, {"data_position": step_number, **best.to_meta()})
         if main_process and cfg.prompt is not None:
-            prompt_io.save_prompt(
-                prompt_io.step_directory(cfg.model_dir, step_number),
-                partitioning.gather(prompts.effective_prompt(state.params)),
-            )
+            export_prompts(prompt_io.step_directory(cfg.model_dir, step_number))
 
     def evaluate(step_number: int) -> None:
         check_finite()
         with run.partitioner.context():
             results = evaluator(
-                run.model, trainable_lib.merge(state.params, frozen), cfg.eval_num_beams
+                run.model,
+                trainable_lib.merge(state.params, frozen),
+                cfg.eval_num_beams,
+                {task: k for k, task in enumerate(bank)} if bank else None,
             )
         result.eval = results
         score = evaluation.select(results, cfg.mixture_or_task_name, metric)
@@ -486,10 +522,7 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
                 {"score": score, "metric": metric},
             )
         if best.update(step_number, score) and main_process and cfg.prompt is not None:
-            prompt_io.save_prompt(
-                prompt_io.best_directory(cfg.model_dir),
-                partitioning.gather(prompts.effective_prompt(state.params)),
-            )
+            export_prompts(prompt_io.best_directory(cfg.model_dir))
         result.best = best.best
 
     # ---- the loop

@@ -12,6 +12,10 @@ inputs are at most `SEQUENCE_LENGTH["inputs"]` ids with EOS, targets at most 9.
 The data ship in `tasks/data/demo/{train,validation}.jsonl`; `generate()` rebuilds them.
 
 Registered: `ptune_demo` (generate the label) and `ptune_demo_rank_classification` (score both).
+A second task over the same sentences, `ptune_demo_negation` (and its rank classification):
+does the sentence say "not"? (`plain` / `negated`). `ptune_demo_mixture` mixes the two rank
+classification tasks equally: identical inputs, different questions, so only the prompt tells
+a model which one to answer (the multi-task prompt demonstration).
 
 Also here: the demo's frozen model, pretrained and shipped in `tasks/data/demo/model`
 (`pretrained_model()`), and the generated corpus it was pretrained on (`corpus()`,
@@ -33,6 +37,9 @@ from ptune.tasks import labels, metrics, postprocessors, preprocessors, registry
 
 TASK = "ptune_demo"
 LABELS = labels.DEMO  # ("negative", "positive"): the class-label initializer's strings.
+NEGATION_TASK = "ptune_demo_negation"
+NEGATION_LABELS = ("plain", "negated")
+MIXTURE = "ptune_demo_mixture"
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "demo")
 SPLITS = {"train": 400, "validation": 80}
 # The shipped frozen model of runs/demo.gin (a ptune checkpoint, made by `make pretrain-demo`).
@@ -161,8 +168,9 @@ class ShippedSource(seqio.DataSource):
     shuffle buffer holds entirely.
     """
 
-    def __init__(self, data_dir: str = DATA_DIR):
+    def __init__(self, data_dir: str = DATA_DIR, question: str = "sentiment"):
         self._data_dir = data_dir
+        self._question = question
         super().__init__(splits=tuple(SPLITS), num_input_examples=dict(SPLITS))
 
     @property
@@ -177,7 +185,7 @@ class ShippedSource(seqio.DataSource):
         ds = tf.data.Dataset.from_tensor_slices(
             {
                 "sentence": tf.constant([r["sentence"] for r in rows], tf.string),
-                "label": tf.constant([LABELS.index(r["label"]) for r in rows], tf.int64),
+                "label": tf.constant([self._label(r) for r in rows], tf.int64),
                 "idx": tf.constant([r["idx"] for r in rows], tf.int32),
             }
         )
@@ -185,37 +193,51 @@ class ShippedSource(seqio.DataSource):
             ds = ds.shard(shard_info.num_shards, shard_info.index)
         return ds
 
+    def _label(self, row: dict) -> int:
+        if self._question == "negation":
+            return int(" not " in row["sentence"])  # NEGATION_LABELS: plain 0, negated 1
+        return LABELS.index(row["label"])
 
-def _steps(name: str) -> list:
+
+def _steps(name: str, label_names=LABELS) -> list:
     return [
         functools.partial(
             preprocessors.check_fields, task_name=name, fields=("sentence", "label", "idx")
         ),
         functools.partial(
-            preprocessors.glue, prefix=None, label_names=LABELS, feature_names=("sentence",)
+            preprocessors.glue, prefix=None, label_names=label_names, feature_names=("sentence",)
         ),
     ]
 
 
 def register() -> None:
-    source = ShippedSource()
     features = vocab.output_features(vocab.get_byte_vocabulary())
-    registry.add_t5_task(
-        TASK,
-        source=source,
-        text_preprocessors=_steps(TASK),
-        postprocess_fn=postprocessors.class_id(LABELS),
-        metric_fns=[metrics.accuracy],
-        primary_metrics=("accuracy",),
-        label_names=LABELS,
-        output_features=features,
-    )
-    registry.add_rank_classification_task(
-        f"{TASK}_rank_classification",
-        source=source,
-        text_preprocessors=_steps(f"{TASK}_rank_classification"),
-        label_names=LABELS,
-        output_features=features,
+    for name, question, label_names in (
+        (TASK, "sentiment", LABELS),
+        (NEGATION_TASK, "negation", NEGATION_LABELS),
+    ):
+        source = ShippedSource(question=question)
+        registry.add_t5_task(
+            name,
+            source=source,
+            text_preprocessors=_steps(name, label_names),
+            postprocess_fn=postprocessors.class_id(label_names),
+            metric_fns=[metrics.accuracy],
+            primary_metrics=("accuracy",),
+            label_names=label_names,
+            output_features=features,
+        )
+        registry.add_rank_classification_task(
+            f"{name}_rank_classification",
+            source=source,
+            text_preprocessors=_steps(f"{name}_rank_classification", label_names),
+            label_names=label_names,
+            output_features=features,
+        )
+    registry.add_mixture(
+        MIXTURE,
+        [f"{TASK}_rank_classification", f"{NEGATION_TASK}_rank_classification"],
+        default_rate=1.0,
     )
 
 

@@ -397,13 +397,21 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
     data.check_vocabulary_fits(cfg.mixture_or_task_name, config.vocab_size)
     prompt = factory = None
     if cfg.prompt_file is not None:
-        prompt = prompts.load_prompt_file(cfg.prompt_file)
-        if prompt.shape[1] != config.emb_dim:
+        prompt = prompts.load_prompt_file(cfg.prompt_file, deep=True)
+        if prompt.shape[-1] != config.emb_dim:
             raise UserError(
-                f"prompt file {cfg.prompt_file}: width {prompt.shape[1]} does not "
+                f"prompt file {cfg.prompt_file}: width {prompt.shape[-1]} does not "
                 f"match the model's emb_dim {config.emb_dim}"
             )
-        factory = prompts.prompt_factory(prompt.shape[0], cfg.prompt.placement)
+        if prompt.ndim == 3:  # deep: one prompt per encoder layer
+            if prompt.shape[0] != config.num_encoder_layers:
+                raise UserError(
+                    f"prompt file {cfg.prompt_file}: a deep prompt for {prompt.shape[0]} "
+                    f"encoder layers; the model has {config.num_encoder_layers}"
+                )
+            factory = prompts.PromptConfig(prompt.shape[1], deep=True).factory()
+        else:
+            factory = prompts.prompt_factory(prompt.shape[0], cfg.prompt.placement)
     else:
         log.warning("evaluating the bare frozen model, without a prompt (NO_PROMPT=True)")
     evaluator = Evaluation(

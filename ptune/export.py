@@ -149,6 +149,15 @@ def export_prompt(
     if format not in FORMATS:
         raise UserError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     if format == "peft":
+        if isinstance(prompt, (str, os.PathLike)):
+            shape = prompts.load_prompt_file(os.fspath(prompt), deep=True).shape
+            if len(shape) == 3:
+                raise UserError(
+                    f"{os.fspath(prompt)} is a deep (per-layer) prompt {shape}: PEFT has no "
+                    "equivalent for T5 encoders (its prefix tuning adds keys and values to "
+                    "attention, not hidden states at each layer's input); export it as .npy "
+                    "or .safetensors"
+                )
         return write_peft(prompt, to, base_model=base_model, overwrite=overwrite)
     if base_model is not None:
         raise UserError("--base_model is recorded in PEFT adapters only (--format peft)")

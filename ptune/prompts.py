@@ -240,6 +240,34 @@ class PromptBank(nn.Module):
         return insert_prompt(embedded, valid, prompt, prompt_valid, self.placement)
 
 
+class DeepPrompt(nn.Module):
+    """Deep (per-layer) prompts, P-tuning v2 style on the encoder: [layers, length, embed] at
+    `encoder/prompt/prompt`. Layer 0's prompt is a prefix prompt on the embedded inputs (as
+    `Prompt`); at the input of each later encoder layer i, the prompt positions are replaced
+    by layer i's prompt, so the sequence stays length + inputs long. Prefix placement only.
+    The encoder passes its layer count and applies the replacement (`t5.EncoderLayer`)."""
+
+    length: int
+    per_layer = True  # the encoder gives each layer its own slice
+
+    @nn.compact
+    def __call__(
+        self, embedded: Array, valid: Array, num_layers: int
+    ) -> tuple[Array, Array, Array]:
+        """embedded [b, l, e], valid [b, l] -> ([b, l + length, e], [b, l + length],
+        the layers' prompts [num_layers, length, e])"""
+        b, _, e = embedded.shape
+        deep = self.param(
+            "prompt",
+            nn.with_logical_partitioning(random_uniform(), ("layers", "prompt", "prompt_embed")),
+            (num_layers, self.length, e),
+            jnp.float32,
+        )
+        first = jnp.broadcast_to(deep[0][None], (b, self.length, e))
+        x, out_valid = insert_prompt(embedded, valid, first, jnp.ones((b, self.length), bool))
+        return x, out_valid, deep
+
+
 COMBINATIONS = ("none", "add", "concat")
 
 
@@ -377,6 +405,12 @@ def prompt_factory(
     return functools.partial(Prompt, length=length, placement=placement, residual=residual)
 
 
+def deep_factory(length: int) -> Callable[..., nn.Module]:
+    """The `prompt_factory` argument of `t5.Transformer` for deep (per-layer) prompts."""
+    validate_length(length)
+    return functools.partial(DeepPrompt, length=length)
+
+
 def multi_task_factory(
     length: int, num_tasks: int, multi_task: MultiTask, placement: str = "prefix"
 ) -> Callable[..., nn.Module]:
@@ -406,6 +440,8 @@ class PromptConfig:
       labels (sampled vocabulary for a task without labels, said in the log).
     placement: `prefix` | `after_bos` | `suffix` (see `insert_prompt`).
     residual: None, or the residual reparameterisation used while training (`Residual`).
+    multi_task: None, or one prompt per task of a mixture (`MultiTask`).
+    deep: a prompt at the input of every encoder layer (`DeepPrompt`; prefix placement).
     """
 
     length: int = 100
@@ -413,15 +449,27 @@ class PromptConfig:
     placement: str = "prefix"
     residual: Optional[Residual] = None
     multi_task: Optional[MultiTask] = None
+    deep: bool = False
 
     def __post_init__(self):
         validate_length(self.length)
         if self.placement not in PLACEMENTS:
             raise UserError(f"prompt placement must be one of {PLACEMENTS}, got {self.placement!r}")
-        if self.residual is not None and self.multi_task is not None:
+        chosen = [
+            name
+            for name, on in (
+                ("prompts/residual.gin", self.residual is not None),
+                ("prompts/multi_task.gin", self.multi_task is not None),
+                ("prompts/deep.gin", self.deep),
+            )
+            if on
+        ]
+        if len(chosen) > 1:
+            raise UserError(f"{' and '.join(chosen)} do not combine yet: choose one")
+        if self.deep and self.placement != "prefix":
             raise UserError(
-                "residual reparameterisation and multi-task prompts do not combine yet: "
-                "choose prompts/residual.gin or prompts/multi_task.gin"
+                f"deep prompts take prefix placement only (each layer's prompt replaces the "
+                f"first {self.length} positions), got placement {self.placement!r}"
             )
 
     def factory(self, num_tasks: Optional[int] = None) -> Callable[..., nn.Module]:
@@ -430,6 +478,8 @@ class PromptConfig:
             if not num_tasks:
                 raise UserError("multi-task prompts need the number of tasks of the mixture")
             return multi_task_factory(self.length, num_tasks, self.multi_task, self.placement)
+        if self.deep:
+            return deep_factory(self.length)
         return prompt_factory(self.length, self.placement, self.residual)
 
     def describe(self) -> dict:
@@ -439,6 +489,7 @@ class PromptConfig:
             "placement": self.placement,
             **({"residual": dataclasses.asdict(self.residual)} if self.residual else {}),
             **({"multi_task": dataclasses.asdict(self.multi_task)} if self.multi_task else {}),
+            **({"deep": True} if self.deep else {}),
         }
 
 
@@ -710,8 +761,9 @@ def from_file(path: str):
     return init
 
 
-def load_prompt_file(path: str) -> np.ndarray:
-    """Reads a prompt [P, E] as float32; refuses pickles, NaN/inf and non-matrices."""
+def load_prompt_file(path: str, deep: bool = False) -> np.ndarray:
+    """Reads a prompt [P, E] (with `deep`, also a deep prompt [layers, P, E]) as float32;
+    refuses pickles, NaN/inf and other shapes."""
     if not os.path.exists(path):
         parent = os.path.dirname(os.path.abspath(path))
         if os.path.isfile(os.path.join(parent, BANK_FILE)):
@@ -745,7 +797,12 @@ def load_prompt_file(path: str) -> np.ndarray:
         raise UserError(
             f"prompt file {path}: expected a .npy or .safetensors file or a PEFT adapter directory"
         )
-    if value.ndim != 2:
+    if value.ndim == 3 and not deep:
+        raise UserError(
+            f"prompt file {path} holds a deep (per-layer) prompt {value.shape}: `ptune eval` "
+            "reads it; this command takes a prompt [length, embed]"
+        )
+    if value.ndim not in ((2, 3) if deep else (2,)):
         raise UserError(
             f"prompt file {path}: expected a matrix [length, embed], got shape {value.shape}"
         )

@@ -209,6 +209,14 @@ def initial_prompt(
     return prompts.initialize(init, rng, cfg.prompt.length, context)
 
 
+def initial_deep(cfg: TrainConfig, frozen: PyTree, num_layers: int) -> np.ndarray:
+    """Deep prompts' initial values [layers, P, E]: every layer's prompt from the configured
+    initializer (layer 0's exactly the plain prompt's; the others from their own draws)."""
+    return np.stack(
+        [initial_prompt(cfg, frozen, stream=1 if i == 0 else 2000 + i) for i in range(num_layers)]
+    )
+
+
 def initial_bank(cfg: TrainConfig, frozen: PyTree, tasks: Sequence[str]) -> dict:
     """Multi-task prompts' initial values: task k's prompt [P, E] from the initializer with
     task k's labels; the shared prompt zero for "add" (so each task starts where its own
@@ -428,7 +436,12 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     else:
         params = run.load_frozen(cfg.checkpoint_path)
     if cfg.prompt is not None:
-        value = initial_bank(cfg, params, bank) if bank else initial_prompt(cfg, params)
+        if bank:
+            value = initial_bank(cfg, params, bank)
+        elif cfg.prompt.deep:
+            value = initial_deep(cfg, params, config.num_encoder_layers)
+        else:
+            value = initial_prompt(cfg, params)
         params = run.place_prompt(params, value, cfg.seed)
     log.info(trainable_lib.summary_line(run.mask, params))
     counts = trainable_lib.count(run.mask, params)

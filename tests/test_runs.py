@@ -77,6 +77,8 @@ def test_every_shipped_gin_combination_parses(run):
             assert cfg.prompt.residual is not None, files
         elif fn is trainer.TrainConfig and prompt == "prompts/multi_task.gin":
             assert cfg.prompt.multi_task is not None, files
+        elif fn is trainer.TrainConfig and prompt == "prompts/deep.gin":
+            assert cfg.prompt.deep, files
         elif fn is trainer.TrainConfig and prompt:
             assert cfg.prompt.initializer is not None, files
         gin.clear_config()

@@ -420,9 +420,23 @@ class EncoderLayer(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array, bias: Array):
-        """x [b, l, e], mask [b, 1, l, l], bias [1, h, l, l] -> ([b, l, e], None)"""
+    def __call__(
+        self,
+        x: Array,
+        mask: Array,
+        bias: Array,
+        prompt: Optional[Array] = None,
+        replace: Optional[Array] = None,
+    ):
+        """x [b, l, e], mask [b, 1, l, l], bias [1, h, l, l] -> ([b, l, e], None).
+
+        Deep prompts: with `prompt` [p, e] and `replace` (a bool scalar) true, the first p
+        positions of x (a prefix prompt's) are this layer's prompt instead."""
         cfg, det = self.config, self.deterministic
+        if prompt is not None:
+            b, p = x.shape[0], prompt.shape[0]
+            own = jnp.broadcast_to(prompt.astype(x.dtype)[None], (b,) + prompt.shape)
+            x = jnp.where(replace, jnp.concatenate([own, x[:, p:]], axis=1), x)
         y = LayerNorm(cfg.dtype, name="pre_attention_layer_norm")(x)
         y = MultiHeadAttention(
             cfg.num_heads, cfg.head_dim, cfg.dtype, cfg.dropout_rate, name="attention"
@@ -478,8 +492,16 @@ class DecoderLayer(nn.Module):
         return _constrain(y, ("batch", "length", "embed")), None
 
 
-def _layer_stack(layer_cls, config: T5Config, num_layers: int, broadcast_args: int, **kwargs):
-    """Returns a callable (x, *broadcast) -> x over `num_layers` layers.
+def _layer_stack(
+    layer_cls,
+    config: T5Config,
+    num_layers: int,
+    broadcast_args: int,
+    per_layer_args: int = 0,
+    **kwargs,
+):
+    """Returns a callable (x, *broadcast, *per_layer) -> x over `num_layers` layers; each
+    per-layer argument has a leading layer axis and layer i gets its i-th slice.
 
     Unscanned: layers named `layers_{i}`. Scanned: one `layers` module whose parameters are
     stacked on axis 1 (flaxformer's layout) with logical axis `layers`.
@@ -494,7 +516,7 @@ def _layer_stack(layer_cls, config: T5Config, num_layers: int, broadcast_args: i
             layer_cls,
             variable_axes={"params": 1, "cache": 0},
             split_rngs={"params": True, "dropout": True},
-            in_axes=(nn.broadcast,) * broadcast_args,
+            in_axes=(nn.broadcast,) * broadcast_args + (0,) * per_layer_args,
             length=num_layers,
             metadata_params={nn.PARTITION_NAME: "layers"},
         )(config, name="layers", **kwargs)
@@ -506,8 +528,9 @@ def _layer_stack(layer_cls, config: T5Config, num_layers: int, broadcast_args: i
     layers = [layer_cls(config, name=f"layers_{i}", **kwargs) for i in range(num_layers)]
 
     def run(x, *args):
-        for layer in layers:
-            x = layer(x, *args)[0]
+        shared, per_layer = args[:broadcast_args], args[broadcast_args:]
+        for i, layer in enumerate(layers):
+            x = layer(x, *shared, *(a[i] for a in per_layer))[0]
         return x
 
     return run
@@ -552,13 +575,18 @@ class Encoder(nn.Module):
         det = not enable_dropout
         x = self.shared_embedding(encoder_input_tokens.astype(jnp.int32))
         valid = encoder_input_tokens > 0
+        layer_prompts = None  # deep prompts: [layers, p, e], layer i's prompt
         if self.prompt_factory is not None:
             if encoder_segment_ids is not None:
                 raise ValueError(
                     "packed inputs (segment ids) cannot be used with a prompt: "
                     "turn packing off in the feature converter"
                 )
-            x, valid = self.prompt_factory(name="prompt")(x, valid, prompt_index=prompt_index)
+            module = self.prompt_factory(name="prompt")
+            if getattr(module, "per_layer", False):
+                x, valid, layer_prompts = module(x, valid, num_layers=cfg.num_encoder_layers)
+            else:
+                x, valid = module(x, valid, prompt_index=prompt_index)
         elif prompt_index is not None:
             raise ValueError("prompt_index was given but the model has no prompt module")
         x = _constrain(x, ("batch", "length", "embed"))
@@ -573,8 +601,12 @@ class Encoder(nn.Module):
             cfg.dtype,
             name="relpos_bias",
         )(length, length, True)
-        stack = _layer_stack(EncoderLayer, cfg, cfg.num_encoder_layers, 2, deterministic=det)
-        x = stack(x, mask, bias)
+        if layer_prompts is None:
+            stack = _layer_stack(EncoderLayer, cfg, cfg.num_encoder_layers, 2, deterministic=det)
+            x = stack(x, mask, bias)
+        else:  # layer 0's prompt came in with the embeddings; each later layer's replaces it
+            stack = _layer_stack(EncoderLayer, cfg, cfg.num_encoder_layers, 2, 2, deterministic=det)
+            x = stack(x, mask, bias, layer_prompts, jnp.arange(cfg.num_encoder_layers) > 0)
         x = LayerNorm(cfg.dtype, name="encoder_norm")(x)
         return dropout(x, deterministic=det), valid
 

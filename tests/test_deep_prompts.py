@@ -23,8 +23,8 @@ def _logits(config, factory, params, dropout_seed=None):
     model = t5.Transformer(config, factory)
     shifted = np.concatenate([np.zeros_like(TARGETS[:, :1]), TARGETS[:, :-1]], axis=1)
     rngs = None if dropout_seed is None else {"dropout": jax.random.PRNGKey(dropout_seed)}
-    return np.asarray(
-        model.apply(
+    apply = jax.jit(
+        lambda params, rngs: model.apply(
             {"params": params},
             TOKENS,
             shifted,
@@ -33,11 +33,13 @@ def _logits(config, factory, params, dropout_seed=None):
             rngs=rngs,
         )
     )
+    return np.asarray(apply(params, rngs))
 
 
 def _params(config, factory, seed=0):
     model = t5.Transformer(config, factory)
-    return nn.unbox(model.init(jax.random.PRNGKey(seed), TOKENS, TARGETS, TARGETS)["params"])
+    init = jax.jit(lambda rng: model.init(rng, TOKENS, TARGETS, TARGETS)["params"])
+    return nn.unbox(init(jax.random.PRNGKey(seed)))
 
 
 @pytest.mark.parametrize("dropout_seed", [None, 5])

@@ -56,7 +56,7 @@ def _loss_and_grad(factory, module, batch, frozen):
         params = prompts.with_module(frozen, module)
         return step_lib.loss_and_metrics(model, SUMMED, params, {}, batch, False, None)
 
-    (value, metrics), grad = jax.value_and_grad(loss, has_aux=True)(module)
+    (value, metrics), grad = jax.jit(jax.value_and_grad(loss, has_aux=True))(module)
     return float(metrics["loss_sum"]), jax.tree_util.tree_map(np.asarray, grad)
 
 

@@ -24,15 +24,18 @@ TARGETS = np.array([[9, 10, 1], [11, 1, 0]], np.int32)
 def _logits(factory, params):
     model = t5.Transformer(CFG, factory)
     shifted = np.concatenate([np.zeros_like(TARGETS[:, :1]), TARGETS[:, :-1]], axis=1)
-    return np.asarray(
-        model.apply({"params": params}, TOKENS, shifted, TARGETS, enable_dropout=False)
+    apply = jax.jit(
+        lambda params: model.apply(
+            {"params": params}, TOKENS, shifted, TARGETS, enable_dropout=False
+        )
     )
+    return np.asarray(apply(params))
 
 
 def _init(factory, seed=0):
     model = t5.Transformer(CFG, factory)
-    variables = model.init(jax.random.PRNGKey(seed), TOKENS, TARGETS, TARGETS)
-    return nn.unbox(variables["params"])
+    init = jax.jit(lambda rng: model.init(rng, TOKENS, TARGETS, TARGETS)["params"])
+    return nn.unbox(init(jax.random.PRNGKey(seed)))
 
 
 def _reference(mlp, p):
@@ -90,12 +93,13 @@ def test_the_materialised_prompt_reproduces_the_training_logits():
     materialised = prompts.effective_prompt(params)
     assert not np.allclose(materialised, prompts.get_prompt(params))  # the MLP matters
     plain = prompts.with_prompt(prompts.without_prompt(params), materialised)
-    # The same float32 ops in the same order; 1e-6 allows XLA a different fusion inside jit.
+    # The same float32 formula (`apply_residual`); inside the jitted model XLA may fuse and
+    # round it differently from the materialisation (measured 1.5e-6 on logits near 1).
     np.testing.assert_allclose(
         _logits(factory, params),
         _logits(prompts.prompt_factory(3, placement="suffix"), plain),
-        rtol=1e-6,
-        atol=1e-6,
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 

@@ -59,6 +59,13 @@ BASES.update(
             "positive",
             None,
         ),
+        "ptune_demo_negation": (
+            {"sentence": "the park is not nice.", "label": 1, "idx": 0},
+            "validation",
+            "sentence: the park is not nice.",
+            "negated",
+            None,
+        ),
     }
 )
 BASES.update({f"taskless_glue_{config}_v200": case for config, case in GLUE_BASES.items()})
@@ -85,7 +92,7 @@ def base_of(name: str) -> tuple[str, bool]:
 
 
 def test_every_registered_task_is_covered():
-    assert len(TASKS) == 121
+    assert len(TASKS) == 123
     assert {base_of(name)[0] for name in TASKS} == set(BASES)
 
 

@@ -357,6 +357,8 @@ def write_results(path: str, step: int, results: Mapping, extra: Optional[dict] 
 class EvalConfig:
     """`ptune eval`: a frozen model, a saved prompt (or `no_prompt`), one task or mixture.
 
+    prompt_file: a prompt, a deep prompt, or a multi-task bank directory (each task of the
+      mixture evaluated with its own prompt).
     model: None takes the checkpoint's configuration (see `ptune.recipe`).
     prompt: its placement applies (the prompt file decides the length).
     task_feature_lengths: None evaluates every example whole (see `Evaluation`).
@@ -395,8 +397,30 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
     data.check_task(cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.eval_split)
     config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path)
     data.check_vocabulary_fits(cfg.mixture_or_task_name, config.vocab_size)
-    prompt = factory = None
-    if cfg.prompt_file is not None:
+    prompt = factory = prompt_index = None
+    from ptune.checkpoints import prompt_io
+
+    if cfg.prompt_file is not None and prompt_io.is_bank(cfg.prompt_file):
+        # a multi-task bank: each task of the mixture (or the one task) with its own prompt
+        named = prompt_io.read_bank(cfg.prompt_file)
+        tasks = [t.name for t in getattr(data.get_task(cfg.mixture_or_task_name), "tasks", [])]
+        tasks = tasks or [cfg.mixture_or_task_name]
+        missing = [t for t in tasks if t not in named]
+        if missing:
+            raise UserError(
+                f"the prompt bank {cfg.prompt_file} has no prompt for {', '.join(missing)} "
+                f"(it holds {', '.join(named)})"
+            )
+        values = [prompts.load_prompt_file(named[t]) for t in tasks]
+        prompt, lengths = prompts.stack_bank(values, tasks)
+        if prompt.shape[-1] != config.emb_dim:
+            raise UserError(
+                f"prompt bank {cfg.prompt_file}: width {prompt.shape[-1]} does not "
+                f"match the model's emb_dim {config.emb_dim}"
+            )
+        factory = prompts.bank_factory(lengths, cfg.prompt.placement)
+        prompt_index = {t: k for k, t in enumerate(tasks)}
+    elif cfg.prompt_file is not None:
         prompt = prompts.load_prompt_file(cfg.prompt_file, deep=True)
         if prompt.shape[-1] != config.emb_dim:
             raise UserError(
@@ -425,7 +449,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
     params = run.load_frozen(cfg.checkpoint_path)
     if prompt is not None:
         params = run.place_prompt(params, prompt)
-    results = evaluator(run.model, params, cfg.num_beams)
+    results = evaluator(run.model, params, cfg.num_beams, prompt_index)
     write_results(
         os.path.join(output_dir, f"eval_{cfg.eval_split}.json"),
         -1,

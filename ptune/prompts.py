@@ -223,9 +223,11 @@ class PromptBank(nn.Module):
     ) -> tuple[Array, Array]:
         """embedded [b, l, e], valid [b, l], prompt_index [b] int
         -> ([b, l + max_length, e], [b, l + max_length])"""
-        if prompt_index is None:
-            raise UserError("a prompt bank needs a prompt_index for every example")
         b, _, e = embedded.shape
+        if prompt_index is None:
+            if not self.is_initializing():
+                raise UserError("a prompt bank needs a prompt_index for every example")
+            prompt_index = jnp.zeros((b,), jnp.int32)  # shapes only
         longest = max(self.lengths)
         bank = self.param(
             "prompt",

@@ -183,6 +183,21 @@ def test_each_exported_task_prompt_scores_what_the_run_scored(bank_run, tmp_path
         assert results[task] == result.eval[task]
 
 
+def test_eval_of_the_bank_directory_on_the_mixture_reproduces_the_run(bank_run, tmp_path):
+    root, cfg, result = bank_run
+    eval_cfg = evaluation.EvalConfig(
+        mixture_or_task_name=MIXTURE,
+        checkpoint_path=str(root / "run" / "random_init"),
+        prompt_file=str(root / "run" / "numpy_checkpoints" / "best"),
+        task_feature_lengths=dict(cfg.eval_feature_lengths),
+        batch_size=cfg.eval_batch_size,
+        output_dir=str(tmp_path),
+    )
+    assert evaluation.run_eval(eval_cfg) == result.eval
+    with pytest.raises(UserError, match=r"has no prompt for ptune_demo \(it holds"):
+        evaluation.run_eval(dataclasses.replace(eval_cfg, mixture_or_task_name="ptune_demo"))
+
+
 def test_infer_serves_the_bank_directory_each_task_with_its_prompt(bank_run, tmp_path):
     root, _, _ = bank_run
     best = root / "run" / "numpy_checkpoints" / "best"

@@ -150,12 +150,12 @@ class T5Config:
         return dataclasses.replace(self, **changes)
 
 
-def _param(module: nn.Module, name: str, init, shape: tuple[int, ...], axes: tuple[str, ...]):
+def param(module: nn.Module, name: str, init, shape: tuple[int, ...], axes: tuple[str, ...]):
     """A float32 parameter carrying its logical axis names (t5x style)."""
     return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
 
 
-def _constrain(x: Array, axes: tuple[Optional[str], ...]) -> Array:
+def constrain(x: Array, axes: tuple[Optional[str], ...]) -> Array:
     """Activation sharding constraint by logical names; a no-op outside a mesh."""
     return nn.with_logical_constraint(x, axes)
 
@@ -170,7 +170,7 @@ class LayerNorm(nn.Module):
     def __call__(self, x: Array) -> Array:
         """[..., embed] -> [..., embed]"""
         x = jnp.asarray(x, jnp.float32)
-        scale = _param(self, "scale", nn.initializers.ones, (x.shape[-1],), ("embed",))
+        scale = param(self, "scale", nn.initializers.ones, (x.shape[-1],), ("embed",))
         var = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
         y = x * jax.lax.rsqrt(var + self.epsilon)
         return jnp.asarray(y * jnp.asarray(scale, jnp.float32), self.dtype)
@@ -187,7 +187,7 @@ class Dense(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         """[..., in] -> [..., features]"""
-        kernel = _param(
+        kernel = param(
             self, "kernel", self.kernel_init, (x.shape[-1], self.features), self.kernel_axes
         )
         x = jnp.asarray(x, self.dtype)
@@ -202,7 +202,7 @@ class Embed(nn.Module):
     dtype: Any = jnp.float32
 
     def setup(self):
-        self.embedding = _param(
+        self.embedding = param(
             self,
             "embedding",
             nn.initializers.normal(stddev=1.0),
@@ -265,7 +265,7 @@ class RelativePositionBiases(nn.Module):
         buckets = relative_position_bucket(
             memory - context, bidirectional, self.num_buckets, self.max_distance
         )
-        rel_embedding = _param(
+        rel_embedding = param(
             self,
             "rel_embedding",
             nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"),
@@ -316,7 +316,7 @@ class MultiHeadAttention(nn.Module):
         )
         query = dense(kernel_init=query_init, name="query")(inputs_q)
         split = lambda x: x.reshape(x.shape[:-1] + (self.num_heads, self.head_dim))  # noqa: E731
-        query = _constrain(split(query), ("batch", "length", "heads", "kv"))
+        query = constrain(split(query), ("batch", "length", "heads", "kv"))
         key_layer = dense(kernel_init=base, name="key")
         value_layer = dense(kernel_init=base, name="value")
 
@@ -330,8 +330,8 @@ class MultiHeadAttention(nn.Module):
             cross_v = self.variable("cache", "cross_value", lambda: v)
             key, value = cross_k.value, cross_v.value
         else:
-            key = _constrain(split(key_layer(inputs_kv)), ("batch", "length", "heads", "kv"))
-            value = _constrain(split(value_layer(inputs_kv)), ("batch", "length", "heads", "kv"))
+            key = constrain(split(key_layer(inputs_kv)), ("batch", "length", "heads", "kv"))
+            value = constrain(split(value_layer(inputs_kv)), ("batch", "length", "heads", "kv"))
 
         if decode and not self.is_cross:
             have_cache = self.has_variable("cache", "cached_key")
@@ -401,7 +401,7 @@ class MlpBlock(nn.Module):
             name = "wi" if len(self.activations) == 1 else f"wi_{i}"
             h = ACTIVATIONS[act](Dense(self.mlp_dim, ("embed", "mlp"), self.dtype, name=name)(x))
             hidden = h if hidden is None else hidden * h
-        hidden = _constrain(hidden, ("batch", "length", "mlp"))
+        hidden = constrain(hidden, ("batch", "length", "mlp"))
         if self.dropout_rate > 0.0:
             hidden = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(
                 hidden, deterministic=deterministic
@@ -447,7 +447,7 @@ class EncoderLayer(nn.Module):
             y, det
         )
         x = x + _dropout(cfg)(y, deterministic=det)
-        return _constrain(x, ("batch", "length", "embed")), None
+        return constrain(x, ("batch", "length", "embed")), None
 
 
 class DecoderLayer(nn.Module):
@@ -489,10 +489,10 @@ class DecoderLayer(nn.Module):
             x, det
         )
         y = y + _dropout(cfg)(x, deterministic=det)
-        return _constrain(y, ("batch", "length", "embed")), None
+        return constrain(y, ("batch", "length", "embed")), None
 
 
-def _layer_stack(
+def layer_stack(
     layer_cls,
     config: T5Config,
     num_layers: int,
@@ -589,7 +589,7 @@ class Encoder(nn.Module):
                 x, valid = module(x, valid, prompt_index=prompt_index)
         elif prompt_index is not None:
             raise ValueError("prompt_index was given but the model has no prompt module")
-        x = _constrain(x, ("batch", "length", "embed"))
+        x = constrain(x, ("batch", "length", "embed"))
         dropout = _dropout(cfg)
         x = dropout(x, deterministic=det)
         length = x.shape[1]
@@ -602,10 +602,10 @@ class Encoder(nn.Module):
             name="relpos_bias",
         )(length, length, True)
         if layer_prompts is None:
-            stack = _layer_stack(EncoderLayer, cfg, cfg.num_encoder_layers, 2, deterministic=det)
+            stack = layer_stack(EncoderLayer, cfg, cfg.num_encoder_layers, 2, deterministic=det)
             x = stack(x, mask, bias)
         else:  # layer 0's prompt came in with the embeddings; each later layer's replaces it
-            stack = _layer_stack(EncoderLayer, cfg, cfg.num_encoder_layers, 2, 2, deterministic=det)
+            stack = layer_stack(EncoderLayer, cfg, cfg.num_encoder_layers, 2, 2, deterministic=det)
             x = stack(x, mask, bias, layer_prompts, jnp.arange(cfg.num_encoder_layers) > 0)
         x = LayerNorm(cfg.dtype, name="encoder_norm")(x)
         return dropout(x, deterministic=det), valid
@@ -640,7 +640,7 @@ class Decoder(nn.Module):
         cfg = self.config
         det = not enable_dropout
         y = self.shared_embedding(decoder_input_tokens.astype(jnp.int32))
-        y = _constrain(y, ("batch", "length", "embed"))
+        y = constrain(y, ("batch", "length", "embed"))
         dropout = _dropout(cfg)
         y = dropout(y, deterministic=det)
         length = y.shape[1]
@@ -671,7 +671,7 @@ class Decoder(nn.Module):
         )
         bias_length = max_decode_length if decode and max_decode_length else length
         bias = relpos(bias_length, bias_length, bidirectional=False)
-        stack = _layer_stack(
+        stack = layer_stack(
             DecoderLayer, cfg, cfg.num_decoder_layers, 4, deterministic=det, decode=decode
         )
         y = stack(y, encoded, self_mask, cross_mask, bias)
@@ -681,7 +681,7 @@ class Decoder(nn.Module):
             logits = self.shared_embedding.attend(y) / jnp.sqrt(jnp.float32(y.shape[-1]))
         else:
             logits = Dense(cfg.vocab_size, ("embed", "vocab"), jnp.float32, name="logits_dense")(y)
-        return _constrain(logits, ("batch", "length", "vocab"))
+        return constrain(logits, ("batch", "length", "vocab"))
 
 
 class Transformer(nn.Module):

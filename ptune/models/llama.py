@@ -1,0 +1,375 @@
+"""Decoder-only Llama-family models in Flax: Llama (1-3, with Llama 3's RoPE scaling),
+Mistral (sliding window off) and Qwen2 (q/k/v biases), as transformers computes them.
+
+    RMSNorm -> self-attention (RoPE, grouped-query) -> residual
+    RMSNorm -> SwiGLU MLP (down(silu(gate(x)) * up(x)))  -> residual
+    final RMSNorm -> logits (lm_head, or the tied embedding)
+
+Parameter tree (Flax kernels are [in, out], the transpose of transformers' `weight`):
+
+    embed_tokens                          [vocab, embed]
+    layers_{i}/input_layernorm/scale      [embed]
+    layers_{i}/self_attn/{q,k,v}_proj/kernel  [embed, heads*head_dim] (k, v: kv_heads*head_dim)
+    layers_{i}/self_attn/{q,k,v}_proj/bias    (Qwen2's `attention_bias`)
+    layers_{i}/self_attn/o_proj/kernel    [heads*head_dim, embed]
+    layers_{i}/post_attention_layernorm/scale
+    layers_{i}/mlp/{gate,up}_proj/kernel  [embed, mlp];  mlp/down_proj/kernel [mlp, embed]
+    norm/scale                            [embed]
+    lm_head/kernel                        [embed, vocab]  (absent with tied embeddings)
+
+With `scan_layers` the layers are one `layers` module, stacked on axis 1 (logical `layers`),
+as the T5 family. Every parameter carries logical axis names (`ptune.partitioning`). RoPE,
+RMSNorm and softmax are computed in float32, as transformers does. The numerical core: no
+TensorFlow, seqio or gin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from ptune.errors import UserError
+from ptune.models import t5
+
+Array = jax.Array
+
+ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+ROPE_TYPES = ("default", "linear", "llama3")
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaConfig:
+    """A Llama-family architecture; `from_hf_config` reads a Hugging Face `config.json`.
+
+    rope_scaling: None, or (("rope_type", "llama3"), ("factor", 8.0), ...) as sorted pairs
+      (a dict is accepted and frozen): "linear" divides positions by `factor`; "llama3"
+      rescales the frequencies as Llama 3.1 does.
+    attention_bias: biases on q/k/v (Qwen2), none on o.
+    """
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    tie_word_embeddings: bool
+    attention_bias: bool = False
+    rope_scaling: Optional[tuple] = None
+    dtype: str = "float32"
+    scan_layers: bool = False
+    remat_policy: str = "none"
+
+    def replace(self, **changes) -> "LlamaConfig":
+        return dataclasses.replace(self, **changes)
+
+    def __post_init__(self):
+        if isinstance(self.rope_scaling, Mapping):
+            object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
+        kind = dict(self.rope_scaling or ()).get("rope_type", "default")
+        if kind not in ROPE_TYPES:
+            raise UserError(f"rope scaling {kind!r} is not supported (one of {ROPE_TYPES})")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise UserError(
+                f"{self.num_attention_heads} attention heads do not group evenly over "
+                f"{self.num_key_value_heads} key/value heads"
+            )
+
+
+def from_hf_config(hf: Mapping[str, Any]) -> LlamaConfig:
+    """A LlamaConfig from a transformers `config.json` dict (transformers 4's `rope_theta` /
+    `rope_scaling`, or 5's `rope_parameters`). Refuses what ptune does not compute."""
+    architectures = hf.get("architectures") or []
+    if not set(architectures) & set(ARCHITECTURES):
+        raise UserError(
+            f"config.json architectures {architectures} are not a supported decoder-only "
+            f"model (one of {', '.join(ARCHITECTURES)})"
+        )
+    if hf.get("use_sliding_window") or (
+        "Mistral" in architectures[0] and hf.get("sliding_window") not in (None, 0)
+    ):
+        raise UserError(
+            f"sliding-window attention ({hf.get('sliding_window')}) is not supported; "
+            "set sliding_window to null to attend over the whole sequence"
+        )
+    if hf.get("hidden_act", "silu") != "silu" or hf.get("mlp_bias"):
+        raise UserError("only SwiGLU MLPs (hidden_act silu, no MLP bias) are supported")
+    rope = dict(hf.get("rope_parameters") or {})
+    theta = rope.pop("rope_theta", hf.get("rope_theta", 10000.0))
+    scaling = dict(hf.get("rope_scaling") or rope)
+    if "type" in scaling:
+        scaling["rope_type"] = scaling.pop("type")
+    if scaling.get("rope_type", "default") == "default":
+        scaling = None
+    heads = hf["num_attention_heads"]
+    qwen2 = "Qwen2ForCausalLM" in architectures
+    return LlamaConfig(
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["hidden_size"],
+        intermediate_size=hf["intermediate_size"],
+        num_hidden_layers=hf["num_hidden_layers"],
+        num_attention_heads=heads,
+        num_key_value_heads=hf.get("num_key_value_heads") or heads,
+        head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
+        rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+        rope_theta=float(theta),
+        tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        attention_bias=bool(hf.get("attention_bias", qwen2)),
+        rope_scaling=scaling,
+    )
+
+
+def rope_frequencies(config: LlamaConfig) -> np.ndarray:
+    """The inverse frequencies [head_dim / 2] (float32), with the configured scaling."""
+    dim = config.head_dim
+    exponent = np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)
+    inv = (1.0 / (np.float32(config.rope_theta) ** exponent)).astype(np.float32)
+    scaling = dict(config.rope_scaling or ())
+    kind = scaling.get("rope_type", "default")
+    if kind == "linear":
+        return (inv / np.float32(scaling["factor"])).astype(np.float32)
+    if kind == "llama3":
+        factor = scaling["factor"]
+        low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old = scaling["original_max_position_embeddings"]
+        wavelength = 2 * math.pi / inv
+        scaled = np.where(wavelength > old / low, inv / factor, inv)
+        smooth = (old / wavelength - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelength < old / high) & ~(wavelength > old / low)
+        return np.where(medium, smoothed, scaled).astype(np.float32)
+    return inv
+
+
+def apply_rope(x: Array, positions: Array, inv_freq: np.ndarray) -> Array:
+    """x [b, l, heads, d], positions [b, l] -> x rotated (the non-interleaved "rotate half"
+    convention of transformers' Llama), computed in float32."""
+    angles = positions[..., None].astype(jnp.float32) * jnp.asarray(inv_freq)  # [b, l, d/2]
+    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
+    cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos + rotated * sin
+
+
+class RMSNorm(nn.Module):
+    eps: float
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        scale = t5.param(self, "scale", nn.initializers.ones_init(), (x.shape[-1],), ("embed",))
+        y = x.astype(jnp.float32)
+        y = y * jax.lax.rsqrt(jnp.mean(jnp.square(y), axis=-1, keepdims=True) + self.eps)
+        return (scale * y.astype(self.dtype)).astype(self.dtype)
+
+
+class Linear(nn.Module):
+    features: int
+    axes: tuple[str, str]
+    use_bias: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = t5.param(
+            self, "kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features), self.axes
+        )
+        y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+        if self.use_bias:
+            zeros = nn.initializers.zeros_init()
+            bias = t5.param(self, "bias", zeros, (self.features,), self.axes[1:])
+            y = y + bias.astype(self.dtype)
+        return y
+
+
+class SelfAttention(nn.Module):
+    """Grouped-query causal self-attention with RoPE: each key/value head serves
+    heads / kv_heads query heads (head i uses key/value head i // group)."""
+
+    config: LlamaConfig
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, positions: Array) -> Array:
+        """x [b, l, e], mask [b, 1, l, l] bool, positions [b, l] -> [b, l, e]"""
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+        b, length, _ = x.shape
+        h, kv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+
+        def project(name, heads):
+            layer = Linear(heads * d, ("embed", "joined_kv"), cfg.attention_bias, dtype, name=name)
+            return layer(x).reshape(b, length, heads, d)
+
+        inv_freq = rope_frequencies(cfg)
+        q = apply_rope(project("q_proj", h), positions, inv_freq)
+        k = apply_rope(project("k_proj", kv), positions, inv_freq)
+        v = project("v_proj", kv)
+        k, v = (jnp.repeat(t, h // kv, axis=2) for t in (k, v))
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / np.sqrt(d)
+        scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+        out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, length, h * d)
+        return Linear(cfg.hidden_size, ("joined_kv", "embed"), False, dtype, name="o_proj")(out)
+
+
+class Mlp(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    config: LlamaConfig
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+        gate = Linear(cfg.intermediate_size, ("embed", "mlp"), False, dtype, name="gate_proj")(x)
+        up = Linear(cfg.intermediate_size, ("embed", "mlp"), False, dtype, name="up_proj")(x)
+        hidden = t5.constrain(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
+        return Linear(cfg.hidden_size, ("mlp", "embed"), False, dtype, name="down_proj")(hidden)
+
+
+class DecoderLayer(nn.Module):
+    config: LlamaConfig
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array, positions: Array):
+        """x [b, l, e], mask [b, 1, l, l] bool, positions [b, l] -> ([b, l, e], None)"""
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+        y = RMSNorm(cfg.rms_norm_eps, dtype, name="input_layernorm")(x)
+        x = x + SelfAttention(cfg, name="self_attn")(y, mask, positions)
+        y = RMSNorm(cfg.rms_norm_eps, dtype, name="post_attention_layernorm")(x)
+        x = x + Mlp(cfg, name="mlp")(y)
+        return t5.constrain(x, ("batch", "length", "embed")), None
+
+
+class CausalLM(nn.Module):
+    """The decoder-only language model: tokens -> logits [b, l, vocab]."""
+
+    config: LlamaConfig
+
+    @nn.compact
+    def __call__(
+        self,
+        tokens: Array,
+        valid: Optional[Array] = None,
+        positions: Optional[Array] = None,
+    ) -> Array:
+        """tokens [b, l] int; valid [b, l] bool (default: every position); positions [b, l]
+        (default: 0, 1, ... per row, as transformers without position_ids) -> logits
+        [b, l, vocab] float32. Each position attends to the valid positions up to itself."""
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+        b, length = tokens.shape
+        valid = jnp.ones((b, length), bool) if valid is None else valid.astype(bool)
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
+        embed = t5.param(
+            self,
+            "embed_tokens",
+            nn.initializers.normal(0.02),
+            (cfg.vocab_size, cfg.hidden_size),
+            ("vocab", "embed"),
+        )
+        x = jnp.take(embed, tokens, axis=0).astype(dtype)
+        x = t5.constrain(x, ("batch", "length", "embed"))
+        causal = jnp.tril(jnp.ones((length, length), bool))
+        mask = causal[None, None] & valid[:, None, None, :]
+        stack = t5.layer_stack(DecoderLayer, cfg, cfg.num_hidden_layers, 2)
+        x = stack(x, mask, positions)
+        x = RMSNorm(cfg.rms_norm_eps, dtype, name="norm")(x)
+        if cfg.tie_word_embeddings:
+            logits = jnp.dot(x, embed.astype(dtype).T)
+        else:
+            logits = Linear(cfg.vocab_size, ("embed", "vocab"), False, dtype, name="lm_head")(x)
+        return logits.astype(jnp.float32)
+
+
+def abstract_params(config: LlamaConfig) -> Any:
+    """Boxed abstract parameters (logical names on each leaf); allocates nothing."""
+    tokens = jax.ShapeDtypeStruct((1, 1), jnp.int32)
+    return jax.eval_shape(lambda t: CausalLM(config).init(jax.random.PRNGKey(0), t), tokens)[
+        "params"
+    ]
+
+
+def parameter_count(config: LlamaConfig) -> int:
+    leaves = jax.tree_util.tree_leaves(nn.unbox(abstract_params(config)))
+    return int(sum(np.prod(x.shape) for x in leaves))
+
+
+def params_from_hf(tensors: Mapping[str, Any], config: LlamaConfig) -> dict:
+    """transformers' state dict names -> ptune's parameter tree (strict: one error lists every
+    missing, unexpected or mis-shaped tensor). `tensors` maps names to arrays (numpy, or
+    anything `np.asarray` reads); `lm_head.weight` is ignored with tied embeddings."""
+    expected = {
+        name: tuple(x.shape)
+        for name, x in _flat(nn.unbox(abstract_params(config.replace(scan_layers=False))))
+    }
+    out, problems, seen = {}, [], set()
+    for name, value in tensors.items():
+        if name == "lm_head.weight" and config.tie_word_embeddings:
+            continue  # a saved copy of the tied embedding
+        target = _ptune_name(name)
+        if target is None or target not in expected:
+            problems.append(f"unexpected {name}")
+            continue
+        value = np.asarray(value)
+        if target.endswith("kernel"):
+            value = value.T
+        if tuple(value.shape) != expected[target]:
+            problems.append(f"{name} has shape {value.shape[::-1]}, expected {expected[target]}")
+            continue
+        out[target] = value
+        seen.add(target)
+    problems += [f"missing {n}" for n in sorted(set(expected) - seen)]
+    if problems:
+        raise UserError("the checkpoint does not fit the model: " + "; ".join(problems[:8]))
+    tree: dict = {}
+    for path, value in out.items():
+        node = tree
+        *parents, leaf = path.split("/")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    if config.scan_layers:
+        layers = [tree.pop(f"layers_{i}") for i in range(config.num_hidden_layers)]
+        tree["layers"] = jax.tree_util.tree_map(lambda *xs: np.stack(xs, axis=1), *layers)
+    return tree
+
+
+def _flat(tree, prefix=""):
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from _flat(value, path + "/")
+        else:
+            yield path, value
+
+
+def _ptune_name(name: str) -> Optional[str]:
+    """`model.layers.3.self_attn.q_proj.weight` -> `layers_3/self_attn/q_proj/kernel`."""
+    parts = name.split(".")
+    if name == "model.embed_tokens.weight":
+        return "embed_tokens"
+    if name == "model.norm.weight":
+        return "norm/scale"
+    if name == "lm_head.weight":
+        return "lm_head/kernel"
+    if len(parts) < 5 or parts[:2] != ["model", "layers"] or not parts[2].isdigit():
+        return None
+    layer, rest = f"layers_{parts[2]}", parts[3:]
+    if rest in (["input_layernorm", "weight"], ["post_attention_layernorm", "weight"]):
+        return f"{layer}/{rest[0]}/scale"
+    if len(rest) == 3 and rest[0] in ("self_attn", "mlp") and rest[2] in ("weight", "bias"):
+        return f"{layer}/{rest[0]}/{rest[1]}/{'kernel' if rest[2] == 'weight' else 'bias'}"
+    return None

@@ -1,0 +1,206 @@
+"""The decoder-only family (`ptune.models.llama`) against transformers' PyTorch models:
+logits on padded batches (Llama with Llama 3 RoPE scaling, Mistral without sliding window,
+Qwen2 with q/k/v biases; grouped-query attention throughout), scanned layers, and parameter
+counts of published models from their configs."""
+
+import jax
+import numpy as np
+import pytest
+
+from ptune.errors import UserError
+from ptune.models import llama
+
+torch = pytest.importorskip("torch", reason="transformers parity needs the [test] extra")
+transformers = pytest.importorskip("transformers", reason="needs the [test] extra")
+
+TOLERANCE = 1e-4  # float32 on both sides, as the T5 parity tests
+SMALL = dict(
+    vocab_size=97,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    rms_norm_eps=1e-5,
+)
+CASES = {
+    "llama3": (
+        "LlamaForCausalLM",
+        dict(
+            SMALL,
+            rope_theta=500000.0,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16,
+            },
+            tie_word_embeddings=True,
+        ),
+    ),
+    "mistral": ("MistralForCausalLM", dict(SMALL, sliding_window=None, rope_theta=10000.0)),
+    "qwen2": (
+        "Qwen2ForCausalLM",
+        dict(SMALL, rope_theta=1000000.0, tie_word_embeddings=True, use_sliding_window=False),
+    ),
+}
+
+
+def _hf_model(architecture, fields, seed=0):
+    config_cls = getattr(transformers, architecture.replace("ForCausalLM", "Config"))
+    config = config_cls(**fields)
+    config.architectures = [architecture]
+    torch.manual_seed(seed)
+    model = getattr(transformers, architecture)(config).eval()
+    with torch.no_grad():  # biases and norms start at 0 and 1: make every parameter matter
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def _batch():
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, 97, (3, 11))
+    valid = np.ones((3, 11), bool)
+    valid[1, 7:] = False  # right padding
+    valid[2, 4:] = False
+    tokens[~valid] = 0
+    return tokens, valid
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_logits_equal_transformers_on_padded_batches(case):
+    architecture, fields = CASES[case]
+    hf = _hf_model(architecture, fields)
+    config = llama.from_hf_config(hf.config.to_dict())
+    assert config.num_key_value_heads == 2 and config.head_dim == 8
+    assert config.attention_bias == (case == "qwen2")
+    state = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
+    params = llama.params_from_hf(state, config)
+    tokens, valid = _batch()
+    with torch.no_grad():
+        expected = hf(
+            input_ids=torch.tensor(tokens), attention_mask=torch.tensor(valid.astype(np.int64))
+        ).logits.numpy()
+    got = jax.jit(lambda p: llama.CausalLM(config).apply({"params": p}, tokens, valid))(params)
+    got = np.asarray(got)
+    assert np.abs(got[valid] - expected[valid]).max() < TOLERANCE
+    # Scanned layers (stacked on axis 1) compute the same.
+    scanned = config.replace(scan_layers=True)
+    got_scanned = llama.CausalLM(scanned).apply(
+        {"params": llama.params_from_hf(state, scanned)}, tokens, valid
+    )
+    np.testing.assert_allclose(np.asarray(got_scanned)[valid], got[valid], rtol=1e-5, atol=1e-5)
+
+
+def test_the_rope_frequencies_equal_transformers():
+    from transformers import modeling_rope_utils
+
+    architecture, fields = CASES["llama3"]
+    hf_config = transformers.LlamaConfig(**fields)
+    inv, _ = modeling_rope_utils.ROPE_INIT_FUNCTIONS["llama3"](hf_config, "cpu")
+    config = llama.from_hf_config({**hf_config.to_dict(), "architectures": [architecture]})
+    np.testing.assert_allclose(llama.rope_frequencies(config), inv.numpy(), rtol=1e-6)
+
+
+# Published parameter counts, from each model's config.json.
+PUBLISHED = {
+    "TinyLlama-1.1B": (
+        dict(
+            architectures=["LlamaForCausalLM"],
+            vocab_size=32000,
+            hidden_size=2048,
+            intermediate_size=5632,
+            num_hidden_layers=22,
+            num_attention_heads=32,
+            num_key_value_heads=4,
+            rms_norm_eps=1e-5,
+            rope_theta=10000.0,
+            tie_word_embeddings=False,
+        ),
+        1_100_048_384,
+    ),
+    "Llama-3.2-1B": (
+        dict(
+            architectures=["LlamaForCausalLM"],
+            vocab_size=128256,
+            hidden_size=2048,
+            intermediate_size=8192,
+            num_hidden_layers=16,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            head_dim=64,
+            rms_norm_eps=1e-5,
+            rope_theta=500000.0,
+            rope_scaling={
+                "factor": 32.0,
+                "high_freq_factor": 4.0,
+                "low_freq_factor": 1.0,
+                "original_max_position_embeddings": 8192,
+                "rope_type": "llama3",
+            },
+            tie_word_embeddings=True,
+        ),
+        1_235_814_400,
+    ),
+    "Qwen2.5-0.5B": (
+        dict(
+            architectures=["Qwen2ForCausalLM"],
+            vocab_size=151936,
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            rms_norm_eps=1e-6,
+            rope_theta=1000000.0,
+            tie_word_embeddings=True,
+            use_sliding_window=False,
+            sliding_window=32768,
+        ),
+        494_032_768,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_abstract_parameter_counts_equal_the_published_ones(name):
+    fields, count = PUBLISHED[name]
+    assert llama.parameter_count(llama.from_hf_config(fields)) == count
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(architectures=["GPT2LMHeadModel"]), "not a supported decoder-only model"),
+        (
+            dict(architectures=["MistralForCausalLM"], sliding_window=4096),
+            "sliding-window attention",
+        ),
+        (dict(hidden_act="gelu"), "only SwiGLU"),
+        (dict(rope_scaling={"rope_type": "yarn", "factor": 4.0}), "rope scaling 'yarn'"),
+        (dict(num_key_value_heads=3), "do not group evenly"),
+    ],
+)
+def test_unsupported_configurations_are_one_line(change, message):
+    fields = dict(PUBLISHED["TinyLlama-1.1B"][0], **change)
+    with pytest.raises(UserError, match=message):
+        llama.from_hf_config(fields)
+
+
+def test_a_checkpoint_that_does_not_fit_names_every_problem():
+    architecture, fields = CASES["mistral"]
+    hf = _hf_model(architecture, fields)
+    config = llama.from_hf_config(hf.config.to_dict())
+    state = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
+    state["model.layers.0.mlp.gate_proj.weight"] = np.zeros((5, 5), np.float32)
+    del state["model.norm.weight"]
+    state["model.extra.weight"] = np.zeros(3, np.float32)
+    with pytest.raises(UserError) as info:
+        llama.params_from_hf(state, config)
+    text = str(info.value)
+    assert "unexpected model.extra.weight" in text and "missing norm/scale" in text
+    assert "model.layers.0.mlp.gate_proj.weight has shape" in text

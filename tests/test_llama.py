@@ -204,3 +204,27 @@ def test_a_checkpoint_that_does_not_fit_names_every_problem():
     text = str(info.value)
     assert "unexpected model.extra.weight" in text and "missing norm/scale" in text
     assert "model.layers.0.mlp.gate_proj.weight has shape" in text
+
+
+def test_a_sharded_safetensors_directory_loads_strictly_and_pickles_are_refused(tmp_path):
+    from ptune.checkpoints import hf_causal
+
+    architecture, fields = CASES["qwen2"]
+    model = _hf_model(architecture, fields, seed=1)
+    model.save_pretrained(tmp_path / "qwen", safe_serialization=True, max_shard_size="20KB")
+    assert (tmp_path / "qwen" / "model.safetensors.index.json").exists()
+    config, params = hf_causal.load(str(tmp_path / "qwen"))
+    tokens, valid = _batch()
+    with torch.no_grad():
+        expected = model(
+            input_ids=torch.tensor(tokens), attention_mask=torch.tensor(valid.astype(np.int64))
+        ).logits.numpy()
+    got = np.asarray(llama.CausalLM(config).apply({"params": params}, tokens, valid))
+    assert np.abs(got[valid] - expected[valid]).max() < TOLERANCE
+    (tmp_path / "pickled").mkdir()
+    (tmp_path / "pickled" / "config.json").write_text(
+        (tmp_path / "qwen" / "config.json").read_text()
+    )
+    (tmp_path / "pickled" / "pytorch_model.bin").write_bytes(b"not unpickled")
+    with pytest.raises(UserError, match="a Python pickle, which ptune never unpickles"):
+        hf_causal.load(str(tmp_path / "pickled"))

@@ -138,7 +138,9 @@ def _tensor(path: str, name: str, dtype: np.dtype, shape: tuple, offset: int) ->
     return LazyArray(shape, dtype, read, f"{path}[{name}]")
 
 
-def _weight_files(directory: str) -> list[str]:
+def weight_files(directory: str, model_class: str = "T5ForConditionalGeneration") -> list[str]:
+    """The safetensors files of an HF directory (one, or the shards its index names);
+    pickles are refused with the conversion command (`model_class` loads them)."""
     index = os.path.join(directory, INDEX_FILE)
     if os.path.isfile(index):
         try:
@@ -159,7 +161,7 @@ def _weight_files(directory: str) -> list[str]:
             f"{directory} holds only pytorch_model.bin, a Python pickle, which ptune never "
             "unpickles (loading a pickle can run arbitrary code). Convert it to safetensors "
             'where PyTorch is installed: python -c "from transformers import '
-            f"T5ForConditionalGeneration as M; M.from_pretrained('{directory}')"
+            f"{model_class} as M; M.from_pretrained('{directory}')"
             f".save_pretrained('{directory}-safetensors', safe_serialization=True)\""
         )
     raise UserError(f"{directory} has {CONFIG_FILE} but no {SINGLE_FILE} or {INDEX_FILE}")
@@ -247,7 +249,7 @@ def open_checkpoint(path: str) -> CheckpointSource:
     directory = os.path.dirname(path) if os.path.isfile(path) else path
     hints = read_config(directory)
     tensors: dict[str, LazyArray] = {}
-    for file in _weight_files(directory):
+    for file in weight_files(directory):
         tensors.update(read_safetensors_index(file))
     if "shared.weight" not in tensors and "encoder.embed_tokens.weight" in tensors:
         tensors["shared.weight"] = tensors.pop("encoder.embed_tokens.weight")

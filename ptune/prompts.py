@@ -4,8 +4,9 @@ The prompt is a matrix [P, E] (P = prompt length, E = the model's embedding widt
 into the embedded encoder input; only it trains. Its parameter path is stable and documented:
 
     encoder/prompt/prompt        [prompt, prompt_embed]  (logical axes; replicated)
-    encoder/prompt/residual/...  the residual reparameterisation's MLP, when configured
-
+    encoder/prompt/residual/...  the residual reparameterisation's MLP (`Residual`)
+    multi-task prompts (`MultiTask`): prompt [tasks, P, E] and shared [S, E]
+    deep prompts (`DeepPrompt`): prompt [layers, P, E]
 
 This module is its one owner: `get_prompt`, `with_prompt`, `without_prompt`,
 `effective_prompt` and `PROMPT_PATTERN` read, place and name it, and no other module spells

@@ -497,14 +497,15 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
             )
 
     def export_prompts(directory: str) -> None:
-        """The prompt as the model sees it; a multi-task bank as one file per task."""
-        if bank is None:
-            value = partitioning.gather(prompts.effective_prompt(state.params))
-            prompt_io.save_prompt(directory, value)
-            return
-        values = partitioning.gather(
-            prompts.effective_bank(state.params, cfg.prompt.multi_task.combine)
+        """The prompt as the model sees it; a multi-task bank as one file per task. Computed
+        from this host's copy (the prompt module is replicated), so one process may call it."""
+        local = prompts.with_module(
+            {}, jax.tree_util.tree_map(partitioning.gather, prompts.get_module(state.params))
         )
+        if bank is None:
+            prompt_io.save_prompt(directory, np.asarray(prompts.effective_prompt(local)))
+            return
+        values = np.asarray(prompts.effective_bank(local, cfg.prompt.multi_task.combine))
         prompt_io.save_bank(directory, dict(zip(bank, values)))
 
     def save(step_number: int) -> None:

@@ -228,3 +228,34 @@ def test_a_sharded_safetensors_directory_loads_strictly_and_pickles_are_refused(
     (tmp_path / "pickled" / "pytorch_model.bin").write_bytes(b"not unpickled")
     with pytest.raises(UserError, match="a Python pickle, which ptune never unpickles"):
         hf_causal.load(str(tmp_path / "pickled"))
+
+
+def test_prompt_tuning_logits_equal_pefts_for_a_causal_lm():
+    """PEFT's prompt tuning (task_type CAUSAL_LM) over the same random weights: the prompt in
+    front of the embedded tokens, always attended, positions from the prompt's first vector."""
+    peft = pytest.importorskip("peft", reason="needs the [test] extra")
+    from ptune import prompts
+
+    architecture, fields = CASES["llama3"]
+    base = _hf_model(architecture, fields, seed=2)
+    state = {k: v.detach().numpy().copy() for k, v in base.state_dict().items()}
+    config = llama.from_hf_config(base.config.to_dict())
+    peft_model = peft.get_peft_model(
+        base,
+        peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=5, token_dim=32),
+    ).eval()
+    torch.manual_seed(4)
+    with torch.no_grad():
+        peft_model.prompt_encoder["default"].embedding.weight.uniform_(-0.5, 0.5)
+    prompt = peft_model.prompt_encoder["default"].embedding.weight.detach().numpy().copy()
+    tokens, valid = _batch()
+    with torch.no_grad():
+        expected = peft_model(
+            input_ids=torch.tensor(tokens), attention_mask=torch.tensor(valid.astype(np.int64))
+        ).logits.numpy()
+    params = dict(llama.params_from_hf(state, config), prompt={"prompt": prompt})
+    model = llama.CausalLM(config, prompts.prompt_factory(5))
+    got = np.asarray(model.apply({"params": params}, tokens, valid))
+    assert got.shape == expected.shape == (3, 5 + 11, 97)
+    rows = np.concatenate([np.ones((3, 5), bool), valid], axis=1)
+    assert np.abs(got[rows] - expected[rows]).max() < TOLERANCE

@@ -253,9 +253,16 @@ class DecoderLayer(nn.Module):
 
 
 class CausalLM(nn.Module):
-    """The decoder-only language model: tokens -> logits [b, l, vocab]."""
+    """The decoder-only language model: tokens -> logits [b, l, vocab].
+
+    With `prompt_factory` (`ptune.prompts.prompt_factory(P)`), a soft prompt module at
+    `prompt/` (its parameter `prompt/prompt` [P, E]) goes in front of the embedded tokens,
+    as PEFT's prompt tuning for causal LMs does: the prompt positions are always attended,
+    positions count from the prompt's first vector, and the logits cover P + l positions.
+    """
 
     config: LlamaConfig
+    prompt_factory: Optional[Any] = None
 
     @nn.compact
     def __call__(
@@ -264,15 +271,14 @@ class CausalLM(nn.Module):
         valid: Optional[Array] = None,
         positions: Optional[Array] = None,
     ) -> Array:
-        """tokens [b, l] int; valid [b, l] bool (default: every position); positions [b, l]
+        """tokens [b, l] int; valid [b, l] bool (default: every position); positions [b, l']
         (default: 0, 1, ... per row, as transformers without position_ids) -> logits
-        [b, l, vocab] float32. Each position attends to the valid positions up to itself."""
+        [b, l', vocab] float32, l' = l (+ P with a prompt). Each position attends to the
+        valid positions up to itself."""
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         b, length = tokens.shape
         valid = jnp.ones((b, length), bool) if valid is None else valid.astype(bool)
-        if positions is None:
-            positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
         embed = t5.param(
             self,
             "embed_tokens",
@@ -281,7 +287,15 @@ class CausalLM(nn.Module):
             ("vocab", "embed"),
         )
         x = jnp.take(embed, tokens, axis=0).astype(dtype)
+        if self.prompt_factory is not None:
+            module = self.prompt_factory(name="prompt")
+            if getattr(module, "placement", "prefix") != "prefix":
+                raise UserError("a causal LM's prompt goes in front of the input (prefix)")
+            x, valid = module(x, valid)
+            length = x.shape[1]
         x = t5.constrain(x, ("batch", "length", "embed"))
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
         causal = jnp.tril(jnp.ones((length, length), bool))
         mask = causal[None, None] & valid[:, None, None, :]
         stack = t5.layer_stack(DecoderLayer, cfg, cfg.num_hidden_layers, 2)

@@ -259,3 +259,30 @@ def test_prompt_tuning_logits_equal_pefts_for_a_causal_lm():
     assert got.shape == expected.shape == (3, 5 + 11, 97)
     rows = np.concatenate([np.ones((3, 5), bool), valid], axis=1)
     assert np.abs(got[rows] - expected[rows]).max() < TOLERANCE
+
+
+@pytest.mark.parametrize("case, prompt, scan", [("llama3", 0, False), ("qwen2", 4, True)])
+def test_greedy_decoding_with_the_cache_equals_rerunning_the_full_model(case, prompt, scan):
+    from ptune import prompts
+
+    architecture, fields = CASES[case]
+    # Weights of std 0.5, not 0.02: a near-uniform model repeats one token, which would not
+    # show whether each step reads the cache right.
+    hf = _hf_model(architecture, dict(fields, initializer_range=0.5), seed=5)
+    config = llama.from_hf_config(hf.config.to_dict()).replace(scan_layers=scan)
+    params = llama.params_from_hf({k: v.numpy() for k, v in hf.state_dict().items()}, config)
+    factory = None
+    if prompt:
+        factory = prompts.prompt_factory(prompt)
+        params["prompt"] = {"prompt": np.random.default_rng(6).uniform(-0.5, 0.5, (prompt, 32))}
+    model = llama.CausalLM(config, factory)
+    tokens, valid = _batch()  # rows of 11, 7 and 4 real tokens, right-padded
+    got = np.asarray(llama.generate(model, params, tokens, valid, max_new_tokens=5))
+    full = jax.jit(lambda p, t: model.apply({"params": p}, t))
+    for row in range(3):  # the reference: each row alone, the whole sequence every step
+        sequence = list(tokens[row][valid[row]])
+        for _ in range(5):
+            logits = full(params, np.asarray([sequence], np.int32))
+            sequence.append(int(np.argmax(logits[0, -1])))
+        assert list(got[row]) == sequence[-5:], row
+    assert len(set(got.ravel().tolist())) > 5  # varied tokens: the check has teeth

@@ -194,13 +194,20 @@ class Linear(nn.Module):
 
 class SelfAttention(nn.Module):
     """Grouped-query causal self-attention with RoPE: each key/value head serves
-    heads / kv_heads query heads (head i uses key/value head i // group)."""
+    heads / kv_heads query heads (head i uses key/value head i // group).
+
+    With `decode`, keys and values live in a cache of fixed length (`init_cache`): the first
+    call after initialisation writes a whole right-padded prefix (prompt and input) at slots
+    0..l-1, and each later call one new position per row at that row's next slot, so rows of
+    different lengths decode together and no padding sits between a prompt and its input.
+    """
 
     config: LlamaConfig
+    decode: bool = False
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array, positions: Array) -> Array:
-        """x [b, l, e], mask [b, 1, l, l] bool, positions [b, l] -> [b, l, e]"""
+    def __call__(self, x: Array, valid: Array, positions: Array) -> Array:
+        """x [b, l, e], valid [b, l] bool, positions [b, l] -> [b, l, e]"""
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         b, length, _ = x.shape
@@ -214,12 +221,45 @@ class SelfAttention(nn.Module):
         q = apply_rope(project("q_proj", h), positions, inv_freq)
         k = apply_rope(project("k_proj", kv), positions, inv_freq)
         v = project("v_proj", kv)
+        query_slot = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
+        key_valid = valid
+        if self.decode:
+            k, v, key_valid, query_slot = self._cached(k, v, valid, query_slot)
         k, v = (jnp.repeat(t, h // kv, axis=2) for t in (k, v))
+        key_slot = jnp.arange(k.shape[1], dtype=jnp.int32)
+        mask = (key_slot[None, None, :] <= query_slot[:, :, None]) & key_valid[:, None, :]
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / np.sqrt(d)
-        scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+        scores = jnp.where(mask[:, None], scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
         out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, length, h * d)
         return Linear(cfg.hidden_size, ("joined_kv", "embed"), False, dtype, name="o_proj")(out)
+
+    def _cached(self, k, v, valid, query_slot):
+        """Writes the new keys/values into the cache -> (keys, values, key validity, the
+        queries' slots) over the whole cache."""
+        b, length = valid.shape
+        ready = self.has_variable("cache", "key")
+        key = self.variable("cache", "key", jnp.zeros, k.shape, k.dtype)
+        value = self.variable("cache", "value", jnp.zeros, v.shape, v.dtype)
+        filled = self.variable("cache", "valid", jnp.zeros, (b, length), bool)
+        index = self.variable("cache", "index", jnp.zeros, (b,), jnp.int32)
+        if not ready:  # initialisation: shapes only
+            return k, v, valid, query_slot
+        if length > 1:  # the prefix: slots 0..l-1 (right-padded), each row's next slot after
+            zero = jnp.zeros((), jnp.int32)
+            key.value = jax.lax.dynamic_update_slice(key.value, k, (zero, zero, zero, zero))
+            value.value = jax.lax.dynamic_update_slice(value.value, v, (zero, zero, zero, zero))
+            filled.value = jax.lax.dynamic_update_slice(filled.value, valid, (zero, zero))
+            index.value = jnp.sum(valid, axis=1, dtype=jnp.int32)
+        else:  # one new position per row, at that row's next slot
+            rows = jnp.arange(b)
+            slot = index.value
+            key.value = key.value.at[rows, slot].set(k[:, 0])
+            value.value = value.value.at[rows, slot].set(v[:, 0])
+            filled.value = filled.value.at[rows, slot].set(valid[:, 0])
+            query_slot = slot[:, None]
+            index.value = slot + 1
+        return key.value, value.value, filled.value, query_slot
 
 
 class Mlp(nn.Module):
@@ -239,14 +279,15 @@ class Mlp(nn.Module):
 
 class DecoderLayer(nn.Module):
     config: LlamaConfig
+    decode: bool = False
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array, positions: Array):
-        """x [b, l, e], mask [b, 1, l, l] bool, positions [b, l] -> ([b, l, e], None)"""
+    def __call__(self, x: Array, valid: Array, positions: Array):
+        """x [b, l, e], valid [b, l] bool, positions [b, l] -> ([b, l, e], None)"""
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         y = RMSNorm(cfg.rms_norm_eps, dtype, name="input_layernorm")(x)
-        x = x + SelfAttention(cfg, name="self_attn")(y, mask, positions)
+        x = x + SelfAttention(cfg, self.decode, name="self_attn")(y, valid, positions)
         y = RMSNorm(cfg.rms_norm_eps, dtype, name="post_attention_layernorm")(x)
         x = x + Mlp(cfg, name="mlp")(y)
         return t5.constrain(x, ("batch", "length", "embed")), None
@@ -270,11 +311,14 @@ class CausalLM(nn.Module):
         tokens: Array,
         valid: Optional[Array] = None,
         positions: Optional[Array] = None,
+        decode: bool = False,
+        add_prompt: bool = True,
     ) -> Array:
         """tokens [b, l] int; valid [b, l] bool (default: every position); positions [b, l']
         (default: 0, 1, ... per row, as transformers without position_ids) -> logits
         [b, l', vocab] float32, l' = l (+ P with a prompt). Each position attends to the
-        valid positions up to itself."""
+        valid positions up to itself. `decode` uses the key/value cache (`generate`);
+        `add_prompt=False` leaves the prompt out (a decoding step after the prefix)."""
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         b, length = tokens.shape
@@ -287,7 +331,7 @@ class CausalLM(nn.Module):
             ("vocab", "embed"),
         )
         x = jnp.take(embed, tokens, axis=0).astype(dtype)
-        if self.prompt_factory is not None:
+        if self.prompt_factory is not None and (add_prompt or self.is_initializing()):
             module = self.prompt_factory(name="prompt")
             if getattr(module, "placement", "prefix") != "prefix":
                 raise UserError("a causal LM's prompt goes in front of the input (prefix)")
@@ -296,10 +340,8 @@ class CausalLM(nn.Module):
         x = t5.constrain(x, ("batch", "length", "embed"))
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
-        causal = jnp.tril(jnp.ones((length, length), bool))
-        mask = causal[None, None] & valid[:, None, None, :]
-        stack = t5.layer_stack(DecoderLayer, cfg, cfg.num_hidden_layers, 2)
-        x = stack(x, mask, positions)
+        stack = t5.layer_stack(DecoderLayer, cfg, cfg.num_hidden_layers, 2, decode=decode)
+        x = stack(x, valid, positions)
         x = RMSNorm(cfg.rms_norm_eps, dtype, name="norm")(x)
         if cfg.tie_word_embeddings:
             logits = jnp.dot(x, embed.astype(dtype).T)
@@ -387,3 +429,47 @@ def _ptune_name(name: str) -> Optional[str]:
     if len(rest) == 3 and rest[0] in ("self_attn", "mlp") and rest[2] in ("weight", "bias"):
         return f"{layer}/{rest[0]}/{rest[1]}/{'kernel' if rest[2] == 'weight' else 'bias'}"
     return None
+
+
+def init_cache(model: CausalLM, params: Any, batch: int, length: int) -> Any:
+    """An empty key/value cache for `batch` rows of `length` positions in all (prompt,
+    input and generated tokens)."""
+    prompt = 0
+    if model.prompt_factory is not None:
+        prompt = model.prompt_factory().length
+    tokens = jnp.zeros((batch, length - prompt), jnp.int32)
+    _, variables = model.apply({"params": params}, tokens, decode=True, mutable=["cache"])
+    return variables["cache"]
+
+
+def generate(
+    model: CausalLM, params: Any, tokens: Array, valid: Array, max_new_tokens: int
+) -> Array:
+    """Greedy decoding with the key/value cache. tokens [b, l] right-padded with `valid`
+    [b, l] -> the next `max_new_tokens` tokens of each row [b, max_new_tokens]. With a
+    prompt, each row reads prompt + its own tokens; rows of different lengths decode
+    together (each writes at its own next slot, so no padding precedes a new token)."""
+    b, length = tokens.shape
+    prompt = model.prompt_factory().length if model.prompt_factory is not None else 0
+    cache = init_cache(model, params, b, prompt + length + max_new_tokens)
+    valid = jnp.asarray(valid, bool)
+    logits, variables = model.apply(
+        {"params": params, "cache": cache}, tokens, valid, decode=True, mutable=["cache"]
+    )
+    count = prompt + jnp.sum(valid, axis=1, dtype=jnp.int32)  # real positions per row
+    last = jnp.take_along_axis(logits, (count - 1)[:, None, None], axis=1)[:, 0]
+    out = [jnp.argmax(last, axis=-1).astype(jnp.int32)]
+    cache = variables["cache"]
+    for step in range(max_new_tokens - 1):
+        logits, variables = model.apply(
+            {"params": params, "cache": cache},
+            out[-1][:, None],
+            jnp.ones((b, 1), bool),
+            (count + step)[:, None],
+            decode=True,
+            add_prompt=False,
+            mutable=["cache"],
+        )
+        cache = variables["cache"]
+        out.append(jnp.argmax(logits[:, 0], axis=-1).astype(jnp.int32))
+    return jnp.stack(out, axis=1)

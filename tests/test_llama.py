@@ -286,3 +286,39 @@ def test_greedy_decoding_with_the_cache_equals_rerunning_the_full_model(case, pr
             sequence.append(int(np.argmax(logits[0, -1])))
         assert list(got[row]) == sequence[-5:], row
     assert len(set(got.ravel().tolist())) > 5  # varied tokens: the check has teeth
+
+
+def test_decoding_from_precomputed_prompt_keys_and_values_equals_the_prompt_in_the_input():
+    """A bank of two prompts (lengths 4 and 2), each prompt's keys/values computed once; a
+    mixed batch decodes from them as each row would with its prompt in its input."""
+    from ptune import prompts
+
+    architecture, fields = CASES["llama3"]
+    hf = _hf_model(architecture, dict(fields, initializer_range=0.5), seed=7)
+    config = llama.from_hf_config(hf.config.to_dict())
+    params = llama.params_from_hf({k: v.numpy() for k, v in hf.state_dict().items()}, config)
+    rng = np.random.default_rng(8)
+    bank = [rng.uniform(-0.5, 0.5, (n, 32)).astype(np.float32) for n in (4, 2)]
+    tokens, valid = _batch()
+    length = 4 + tokens.shape[1] + 5
+    caches = [llama.prompt_cache(config, params, p, length) for p in bank]
+    which = np.array([1, 0, 1])
+    got = llama.generate(
+        llama.CausalLM(config),
+        params,
+        tokens,
+        valid,
+        max_new_tokens=5,
+        cache=llama.bank_cache(config, caches, which),
+    )
+    for row, k in enumerate(which):
+        model = llama.CausalLM(config, prompts.prompt_factory(len(bank[k])))
+        alone = llama.generate(
+            model,
+            dict(params, prompt={"prompt": bank[k]}),
+            tokens[row : row + 1],
+            valid[row : row + 1],
+            max_new_tokens=5,
+        )
+        np.testing.assert_array_equal(np.asarray(got[row]), np.asarray(alone[0]))
+    assert len(set(np.asarray(got).ravel().tolist())) > 5

@@ -196,10 +196,11 @@ class SelfAttention(nn.Module):
     """Grouped-query causal self-attention with RoPE: each key/value head serves
     heads / kv_heads query heads (head i uses key/value head i // group).
 
-    With `decode`, keys and values live in a cache of fixed length (`init_cache`): the first
-    call after initialisation writes a whole right-padded prefix (prompt and input) at slots
-    0..l-1, and each later call one new position per row at that row's next slot, so rows of
-    different lengths decode together and no padding sits between a prompt and its input.
+    With `decode`, keys and values live in a cache of fixed length (`init_cache`); each call
+    writes its positions (a right-padded prefix, or one new token) at each row's next slot,
+    and a row's real positions fill slots 0, 1, ... in order, so a slot is its position.
+    Rows of different lengths decode together; no padding sits between a prompt, its input
+    and the new tokens; a prompt's keys and values can be computed once (`prompt_cache`).
     """
 
     config: LlamaConfig
@@ -217,14 +218,16 @@ class SelfAttention(nn.Module):
             layer = Linear(heads * d, ("embed", "joined_kv"), cfg.attention_bias, dtype, name=name)
             return layer(x).reshape(b, length, heads, d)
 
-        inv_freq = rope_frequencies(cfg)
-        q = apply_rope(project("q_proj", h), positions, inv_freq)
-        k = apply_rope(project("k_proj", kv), positions, inv_freq)
-        v = project("v_proj", kv)
+        q, k, v = project("q_proj", h), project("k_proj", kv), project("v_proj", kv)
         query_slot = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
+        cache = self._cache(k, v, valid) if self.decode else None
+        if cache is not None:  # a row's slots are its positions: real tokens from slot 0
+            positions = query_slot = cache["index"].value[:, None] + query_slot
+        inv_freq = rope_frequencies(cfg)
+        q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
         key_valid = valid
-        if self.decode:
-            k, v, key_valid, query_slot = self._cached(k, v, valid, query_slot)
+        if cache is not None:
+            k, v, key_valid = self._write(cache, k, v, valid)
         k, v = (jnp.repeat(t, h // kv, axis=2) for t in (k, v))
         key_slot = jnp.arange(k.shape[1], dtype=jnp.int32)
         mask = (key_slot[None, None, :] <= query_slot[:, :, None]) & key_valid[:, None, :]
@@ -234,32 +237,30 @@ class SelfAttention(nn.Module):
         out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, length, h * d)
         return Linear(cfg.hidden_size, ("joined_kv", "embed"), False, dtype, name="o_proj")(out)
 
-    def _cached(self, k, v, valid, query_slot):
-        """Writes the new keys/values into the cache -> (keys, values, key validity, the
-        queries' slots) over the whole cache."""
-        b, length = valid.shape
+    def _cache(self, k, v, valid) -> Optional[dict]:
+        """The cache variables; None on the call that creates them (`init_cache`: shapes)."""
         ready = self.has_variable("cache", "key")
-        key = self.variable("cache", "key", jnp.zeros, k.shape, k.dtype)
-        value = self.variable("cache", "value", jnp.zeros, v.shape, v.dtype)
-        filled = self.variable("cache", "valid", jnp.zeros, (b, length), bool)
-        index = self.variable("cache", "index", jnp.zeros, (b,), jnp.int32)
-        if not ready:  # initialisation: shapes only
-            return k, v, valid, query_slot
-        if length > 1:  # the prefix: slots 0..l-1 (right-padded), each row's next slot after
-            zero = jnp.zeros((), jnp.int32)
-            key.value = jax.lax.dynamic_update_slice(key.value, k, (zero, zero, zero, zero))
-            value.value = jax.lax.dynamic_update_slice(value.value, v, (zero, zero, zero, zero))
-            filled.value = jax.lax.dynamic_update_slice(filled.value, valid, (zero, zero))
-            index.value = jnp.sum(valid, axis=1, dtype=jnp.int32)
-        else:  # one new position per row, at that row's next slot
-            rows = jnp.arange(b)
-            slot = index.value
-            key.value = key.value.at[rows, slot].set(k[:, 0])
-            value.value = value.value.at[rows, slot].set(v[:, 0])
-            filled.value = filled.value.at[rows, slot].set(valid[:, 0])
-            query_slot = slot[:, None]
-            index.value = slot + 1
-        return key.value, value.value, filled.value, query_slot
+        cache = {
+            "key": self.variable("cache", "key", jnp.zeros, k.shape, k.dtype),
+            "value": self.variable("cache", "value", jnp.zeros, v.shape, v.dtype),
+            "valid": self.variable("cache", "valid", jnp.zeros, valid.shape, bool),
+            "index": self.variable("cache", "index", jnp.zeros, valid.shape[:1], jnp.int32),
+        }
+        return cache if ready else None
+
+    @staticmethod
+    def _write(cache, k, v, valid):
+        """Writes each row's new keys/values at its next slot (`index`) and moves the index
+        past its real ones -> (keys, values, validity) of the whole cache."""
+
+        def put(buffer, new, start):
+            return jax.lax.dynamic_update_slice(buffer, new, (start,) + (0,) * (new.ndim - 1))
+
+        start = cache["index"].value
+        for name, new in (("key", k), ("value", v), ("valid", valid)):
+            cache[name].value = jax.vmap(put)(cache[name].value, new, start)
+        cache["index"].value = start + jnp.sum(valid, axis=1, dtype=jnp.int32)
+        return cache["key"].value, cache["value"].value, cache["valid"].value
 
 
 class Mlp(nn.Module):
@@ -434,42 +435,76 @@ def _ptune_name(name: str) -> Optional[str]:
 def init_cache(model: CausalLM, params: Any, batch: int, length: int) -> Any:
     """An empty key/value cache for `batch` rows of `length` positions in all (prompt,
     input and generated tokens)."""
-    prompt = 0
-    if model.prompt_factory is not None:
-        prompt = model.prompt_factory().length
+    prompt = model.prompt_factory().length if model.prompt_factory is not None else 0
     tokens = jnp.zeros((batch, length - prompt), jnp.int32)
     _, variables = model.apply({"params": params}, tokens, decode=True, mutable=["cache"])
     return variables["cache"]
 
 
+def prompt_cache(config: LlamaConfig, params: Any, prompt: Array, length: int) -> Any:
+    """The keys and values of `prompt` [P, E] alone, computed once, in a one-row cache of
+    `length` slots: with a causal model and the prompt first, they do not depend on what
+    follows. `params` are the model's, without a prompt."""
+    from ptune import prompts
+
+    model = CausalLM(config, prompts.prompt_factory(int(prompt.shape[0])))
+    params = dict(params, prompt={"prompt": prompt})
+    cache = init_cache(model, params, 1, length)
+    # The prompt and one invalid placeholder token, which the next write replaces.
+    _, variables = model.apply(
+        {"params": params, "cache": cache},
+        jnp.zeros((1, 1), jnp.int32),
+        jnp.zeros((1, 1), bool),
+        decode=True,
+        mutable=["cache"],
+    )
+    return variables["cache"]
+
+
+def bank_cache(config: LlamaConfig, caches: list, prompt_index: Array) -> Any:
+    """A batch's cache from per-prompt caches (`prompt_cache`, the same length): row i
+    starts from prompt `prompt_index[i]`'s keys and values."""
+    axis = 1 if config.scan_layers else 0  # scanned caches carry the layer axis first
+    stacked = jax.tree_util.tree_map(lambda *c: jnp.concatenate(c, axis=axis), *caches)
+    index = jnp.asarray(prompt_index, jnp.int32)
+    return jax.tree_util.tree_map(lambda c: jnp.take(c, index, axis=axis), stacked)
+
+
 def generate(
-    model: CausalLM, params: Any, tokens: Array, valid: Array, max_new_tokens: int
+    model: CausalLM,
+    params: Any,
+    tokens: Array,
+    valid: Array,
+    max_new_tokens: int,
+    cache: Optional[Any] = None,
 ) -> Array:
     """Greedy decoding with the key/value cache. tokens [b, l] right-padded with `valid`
-    [b, l] -> the next `max_new_tokens` tokens of each row [b, max_new_tokens]. With a
-    prompt, each row reads prompt + its own tokens; rows of different lengths decode
-    together (each writes at its own next slot, so no padding precedes a new token)."""
+    [b, l] -> the next `max_new_tokens` tokens of each row [b, max_new_tokens].
+
+    Without `cache`, each row reads the model's prompt (if any) + its tokens. With `cache`
+    (`prompt_cache`/`bank_cache`: each row's prompt already in it, computed once), the rows
+    continue from it and `model` takes no prompt. Rows of different lengths decode together."""
     b, length = tokens.shape
-    prompt = model.prompt_factory().length if model.prompt_factory is not None else 0
-    cache = init_cache(model, params, b, prompt + length + max_new_tokens)
     valid = jnp.asarray(valid, bool)
+    prompt = 0
+    if cache is None:
+        prompt = model.prompt_factory().length if model.prompt_factory is not None else 0
+        cache = init_cache(model, params, b, prompt + length + max_new_tokens)
     logits, variables = model.apply(
         {"params": params, "cache": cache}, tokens, valid, decode=True, mutable=["cache"]
     )
-    count = prompt + jnp.sum(valid, axis=1, dtype=jnp.int32)  # real positions per row
-    last = jnp.take_along_axis(logits, (count - 1)[:, None, None], axis=1)[:, 0]
-    out = [jnp.argmax(last, axis=-1).astype(jnp.int32)]
+    last = prompt + jnp.sum(valid, axis=1, dtype=jnp.int32) - 1  # each row's last real one
+    out = [jnp.argmax(jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0], -1)]
     cache = variables["cache"]
-    for step in range(max_new_tokens - 1):
+    for _ in range(max_new_tokens - 1):
         logits, variables = model.apply(
             {"params": params, "cache": cache},
-            out[-1][:, None],
+            out[-1][:, None].astype(jnp.int32),
             jnp.ones((b, 1), bool),
-            (count + step)[:, None],
             decode=True,
             add_prompt=False,
             mutable=["cache"],
         )
         cache = variables["cache"]
-        out.append(jnp.argmax(logits[:, 0], axis=-1).astype(jnp.int32))
-    return jnp.stack(out, axis=1)
+        out.append(jnp.argmax(logits[:, 0], axis=-1))
+    return jnp.stack(out, axis=1).astype(jnp.int32)

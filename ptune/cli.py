@@ -488,12 +488,23 @@ def cmd_export(argv: Sequence[str], gin_args) -> int:
         metavar="NAME",
         help="base_model_name_or_path recorded in the PEFT adapter config",
     )
+    parser.add_argument(
+        "--task_type",
+        default="SEQ_2_SEQ_LM",
+        choices=("SEQ_2_SEQ_LM", "CAUSAL_LM"),
+        help="the PEFT adapter's task type: T5 (default) or a decoder-only model",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing PATH")
     args = parser.parse_args(argv)
     from ptune import export
 
     written = export.export_prompt(
-        args.prompt, args.to, args.format, base_model=args.base_model, overwrite=args.overwrite
+        args.prompt,
+        args.to,
+        args.format,
+        base_model=args.base_model,
+        overwrite=args.overwrite,
+        task_type=args.task_type,
     )
     print(f"wrote {written}")
     return 0

@@ -37,13 +37,20 @@ PEFT_KEY = "prompt_embeddings"
 SAFETENSORS_KEY = "prompt"  # as `ptune.checkpoints.prompt_io` writes it
 
 
-def peft_adapter_config(length: int, embed: int, base_model: Optional[str] = None) -> dict:
-    """The adapter_config.json PEFT writes for a seq2seq prompt-tuning adapter of [length,
-    embed]; fields PEFT fills from the base model when loading (`num_layers`,
-    `num_attention_heads`) stay null."""
+TASK_TYPES = ("SEQ_2_SEQ_LM", "CAUSAL_LM")  # T5's encoder prompt; a decoder-only model's
+
+
+def peft_adapter_config(
+    length: int, embed: int, base_model: Optional[str] = None, task_type: str = "SEQ_2_SEQ_LM"
+) -> dict:
+    """The adapter_config.json PEFT writes for a prompt-tuning adapter of [length, embed]
+    (`task_type` SEQ_2_SEQ_LM for T5, CAUSAL_LM for a decoder-only model); fields PEFT fills
+    from the base model when loading (`num_layers`, `num_attention_heads`) stay null."""
+    if task_type not in TASK_TYPES:
+        raise UserError(f"PEFT task type must be one of {', '.join(TASK_TYPES)}, got {task_type!r}")
     return {
         "peft_type": "PROMPT_TUNING",
-        "task_type": "SEQ_2_SEQ_LM",
+        "task_type": task_type,
         "num_virtual_tokens": int(length),
         "token_dim": int(embed),
         "num_transformer_submodules": 1,
@@ -89,11 +96,14 @@ def write_peft(
     *,
     base_model: Optional[str] = None,
     overwrite: bool = False,
+    task_type: str = "SEQ_2_SEQ_LM",
 ) -> str:
     """Writes a PEFT prompt-tuning adapter directory that `peft.PeftModel.from_pretrained`
-    loads onto a T5 of width E. Returns the directory."""
+    loads onto a T5 (or, with task_type CAUSAL_LM, a decoder-only model) of width E.
+    Returns the directory."""
     from safetensors.numpy import save_file
 
+    peft_adapter_config(1, 1, task_type=task_type)  # a bad task type fails before writing
     value = _as_prompt(prompt)
     directory = os.fspath(directory)
     _check_destination(directory, overwrite)
@@ -105,7 +115,8 @@ def write_peft(
             metadata={"format": "pt"},
         )
         with open(os.path.join(tmp, PEFT_CONFIG), "w") as f:
-            json.dump(peft_adapter_config(*value.shape, base_model=base_model), f, indent=2)
+            config = peft_adapter_config(*value.shape, base_model=base_model, task_type=task_type)
+            json.dump(config, f, indent=2)
             f.write("\n")
 
     return atomic.write_directory(directory, write, overwrite=True)
@@ -142,10 +153,12 @@ def export_prompt(
     *,
     base_model: Optional[str] = None,
     overwrite: bool = False,
+    task_type: str = "SEQ_2_SEQ_LM",
 ) -> str:
     """Exports `prompt` (an array [P, E] or any file `prompts.load_prompt_file` reads: .npy,
     .safetensors, a PEFT adapter directory) to `to` in `format` ('peft' | 'npy' |
-    'safetensors'). Returns what was written."""
+    'safetensors'; PEFT adapters for `task_type` SEQ_2_SEQ_LM or CAUSAL_LM). Returns what was
+    written."""
     if format not in FORMATS:
         raise UserError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     if format == "peft":
@@ -158,9 +171,13 @@ def export_prompt(
                     "attention, not hidden states at each layer's input); export it as .npy "
                     "or .safetensors"
                 )
-        return write_peft(prompt, to, base_model=base_model, overwrite=overwrite)
-    if base_model is not None:
-        raise UserError("--base_model is recorded in PEFT adapters only (--format peft)")
+        return write_peft(
+            prompt, to, base_model=base_model, overwrite=overwrite, task_type=task_type
+        )
+    if base_model is not None or task_type != "SEQ_2_SEQ_LM":
+        raise UserError(
+            "--base_model and --task_type are recorded in PEFT adapters only (--format peft)"
+        )
     expected = "." + format
     if not os.fspath(to).endswith(expected):
         raise UserError(

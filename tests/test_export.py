@@ -86,7 +86,9 @@ def test_bad_inputs_are_one_line_user_errors(prompt_file, tmp_path):
         export.export_prompt(path, str(tmp_path / "x"), "onnx")
     with pytest.raises(UserError, match=r"--format npy writes a .npy file"):
         export.export_prompt(path, str(tmp_path / "x.safetensors"), "npy")
-    with pytest.raises(UserError, match=r"--base_model is recorded in PEFT adapters only"):
+    with pytest.raises(
+        UserError, match=r"--base_model and --task_type are recorded in PEFT adapters only"
+    ):
         export.export_prompt(path, str(tmp_path / "x.npy"), "npy", base_model="t5")
     with pytest.raises(UserError, match=r"prompt file .* does not exist"):
         export.export_prompt(str(tmp_path / "missing.npy"), str(tmp_path / "a"), "peft")

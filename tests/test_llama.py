@@ -322,3 +322,38 @@ def test_decoding_from_precomputed_prompt_keys_and_values_equals_the_prompt_in_t
         )
         np.testing.assert_array_equal(np.asarray(got[row]), np.asarray(alone[0]))
     assert len(set(np.asarray(got).ravel().tolist())) > 5
+
+
+def test_prompts_move_between_ptune_and_peft_for_a_causal_lm(tmp_path):
+    """ptune -> PEFT: a CAUSAL_LM adapter PEFT loads and computes ptune's logits with; and
+    PEFT -> ptune: the adapter PEFT saves reads back as the same prompt."""
+    peft = pytest.importorskip("peft", reason="needs the [test] extra")
+    from ptune import export, prompts
+
+    architecture, fields = CASES["qwen2"]
+    base = _hf_model(architecture, fields, seed=9)
+    config = llama.from_hf_config(base.config.to_dict())
+    params = llama.params_from_hf(
+        {k: v.numpy().copy() for k, v in base.state_dict().items()}, config
+    )
+    prompt = np.random.default_rng(10).uniform(-0.5, 0.5, (3, 32)).astype(np.float32)
+    adapter = str(tmp_path / "adapter")
+    export.export_prompt(prompt, adapter, "peft", task_type="CAUSAL_LM")
+    loaded = peft.PeftModel.from_pretrained(base, adapter).eval()
+    assert loaded.peft_config["default"].task_type == peft.TaskType.CAUSAL_LM
+    tokens, valid = _batch()
+    with torch.no_grad():
+        expected = loaded(
+            input_ids=torch.tensor(tokens), attention_mask=torch.tensor(valid.astype(np.int64))
+        ).logits.numpy()
+    model = llama.CausalLM(config, prompts.prompt_factory(3))
+    got = np.asarray(
+        model.apply({"params": dict(params, prompt={"prompt": prompt})}, tokens, valid)
+    )
+    rows = np.concatenate([np.ones((3, 3), bool), valid], axis=1)
+    assert np.abs(got[rows] - expected[rows]).max() < TOLERANCE
+    loaded.save_pretrained(str(tmp_path / "saved"))
+    np.testing.assert_array_equal(prompts.load_prompt_file(str(tmp_path / "saved")), prompt)
+    with pytest.raises(UserError, match="PEFT task type must be one of"):
+        export.export_prompt(prompt, str(tmp_path / "x"), "peft", task_type="TOKEN_CLS")
+    assert not (tmp_path / "x").exists()

@@ -26,6 +26,7 @@ TensorFlow, seqio or gin.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Mapping, Optional
 
@@ -490,21 +491,25 @@ def generate(
     if cache is None:
         prompt = model.prompt_factory().length if model.prompt_factory is not None else 0
         cache = init_cache(model, params, b, prompt + length + max_new_tokens)
-    logits, variables = model.apply(
-        {"params": params, "cache": cache}, tokens, valid, decode=True, mutable=["cache"]
-    )
+    logits, cache = _cached_apply(model, params, cache, tokens, valid, True)
     last = prompt + jnp.sum(valid, axis=1, dtype=jnp.int32) - 1  # each row's last real one
     out = [jnp.argmax(jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0], -1)]
-    cache = variables["cache"]
     for _ in range(max_new_tokens - 1):
-        logits, variables = model.apply(
-            {"params": params, "cache": cache},
-            out[-1][:, None].astype(jnp.int32),
-            jnp.ones((b, 1), bool),
-            decode=True,
-            add_prompt=False,
-            mutable=["cache"],
-        )
-        cache = variables["cache"]
+        step = out[-1][:, None].astype(jnp.int32)
+        logits, cache = _cached_apply(model, params, cache, step, jnp.ones((b, 1), bool), False)
         out.append(jnp.argmax(logits[:, 0], axis=-1))
     return jnp.stack(out, axis=1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "add_prompt"))
+def _cached_apply(model, params, cache, tokens, valid, add_prompt):
+    """One compiled call per shape: (logits, the updated cache)."""
+    logits, variables = model.apply(
+        {"params": params, "cache": cache},
+        tokens,
+        valid,
+        decode=True,
+        add_prompt=add_prompt,
+        mutable=["cache"],
+    )
+    return logits, variables["cache"]

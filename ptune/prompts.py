@@ -566,6 +566,15 @@ def get_module(params: Any) -> dict:
     return params[PROMPT_PATH[0]][PROMPT_PATH[1]]
 
 
+CAUSAL_PROMPT_PATH = ("prompt", "prompt")  # a decoder-only model's (`llama.CausalLM`)
+
+
+def with_causal_prompt(params: Any, value: Any) -> dict:
+    """A decoder-only model's parameters with `value` [P, E] as its prompt, at
+    `prompt/prompt` (the trainer's slot, `PROMPT_PATH`, is T5's encoder prompt)."""
+    return {**params, CAUSAL_PROMPT_PATH[0]: {CAUSAL_PROMPT_PATH[1]: value}}
+
+
 def with_prompt(params: Any, value: Any) -> dict:
     """A new parameter tree: `params` (which may lack a prompt) with `value` in the slot.
     Only the dicts on the path are copied; the arrays are shared."""

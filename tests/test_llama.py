@@ -253,7 +253,7 @@ def test_prompt_tuning_logits_equal_pefts_for_a_causal_lm():
         expected = peft_model(
             input_ids=torch.tensor(tokens), attention_mask=torch.tensor(valid.astype(np.int64))
         ).logits.numpy()
-    params = dict(llama.params_from_hf(state, config), prompt={"prompt": prompt})
+    params = prompts.with_causal_prompt(llama.params_from_hf(state, config), prompt)
     model = llama.CausalLM(config, prompts.prompt_factory(5))
     got = np.asarray(model.apply({"params": params}, tokens, valid))
     assert got.shape == expected.shape == (3, 5 + 11, 97)
@@ -274,7 +274,8 @@ def test_greedy_decoding_with_the_cache_equals_rerunning_the_full_model(case, pr
     factory = None
     if prompt:
         factory = prompts.prompt_factory(prompt)
-        params["prompt"] = {"prompt": np.random.default_rng(6).uniform(-0.5, 0.5, (prompt, 32))}
+        value = np.random.default_rng(6).uniform(-0.5, 0.5, (prompt, 32))
+        params = prompts.with_causal_prompt(params, value)
     model = llama.CausalLM(config, factory)
     tokens, valid = _batch()  # rows of 11, 7 and 4 real tokens, right-padded
     got = np.asarray(llama.generate(model, params, tokens, valid, max_new_tokens=5))
@@ -315,7 +316,7 @@ def test_decoding_from_precomputed_prompt_keys_and_values_equals_the_prompt_in_t
         model = llama.CausalLM(config, prompts.prompt_factory(len(bank[k])))
         alone = llama.generate(
             model,
-            dict(params, prompt={"prompt": bank[k]}),
+            prompts.with_causal_prompt(params, bank[k]),
             tokens[row : row + 1],
             valid[row : row + 1],
             max_new_tokens=5,
@@ -348,7 +349,7 @@ def test_prompts_move_between_ptune_and_peft_for_a_causal_lm(tmp_path):
         ).logits.numpy()
     model = llama.CausalLM(config, prompts.prompt_factory(3))
     got = np.asarray(
-        model.apply({"params": dict(params, prompt={"prompt": prompt})}, tokens, valid)
+        model.apply({"params": prompts.with_causal_prompt(params, prompt)}, tokens, valid)
     )
     rows = np.concatenate([np.ones((3, 3), bool), valid], axis=1)
     assert np.abs(got[rows] - expected[rows]).max() < TOLERANCE

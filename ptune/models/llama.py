@@ -299,7 +299,8 @@ class CausalLM(nn.Module):
     """The decoder-only language model: tokens -> logits [b, l, vocab].
 
     With `prompt_factory` (`ptune.prompts.prompt_factory(P)`), a soft prompt module at
-    `prompt/` (its parameter `prompt/prompt` [P, E]) goes in front of the embedded tokens,
+    `prompt/` (its parameter [P, E]: `prompts.with_causal_prompt`) goes in front of the
+    embedded tokens,
     as PEFT's prompt tuning for causal LMs does: the prompt positions are always attended,
     positions count from the prompt's first vector, and the logits cover P + l positions.
     """
@@ -449,7 +450,7 @@ def prompt_cache(config: LlamaConfig, params: Any, prompt: Array, length: int) -
     from ptune import prompts
 
     model = CausalLM(config, prompts.prompt_factory(int(prompt.shape[0])))
-    params = dict(params, prompt={"prompt": prompt})
+    params = prompts.with_causal_prompt(params, prompt)
     cache = init_cache(model, params, 1, length)
     # The prompt and one invalid placeholder token, which the next write replaces.
     _, variables = model.apply(

@@ -397,47 +397,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
     data.check_task(cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.eval_split)
     config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path)
     data.check_vocabulary_fits(cfg.mixture_or_task_name, config.vocab_size)
-    prompt = factory = prompt_index = None
-    from ptune.checkpoints import prompt_io
-
-    if cfg.prompt_file is not None and prompt_io.is_bank(cfg.prompt_file):
-        # a multi-task bank: each task of the mixture (or the one task) with its own prompt
-        named = prompt_io.read_bank(cfg.prompt_file)
-        tasks = [t.name for t in getattr(data.get_task(cfg.mixture_or_task_name), "tasks", [])]
-        tasks = tasks or [cfg.mixture_or_task_name]
-        missing = [t for t in tasks if t not in named]
-        if missing:
-            raise UserError(
-                f"the prompt bank {cfg.prompt_file} has no prompt for {', '.join(missing)} "
-                f"(it holds {', '.join(named)})"
-            )
-        values = [prompts.load_prompt_file(named[t]) for t in tasks]
-        prompt, lengths = prompts.stack_bank(values, tasks)
-        if prompt.shape[-1] != config.emb_dim:
-            raise UserError(
-                f"prompt bank {cfg.prompt_file}: width {prompt.shape[-1]} does not "
-                f"match the model's emb_dim {config.emb_dim}"
-            )
-        factory = prompts.bank_factory(lengths, cfg.prompt.placement)
-        prompt_index = {t: k for k, t in enumerate(tasks)}
-    elif cfg.prompt_file is not None:
-        prompt = prompts.load_prompt_file(cfg.prompt_file, deep=True)
-        if prompt.shape[-1] != config.emb_dim:
-            raise UserError(
-                f"prompt file {cfg.prompt_file}: width {prompt.shape[-1]} does not "
-                f"match the model's emb_dim {config.emb_dim}"
-            )
-        if prompt.ndim == 3:  # deep: one prompt per encoder layer
-            if prompt.shape[0] != config.num_encoder_layers:
-                raise UserError(
-                    f"prompt file {cfg.prompt_file}: a deep prompt for {prompt.shape[0]} "
-                    f"encoder layers; the model has {config.num_encoder_layers}"
-                )
-            factory = prompts.PromptConfig(prompt.shape[1], deep=True).factory()
-        else:
-            factory = prompts.prompt_factory(prompt.shape[0], cfg.prompt.placement)
-    else:
-        log.warning("evaluating the bare frozen model, without a prompt (NO_PROMPT=True)")
+    prompt, factory, prompt_index = _eval_prompt(cfg, config)
     evaluator = Evaluation(
         cfg.mixture_or_task_name,
         cfg.task_feature_lengths,
@@ -463,3 +423,46 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
         },
     )
     return results
+
+
+def _eval_prompt(cfg: EvalConfig, config: t5.T5Config):
+    """What `ptune eval` puts in the prompt slot -> (value, prompt factory, {task: index} or
+    None): a prompt [P, E], a deep prompt [layers, P, E], or a multi-task bank directory
+    (each task of the mixture with its own prompt); (None, None, None) with NO_PROMPT."""
+    from ptune.checkpoints import prompt_io
+
+    if cfg.prompt_file is None:
+        log.warning("evaluating the bare frozen model, without a prompt (NO_PROMPT=True)")
+        return None, None, None
+    if prompt_io.is_bank(cfg.prompt_file):
+        named = prompt_io.read_bank(cfg.prompt_file)
+        tasks = [t.name for t in getattr(data.get_task(cfg.mixture_or_task_name), "tasks", [])]
+        tasks = tasks or [cfg.mixture_or_task_name]
+        missing = [t for t in tasks if t not in named]
+        if missing:
+            raise UserError(
+                f"the prompt bank {cfg.prompt_file} has no prompt for {', '.join(missing)} "
+                f"(it holds {', '.join(named)})"
+            )
+        value, lengths = prompts.stack_bank([prompts.load_prompt_file(named[t]) for t in tasks])
+        factory = prompts.bank_factory(lengths, cfg.prompt.placement)
+        index = {t: k for k, t in enumerate(tasks)}
+    else:
+        value = prompts.load_prompt_file(cfg.prompt_file, deep=True)
+        index = None
+        if value.ndim == 3 and value.shape[0] != config.num_encoder_layers:
+            raise UserError(
+                f"prompt file {cfg.prompt_file}: a deep prompt for {value.shape[0]} encoder "
+                f"layers; the model has {config.num_encoder_layers}"
+            )
+        factory = (
+            prompts.deep_factory(value.shape[1])
+            if value.ndim == 3
+            else prompts.prompt_factory(value.shape[0], cfg.prompt.placement)
+        )
+    if value.shape[-1] != config.emb_dim:
+        raise UserError(
+            f"prompt file {cfg.prompt_file}: width {value.shape[-1]} does not match the "
+            f"model's emb_dim {config.emb_dim}"
+        )
+    return value, factory, index

@@ -232,3 +232,18 @@ def test_a_task_not_in_the_bank_and_the_bank_as_one_prompt_are_refused(bank_run)
     # A bank entry initialises a single-task run (prompt transfer by task name).
     value = prompts.load_prompt_file(str(best / f"{TASKS[0]}.npy"))
     assert value.shape == (4, 16)
+
+
+def test_eval_refuses_a_prompt_of_another_width_before_any_work(bank_run, tmp_path):
+    root, cfg, _ = bank_run
+    narrow = tmp_path / "narrow.npy"
+    np.save(narrow, np.ones((4, 8), np.float32))
+    eval_cfg = evaluation.EvalConfig(
+        mixture_or_task_name=TASKS[0],
+        checkpoint_path=str(root / "run" / "random_init"),
+        prompt_file=str(narrow),
+        output_dir=str(tmp_path / "out"),
+    )
+    with pytest.raises(UserError, match="width 8 does not match the model's emb_dim 16"):
+        evaluation.run_eval(eval_cfg)
+    assert not (tmp_path / "out" / "eval_validation.json").exists()

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import signal
 import sys
 import traceback
 from typing import Callable, Sequence
@@ -773,8 +772,6 @@ COMPILES = ("train", "pretrain", "eval", "infer", "ensemble")
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if hasattr(signal, "SIGPIPE"):
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `ptune info | head` ends quietly
     usage = (
         "usage: ptune {"
         + ",".join(COMMANDS)
@@ -799,7 +796,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ptune import ginconfig
 
         gin_args = ginconfig.split_gin_args(_take_data_flags(rest))
-        return COMMANDS[name][1](gin_args.rest, gin_args) or 0
+        code = COMMANDS[name][1](gin_args.rest, gin_args) or 0
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
     except UserError as e:
         if os.environ.get("PTUNE_DEBUG"):
             traceback.print_exc()
@@ -814,6 +813,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ptune: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `ptune tasks | head` closed our stdout: end quietly. SIGPIPE keeps Python's own
+        # setting (ignored), since libraries that write to sockets rely on getting EPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ the embedded demo task writes what it promises; eval reproduces it; bad input is
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -144,6 +145,26 @@ def _ptune(*args, cwd="/"):
         cwd=cwd,
         timeout=300,
     )
+
+
+def test_a_listing_read_by_head_ends_quietly_and_sigpipe_is_left_to_python():
+    # `ptune tasks | head -1`: the closed pipe ends the command without a traceback. The CLI
+    # must not set SIGPIPE to its default action: a library writing to a closed socket would
+    # then kill a training run (return code -13) instead of getting EPIPE.
+    proc = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {sys.executable} -m ptune.cli tasks | head -1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 1
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+    import ptune.cli
+
+    before = signal.getsignal(signal.SIGPIPE)
+    ptune.cli.main(["--help"])
+    assert signal.getsignal(signal.SIGPIPE) == before
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ _CORE = [
     "tensorflow==2.21.0",
     "tensorflow-text==2.21.1",
     "sentencepiece==0.2.3",
+    "tokenizers==0.23.3",  # Hugging Face tokenizer.json vocabularies (decoder-only models)
     "clu==0.0.12",
     "tensorboard==2.20.0",  # clu writes TensorBoard event files through it
     "tqdm==4.70.1",

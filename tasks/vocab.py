@@ -11,6 +11,12 @@ T5 1.1 (and the paper's LM-adapted checkpoints) use `cc_all.32000.100extra`: 32,
 100 sentinels `<extra_id_0..99>` numbered down from id 32,099, so `vocab_size == 32,100`. mT5 uses
 `mc4.250000.100extra` (250,100 ids); select it with `set_sentencepiece_path("mt5")` or
 `PTUNE_SPM_PATH=mt5`.
+
+Decoder-only models (Llama, Qwen2, Mistral) read their own tokenizer's ids instead:
+`use_tokenizer(model_dir)` makes both registered vocabularies (this SentencePiece one and the
+demo's byte vocabulary) answer every call with that `hf_vocab.TokenizerVocabulary`, so every
+task already registered tokenizes with it; `use_tokenizer(None)` switches back. The tokenizer in
+force when a dataset is built (its tokenization traced) is the one it uses.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import os
 
 import seqio
 import tensorflow as tf
+
+from ptune.tasks.hf_vocab import TokenizerVocabulary
 
 DEFAULT_SPM_PATH = "gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model"
 MT5_SPM_PATH = "gs://t5-data/vocabs/mc4.250000.100extra/sentencepiece.model"
@@ -29,6 +37,93 @@ EXTRA_IDS = 100
 ALIASES = {"t5": DEFAULT_SPM_PATH, "mt5": MT5_SPM_PATH}
 
 _override: str | None = None
+_active_tokenizer: TokenizerVocabulary | None = None
+
+
+def use_tokenizer(path: str | None) -> None:
+    """Makes every registered task tokenize with the Hugging Face tokenizer at `path` (a model
+    directory or its tokenizer.json; a UserError if it has none); `None` switches back to the
+    vocabularies the tasks were registered with."""
+    global _active_tokenizer
+    _active_tokenizer = None if path is None else TokenizerVocabulary(path)
+
+
+def active_tokenizer() -> TokenizerVocabulary | None:
+    """The tokenizer set by `use_tokenizer`, or None while tasks use their own vocabularies."""
+    return _active_tokenizer
+
+
+class _FollowsActiveTokenizer:
+    """Mixin for the vocabularies tasks are registered with: while `use_tokenizer` has set a
+    tokenizer, every member seqio or ptune reads answers from it; otherwise the base class does.
+    The members are listed one by one so that nothing else is forwarded by accident."""
+
+    @property
+    def vocab_size(self):
+        active = _active_tokenizer
+        return active.vocab_size if active else super().vocab_size
+
+    @property
+    def _base_vocab_size(self):
+        active = _active_tokenizer
+        return active._base_vocab_size if active else super()._base_vocab_size
+
+    @property
+    def eos_id(self):
+        active = _active_tokenizer
+        return active.eos_id if active else super().eos_id
+
+    @property
+    def bos_id(self):
+        active = _active_tokenizer
+        return active.bos_id if active else super().bos_id
+
+    @property
+    def pad_id(self):
+        active = _active_tokenizer
+        return active.pad_id if active else super().pad_id
+
+    @property
+    def unk_id(self):
+        active = _active_tokenizer
+        return active.unk_id if active else super().unk_id
+
+    @property
+    def extra_ids(self):
+        active = _active_tokenizer
+        return active.extra_ids if active else super().extra_ids
+
+    def encode(self, s):
+        active = _active_tokenizer
+        return active.encode(s) if active else super().encode(s)
+
+    def decode(self, ids):
+        active = _active_tokenizer
+        return active.decode(ids) if active else super().decode(ids)
+
+    def encode_tf(self, s):
+        active = _active_tokenizer
+        return active.encode_tf(s) if active else super().encode_tf(s)
+
+    def decode_tf(self, ids):
+        active = _active_tokenizer
+        return active.decode_tf(ids) if active else super().decode_tf(ids)
+
+    def _encode(self, s):
+        active = _active_tokenizer
+        return active._encode(s) if active else super()._encode(s)
+
+    def _decode(self, ids):
+        active = _active_tokenizer
+        return active._decode(ids) if active else super()._decode(ids)
+
+    def _encode_tf(self, s):
+        active = _active_tokenizer
+        return active._encode_tf(s) if active else super()._encode_tf(s)
+
+    def _decode_tf(self, ids):
+        active = _active_tokenizer
+        return active._decode_tf(ids) if active else super()._decode_tf(ids)
 
 
 def set_sentencepiece_path(path: str | None) -> None:
@@ -47,12 +142,13 @@ def sentencepiece_path() -> str:
     return ALIASES.get(path, path)
 
 
-class LazySentencePieceVocabulary(seqio.SentencePieceVocabulary):
+class LazySentencePieceVocabulary(_FollowsActiveTokenizer, seqio.SentencePieceVocabulary):
     """A `seqio.SentencePieceVocabulary` whose model file is looked up when it is loaded.
 
     Why: seqio binds a vocabulary to each task at registration, but which file to use is only
     known once the user's configuration has been read. Loading is still lazy and cached per path
-    (by seqio), so the cost is one dictionary lookup per use.
+    (by seqio), so the cost is one dictionary lookup per use. While `use_tokenizer` has set a
+    Hugging Face tokenizer it answers from that instead, and never loads its file.
     """
 
     def __init__(self, extra_ids: int = EXTRA_IDS):
@@ -110,7 +206,11 @@ def get_vocabulary() -> LazySentencePieceVocabulary:
     return _VOCABULARY
 
 
-def get_byte_vocabulary() -> seqio.ByteVocabulary:
+class ByteVocabulary(_FollowsActiveTokenizer, seqio.ByteVocabulary):
+    """`seqio.ByteVocabulary`, unless `use_tokenizer` has set a Hugging Face tokenizer."""
+
+
+def get_byte_vocabulary() -> ByteVocabulary:
     """The byte vocabulary of the offline demo task: 259 ids (0 pad, 1 EOS, 2 UNK, bytes + 3).
 
     It needs no file at all, so the demo runs with no network and no downloads.
@@ -118,7 +218,7 @@ def get_byte_vocabulary() -> seqio.ByteVocabulary:
     return _BYTE_VOCABULARY
 
 
-_BYTE_VOCABULARY = seqio.ByteVocabulary()
+_BYTE_VOCABULARY = ByteVocabulary()
 
 
 def output_features(vocabulary: seqio.Vocabulary | None = None) -> dict[str, seqio.Feature]:

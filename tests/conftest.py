@@ -130,3 +130,57 @@ def tiny_run_config(model_dir, **changes):
         log_period=2,
     )
     return dataclasses.replace(cfg, **changes)
+
+
+def tiny_bpe_tokenizer(corpus, special_tokens=(), unk_token=None, vocab_size=320):
+    """A byte-level BPE (the Llama 3 / Qwen2 kind) trained on `corpus` in milliseconds:
+    every text encodes and decodes exactly, with real merges."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token=unk_token))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(special_tokens),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus, trainer)
+    return tokenizer
+
+
+def tiny_hf_llama(directory, vocab_size=320, seed=0, **changes):
+    """A Hugging Face Llama directory as `save_pretrained` writes it (config.json, safetensors)
+    with a Llama 2-shaped tokenizer (<unk> <s> </s> = 0 1 2, add_bos_token) trained on the
+    demo's sentences: a random 2-layer model, 32 wide, grouped-query attention."""
+    import json
+
+    import torch
+    import transformers
+
+    from ptune.tasks import demo
+
+    corpus = [f"sentence: {r['sentence']} {r['label']}" for r in demo.read("train")]
+    tokenizer = tiny_bpe_tokenizer(corpus, ["<unk>", "<s>", "</s>"], unk_token="<unk>")
+    fields = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+    )
+    config = transformers.LlamaConfig(**dict(fields, **changes))
+    config.architectures = ["LlamaForCausalLM"]
+    torch.manual_seed(seed)
+    transformers.LlamaForCausalLM(config).save_pretrained(str(directory), safe_serialization=True)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps({"add_bos_token": True, "bos_token": "<s>", "eos_token": "</s>"})
+    )
+    return str(directory)

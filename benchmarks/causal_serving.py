@@ -78,7 +78,7 @@ def main() -> int:
             rows = which == k
             out = llama.generate(
                 prompted,
-                prompts.with_causal_prompt(params, bank[k]),
+                prompts.with_prompt(params, bank[k]),
                 tokens[rows],
                 valid[rows],
                 args.new_tokens,

@@ -14,6 +14,7 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
+from ptune import step as step_lib
 from ptune.models import t5
 
 Array = jax.Array
@@ -172,12 +173,12 @@ def score(
     prompt_index: Optional[Array] = None,
 ) -> Array:
     """Log-likelihood of each target sequence: -> [b] (sum over real target tokens)."""
-    logits = model.apply(
-        {"params": params},
+    logits = step_lib.seq2seq_logits(
+        model,
+        params,
         encoder_input_tokens,
         decoder_input_tokens,
         decoder_target_tokens,
-        enable_dropout=False,
         prompt_index=prompt_index,
     )
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)

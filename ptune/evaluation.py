@@ -23,7 +23,7 @@ import seqio
 from ptune import atomic, data, decoding, prompts
 from ptune import buckets as buckets_lib
 from ptune.errors import UserError
-from ptune.models import t5
+from ptune.models import llama, t5
 
 log = logging.getLogger("ptune")
 
@@ -204,7 +204,22 @@ class Evaluation:
                 return None
             return np.full((tokens.shape[0],), prompt_index[task], np.int32)
 
+        causal = isinstance(model, llama.CausalLM)
+        if causal and num_beams:
+            raise UserError("beam search decodes T5 models only; leave eval_num_beams unset")
+
         def generate(tokens, task=None):
+            if causal:
+                return np.asarray(
+                    llama.seq2seq_generate(
+                        model,
+                        params,
+                        tokens,
+                        targets,
+                        prompt_index=index_of(tokens, task),
+                        vocab_limit=self.vocab_limit,
+                    )
+                )
             if num_beams:
                 beams, _ = decoding.beam_search(
                     model,
@@ -394,8 +409,9 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
         os.path.dirname(os.path.abspath(cfg.prompt_file)) if cfg.prompt_file else os.getcwd()
     )
     atomic.check_writable_dir(output_dir, "the eval output directory (EVAL_OUTPUT_DIR)")
-    data.check_task(cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.eval_split)
     config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path)
+    layout = data.model_layout(config, cfg.checkpoint_path)
+    data.check_task(cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.eval_split)
     data.check_vocabulary_fits(cfg.mixture_or_task_name, config.vocab_size)
     prompt, factory, prompt_index = _eval_prompt(cfg, config)
     evaluator = Evaluation(
@@ -405,7 +421,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
         cfg.eval_split,
         buckets=cfg.length_buckets,
     )
-    run = recipe.assemble(config, prompt_factory=factory)
+    run = recipe.assemble(config, prompt_factory=factory, causal_layout=layout)
     params = run.load_frozen(cfg.checkpoint_path)
     if prompt is not None:
         params = run.place_prompt(params, prompt)
@@ -425,7 +441,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
     return results
 
 
-def _eval_prompt(cfg: EvalConfig, config: t5.T5Config):
+def _eval_prompt(cfg: EvalConfig, config):
     """What `ptune eval` puts in the prompt slot -> (value, prompt factory, {task: index} or
     None): a prompt [P, E], a deep prompt [layers, P, E], or a multi-task bank directory
     (each task of the mixture with its own prompt); (None, None, None) with NO_PROMPT."""
@@ -450,6 +466,8 @@ def _eval_prompt(cfg: EvalConfig, config: t5.T5Config):
     else:
         value = prompts.load_prompt_file(cfg.prompt_file, deep=True)
         index = None
+        if value.ndim == 3 and not isinstance(config, t5.T5Config):
+            raise UserError(f"prompt file {cfg.prompt_file}: deep prompts are for T5 models")
         if value.ndim == 3 and value.shape[0] != config.num_encoder_layers:
             raise UserError(
                 f"prompt file {cfg.prompt_file}: a deep prompt for {value.shape[0]} encoder "

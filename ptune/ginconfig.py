@@ -165,14 +165,22 @@ def call(fn, **kwargs):
 
 
 def model_fields() -> dict:
-    """The `t5.T5Config` fields the parsed gin files and flags bind (a model file binds them
-    all); {} when none: then the model comes from the checkpoint (see `ptune.recipe`)."""
-    from ptune.models import t5
+    """The `t5.T5Config` or `llama.LlamaConfig` fields the parsed gin files and flags bind (a
+    model file binds them all); {} when none: then the model comes from the checkpoint (see
+    `ptune.recipe`). Both at once is one error."""
+    from ptune.models import llama, t5
 
-    try:
-        return dict(gin.get_bindings(t5.T5Config))
-    except (ValueError, KeyError):
-        return {}
+    bound = {}
+    for kind in (t5.T5Config, llama.LlamaConfig):
+        try:
+            fields = dict(gin.get_bindings(kind))
+        except (ValueError, KeyError):
+            fields = {}
+        if fields:
+            bound[kind.__name__] = fields
+    if len(bound) > 1:
+        raise UserError("the gin files bind both T5Config and LlamaConfig: use one model file")
+    return next(iter(bound.values()), {})
 
 
 _MACRO_USE = re.compile(r"%([A-Za-z_][A-Za-z0-9_]*)")

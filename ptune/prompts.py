@@ -566,15 +566,6 @@ def get_module(params: Any) -> dict:
     return params[PROMPT_PATH[0]][PROMPT_PATH[1]]
 
 
-CAUSAL_PROMPT_PATH = ("prompt", "prompt")  # a decoder-only model's (`llama.CausalLM`)
-
-
-def with_causal_prompt(params: Any, value: Any) -> dict:
-    """A decoder-only model's parameters with `value` [P, E] as its prompt, at
-    `prompt/prompt` (the trainer's slot, `PROMPT_PATH`, is T5's encoder prompt)."""
-    return {**params, CAUSAL_PROMPT_PATH[0]: {CAUSAL_PROMPT_PATH[1]: value}}
-
-
 def with_prompt(params: Any, value: Any) -> dict:
     """A new parameter tree: `params` (which may lack a prompt) with `value` in the slot.
     Only the dicts on the path are copied; the arrays are shared."""
@@ -593,6 +584,8 @@ def without_prompt(params: Any) -> dict:
     encoder = dict(out.get(PROMPT_PATH[0], {}))
     encoder.pop(PROMPT_PATH[1], None)
     out[PROMPT_PATH[0]] = encoder
+    if not encoder:  # a decoder-only model's slot holds nothing else
+        del out[PROMPT_PATH[0]]
     return out
 
 

@@ -37,11 +37,13 @@ from ptune import optimizers, partitioning, prompts
 from ptune import step as step_lib
 from ptune import trainable as trainable_lib
 from ptune.errors import UserError
-from ptune.models import t5
+from ptune.models import llama, t5
 
 log = logging.getLogger("ptune")
 PyTree = Any
-ModelSpec = Union[t5.T5Config, Mapping[str, Any], None]
+ModelConfig = Union[t5.T5Config, llama.LlamaConfig]
+ModelSpec = Union[ModelConfig, Mapping[str, Any], None]
+LLAMA_FIELDS = frozenset(f.name for f in dataclasses.fields(llama.LlamaConfig))
 
 NO_MODEL = (
     "no model configured: add a model file (--gin_file=models/<model>.gin; `ls` the installed "
@@ -53,14 +55,21 @@ NO_MODEL = (
 def _fields(model: ModelSpec) -> dict[str, Any]:
     if model is None:
         return {}
-    if isinstance(model, t5.T5Config):
+    if isinstance(model, (t5.T5Config, llama.LlamaConfig)):
         return dataclasses.asdict(model)
     if not isinstance(model, Mapping):
-        raise UserError(f"model must be a T5Config or its fields, got {type(model).__name__}")
+        raise UserError(f"model must be a T5Config, a LlamaConfig or its fields, got {model!r}")
+    if _is_llama(model):
+        return dict(model)
     unknown = sorted(set(model) - {f.name for f in dataclasses.fields(t5.T5Config)})
     if unknown:
         raise UserError(f"unknown T5Config fields: {', '.join(unknown)}")
     return dict(model)
+
+
+def _is_llama(fields: Mapping[str, Any]) -> bool:
+    """Whether model-file fields are a decoder-only model's (`llama.LlamaConfig`)."""
+    return bool(fields) and set(fields) <= LLAMA_FIELDS and "hidden_size" in fields
 
 
 def _comparable(name: str, value: Any) -> Any:
@@ -80,7 +89,13 @@ def resolve_model_config(
     Raises one UserError when there is no model at all, when a model file leaves architecture
     fields unset and no checkpoint states them, or when the model file and the checkpoint
     disagree (listing every differing field)."""
+    from ptune.checkpoints import hf_causal
+
     given = _fields(model)
+    if _is_llama(given) or (
+        checkpoint_path is not None and hf_causal.is_causal_dir(checkpoint_path)
+    ):
+        return _resolve_llama(given, checkpoint_path, what)
     stated, assumed, source = None, {}, None
     if checkpoint_path is not None:
         from ptune import checkpoints
@@ -133,14 +148,65 @@ def resolve_model_config(
     return config
 
 
-def _build(fields: Mapping[str, Any]) -> t5.T5Config:
+def _resolve_llama(
+    given: Mapping[str, Any], checkpoint_path: Optional[str], what: str
+) -> llama.LlamaConfig:
+    """The decoder-only branch of `resolve_model_config`: a model file (`llama.LlamaConfig`
+    fields), a Hugging Face directory's config.json, or both in agreement."""
+    from ptune.checkpoints import hf_causal, hub
+
+    if given and not _is_llama(given):
+        raise UserError(
+            f"the model file describes a T5, but {checkpoint_path} is a decoder-only "
+            "Hugging Face model: drop the T5 model file"
+        )
+    if checkpoint_path is None:
+        missing = [k for k in llama.ARCHITECTURE_FIELDS[:10] if k not in given]
+        if missing:
+            raise UserError(
+                f"the model configuration of {what} leaves {', '.join(missing)} unset and no "
+                "checkpoint states them: use a complete models/*.gin file"
+            )
+        config = _build(given, llama.LlamaConfig)
+        log.info("model: from the model gin file (%s)", _describe(config))
+        return config
+    if not hf_causal.is_causal_dir(checkpoint_path):
+        raise UserError(
+            f"the model file describes a decoder-only model, but {checkpoint_path} is not a "
+            "Hugging Face decoder-only directory (config.json + safetensors)"
+        )
+    stated = hf_causal.read_config(hub.resolve(checkpoint_path))
+    fixed = {k: v for k, v in given.items() if k in llama.ARCHITECTURE_FIELDS}
+    differing = [
+        f"{k} (model file {v!r}, checkpoint {getattr(stated, k)!r})"
+        for k, v in fixed.items()
+        if getattr(stated.replace(**{k: v}), k) != getattr(stated, k)
+    ]
+    if differing:
+        raise UserError(
+            f"the model file contradicts {checkpoint_path}/config.json: "
+            + "; ".join(differing)
+            + " (drop the model file to use the checkpoint's configuration)"
+        )
+    config = stated.replace(**given)
+    log.info("model: from %s/config.json (%s)", checkpoint_path, _describe(config))
+    return config
+
+
+def _build(fields: Mapping[str, Any], kind=t5.T5Config) -> ModelConfig:
     try:
-        return t5.T5Config(**fields)
+        return kind(**fields)
     except (TypeError, ValueError) as e:
         raise UserError(str(e)) from e
 
 
-def _describe(config: t5.T5Config) -> str:
+def _describe(config: ModelConfig) -> str:
+    if isinstance(config, llama.LlamaConfig):
+        return (
+            f"decoder-only, emb {config.hidden_size}, {config.num_hidden_layers} layers, "
+            f"{config.num_attention_heads} heads ({config.num_key_value_heads} key/value), "
+            f"mlp {config.intermediate_size}, vocab {config.vocab_size}"
+        )
     return (
         f"emb {config.emb_dim}, {config.num_encoder_layers}+{config.num_decoder_layers} layers, "
         f"{config.num_heads} heads, mlp {config.mlp_dim}, vocab {config.vocab_size}"
@@ -148,7 +214,7 @@ def _describe(config: t5.T5Config) -> str:
 
 
 def load_frozen(
-    config: t5.T5Config,
+    config: ModelConfig,
     path: str,
     *,
     shardings: Optional[PyTree] = None,
@@ -157,6 +223,8 @@ def load_frozen(
     """The checkpoint's parameters without the prompt slot, read strictly, one array at a time
     straight into `dtype` and (with `shardings`, shaped like the parameters) into each
     device's shards."""
+    if isinstance(config, llama.LlamaConfig):
+        return _load_causal(config, path, shardings, dtype)
     from ptune import checkpoints
 
     _, params = checkpoints.load(
@@ -165,13 +233,27 @@ def load_frozen(
     return params
 
 
+def _load_causal(config: llama.LlamaConfig, path: str, shardings, dtype) -> dict:
+    """A Hugging Face decoder-only directory, strictly (`hf_causal.load`), each device
+    reading its own slices in `dtype`."""
+    from ptune.checkpoints import hf_causal
+
+    stated, params = hf_causal.load(
+        path, dtype=dtype, scan_layers=config.scan_layers, shardings=shardings
+    )
+    differing = [k for k in llama.ARCHITECTURE_FIELDS if getattr(stated, k) != getattr(config, k)]
+    if differing:
+        raise UserError(f"{path} is not the configured model: {', '.join(differing)} differ")
+    return params if shardings is not None else jax.tree_util.tree_map(jnp.asarray, params)
+
+
 @dataclasses.dataclass
 class Run:
     """The assembled pieces of one run (see the module docstring). `mask` and the state
     shardings exist only for runs that train (`trainable` given to `assemble`)."""
 
-    config: t5.T5Config
-    model: t5.Transformer
+    config: ModelConfig
+    model: Union[t5.Transformer, llama.CausalLM]
     partitioner: partitioning.Partitioner
     boxed: PyTree  # abstract parameters with logical axis names, prompt slot included
     shardings: PyTree  # one sharding per parameter
@@ -208,6 +290,8 @@ class Run:
         tokens = jnp.zeros((1, 1), jnp.int32)
 
         def init(rng):
+            if isinstance(self.model, llama.CausalLM):
+                return nn.unbox(self.model.init(rng, tokens)["params"])
             variables = self.model.init(rng, tokens, tokens, tokens, enable_dropout=False)
             return nn.unbox(variables["params"])
 
@@ -218,6 +302,13 @@ class Run:
         if self.frozen_dtype:
             params = trainable_lib.cast_frozen(params, self.frozen_dtype)
         return params
+
+    def embedding(self, frozen: dict) -> Any:
+        """The frozen token embedding table [vocab, embed] (what prompts are initialised
+        from and compared with)."""
+        if isinstance(self.model, llama.CausalLM):
+            return frozen["embed_tokens"]
+        return frozen["token_embedder"]["embedding"]
 
     def place_prompt(self, frozen: dict, value: Any, seed: int = 0) -> dict:
         """`frozen` with `value` ([P, E], or a bank [K, P, E]) in the prompt slot, placed
@@ -282,7 +373,7 @@ def _with_shardings(abstract: PyTree, shardings: PyTree, dtype=None) -> PyTree:
 
 
 def assemble(
-    config: t5.T5Config,
+    config: ModelConfig,
     *,
     prompt_factory: Optional[Callable[..., nn.Module]] = None,
     mesh: partitioning.MeshConfig = partitioning.MeshConfig(),
@@ -290,11 +381,17 @@ def assemble(
     optimizer: Optional[optax.GradientTransformation] = None,
     frozen_dtype: Optional[str] = None,
     devices: Optional[Sequence[Any]] = None,
+    causal_layout: Optional[Mapping[str, Any]] = None,
 ) -> Run:
     """Model, mesh, shardings and (when `trainable` is given) the mask, optimizer and state
-    shardings of a run. Allocates nothing."""
-    model = t5.Transformer(config, prompt_factory)
-    boxed = t5.abstract_variables(config, prompt_factory)["params"]
+    shardings of a run. Allocates nothing. `causal_layout`: a decoder-only model's
+    `bos_id`/`drop_input_eos` (`llama.CausalLM`; from the tasks' vocabulary)."""
+    if isinstance(config, llama.LlamaConfig):
+        model = llama.CausalLM(config, prompt_factory, **(causal_layout or {}))
+        boxed = llama.abstract_params(config, prompt_factory)
+    else:
+        model = t5.Transformer(config, prompt_factory)
+        boxed = t5.abstract_variables(config, prompt_factory)["params"]
     partitioner = partitioning.Partitioner.create(mesh, devices)
     shardings = partitioner.param_shardings(boxed)
     mask = state_sh = frozen_sh = None

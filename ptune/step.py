@@ -55,18 +55,43 @@ def init_state(trainable_params: PyTree, optimizer: optax.GradientTransformation
     )
 
 
-def _logits(model, params, batch, enable_dropout, rng):
-    kwargs = {}
-    if "prompt_index" in batch:
-        kwargs["prompt_index"] = batch["prompt_index"]
+def seq2seq_logits(
+    model,
+    params: PyTree,
+    encoder_input_tokens,
+    decoder_input_tokens,
+    decoder_target_tokens,
+    *,
+    enable_dropout: bool = False,
+    rng: Optional[jax.Array] = None,
+    prompt_index=None,
+):
+    """Logits [b, lt, vocab] of an encoder-decoder batch for either model family: T5 reads it
+    as it is; a decoder-only model (`llama.CausalLM.seq2seq`) lays inputs and targets out as
+    one sequence and returns the logits that predict the targets."""
+    kwargs = {} if prompt_index is None else {"prompt_index": prompt_index}
     return model.apply(
         {"params": params},
+        encoder_input_tokens,
+        decoder_input_tokens,
+        decoder_target_tokens,
+        enable_dropout=enable_dropout,
+        rngs={"dropout": rng} if rng is not None else None,
+        method=getattr(model, "seq2seq", None),  # None: T5's __call__
+        **kwargs,
+    )
+
+
+def _logits(model, params, batch, enable_dropout, rng):
+    return seq2seq_logits(
+        model,
+        params,
         batch["encoder_input_tokens"],
         batch["decoder_input_tokens"],
         batch["decoder_target_tokens"],
         enable_dropout=enable_dropout,
-        rngs={"dropout": rng} if rng is not None else None,
-        **kwargs,
+        rng=rng,
+        prompt_index=batch.get("prompt_index"),
     )
 
 

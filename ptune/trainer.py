@@ -48,7 +48,7 @@ from ptune import trainable as trainable_lib
 from ptune.checkpoints import prompt_io
 from ptune.checkpoints.state import StateCheckpointer
 from ptune.errors import UserError
-from ptune.models import t5
+from ptune.models import llama, t5
 
 log = logging.getLogger("ptune")
 PyTree = Any
@@ -105,7 +105,7 @@ class TrainConfig:
     # (`ptune pretrain`), usable as the frozen model (INITIAL_CHECKPOINT_PATH) of prompt tuning.
     export_model: bool = False
 
-    def fingerprint(self, model: t5.T5Config) -> dict:
+    def fingerprint(self, model: recipe.ModelConfig) -> dict:
         """What must not change when a run resumes (steps and periods may)."""
         return {
             "model": dataclasses.asdict(model),
@@ -192,16 +192,17 @@ class BestPrompt:
 
 
 def initial_prompt(
-    cfg: TrainConfig, frozen: PyTree, task: Optional[str] = None, stream: int = 1
+    cfg: TrainConfig, embedding: PyTree, task: Optional[str] = None, stream: int = 1
 ) -> np.ndarray:
-    """[P, E] from the configured initializer, with the vocabulary and labels of `task`
-    (default: the run's task or mixture); `stream` separates the random draws of prompts."""
+    """[P, E] from the configured initializer over the frozen `embedding` [vocab, E], with the
+    vocabulary and labels of `task` (default: the run's task or mixture); `stream` separates
+    the random draws of prompts."""
     from ptune.tasks import registry
 
     task = task or cfg.mixture_or_task_name
     init = cfg.prompt.initializer or prompts.class_labels()
     context = prompts.InitContext(
-        embedding=partitioning.gather(frozen["token_embedder"]["embedding"]).astype(np.float32),
+        embedding=partitioning.gather(embedding).astype(np.float32),
         vocabulary=data.output_vocabulary(task),
         labels=registry.label_names(task),
     )
@@ -209,26 +210,31 @@ def initial_prompt(
     return prompts.initialize(init, rng, cfg.prompt.length, context)
 
 
-def initial_deep(cfg: TrainConfig, frozen: PyTree, num_layers: int) -> np.ndarray:
+def initial_deep(cfg: TrainConfig, embedding: PyTree, num_layers: int) -> np.ndarray:
     """Deep prompts' initial values [layers, P, E]: every layer's prompt from the configured
     initializer (layer 0's exactly the plain prompt's; the others from their own draws)."""
     return np.stack(
-        [initial_prompt(cfg, frozen, stream=1 if i == 0 else 2000 + i) for i in range(num_layers)]
+        [
+            initial_prompt(cfg, embedding, stream=1 if i == 0 else 2000 + i)
+            for i in range(num_layers)
+        ]
     )
 
 
-def initial_bank(cfg: TrainConfig, frozen: PyTree, tasks: Sequence[str]) -> dict:
+def initial_bank(cfg: TrainConfig, embedding: PyTree, tasks: Sequence[str]) -> dict:
     """Multi-task prompts' initial values: task k's prompt [P, E] from the initializer with
     task k's labels; the shared prompt zero for "add" (so each task starts where its own
     single-task run would), from the initializer with the mixture's labels for "concat"."""
     multi = cfg.prompt.multi_task
-    bank = np.stack([initial_prompt(cfg, frozen, task, 1000 + k) for k, task in enumerate(tasks)])
+    bank = np.stack(
+        [initial_prompt(cfg, embedding, task, 1000 + k) for k, task in enumerate(tasks)]
+    )
     out = {"prompt": bank}
     if multi.combine == "add":
         out["shared"] = np.zeros(bank.shape[1:], np.float32)
     elif multi.combine == "concat":
         shared = dataclasses.replace(cfg.prompt, length=multi.shared_rows(cfg.prompt.length))
-        out["shared"] = initial_prompt(dataclasses.replace(cfg, prompt=shared), frozen)
+        out["shared"] = initial_prompt(dataclasses.replace(cfg, prompt=shared), embedding)
     return out
 
 
@@ -383,13 +389,14 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     atomic.check_writable_dir(cfg.model_dir, "MODEL_DIR")
 
     # ---- task, data and model configuration: every bad input fails here, before any work
+    config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path)
+    causal_layout = _causal_layout(cfg, config)
     data.check_task(
         cfg.mixture_or_task_name,
         cfg.task_feature_lengths,
         cfg.train_split,
         splits=[cfg.eval_split] if cfg.eval_period > 0 else [],
     )
-    config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path)
     data.check_vocabulary_fits(cfg.mixture_or_task_name, config.vocab_size)
     if main_process:
         data.log_truncation(cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.train_split)
@@ -414,6 +421,7 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
         trainable=cfg.trainable,
         optimizer=cfg.optimizer,
         frozen_dtype=cfg.frozen_dtype,
+        causal_layout=causal_layout,
     )
     run.partitioner.check_batch_size(cfg.batch_size)
     distributed.check_same_on_all_hosts(cfg.seed, "the seed")  # data order, dropout, init
@@ -436,12 +444,13 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     else:
         params = run.load_frozen(cfg.checkpoint_path)
     if cfg.prompt is not None:
+        embedding = run.embedding(params)
         if bank:
-            value = initial_bank(cfg, params, bank)
+            value = initial_bank(cfg, embedding, bank)
         elif cfg.prompt.deep:
-            value = initial_deep(cfg, params, config.num_encoder_layers)
+            value = initial_deep(cfg, embedding, config.num_encoder_layers)
         else:
-            value = initial_prompt(cfg, params)
+            value = initial_prompt(cfg, embedding)
         params = run.place_prompt(params, value, cfg.seed)
     log.info(trainable_lib.summary_line(run.mask, params))
     counts = trainable_lib.count(run.mask, params)
@@ -609,6 +618,22 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     return result
 
 
+def _causal_layout(cfg: TrainConfig, config: recipe.ModelConfig) -> Optional[dict]:
+    """For a decoder-only model: its Hugging Face directory's tokenizer becomes every task's
+    vocabulary (`ptune.tasks.vocab.use_tokenizer`), and its BOS starts each sequence. None
+    for T5."""
+    if not isinstance(config, llama.LlamaConfig):
+        return data.model_layout(config, cfg.checkpoint_path)
+    if cfg.random_init or cfg.export_model:
+        raise UserError(
+            "random_init and export_model are for T5 models; a decoder-only run freezes its "
+            "Hugging Face checkpoint (INITIAL_CHECKPOINT_PATH)"
+        )
+    if cfg.prompt is not None and cfg.prompt.deep:
+        raise UserError("deep prompts are T5-only: a decoder-only model takes one prompt")
+    return data.model_layout(config, cfg.checkpoint_path)
+
+
 def counts_everything(cfg: TrainConfig) -> bool:
     """Whether every weight trains (model tuning, pretraining): then random initial weights
     are a start from scratch, not a random frozen model."""
@@ -656,6 +681,14 @@ def _optimizer_step(cfg: TrainConfig) -> int:
     return int(step)
 
 
+def _model_name(config: recipe.ModelConfig) -> str:
+    if isinstance(config, llama.LlamaConfig):
+        return f"decoder-only emb {config.hidden_size}, {config.num_hidden_layers} layers"
+    return (
+        f"t5 emb {config.emb_dim}, {config.num_encoder_layers}+{config.num_decoder_layers} layers"
+    )
+
+
 def _write_summary(cfg, config, counts, result: TrainResult, seconds: float) -> None:
     """summary.json: what `ptune report` tabulates for this run."""
     atomic.write_json(
@@ -663,8 +696,7 @@ def _write_summary(cfg, config, counts, result: TrainResult, seconds: float) -> 
         {
             "task": cfg.mixture_or_task_name,
             "model": (
-                f"t5 emb {config.emb_dim}, {config.num_encoder_layers}+"
-                f"{config.num_decoder_layers} layers"
+                _model_name(config)
                 + (" (random)" if cfg.random_init and cfg.checkpoint_path is None else "")
             ),
             "prompt_length": cfg.prompt.length if cfg.prompt is not None else None,

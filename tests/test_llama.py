@@ -173,6 +173,27 @@ def test_abstract_parameter_counts_equal_the_published_ones(name):
 
 
 @pytest.mark.parametrize(
+    "gin_file, name",
+    [
+        ("tinyllama_1_1b", "TinyLlama-1.1B"),
+        ("llama3_2_1b", "Llama-3.2-1B"),
+        ("qwen2_5_0_5b", "Qwen2.5-0.5B"),
+    ],
+)
+def test_the_decoder_only_model_files_are_the_published_models(gin_file, name):
+    from ptune import ginconfig, recipe
+
+    ginconfig.parse(ginconfig.GinArgs(files=[f"models/{gin_file}.gin"]))
+    try:
+        config = recipe.resolve_model_config(ginconfig.model_fields(), None)
+    finally:
+        ginconfig.gin.clear_config()
+    fields, count = PUBLISHED[name]
+    assert config == llama.from_hf_config(fields)
+    assert llama.parameter_count(config) == count
+
+
+@pytest.mark.parametrize(
     "change, message",
     [
         (dict(architectures=["GPT2LMHeadModel"]), "not a supported decoder-only model"),
@@ -253,12 +274,87 @@ def test_prompt_tuning_logits_equal_pefts_for_a_causal_lm():
         expected = peft_model(
             input_ids=torch.tensor(tokens), attention_mask=torch.tensor(valid.astype(np.int64))
         ).logits.numpy()
-    params = prompts.with_causal_prompt(llama.params_from_hf(state, config), prompt)
+    params = prompts.with_prompt(llama.params_from_hf(state, config), prompt)
     model = llama.CausalLM(config, prompts.prompt_factory(5))
     got = np.asarray(model.apply({"params": params}, tokens, valid))
     assert got.shape == expected.shape == (3, 5 + 11, 97)
     rows = np.concatenate([np.ones((3, 5), bool), valid], axis=1)
     assert np.abs(got[rows] - expected[rows]).max() < TOLERANCE
+
+
+# A seqio batch: inputs and targets each end in EOS (2), right-padded with 0; a token 0
+# inside row 1's input is real (the last non-zero token marks the end).
+SEQ2SEQ_INPUTS = np.array([[5, 6, 7, 2, 0, 0], [8, 0, 9, 2, 0, 0], [10, 11, 12, 13, 14, 2]])
+SEQ2SEQ_TARGETS = np.array([[20, 21, 2, 0], [22, 2, 0, 0], [23, 24, 25, 2]])
+
+
+def test_seq2seq_layout_puts_targets_right_after_the_input_text():
+    tokens, valid, prefix = llama.seq2seq_layout(SEQ2SEQ_INPUTS, SEQ2SEQ_TARGETS, 1, True)
+    assert np.asarray(tokens).tolist() == [
+        [1, 5, 6, 7, 20, 21, 2, 0, 0, 0, 0],
+        [1, 8, 0, 9, 22, 2, 0, 0, 0, 0, 0],
+        [1, 10, 11, 12, 13, 14, 23, 24, 25, 2, 0],
+    ]
+    assert np.asarray(valid).sum(axis=1).tolist() == [7, 6, 10]
+    assert np.asarray(prefix).tolist() == [4, 4, 6]
+    tokens, _, prefix = llama.seq2seq_layout(SEQ2SEQ_INPUTS, SEQ2SEQ_TARGETS, None, False)
+    assert np.asarray(tokens)[0].tolist() == [5, 6, 7, 2, 20, 21, 2, 0, 0, 0]
+    assert np.asarray(prefix).tolist() == [4, 4, 6]
+
+
+@pytest.mark.parametrize("bos_id", [1, None])
+def test_prompt_tuning_loss_and_gradient_equal_pefts_for_a_causal_lm(bos_id):
+    """The train step's loss (seqio batch -> `CausalLM.seq2seq` -> token cross-entropy over
+    the targets, z-loss off) and its prompt gradient equal PEFT's on the same sequences,
+    labels -100 everywhere but the targets."""
+    peft = pytest.importorskip("peft", reason="needs the [test] extra")
+    from ptune import prompts, step
+
+    architecture, fields = CASES["llama3"]
+    base = _hf_model(architecture, fields, seed=3)
+    state = {k: v.detach().numpy().copy() for k, v in base.state_dict().items()}
+    config = llama.from_hf_config(base.config.to_dict())
+    peft_model = peft.get_peft_model(
+        base,
+        peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=5, token_dim=32),
+    ).eval()
+    weight = peft_model.prompt_encoder["default"].embedding.weight
+    torch.manual_seed(9)
+    with torch.no_grad():
+        weight.uniform_(-0.5, 0.5)
+    prompt = weight.detach().numpy().copy()
+    tokens, valid, prefix = (
+        np.asarray(x) for x in llama.seq2seq_layout(SEQ2SEQ_INPUTS, SEQ2SEQ_TARGETS, bos_id, True)
+    )
+    steps = np.arange(tokens.shape[1])[None]
+    labels = np.where(valid & (steps >= prefix[:, None]), tokens, -100)
+    out = peft_model(
+        input_ids=torch.tensor(tokens),
+        attention_mask=torch.tensor(valid.astype(np.int64)),
+        labels=torch.tensor(labels),
+    )
+    out.loss.backward()
+    expected_grad = weight.grad.numpy()
+
+    model = llama.CausalLM(config, prompts.prompt_factory(5), bos_id=bos_id)
+    batch = {
+        "encoder_input_tokens": SEQ2SEQ_INPUTS,
+        "decoder_input_tokens": np.zeros_like(SEQ2SEQ_TARGETS),
+        "decoder_target_tokens": SEQ2SEQ_TARGETS,
+    }
+    frozen = llama.params_from_hf(state, config)
+
+    def loss(p):
+        trainable = prompts.with_prompt({}, p)
+        value, _ = step.loss_and_metrics(
+            model, step.LossConfig(z_loss=0.0), trainable, frozen, batch, False, None
+        )
+        return value
+
+    value, grad = jax.value_and_grad(loss)(prompt)
+    assert abs(float(value) - out.loss.item()) < 1e-5
+    assert np.abs(np.asarray(grad) - expected_grad).max() < 1e-5
+    assert np.abs(expected_grad).max() > 1e-3  # the prompt matters to the loss
 
 
 @pytest.mark.parametrize("case, prompt, scan", [("llama3", 0, False), ("qwen2", 4, True)])
@@ -275,7 +371,7 @@ def test_greedy_decoding_with_the_cache_equals_rerunning_the_full_model(case, pr
     if prompt:
         factory = prompts.prompt_factory(prompt)
         value = np.random.default_rng(6).uniform(-0.5, 0.5, (prompt, 32))
-        params = prompts.with_causal_prompt(params, value)
+        params = prompts.with_prompt(params, value)
     model = llama.CausalLM(config, factory)
     tokens, valid = _batch()  # rows of 11, 7 and 4 real tokens, right-padded
     got = np.asarray(llama.generate(model, params, tokens, valid, max_new_tokens=5))
@@ -316,7 +412,7 @@ def test_decoding_from_precomputed_prompt_keys_and_values_equals_the_prompt_in_t
         model = llama.CausalLM(config, prompts.prompt_factory(len(bank[k])))
         alone = llama.generate(
             model,
-            prompts.with_causal_prompt(params, bank[k]),
+            prompts.with_prompt(params, bank[k]),
             tokens[row : row + 1],
             valid[row : row + 1],
             max_new_tokens=5,
@@ -348,9 +444,7 @@ def test_prompts_move_between_ptune_and_peft_for_a_causal_lm(tmp_path):
             input_ids=torch.tensor(tokens), attention_mask=torch.tensor(valid.astype(np.int64))
         ).logits.numpy()
     model = llama.CausalLM(config, prompts.prompt_factory(3))
-    got = np.asarray(
-        model.apply({"params": prompts.with_causal_prompt(params, prompt)}, tokens, valid)
-    )
+    got = np.asarray(model.apply({"params": prompts.with_prompt(params, prompt)}, tokens, valid))
     rows = np.concatenate([np.ones((3, 3), bool), valid], axis=1)
     assert np.abs(got[rows] - expected[rows]).max() < TOLERANCE
     loaded.save_pretrained(str(tmp_path / "saved"))

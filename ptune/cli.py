@@ -116,15 +116,20 @@ def cmd_info(argv: Sequence[str], gin_args) -> int:
     import jax
     from flax import linen as nn
 
-    from ptune import ginconfig
-    from ptune.models import t5
+    from ptune import ginconfig, recipe
+    from ptune.checkpoints import hf_causal
 
     if gin_args.files or gin_args.bindings:
         _parse_gin(gin_args)
     fields = ginconfig.model_fields()
     assumed = {}
-    if args.checkpoint:
-        from ptune import checkpoints, recipe
+    if args.checkpoint and hf_causal.is_causal_dir(args.checkpoint):
+        config = recipe.resolve_model_config(fields, args.checkpoint)
+        hf_causal.check(args.checkpoint, config)
+        print(f"checkpoint: {args.checkpoint}")
+        print("format: hf (decoder-only)")
+    elif args.checkpoint:
+        from ptune import checkpoints
 
         described = checkpoints.describe(args.checkpoint)
         config = recipe.resolve_model_config(fields, args.checkpoint) if fields else None
@@ -135,14 +140,12 @@ def cmd_info(argv: Sequence[str], gin_args) -> int:
         if described.step is not None:
             print(f"step: {described.step}")
     else:
-        from ptune import recipe
-
         config = recipe.resolve_model_config(fields, None)
     print("config:")
     for field in dataclasses.fields(config):
         note = f"  # assumed: {assumed[field.name]}" if field.name in assumed else ""
         print(f"  {field.name} = {getattr(config, field.name)!r}{note}")
-    boxed = t5.abstract_variables(config)["params"]
+    boxed = recipe.abstract_params(config)
     if not args.no_tree:
         print("parameters:")
         for line in format_parameter_tree(boxed):
@@ -616,7 +619,7 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
         run, batch_size=cfg.batch_size, feature_lengths=cfg.task_feature_lengths, loss=cfg.loss
     )
     print(
-        f"model: {model_config.num_encoder_layers}+{model_config.num_decoder_layers} layers, "
+        f"model: {_layers(model_config)} layers, "
         f"emb {model_config.emb_dim}, activations {model_config.dtype}, frozen weights "
         f"{cfg.frozen_dtype or 'float32'}, remat {model_config.remat_policy}, scanned "
         f"{model_config.scan_layers}; batch {cfg.batch_size}, lengths "
@@ -624,6 +627,13 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
     )
     print("\n".join(result.lines()))
     return 0
+
+
+def _layers(config) -> str:
+    """"8+8" for a T5, "22" for a decoder-only model."""
+    if hasattr(config, "num_hidden_layers"):
+        return str(config.num_hidden_layers)
+    return f"{config.num_encoder_layers}+{config.num_decoder_layers}"
 
 
 def _plan_prompt_factory(cfg):
@@ -675,13 +685,20 @@ def _fit(cfg, model_config, devices: int, budget: int) -> int:
             "devices"
         )
     print(
-        f"fitting {model_config.num_encoder_layers}+{model_config.num_decoder_layers} layers, "
+        f"fitting {_layers(model_config)} layers, "
         f"emb {model_config.emb_dim}, batch {cfg.batch_size}, lengths "
         f"{dict(cfg.task_feature_lengths)} on {devices} devices in {budget / plan.GIB:.2f} GiB "
         "each (XLA:CPU's estimate, an upper bound for TPU); cheapest first:",
         flush=True,
     )
-    result = plan.fit(plan_for, candidates, budget, log=lambda line: print(line, flush=True))
+    family = type(model_config)
+    result = plan.fit(
+        plan_for,
+        candidates,
+        budget,
+        log=lambda line: print(line, flush=True),
+        model=f"{family.__module__.rsplit('.', 1)[-1]}.{family.__name__}",
+    )
     print("\n".join(result.lines()[len(result.tried) :]))
     return 0 if result.fitting is not None else 1
 

@@ -183,7 +183,10 @@ def score(
     )
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     token = jnp.take_along_axis(log_probs, decoder_target_tokens[..., None], axis=-1)[..., 0]
-    return jnp.sum(token * (decoder_target_tokens > 0), axis=-1)
+    weights = step_lib.target_weights(model, decoder_target_tokens)
+    if weights is None:
+        weights = decoder_target_tokens > 0
+    return jnp.sum(token * weights, axis=-1)
 
 
 def brevity_penalty(length, alpha: float):

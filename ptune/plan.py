@@ -198,16 +198,17 @@ class Setting:
             order[getattr(self, n)] >= order[getattr(other, n)] for n in self._names()
         )
 
-    def flags(self) -> list[str]:
-        """The gin flags that select this setting, to paste after the run's own."""
-        data, model = self.mesh_shape
+    def flags(self, model: str = "t5.T5Config") -> list[str]:
+        """The gin flags that select this setting, to paste after the run's own; `model`:
+        the configurable of the model's family (`llama.LlamaConfig` for decoder-only)."""
+        data, mesh_model = self.mesh_shape
         return [
-            f'--gin.partitioning.MeshConfig.mesh_shape="({data}, {model})"',
+            f'--gin.partitioning.MeshConfig.mesh_shape="({data}, {mesh_model})"',
             f"--gin.partitioning.MeshConfig.parameter_partitioning_dims="
             f"{self.parameter_partitioning_dims}",
-            "--gin.t5.T5Config.scan_layers=True",
-            f"--gin.t5.T5Config.remat_policy=\"'{self.remat_policy}'\"",
-            f"--gin.t5.T5Config.dtype=\"'{self.dtype}'\"",
+            f"--gin.{model}.scan_layers=True",
+            f"--gin.{model}.remat_policy=\"'{self.remat_policy}'\"",
+            f"--gin.{model}.dtype=\"'{self.dtype}'\"",
             "--gin.trainer.TrainConfig.frozen_dtype="
             + (f"\"'{self.frozen_dtype}'\"" if self.frozen_dtype else "None"),
         ]
@@ -245,6 +246,7 @@ class FitResult:
     budget_bytes: int
     fitting: Any  # (Setting, Plan) or None
     tried: tuple  # ((Setting, per-device bytes), ...)
+    model: str = "t5.T5Config"  # the model family's configurable, for the flags
 
     def lines(self) -> list[str]:
         lines = [
@@ -267,13 +269,19 @@ class FitResult:
         lines += [
             f"cheapest that fits: {setting.describe()}: {plan.per_device_bytes / GIB:.3f} GiB "
             f"per device (budget {self.budget_bytes / GIB:.2f} GiB). Add to your command:",
-            *("  " + flag for flag in setting.flags()),
+            *("  " + flag for flag in setting.flags(self.model)),
             f"per_device_bytes: {plan.per_device_bytes}",
         ]
         return lines
 
 
-def fit(plan_for: Any, candidates: list[Setting], budget_bytes: int, log: Any = None) -> FitResult:
+def fit(
+    plan_for: Any,
+    candidates: list[Setting],
+    budget_bytes: int,
+    log: Any = None,
+    model: str = "t5.T5Config",
+) -> FitResult:
     """Walks `candidates` (cheapest first), planning each with `plan_for(setting) -> Plan`,
     until one fits in `budget_bytes` per device. First the most frugal setting of each mesh
     is planned: if none of those fits, nothing does. A setting whose memory savers are all on
@@ -296,13 +304,13 @@ def fit(plan_for: Any, candidates: list[Setting], budget_bytes: int, log: Any = 
         if not any(o != s and o.saves_at_least_as_much_as(s) for o in candidates)
     ]
     if all(plan(s).per_device_bytes > budget_bytes for s in frugal):
-        return FitResult(budget_bytes, None, tuple(tried))
+        return FitResult(budget_bytes, None, tuple(tried), model)
     for setting in candidates:
         if setting not in plans and any(o.saves_at_least_as_much_as(setting) for o in over):
             continue
         if plan(setting).per_device_bytes <= budget_bytes:
-            return FitResult(budget_bytes, (setting, plans[setting]), tuple(tried))
-    return FitResult(budget_bytes, None, tuple(tried))
+            return FitResult(budget_bytes, (setting, plans[setting]), tuple(tried), model)
+    return FitResult(budget_bytes, None, tuple(tried), model)
 
 
 def parse_bytes(text: str) -> int:

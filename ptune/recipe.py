@@ -372,6 +372,13 @@ def _with_shardings(abstract: PyTree, shardings: PyTree, dtype=None) -> PyTree:
     )
 
 
+def abstract_params(config: ModelConfig, prompt_factory=None) -> PyTree:
+    """Either family's parameters as shapes with logical axis names; allocates nothing."""
+    if isinstance(config, llama.LlamaConfig):
+        return llama.abstract_params(config, prompt_factory)
+    return t5.abstract_variables(config, prompt_factory)["params"]
+
+
 def assemble(
     config: ModelConfig,
     *,
@@ -388,10 +395,9 @@ def assemble(
     `bos_id`/`drop_input_eos` (`llama.CausalLM`; from the tasks' vocabulary)."""
     if isinstance(config, llama.LlamaConfig):
         model = llama.CausalLM(config, prompt_factory, **(causal_layout or {}))
-        boxed = llama.abstract_params(config, prompt_factory)
     else:
         model = t5.Transformer(config, prompt_factory)
-        boxed = t5.abstract_variables(config, prompt_factory)["params"]
+    boxed = abstract_params(config, prompt_factory)
     partitioner = partitioning.Partitioner.create(mesh, devices)
     shardings = partitioner.param_shardings(boxed)
     mask = state_sh = frozen_sh = None

@@ -27,6 +27,7 @@ from flax import struct
 
 from ptune import losses, partitioning
 from ptune import trainable as trainable_lib
+from ptune.models import llama
 
 PyTree = Any
 
@@ -82,6 +83,16 @@ def seq2seq_logits(
     )
 
 
+def target_weights(model, targets, weights=None):
+    """Which target positions count [b, lt]: seqio's `decoder_loss_weights` (its non-zero
+    targets; None: the same). A decoder-only model's tokenizer may have a real token 0 ("!"
+    in Llama 3's and Qwen2's), so there every position up to the EOS counts."""
+    if getattr(model, "seq2seq", None) is None:
+        return weights
+    steps = jnp.arange(targets.shape[1], dtype=jnp.int32)
+    return (steps[None] < llama.real_length(targets)[:, None]).astype(jnp.float32)
+
+
 def _logits(model, params, batch, enable_dropout, rng):
     return seq2seq_logits(
         model,
@@ -107,10 +118,11 @@ def loss_and_metrics(
     """-> (scalar loss for the gradient, summed metrics). See `ptune.losses.compute`."""
     params = trainable_lib.merge(trainable_params, frozen)
     logits = _logits(model, params, batch, enable_dropout, rng)
+    targets = batch["decoder_target_tokens"]
     return losses.compute(
         logits,
-        batch["decoder_target_tokens"],
-        batch.get("decoder_loss_weights"),
+        targets,
+        target_weights(model, targets, batch.get("decoder_loss_weights")),
         z_loss=loss_config.z_loss,
         label_smoothing=loss_config.label_smoothing,
         loss_normalizing_factor=loss_config.loss_normalizing_factor,

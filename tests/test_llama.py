@@ -283,19 +283,20 @@ def test_prompt_tuning_logits_equal_pefts_for_a_causal_lm():
 
 
 # A seqio batch: inputs and targets each end in EOS (2), right-padded with 0; a token 0
-# inside row 1's input is real (the last non-zero token marks the end).
+# inside row 1's input and target is real ("!" in Llama 3's and Qwen2's tokenizers): the
+# last non-zero token marks the end.
 SEQ2SEQ_INPUTS = np.array([[5, 6, 7, 2, 0, 0], [8, 0, 9, 2, 0, 0], [10, 11, 12, 13, 14, 2]])
-SEQ2SEQ_TARGETS = np.array([[20, 21, 2, 0], [22, 2, 0, 0], [23, 24, 25, 2]])
+SEQ2SEQ_TARGETS = np.array([[20, 21, 2, 0], [22, 0, 2, 0], [23, 24, 25, 2]])
 
 
 def test_seq2seq_layout_puts_targets_right_after_the_input_text():
     tokens, valid, prefix = llama.seq2seq_layout(SEQ2SEQ_INPUTS, SEQ2SEQ_TARGETS, 1, True)
     assert np.asarray(tokens).tolist() == [
         [1, 5, 6, 7, 20, 21, 2, 0, 0, 0, 0],
-        [1, 8, 0, 9, 22, 2, 0, 0, 0, 0, 0],
+        [1, 8, 0, 9, 22, 0, 2, 0, 0, 0, 0],
         [1, 10, 11, 12, 13, 14, 23, 24, 25, 2, 0],
     ]
-    assert np.asarray(valid).sum(axis=1).tolist() == [7, 6, 10]
+    assert np.asarray(valid).sum(axis=1).tolist() == [7, 7, 10]
     assert np.asarray(prefix).tolist() == [4, 4, 6]
     tokens, _, prefix = llama.seq2seq_layout(SEQ2SEQ_INPUTS, SEQ2SEQ_TARGETS, None, False)
     assert np.asarray(tokens)[0].tolist() == [5, 6, 7, 2, 20, 21, 2, 0, 0, 0]

@@ -64,6 +64,13 @@ def tensors(directory: str) -> dict:
     return out
 
 
+def check(directory: str, config: llama.LlamaConfig) -> None:
+    """Checks the directory's tensor names and shapes against `config` strictly (one error
+    naming every problem), reading no tensor."""
+    lazies = tensors(hub.resolve(directory))
+    llama.hf_sources({name: lazy.shape for name, lazy in lazies.items()}, config)
+
+
 def load(
     directory: str,
     dtype: Any = np.float32,

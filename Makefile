@@ -94,6 +94,7 @@ $(BENCH_STAMP): setup.py constraints.txt
 
 bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/run.py $(BENCH_ARGS)
+	$(BENCH_VENV)/bin/python benchmarks/causal_step.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

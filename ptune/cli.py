@@ -175,7 +175,13 @@ def cmd_convert(argv: Sequence[str], gin_args) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
     args = parser.parse_args(argv)
     from ptune import checkpoints, ginconfig, recipe
+    from ptune.checkpoints import hf_causal
 
+    if hf_causal.is_causal_dir(args.src):
+        raise UserError(
+            f"{args.src} is a decoder-only model: ptune reads its safetensors directly, there "
+            "is nothing to convert"
+        )
     config = None
     if gin_args.files or gin_args.bindings:
         _parse_gin(gin_args)
@@ -630,7 +636,7 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
 
 
 def _layers(config) -> str:
-    """"8+8" for a T5, "22" for a decoder-only model."""
+    """ "8+8" for a T5, "22" for a decoder-only model."""
     if hasattr(config, "num_hidden_layers"):
         return str(config.num_hidden_layers)
     return f"{config.num_encoder_layers}+{config.num_decoder_layers}"

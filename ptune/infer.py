@@ -106,9 +106,17 @@ def named_prompt_files(prompt_files: Union[Mapping[str, str], str]) -> dict[str,
     )
 
 
-def _frozen_server(cfg, bank: server_lib.Bank, vocab_limit: Optional[int]) -> server_lib.Server:
-    """The frozen model (resolved and loaded by `ptune.recipe`) serving `bank`."""
-    config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path)
+def _model_config(cfg):
+    """The frozen model's configuration (`ptune.recipe`), resolved before any work."""
+    return recipe.resolve_model_config(
+        cfg.model, cfg.checkpoint_path, what="ptune infer and ensemble", t5_only=True
+    )
+
+
+def _frozen_server(
+    cfg, config, bank: server_lib.Bank, vocab_limit: Optional[int]
+) -> server_lib.Server:
+    """The frozen model (loaded by `ptune.recipe`) serving `bank`."""
     frozen = recipe.load_frozen(config, cfg.checkpoint_path)
     return server_lib.Server(config, frozen, bank, cfg.batch_size, vocab_limit=vocab_limit)
 
@@ -121,6 +129,7 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
     atomic.check_writable_dir(
         os.path.dirname(os.path.abspath(cfg.output_file)), "INFER_OUTPUT_FILE's directory"
     )
+    config = _model_config(cfg)
     requests = read_requests(cfg.input_file)
     bank = server_lib.Bank.from_files(named_prompt_files(cfg.prompt_files), cfg.prompt.placement)
     vocabularies = {}
@@ -141,7 +150,7 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
                 task.output_features["targets"].vocabulary,
             )
     server = _frozen_server(
-        cfg, bank, vocab_limit=max(int(v[1].vocab_size) for v in vocabularies.values())
+        cfg, config, bank, vocab_limit=max(int(v[1].vocab_size) for v in vocabularies.values())
     )
     length = cfg.task_feature_lengths["inputs"]
     results = []
@@ -207,6 +216,7 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
     """-> {"prompts": [{name, metrics}], "average", "best", "ensemble"} (Table 3 layout)."""
     if len(cfg.prompt_files) < 2:
         raise UserError("ensembling needs at least two prompt files")
+    config = _model_config(cfg)
     data.check_task(cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.eval_split)
     if cfg.output_file:
         atomic.check_writable_dir(
@@ -221,7 +231,7 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
         cfg.eval_split,
         buckets=cfg.length_buckets,
     )
-    server = _frozen_server(cfg, bank, vocab_limit=evaluator.vocab_limit)
+    server = _frozen_server(cfg, config, bank, vocab_limit=evaluator.vocab_limit)
     members = list(range(len(names)))
     outputs = evaluator.model_outputs(
         lambda tokens: server_lib.ensemble_generate(

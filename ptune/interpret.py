@@ -90,7 +90,13 @@ def format_text(result: dict) -> str:
 def read_embedding(checkpoint_path: str) -> np.ndarray:
     """Only the embedding table [vocab, embed] of a checkpoint (no other weight is read)."""
     from ptune import checkpoints
+    from ptune.checkpoints import hf_causal
 
+    if hf_causal.is_causal_dir(checkpoint_path):
+        raise UserError(
+            f"ptune explain reads T5 checkpoints only so far; {checkpoint_path} is a "
+            "decoder-only model"
+        )
     source, _ = checkpoints.open_checkpoint(checkpoint_path)
     array = source.arrays.get("token_embedder/embedding")
     if array is None:

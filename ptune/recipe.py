@@ -81,8 +81,12 @@ def _comparable(name: str, value: Any) -> Any:
 
 
 def resolve_model_config(
-    model: ModelSpec, checkpoint_path: Optional[str], *, what: str = "the run"
-) -> t5.T5Config:
+    model: ModelSpec,
+    checkpoint_path: Optional[str],
+    *,
+    what: str = "the run",
+    t5_only: bool = False,
+) -> ModelConfig:
     """The model of a run: `model` (a full T5Config, or the fields a model gin binds, or None)
     reconciled with the checkpoint's configuration (None: a run without a checkpoint).
 
@@ -95,6 +99,11 @@ def resolve_model_config(
     if _is_llama(given) or (
         checkpoint_path is not None and hf_causal.is_causal_dir(checkpoint_path)
     ):
+        if t5_only:
+            raise UserError(
+                f"{what} serves T5 models only so far; {checkpoint_path or 'the model file'} is "
+                "a decoder-only model (serve it from Python: ptune.models.llama.generate)"
+            )
         return _resolve_llama(given, checkpoint_path, what)
     stated, assumed, source = None, {}, None
     if checkpoint_path is not None:

@@ -252,3 +252,30 @@ def test_info_and_plan_read_a_hugging_face_llama(llama_dir, capsys):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "model: 2 layers, emb 32" in proc.stdout
     assert int(proc.stdout.strip().splitlines()[-1].split(": ")[1]) > 0
+
+
+def test_commands_that_serve_t5_only_say_so_for_a_decoder_only_model(
+    trained, llama_dir, tmp_path, capsys
+):
+    from conftest import REPO
+
+    _, model_dir = trained
+    prompt = os.path.join(model_dir, "numpy_checkpoints", "best", "encoder.prompt.prompt.npy")
+    line = _error(
+        capsys,
+        [
+            "infer",
+            "--gin_file=runs/infer.gin",
+            "--gin.TASK_FEATURE_LENGTHS={'inputs': 40, 'targets': 4}",
+            f"--gin.INITIAL_CHECKPOINT_PATH='{llama_dir}'",
+            f"--gin.PROMPT_FILES={{'a': '{prompt}'}}",
+            f"--gin.INFER_INPUT_FILE='{REPO}/tasks/data/demo/requests.jsonl'",
+            f"--gin.INFER_OUTPUT_FILE='{tmp_path / 'out.jsonl'}'",
+        ],
+    )
+    assert "ptune infer" in line and "decoder-only" in line
+    assert not (tmp_path / "out.jsonl").exists()
+    line = _error(capsys, ["explain", f"--prompt_file={prompt}", f"--checkpoint={llama_dir}"])
+    assert "ptune explain" in line and "decoder-only" in line
+    line = _error(capsys, ["convert", f"--from={llama_dir}", f"--to={tmp_path / 'converted'}"])
+    assert "nothing to convert" in line

@@ -279,3 +279,34 @@ def test_commands_that_serve_t5_only_say_so_for_a_decoder_only_model(
     assert "ptune explain" in line and "decoder-only" in line
     line = _error(capsys, ["convert", f"--from={llama_dir}", f"--to={tmp_path / 'converted'}"])
     assert "nothing to convert" in line
+
+
+@pytest.mark.parametrize(
+    "task, files",
+    [
+        (TASK, ["prompts/sampled_vocab.gin", "prompts/residual.gin"]),
+        ("ptune_demo_mixture", ["prompts/multi_task.gin"]),
+    ],
+)
+def test_the_prompt_kinds_train_over_a_decoder_only_model(llama_dir, tmp_path, task, files):
+    """Sampled-vocabulary init with the model's tokenizer, a residual prompt, and multi-task
+    prompts over a mixture (a bank, each task's examples with their own prompt)."""
+    model_dir = tmp_path / "run"
+    argv = ["train", *RUN, *(f"--gin_file={f}" for f in files)]
+    argv += [
+        f"--gin.MIXTURE_OR_TASK_NAME='{task}'",
+        f"--gin.INITIAL_CHECKPOINT_PATH='{llama_dir}'",
+        f"--gin.MODEL_DIR='{model_dir}'",
+        "--gin.TRAIN_STEPS=2",
+    ]
+    assert cli.main(argv) == 0
+    best = model_dir / "numpy_checkpoints" / "best"
+    if task == TASK:
+        assert np.load(best / "encoder.prompt.prompt.npy").shape == (3, 32)
+    else:
+        tasks = json.load(open(best / "bank.json"))["tasks"]
+        assert tasks == ["ptune_demo_negation_rank_classification", TASK]
+        for name in tasks:
+            assert np.load(best / f"{name}.npy").shape == (3, 32)
+    lines = [json.loads(line) for line in open(model_dir / "metrics.jsonl")]
+    assert any(x["split"].startswith("validation/") for x in lines)

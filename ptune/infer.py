@@ -107,10 +107,13 @@ def named_prompt_files(prompt_files: Union[Mapping[str, str], str]) -> dict[str,
 
 
 def _model_config(cfg):
-    """The frozen model's configuration (`ptune.recipe`), resolved before any work."""
-    return recipe.resolve_model_config(
+    """The frozen model's configuration (`ptune.recipe`), resolved before any work, with the
+    tasks on their own vocabularies (`data.model_layout`)."""
+    config = recipe.resolve_model_config(
         cfg.model, cfg.checkpoint_path, what="ptune infer and ensemble", t5_only=True
     )
+    data.model_layout(config, cfg.checkpoint_path)
+    return config
 
 
 def _frozen_server(

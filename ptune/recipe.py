@@ -87,8 +87,10 @@ def resolve_model_config(
     what: str = "the run",
     t5_only: bool = False,
 ) -> ModelConfig:
-    """The model of a run: `model` (a full T5Config, or the fields a model gin binds, or None)
-    reconciled with the checkpoint's configuration (None: a run without a checkpoint).
+    """The model of a run: `model` (a full T5Config or LlamaConfig, or the fields a model gin
+    binds, or None) reconciled with the checkpoint's configuration (None: a run without a
+    checkpoint). A Hugging Face decoder-only directory, or a model file of `LlamaConfig`
+    fields, makes it a decoder-only run (`t5_only`: refused, for commands that serve T5 only).
 
     Raises one UserError when there is no model at all, when a model file leaves architecture
     fields unset and no checkpoint states them, or when the model file and the checkpoint

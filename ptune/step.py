@@ -78,7 +78,7 @@ def seq2seq_logits(
         decoder_target_tokens,
         enable_dropout=enable_dropout,
         rngs={"dropout": rng} if rng is not None else None,
-        method=getattr(model, "seq2seq", None),  # None: T5's __call__
+        method=llama.CausalLM.seq2seq if isinstance(model, llama.CausalLM) else None,
         **kwargs,
     )
 
@@ -87,7 +87,7 @@ def target_weights(model, targets, weights=None):
     """Which target positions count [b, lt]: seqio's `decoder_loss_weights` (its non-zero
     targets; None: the same). A decoder-only model's tokenizer may have a real token 0 ("!"
     in Llama 3's and Qwen2's), so there every position up to the EOS counts."""
-    if getattr(model, "seq2seq", None) is None:
+    if not isinstance(model, llama.CausalLM):
         return weights
     steps = jnp.arange(targets.shape[1], dtype=jnp.int32)
     return (steps[None] < llama.real_length(targets)[:, None]).astype(jnp.float32)

@@ -100,15 +100,23 @@ def primary_metrics(name: str) -> dict[str, tuple[str, ...]]:
 def primary_score(name: str, results: Mapping[str, Mapping[str, float]]) -> float:
     """The one number to select a prompt by: the mean over the scored tasks of `name` of the
     mean of each task's primary metrics, given evaluation `results` {task: {metric: value}}
-    (the GLUE/SuperGLUE leaderboard average). A metric missing from `results` is an error."""
+    (the GLUE/SuperGLUE leaderboard average). A task absent from `results` was not evaluated
+    (seqio skips, with a warning, a mixture's tasks that lack the eval split: DPR, in T5's
+    SuperGLUE mixture, has no validation split); a metric missing from an evaluated task is
+    an error."""
     scores = []
     for task, metrics in primary_metrics(name).items():
-        missing = [m for m in metrics if m not in results.get(task, {})]
+        if task not in results:
+            continue
+        missing = [m for m in metrics if m not in results[task]]
         if missing:
             raise UserError(f"task {task}: evaluation results lack {', '.join(missing)}")
         scores.append(float(np.mean([results[task][m] for m in metrics])))
     if not scores:
-        raise UserError(f"{name} has no scored task (its tasks are training-only or test-only)")
+        raise UserError(
+            f"{name} has no scored task in these results (its tasks are training-only or "
+            "test-only, or lack the eval split)"
+        )
     return float(np.mean(scores))
 
 

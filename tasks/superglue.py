@@ -222,7 +222,9 @@ def _register_dpr(prefix: str) -> None:
     registry.add_t5_task(
         name,
         source=sources.TaskSource(
-            "definite_pronoun_resolution:1.1.0", splits={"train": "train", "test": "test"}
+            "definite_pronoun_resolution:1.1.0",
+            splits={"train": "train", "test": "test"},
+            local=superglue_files.dpr_local_files(),
         ),
         text_preprocessors=[
             _check(name, ("sentence", "pronoun", "candidates", "label")),

@@ -228,3 +228,61 @@ def read(path: str, config: str, split: str) -> list[dict]:
         for where, row in readers.jsonl_rows(path)
         for example in convert_record(config, row, where, split)
     ]
+
+
+# DPR (Rahman and Ng, 2012) is part of T5's SuperGLUE mixture but not of the SuperGLUE
+# release: its official files go beside the release, in a DPR folder.
+DPR_DIR = "DPR"
+DPR_FILES = {"train": "train.c.txt", "test": "test.c.txt"}
+
+
+def dpr_local_files() -> sources.LocalFiles:
+    """How DPR's `TaskSource` reads `<--superglue_dir>/DPR/{train,test}.c.txt`."""
+    return sources.LocalFiles(
+        description="DPR's official file (not in the SuperGLUE release: put train.c.txt and "
+        "test.c.txt in its DPR folder)",
+        directory=sources.superglue_dir,
+        setting=sources.SUPERGLUE_SETTING,
+        relative_path=lambda split: os.path.join(DPR_DIR, DPR_FILES[split]),
+        read=lambda path, split: read_dpr(path),
+        signature={
+            "sentence": tf.TensorSpec([], tf.string),
+            "pronoun": tf.TensorSpec([], tf.string),
+            "candidates": tf.TensorSpec([2], tf.string),
+            "label": tf.TensorSpec([], tf.int64),
+        },
+    )
+
+
+def read_dpr(path: str) -> list[dict]:
+    """DPR's official text file as TFDS `definite_pronoun_resolution` yields it: examples of
+    four lines (sentence, pronoun, the two candidates separated by a comma, the correct one)
+    each followed by a blank line; label = the correct candidate's position. A malformed
+    example is one `UserError` naming the file and its first line."""
+    readers.require_file(path, "DPR")
+    with open(path, encoding="utf-8") as f:
+        lines = [line.strip() for line in f]
+    out = []
+    for start in range(0, len(lines), 5):
+        block = lines[start : start + 4]
+        if not any(block):
+            continue  # trailing blank lines
+        where = f"{path}, line {start + 1}"
+        if len(block) < 4 or not all(block):
+            raise UserError(f"{where}: a DPR example needs 4 non-empty lines, got {block}")
+        sentence, pronoun, candidates, correct = block
+        names = [c.strip() for c in candidates.split(",")]
+        if len(names) != 2 or correct not in names:
+            raise UserError(
+                f"{where}: expected two candidates separated by a comma, one of them "
+                f"{correct!r}; got {candidates!r}"
+            )
+        out.append(
+            {
+                "sentence": sentence,
+                "pronoun": pronoun,
+                "candidates": names,
+                "label": names.index(correct),
+            }
+        )
+    return out

@@ -24,6 +24,14 @@ TASKS = {  # task or mixture -> the release folder it reads
     "taskless_super_glue_wic_v102": "wic",
     "taskless_super_glue_wsc_v102": "wsc.fixed",  # trains on the simple train task
 }
+# T5's SuperGLUE mixture: the eight tasks and DPR, whose official files sit in the release's
+# DPR folder (`superglue_files.DPR_DIR`).
+MIXTURE = "taskless_super_glue_v102_proportional"
+DPR = (
+    "The bee landed on the flower because it had pollen.\nit\nThe bee,the flower\n"
+    "the flower\n\nThe bee landed on the flower because it wanted pollen.\nit\n"
+    "The bee,the flower\nThe bee\n\n"
+)
 SIZES = [
     "--gin.TASK_FEATURE_LENGTHS={'inputs': 96, 'targets': 8}",
     "--gin.BATCH_SIZE=2",
@@ -43,6 +51,9 @@ def release(tmp_path_factory):
             path = root / superglue_files.relative_path(config, split)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(json.dumps(OFFICIAL[config]) + "\n" for _ in range(4)))
+    for name in superglue_files.DPR_FILES.values():
+        (root / superglue_files.DPR_DIR).mkdir(exist_ok=True)
+        (root / superglue_files.DPR_DIR / name).write_text(DPR * 2)
     return str(root)
 
 
@@ -63,7 +74,7 @@ def _train(capsys, monkeypatch, model_dir, task, release, run):
     return code, capsys.readouterr().err.strip().splitlines()
 
 
-@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize("task", list(TASKS) + [MIXTURE])
 def test_the_paper_recipe_trains_and_evaluates_each_superglue_task(
     task, release, tmp_path, capsys, monkeypatch
 ):

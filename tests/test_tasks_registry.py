@@ -170,9 +170,16 @@ def test_primary_score_is_the_mean_of_task_means():
             UserError, match="task taskless_super_glue_rte_v102: evaluation results lack accuracy"
         ):
             registry.primary_score(
+                "test_cb_and_rte", {**results, "taskless_super_glue_rte_v102": {"f1": 1.0}}
+            )
+        # A task the evaluation skipped (no such split, as DPR's validation) is not scored.
+        assert (
+            registry.primary_score(
                 "test_cb_and_rte",
                 {"taskless_super_glue_cb_v102": results["taskless_super_glue_cb_v102"]},
             )
+            == 85.0
+        )
     finally:
         seqio.MixtureRegistry.remove("test_cb_and_rte")
     with pytest.raises(UserError, match="super_glue_axb_v102 has no scored task"):

@@ -313,3 +313,28 @@ def test_manual_dir_prepares_from_official_zips(monkeypatch, tmp_path):
 def test_unknown_split_is_named():
     with pytest.raises(ValueError, match=r"super_glue/axb:1.0.2 has no split 'train'"):
         seqio.get_mixture_or_task("super_glue_axb_v102").source.get_dataset("train")
+
+
+DPR_TEXT = (
+    "The bee landed on the flower because it had pollen.\nit\nThe bee, the flower\nthe flower\n\n"
+    "The bee landed on the flower because it wanted pollen.\nit\nThe bee,the flower\nThe bee\n\n"
+    "Ann thanked Mary because she had helped.\nshe\nAnn , Mary\nMary\n\n\n"
+)
+
+
+def test_dpr_files_read_as_tfds_reads_them(tmp_path):
+    """DPR's official text files (beside the SuperGLUE release) give TFDS's examples: its own
+    parser (`_generate_examples`, run on the same file, no download) is the reference."""
+    from tensorflow_datasets.text import definite_pronoun_resolution
+
+    path = tmp_path / "train.c.txt"
+    path.write_text(DPR_TEXT)
+    builder = definite_pronoun_resolution.DefinitePronounResolution(data_dir=str(tmp_path))
+    expected = [example for _, example in builder._generate_examples(str(path))]
+    assert superglue_files.read_dpr(str(path)) == expected and len(expected) == 3
+    path.write_text(DPR_TEXT.replace("Ann , Mary", "Ann and Mary"))
+    with pytest.raises(UserError, match=f"{path}, line 11: expected two candidates"):
+        superglue_files.read_dpr(str(path))
+    path.write_text(DPR_TEXT[:60])
+    with pytest.raises(UserError, match=f"{path}, line 1: a DPR example needs 4 non-empty lines"):
+        superglue_files.read_dpr(str(path))

@@ -106,22 +106,29 @@ def named_prompt_files(prompt_files: Union[Mapping[str, str], str]) -> dict[str,
     )
 
 
-def _model_config(cfg):
-    """The frozen model's configuration (`ptune.recipe`), resolved before any work, with the
-    tasks on their own vocabularies (`data.model_layout`)."""
+def _model_config(cfg, t5_only: bool = False):
+    """(the frozen model's configuration (`ptune.recipe`), its data layout
+    (`data.model_layout`: a decoder-only model's tokenizer feeds the tasks)), resolved before
+    any work."""
     config = recipe.resolve_model_config(
-        cfg.model, cfg.checkpoint_path, what="ptune infer and ensemble", t5_only=True
+        cfg.model, cfg.checkpoint_path, what="ptune ensemble", t5_only=t5_only
     )
-    data.model_layout(config, cfg.checkpoint_path)
-    return config
+    return config, data.model_layout(config, cfg.checkpoint_path)
 
 
 def _frozen_server(
-    cfg, config, bank: server_lib.Bank, vocab_limit: Optional[int]
+    cfg, model: tuple, bank: server_lib.Bank, vocab_limit: Optional[int]
 ) -> server_lib.Server:
-    """The frozen model (loaded by `ptune.recipe`) serving `bank`."""
+    """The frozen model (`_model_config`, loaded by `ptune.recipe`) serving `bank`."""
+    config, layout = model
     frozen = recipe.load_frozen(config, cfg.checkpoint_path)
-    return server_lib.Server(config, frozen, bank, cfg.batch_size, vocab_limit=vocab_limit)
+    return server_lib.Server(
+        config, frozen, bank, cfg.batch_size, vocab_limit=vocab_limit, causal_layout=layout
+    )
+
+
+def _tokenize(vocabulary, text: str, length: int) -> np.ndarray:
+    return server_lib.tokenize(vocabulary, text, length, eos_id=int(vocabulary.eos_id))
 
 
 def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
@@ -132,7 +139,7 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
     atomic.check_writable_dir(
         os.path.dirname(os.path.abspath(cfg.output_file)), "INFER_OUTPUT_FILE's directory"
     )
-    config = _model_config(cfg)
+    model = _model_config(cfg)
     requests = read_requests(cfg.input_file)
     bank = server_lib.Bank.from_files(named_prompt_files(cfg.prompt_files), cfg.prompt.placement)
     vocabularies = {}
@@ -153,7 +160,7 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
                 task.output_features["targets"].vocabulary,
             )
     server = _frozen_server(
-        cfg, config, bank, vocab_limit=max(int(v[1].vocab_size) for v in vocabularies.values())
+        cfg, model, bank, vocab_limit=max(int(v[1].vocab_size) for v in vocabularies.values())
     )
     length = cfg.task_feature_lengths["inputs"]
     results = []
@@ -162,7 +169,7 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
         for start in range(0, len(requests), chunk):
             part = requests[start : start + chunk]
             tokens = np.stack(
-                [server_lib.tokenize(vocabularies[r["task"]][0], r["inputs"], length) for r in part]
+                [_tokenize(vocabularies[r["task"]][0], r["inputs"], length) for r in part]
             )
             if cfg.length_buckets is not None:
                 tokens = buckets.cut_to_buckets(
@@ -219,7 +226,7 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
     """-> {"prompts": [{name, metrics}], "average", "best", "ensemble"} (Table 3 layout)."""
     if len(cfg.prompt_files) < 2:
         raise UserError("ensembling needs at least two prompt files")
-    config = _model_config(cfg)
+    model = _model_config(cfg, t5_only=True)
     data.check_task(cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.eval_split)
     if cfg.output_file:
         atomic.check_writable_dir(
@@ -234,7 +241,7 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
         cfg.eval_split,
         buckets=cfg.length_buckets,
     )
-    server = _frozen_server(cfg, config, bank, vocab_limit=evaluator.vocab_limit)
+    server = _frozen_server(cfg, model, bank, vocab_limit=evaluator.vocab_limit)
     members = list(range(len(names)))
     outputs = evaluator.model_outputs(
         lambda tokens: server_lib.ensemble_generate(

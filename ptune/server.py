@@ -22,7 +22,7 @@ import numpy as np
 
 from ptune import decoding, prompts
 from ptune.errors import UserError
-from ptune.models import t5
+from ptune.models import llama, t5
 
 PyTree = Any
 
@@ -78,11 +78,12 @@ class Server:
 
     def __init__(
         self,
-        config: t5.T5Config,
+        config: Any,
         frozen: PyTree,
         bank: Bank,
         batch_size: int = 32,
         vocab_limit: Optional[int] = None,
+        causal_layout: Optional[Mapping[str, Any]] = None,
     ):
         if bank.prompts.shape[-1] != config.emb_dim:
             raise UserError(
@@ -92,8 +93,50 @@ class Server:
         self.bank = bank
         self.batch_size = batch_size
         self.vocab_limit = vocab_limit  # ids at or past it (embedding padding) never decode
-        self.model = t5.Transformer(config, prompts.bank_factory(bank.lengths, bank.placement))
+        factory = prompts.bank_factory(bank.lengths, bank.placement)
+        self.causal = isinstance(config, llama.LlamaConfig)
+        if self.causal:  # a decoder-only model (`causal_layout`: its BOS, see llama.CausalLM)
+            self.model = llama.CausalLM(config, factory, **(causal_layout or {}))
+            self.frozen = jax.device_put(frozen)
+            self._prompt_caches: dict[int, list] = {}
+        else:
+            self.model = t5.Transformer(config, factory)
         self.params = jax.device_put(prompts.with_prompt(frozen, bank.prompts))
+
+    def _causal_generate(self, tokens, index, max_length: int):
+        """Greedy decoding of a decoder-only model, each row continuing from its prompt's keys
+        and values, computed once per cache length for the whole bank (`llama.prompt_cache`);
+        a prompt after the BOS (placement "after_bos") is recomputed with each request."""
+        model = self.model
+        empty = np.zeros((tokens.shape[0], 0), np.int32)
+        sequence, valid, _ = llama.seq2seq_layout(tokens, empty, model.bos_id, model.drop_input_eos)
+        if self.bank.placement != "prefix":
+            return llama.generate(
+                model,
+                self.params,
+                sequence,
+                valid,
+                max_length,
+                prompt_index=index,
+                vocab_limit=self.vocab_limit,
+            )
+        length = max(self.bank.lengths) + sequence.shape[1] + max_length
+        if length not in self._prompt_caches:
+            self._prompt_caches[length] = [
+                llama.prompt_cache(model.config, self.frozen, p[:n], length)
+                for p, n in zip(self.bank.prompts, self.bank.lengths)
+            ]
+        cache = llama.bank_cache(model.config, self._prompt_caches[length], index)
+        bare = llama.CausalLM(model.config, None, model.bos_id, model.drop_input_eos)
+        return llama.generate(
+            bare,
+            self.frozen,
+            sequence,
+            valid,
+            max_length,
+            cache=cache,
+            vocab_limit=self.vocab_limit,
+        )
 
     def _batched(self, fn, arrays: Sequence[np.ndarray], prompt_index: np.ndarray):
         prompt_index = self.bank.check(prompt_index)
@@ -131,6 +174,14 @@ class Server:
         from its own key folded from `seed`."""
         if num_beams > 1 and temperature > 0:
             raise UserError("choose beam search (num_beams > 1) or sampling (temperature > 0)")
+        if self.causal:
+            if num_beams > 1 or temperature > 0:
+                raise UserError(
+                    "a decoder-only model decodes greedily only so far: leave NUM_BEAMS and "
+                    "TEMPERATURE unset"
+                )
+            fn = functools.partial(self._causal_generate, max_length=max_length)
+            return self._batched(fn, [encoder_input_tokens], prompt_index)
         if temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
             raise UserError(
                 f"sampling needs temperature >= 0, top_k >= 0 and 0 < top_p <= 1, got "

@@ -254,27 +254,62 @@ def test_info_and_plan_read_a_hugging_face_llama(llama_dir, capsys):
     assert int(proc.stdout.strip().splitlines()[-1].split(": ")[1]) > 0
 
 
+def test_infer_serves_a_mixed_batch_from_each_prompts_keys_and_values(trained, llama_dir, tmp_path):
+    """`ptune infer` over a decoder-only model: requests for two prompts (lengths 3 and 5) in
+    one mixed batch, each row decoding from its prompt's precomputed keys and values, give
+    what decoding with each prompt in its input gives."""
+    from conftest import REPO
+    from ptune import data, infer, prompts, recipe
+    from ptune.models import llama
+
+    _, model_dir = trained
+    first = os.path.join(model_dir, "numpy_checkpoints", "best", "encoder.prompt.prompt.npy")
+    second = tmp_path / "second.npy"
+    np.save(second, np.random.default_rng(0).uniform(-0.5, 0.5, (5, 32)).astype(np.float32))
+    out = tmp_path / "predictions.jsonl"
+    argv = [
+        "infer",
+        "--gin_file=runs/infer.gin",
+        "--gin.TASK_FEATURE_LENGTHS={'inputs': 40, 'targets': 4}",
+        f"--gin.INITIAL_CHECKPOINT_PATH='{llama_dir}'",
+        f"--gin.PROMPT_FILES={{'class_labels': '{first}', 'sampled_vocab': '{second}'}}",
+        f"--gin.INFER_INPUT_FILE='{REPO}/tasks/data/demo/requests.jsonl'",
+        f"--gin.INFER_OUTPUT_FILE='{out}'",
+    ]
+    assert cli.main(argv) == 0
+    served = [json.loads(line) for line in open(out)]
+    assert [r["prompt"] for r in served] == ["class_labels", "sampled_vocab"] * 2
+    # The reference: each request alone, its prompt in its input (no cache reuse).
+    config = recipe.resolve_model_config(None, llama_dir)
+    layout = data.model_layout(config, llama_dir)
+    frozen = recipe.load_frozen(config, llama_dir)
+    tokenizer = vocab.active_tokenizer()
+    for r in served:
+        value = np.load(first if r["prompt"] == "class_labels" else second)
+        model = llama.CausalLM(config, prompts.prompt_factory(len(value)), **layout)
+        tokens = infer._tokenize(tokenizer, r["inputs"], 40)[None]
+        alone = llama.seq2seq_generate(model, prompts.with_prompt(frozen, value), tokens, 4)
+        assert r["prediction"] == tokenizer.decode([int(i) for i in np.asarray(alone)[0]])
+
+
 def test_commands_that_serve_t5_only_say_so_for_a_decoder_only_model(
     trained, llama_dir, tmp_path, capsys
 ):
-    from conftest import REPO
-
     _, model_dir = trained
     prompt = os.path.join(model_dir, "numpy_checkpoints", "best", "encoder.prompt.prompt.npy")
     line = _error(
         capsys,
         [
-            "infer",
-            "--gin_file=runs/infer.gin",
-            "--gin.TASK_FEATURE_LENGTHS={'inputs': 40, 'targets': 4}",
+            "ensemble",
+            "--gin_file=runs/eval.gin",
+            f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
             f"--gin.INITIAL_CHECKPOINT_PATH='{llama_dir}'",
-            f"--gin.PROMPT_FILES={{'a': '{prompt}'}}",
-            f"--gin.INFER_INPUT_FILE='{REPO}/tasks/data/demo/requests.jsonl'",
-            f"--gin.INFER_OUTPUT_FILE='{tmp_path / 'out.jsonl'}'",
+            f"--prompt_files={prompt},{prompt}",
+            f"--output={tmp_path / 'ensemble.json'}",
         ],
     )
-    assert "ptune infer" in line and "decoder-only" in line
-    assert not (tmp_path / "out.jsonl").exists()
+    assert "ptune ensemble" in line and "decoder-only" in line
+    assert not (tmp_path / "ensemble.json").exists()
     line = _error(capsys, ["explain", f"--prompt_file={prompt}", f"--checkpoint={llama_dir}"])
     assert "ptune explain" in line and "decoder-only" in line
     line = _error(capsys, ["convert", f"--from={llama_dir}", f"--to={tmp_path / 'converted'}"])

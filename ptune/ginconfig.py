@@ -131,12 +131,20 @@ def parse(args: GinArgs) -> list[str]:
             raise UserError(f"gin file {path}: {_one_line(e)}") from e
     for binding in args.bindings:
         try:
-            gin.parse_config(binding)
+            gin.parse_config(_MODEL_IMPORTS + binding if binding.startswith(_MODELS) else binding)
         except _GIN_ERRORS as e:
             raise UserError(f"gin binding {binding!r}: {_one_line(e)}") from e
     return files
 
 
+# A flag binding of a model configuration (`--gin.llama.LlamaConfig.scan_layers=True`, as
+# `ptune plan --fit` prints them) works without a model file that imports the module.
+_MODELS = ("t5.", "llama.")
+_MODEL_IMPORTS = (
+    "from __gin__ import dynamic_registration\n"
+    "from ptune.models import llama\n"
+    "from ptune.models import t5\n"
+)
 _GIN_ERRORS = (ValueError, SyntaxError, ImportError, AttributeError, TypeError, KeyError, IOError)
 
 

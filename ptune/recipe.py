@@ -166,7 +166,7 @@ def _resolve_llama(
     fields), a Hugging Face directory's config.json, or both in agreement."""
     from ptune.checkpoints import hf_causal, hub
 
-    if given and not _is_llama(given):
+    if set(given) - LLAMA_FIELDS:
         raise UserError(
             f"the model file describes a T5, but {checkpoint_path} is a decoder-only "
             "Hugging Face model: drop the T5 model file"

@@ -316,18 +316,29 @@ def test_commands_that_serve_t5_only_say_so_for_a_decoder_only_model(
     assert "nothing to convert" in line
 
 
+# The memory settings `ptune plan --fit` prints, as flags on a run without a model file.
+MEMORY_FLAGS = [
+    "--gin.llama.LlamaConfig.scan_layers=True",
+    "--gin.llama.LlamaConfig.remat_policy='full'",
+    "--gin.llama.LlamaConfig.dtype='bfloat16'",
+    "--gin.trainer.TrainConfig.frozen_dtype='bfloat16'",
+]
+
+
 @pytest.mark.parametrize(
     "task, files",
     [
         (TASK, ["prompts/sampled_vocab.gin", "prompts/residual.gin"]),
         ("ptune_demo_mixture", ["prompts/multi_task.gin"]),
+        (TASK, MEMORY_FLAGS),
     ],
 )
 def test_the_prompt_kinds_train_over_a_decoder_only_model(llama_dir, tmp_path, task, files):
-    """Sampled-vocabulary init with the model's tokenizer, a residual prompt, and multi-task
-    prompts over a mixture (a bank, each task's examples with their own prompt)."""
+    """Sampled-vocabulary init with the model's tokenizer, a residual prompt, multi-task
+    prompts over a mixture (a bank, each task's examples with their own prompt), and the
+    memory settings (scanned layers, full remat, bfloat16 weights and activations)."""
     model_dir = tmp_path / "run"
-    argv = ["train", *RUN, *(f"--gin_file={f}" for f in files)]
+    argv = ["train", *RUN, *(f if f.startswith("--") else f"--gin_file={f}" for f in files)]
     argv += [
         f"--gin.MIXTURE_OR_TASK_NAME='{task}'",
         f"--gin.INITIAL_CHECKPOINT_PATH='{llama_dir}'",

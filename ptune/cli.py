@@ -426,8 +426,15 @@ def cmd_explain(argv: Sequence[str], gin_args) -> int:
     parser.add_argument("--output", default=None, help="JSON output (default: beside prompt)")
     args = parser.parse_args(argv)
     from ptune import interpret, prompts
+    from ptune.checkpoints import hf_causal
 
     vocabulary, labels = None, None
+    if hf_causal.is_causal_dir(args.checkpoint):  # its tokenizer decodes, and feeds the tasks
+        from ptune import data
+        from ptune.tasks import vocab
+
+        data.causal_layout(args.checkpoint)
+        vocabulary = vocab.active_tokenizer()
     if args.task:
         import ptune.tasks  # noqa: F401
         from ptune import data

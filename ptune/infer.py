@@ -106,24 +106,28 @@ def named_prompt_files(prompt_files: Union[Mapping[str, str], str]) -> dict[str,
     )
 
 
-def _model_config(cfg, t5_only: bool = False):
+def _model_config(cfg):
     """(the frozen model's configuration (`ptune.recipe`), its data layout
     (`data.model_layout`: a decoder-only model's tokenizer feeds the tasks)), resolved before
     any work."""
-    config = recipe.resolve_model_config(
-        cfg.model, cfg.checkpoint_path, what="ptune ensemble", t5_only=t5_only
-    )
+    config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path)
     return config, data.model_layout(config, cfg.checkpoint_path)
 
 
 def _frozen_server(
-    cfg, model: tuple, bank: server_lib.Bank, vocab_limit: Optional[int]
+    cfg, model: tuple, bank: server_lib.Bank, vocab_limit: Optional[int], eos_id: int
 ) -> server_lib.Server:
     """The frozen model (`_model_config`, loaded by `ptune.recipe`) serving `bank`."""
     config, layout = model
     frozen = recipe.load_frozen(config, cfg.checkpoint_path)
     return server_lib.Server(
-        config, frozen, bank, cfg.batch_size, vocab_limit=vocab_limit, causal_layout=layout
+        config,
+        frozen,
+        bank,
+        cfg.batch_size,
+        vocab_limit=vocab_limit,
+        causal_layout=layout,
+        eos_id=eos_id,
     )
 
 
@@ -159,8 +163,13 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
                 task.output_features["inputs"].vocabulary,
                 task.output_features["targets"].vocabulary,
             )
+    targets = [v[1] for v in vocabularies.values()]
     server = _frozen_server(
-        cfg, model, bank, vocab_limit=max(int(v[1].vocab_size) for v in vocabularies.values())
+        cfg,
+        model,
+        bank,
+        vocab_limit=max(int(v.vocab_size) for v in targets),
+        eos_id=int(targets[0].eos_id),
     )
     length = cfg.task_feature_lengths["inputs"]
     results = []
@@ -226,7 +235,7 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
     """-> {"prompts": [{name, metrics}], "average", "best", "ensemble"} (Table 3 layout)."""
     if len(cfg.prompt_files) < 2:
         raise UserError("ensembling needs at least two prompt files")
-    model = _model_config(cfg, t5_only=True)
+    model = _model_config(cfg)
     data.check_task(cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.eval_split)
     if cfg.output_file:
         atomic.check_writable_dir(
@@ -241,7 +250,8 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
         cfg.eval_split,
         buckets=cfg.length_buckets,
     )
-    server = _frozen_server(cfg, model, bank, vocab_limit=evaluator.vocab_limit)
+    eos_id = int(data.output_vocabulary(cfg.mixture_or_task_name).eos_id)
+    server = _frozen_server(cfg, model, bank, vocab_limit=evaluator.vocab_limit, eos_id=eos_id)
     members = list(range(len(names)))
     outputs = evaluator.model_outputs(
         lambda tokens: server_lib.ensemble_generate(

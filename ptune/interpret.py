@@ -90,13 +90,13 @@ def format_text(result: dict) -> str:
 def read_embedding(checkpoint_path: str) -> np.ndarray:
     """Only the embedding table [vocab, embed] of a checkpoint (no other weight is read)."""
     from ptune import checkpoints
-    from ptune.checkpoints import hf_causal
+    from ptune.checkpoints import hf_causal, hub
 
     if hf_causal.is_causal_dir(checkpoint_path):
-        raise UserError(
-            f"ptune explain reads T5 checkpoints only so far; {checkpoint_path} is a "
-            "decoder-only model"
-        )
+        tensors = hf_causal.tensors(hub.resolve(checkpoint_path))
+        if "model.embed_tokens.weight" not in tensors:
+            raise UserError(f"{checkpoint_path} holds no model.embed_tokens.weight")
+        return tensors["model.embed_tokens.weight"].read(dtype=np.float32)
     source, _ = checkpoints.open_checkpoint(checkpoint_path)
     array = source.arrays.get("token_embedder/embedding")
     if array is None:

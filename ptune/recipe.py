@@ -85,12 +85,11 @@ def resolve_model_config(
     checkpoint_path: Optional[str],
     *,
     what: str = "the run",
-    t5_only: bool = False,
 ) -> ModelConfig:
     """The model of a run: `model` (a full T5Config or LlamaConfig, or the fields a model gin
     binds, or None) reconciled with the checkpoint's configuration (None: a run without a
     checkpoint). A Hugging Face decoder-only directory, or a model file of `LlamaConfig`
-    fields, makes it a decoder-only run (`t5_only`: refused, for commands that serve T5 only).
+    fields, makes it a decoder-only run.
 
     Raises one UserError when there is no model at all, when a model file leaves architecture
     fields unset and no checkpoint states them, or when the model file and the checkpoint
@@ -101,11 +100,6 @@ def resolve_model_config(
     if _is_llama(given) or (
         checkpoint_path is not None and hf_causal.is_causal_dir(checkpoint_path)
     ):
-        if t5_only:
-            raise UserError(
-                f"{what} serves T5 models only so far; {checkpoint_path or 'the model file'} is "
-                "a decoder-only model (serve it from Python: ptune.models.llama.generate)"
-            )
         return _resolve_llama(given, checkpoint_path, what)
     stated, assumed, source = None, {}, None
     if checkpoint_path is not None:

@@ -84,6 +84,7 @@ class Server:
         batch_size: int = 32,
         vocab_limit: Optional[int] = None,
         causal_layout: Optional[Mapping[str, Any]] = None,
+        eos_id: int = 1,
     ):
         if bank.prompts.shape[-1] != config.emb_dim:
             raise UserError(
@@ -93,6 +94,7 @@ class Server:
         self.bank = bank
         self.batch_size = batch_size
         self.vocab_limit = vocab_limit  # ids at or past it (embedding padding) never decode
+        self.eos_id = eos_id  # the vocabulary's; every output is 0 after it
         factory = prompts.bank_factory(bank.lengths, bank.placement)
         self.causal = isinstance(config, llama.LlamaConfig)
         if self.causal:  # a decoder-only model (`causal_layout`: its BOS, see llama.CausalLM)
@@ -181,7 +183,8 @@ class Server:
                     "TEMPERATURE unset"
                 )
             fn = functools.partial(self._causal_generate, max_length=max_length)
-            return self._batched(fn, [encoder_input_tokens], prompt_index)
+            out = self._batched(fn, [encoder_input_tokens], prompt_index)
+            return after_eos_zeroed(out, self.eos_id)
         if temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
             raise UserError(
                 f"sampling needs temperature >= 0, top_k >= 0 and 0 < top_p <= 1, got "
@@ -266,7 +269,9 @@ def ensemble_generate(
         np.asarray(encoder_input_tokens)[rows], index, max_length=max_length, num_beams=num_beams
     )
     per_prompt = out.reshape(n, len(members), -1).transpose(1, 0, 2)
-    votes = [[_strip(per_prompt[m, i]) for m in range(len(members))] for i in range(n)]
+    votes = [
+        [_strip(per_prompt[m, i], server.eos_id) for m in range(len(members))] for i in range(n)
+    ]
     return per_prompt, majority_vote(votes)
 
 
@@ -287,10 +292,19 @@ def ensemble_scores(
     return per_prompt, per_prompt.mean(axis=0)
 
 
-def _strip(tokens: np.ndarray) -> tuple[int, ...]:
+def after_eos_zeroed(tokens: np.ndarray, eos_id: int) -> np.ndarray:
+    """[n, l] decoded tokens with every position after each row's first EOS set to 0, as
+    T5's decoding leaves them."""
+    tokens = np.asarray(tokens)
+    seen = np.cumsum(tokens == eos_id, axis=1)
+    after = (seen - (tokens == eos_id)) > 0
+    return np.where(after, 0, tokens)
+
+
+def _strip(tokens: np.ndarray, eos_id: int = 1) -> tuple[int, ...]:
     """Token ids up to (and including) EOS, as a hashable vote."""
     ids = [int(t) for t in tokens]
-    return tuple(ids[: ids.index(1) + 1] if 1 in ids else [t for t in ids if t])
+    return tuple(ids[: ids.index(eos_id) + 1] if eos_id in ids else [t for t in ids if t])
 
 
 def tokenize(vocabulary, text: str, length: int, eos_id: int = 1) -> np.ndarray:

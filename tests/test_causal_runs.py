@@ -292,26 +292,41 @@ def test_infer_serves_a_mixed_batch_from_each_prompts_keys_and_values(trained, l
         assert r["prediction"] == tokenizer.decode([int(i) for i in np.asarray(alone)[0]])
 
 
-def test_commands_that_serve_t5_only_say_so_for_a_decoder_only_model(
+def test_ensemble_explain_and_convert_over_a_decoder_only_model(
     trained, llama_dir, tmp_path, capsys
 ):
+    """`ptune ensemble` of two prompts scores each as the run's own evaluation did; `ptune
+    explain` decodes nearest tokens with the model's tokenizer; `ptune convert` has nothing
+    to do (one line)."""
     _, model_dir = trained
-    prompt = os.path.join(model_dir, "numpy_checkpoints", "best", "encoder.prompt.prompt.npy")
-    line = _error(
-        capsys,
-        [
-            "ensemble",
-            "--gin_file=runs/eval.gin",
-            f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
-            f"--gin.INITIAL_CHECKPOINT_PATH='{llama_dir}'",
-            f"--prompt_files={prompt},{prompt}",
-            f"--output={tmp_path / 'ensemble.json'}",
-        ],
-    )
-    assert "ptune ensemble" in line and "decoder-only" in line
-    assert not (tmp_path / "ensemble.json").exists()
-    line = _error(capsys, ["explain", f"--prompt_file={prompt}", f"--checkpoint={llama_dir}"])
-    assert "ptune explain" in line and "decoder-only" in line
+    steps = os.path.join(model_dir, "numpy_checkpoints")
+    files = [os.path.join(steps, f"checkpoint_{s}", "encoder.prompt.prompt.npy") for s in (4, 2)]
+    output = tmp_path / "ensemble.json"
+    argv = [
+        "ensemble",
+        "--gin_file=runs/eval.gin",
+        f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
+        f"--gin.INITIAL_CHECKPOINT_PATH='{llama_dir}'",
+        f"--prompt_files={','.join(files)}",
+        f"--output={output}",
+    ]
+    assert cli.main(argv) == 0
+    table = json.load(open(output))["results"]
+    lines = [json.loads(line) for line in open(os.path.join(model_dir, "metrics.jsonl"))]
+    evals = {x["step"]: x["accuracy"] for x in lines if x["split"] == f"validation/{TASK}"}
+    got = [p["metrics"][TASK]["accuracy"] for p in table["prompts"]]
+    assert got == pytest.approx([evals[4], evals[2]])
+    assert 0 <= table["ensemble"][TASK]["accuracy"] <= 100
+    capsys.readouterr()
+    explained = tmp_path / "explain.json"
+    argv = ["explain", f"--prompt_file={files[0]}", f"--checkpoint={llama_dir}"]
+    assert cli.main(argv + [f"--task={TASK}", f"--output={explained}"]) == 0
+    result = json.load(open(explained))
+    assert len(result["positions"]) == 3 and sorted(result["labels"]) == ["negative", "positive"]
+    tokenizer = vocab.active_tokenizer()
+    for neighbor in result["positions"][0]["neighbors"]:
+        text = tokenizer.decode([neighbor["id"]])
+        assert neighbor["token"] in (text, f"<id {neighbor['id']}>")
     line = _error(capsys, ["convert", f"--from={llama_dir}", f"--to={tmp_path / 'converted'}"])
     assert "nothing to convert" in line
 

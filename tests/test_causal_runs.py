@@ -182,15 +182,13 @@ def test_a_prompt_for_another_model_is_refused_before_any_work(
 
 
 SHARDED_READ = """
-import sys, json, pathlib
-sys.path.insert(0, {tests!r})
+import json
 import jax, numpy as np
-from conftest import tiny_hf_llama
 from ptune import partitioning, recipe
 from ptune.checkpoints import hf_causal
 
 assert jax.device_count() == 4
-directory = tiny_hf_llama(pathlib.Path({tmp!r}) / "llama", intermediate_size=96)
+directory = {directory!r}
 out = {{}}
 for scan in (False, True):
     config = recipe.resolve_model_config(None, directory).replace(scan_layers=scan)
@@ -216,7 +214,8 @@ def test_the_checkpoint_is_read_slice_by_slice_into_each_devices_shards(tmp_path
     import subprocess
     import sys
 
-    script = SHARDED_READ.format(tests=os.path.dirname(__file__), tmp=str(tmp_path))
+    directory = tiny_hf_llama(tmp_path / "llama", intermediate_size=96)
+    script = SHARDED_READ.format(directory=directory)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     proc = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300

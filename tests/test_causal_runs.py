@@ -164,21 +164,29 @@ def test_bad_inputs_of_a_decoder_only_run_are_one_line(llama_dir, tmp_path, caps
 def test_a_prompt_for_another_model_is_refused_before_any_work(
     trained, llama_dir, tmp_path, capsys
 ):
-    """A prompt (or a mixed bank) of another width: one line naming the file."""
+    """A prompt, or a mixed bank, trained for a model of another width: one line naming
+    the file, before any evaluation."""
+    from ptune.checkpoints import prompt_io
+
     wrong = tmp_path / "wrong.npy"
     np.save(wrong, np.zeros((3, 16), np.float32))
-    line = _error(
-        capsys,
-        [
-            "eval",
-            "--gin_file=runs/eval.gin",
-            f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
-            f"--gin.INITIAL_CHECKPOINT_PATH='{llama_dir}'",
-            f"--gin.PROMPT_FILE='{wrong}'",
-            f"--gin.EVAL_OUTPUT_DIR='{tmp_path}'",
-        ],
-    )
-    assert "wrong.npy" in line and "width 16" in line and "32" in line
+    bank = tmp_path / "bank"
+    tasks = ["ptune_demo_negation_rank_classification", TASK]
+    prompt_io.save_bank(str(bank), {t: np.zeros((3, 16), np.float32) for t in tasks})
+    for task, prompt in ((TASK, wrong), ("ptune_demo_mixture", bank)):
+        line = _error(
+            capsys,
+            [
+                "eval",
+                "--gin_file=runs/eval.gin",
+                f"--gin.MIXTURE_OR_TASK_NAME='{task}'",
+                f"--gin.INITIAL_CHECKPOINT_PATH='{llama_dir}'",
+                f"--gin.PROMPT_FILE='{prompt}'",
+                f"--gin.EVAL_OUTPUT_DIR='{tmp_path}'",
+            ],
+        )
+        assert str(prompt) in line and "width 16" in line and "32" in line
+    assert not (tmp_path / "eval_validation.json").exists()
 
 
 SHARDED_READ = """

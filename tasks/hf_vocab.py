@@ -9,8 +9,9 @@ one, is the model input's business (`bos_id`).
 
 Ids: `vocab_size` counts the model's tokens and the added ones (the largest id + 1, so every id
 below it decodes). `pad_id` stays 0 as in every seqio vocabulary, because seqio pads every
-feature with 0 and its feature converters take loss weights from non-zero targets; so id 0 (Llama:
-`<unk>`; Qwen2: "!") never carries a training signal as a target token.
+feature with 0 and its feature converters take loss weights from non-zero targets, where id 0
+(Llama: `<unk>`; Qwen2: "!") would read as padding. ptune's decoder-only runs take a target to
+end at its EOS instead (`ptune.step.target_weights`), so a real id 0 inside a target trains.
 
 `eos_id` is the first of: `tokenizer_config.json`'s `eos_token` (a string, or a dict with
 "content"), `special_tokens_map.json`'s `eos_token`, `config.json`'s `eos_token_id` (its first

@@ -251,24 +251,32 @@ def test_a_sharded_safetensors_directory_loads_strictly_and_pickles_are_refused(
         hf_causal.load(str(tmp_path / "pickled"))
 
 
-def test_prompt_tuning_logits_equal_pefts_for_a_causal_lm():
-    """PEFT's prompt tuning (task_type CAUSAL_LM) over the same random weights: the prompt in
-    front of the embedded tokens, always attended, positions from the prompt's first vector."""
+def _peft_prompt_tuning(seed: int, prompt_seed: int):
+    """A random Llama 3-style model (`CASES["llama3"]`) under PEFT's CAUSAL_LM prompt tuning
+    with a 5-token prompt drawn uniformly in [-0.5, 0.5] -> (ptune config, the state dict as
+    numpy, the PEFT model in eval mode, the prompt [5, 32])."""
     peft = pytest.importorskip("peft", reason="needs the [test] extra")
-    from ptune import prompts
-
     architecture, fields = CASES["llama3"]
-    base = _hf_model(architecture, fields, seed=2)
+    base = _hf_model(architecture, fields, seed=seed)
     state = {k: v.detach().numpy().copy() for k, v in base.state_dict().items()}
     config = llama.from_hf_config(base.config.to_dict())
     peft_model = peft.get_peft_model(
         base,
         peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=5, token_dim=32),
     ).eval()
-    torch.manual_seed(4)
+    weight = peft_model.prompt_encoder["default"].embedding.weight
+    torch.manual_seed(prompt_seed)
     with torch.no_grad():
-        peft_model.prompt_encoder["default"].embedding.weight.uniform_(-0.5, 0.5)
-    prompt = peft_model.prompt_encoder["default"].embedding.weight.detach().numpy().copy()
+        weight.uniform_(-0.5, 0.5)
+    return config, state, peft_model, weight.detach().numpy().copy()
+
+
+def test_prompt_tuning_logits_equal_pefts_for_a_causal_lm():
+    """PEFT's prompt tuning (task_type CAUSAL_LM) over the same random weights: the prompt in
+    front of the embedded tokens, always attended, positions from the prompt's first vector."""
+    from ptune import prompts
+
+    config, state, peft_model, prompt = _peft_prompt_tuning(seed=2, prompt_seed=4)
     tokens, valid = _batch()
     with torch.no_grad():
         expected = peft_model(
@@ -308,22 +316,10 @@ def test_prompt_tuning_loss_and_gradient_equal_pefts_for_a_causal_lm(bos_id):
     """The train step's loss (seqio batch -> `CausalLM.seq2seq` -> token cross-entropy over
     the targets, z-loss off) and its prompt gradient equal PEFT's on the same sequences,
     labels -100 everywhere but the targets."""
-    peft = pytest.importorskip("peft", reason="needs the [test] extra")
     from ptune import prompts, step
 
-    architecture, fields = CASES["llama3"]
-    base = _hf_model(architecture, fields, seed=3)
-    state = {k: v.detach().numpy().copy() for k, v in base.state_dict().items()}
-    config = llama.from_hf_config(base.config.to_dict())
-    peft_model = peft.get_peft_model(
-        base,
-        peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=5, token_dim=32),
-    ).eval()
+    config, state, peft_model, prompt = _peft_prompt_tuning(seed=3, prompt_seed=9)
     weight = peft_model.prompt_encoder["default"].embedding.weight
-    torch.manual_seed(9)
-    with torch.no_grad():
-        weight.uniform_(-0.5, 0.5)
-    prompt = weight.detach().numpy().copy()
     tokens, valid, prefix = (
         np.asarray(x) for x in llama.seq2seq_layout(SEQ2SEQ_INPUTS, SEQ2SEQ_TARGETS, bos_id, True)
     )

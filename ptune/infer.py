@@ -106,7 +106,7 @@ def named_prompt_files(prompt_files: Union[Mapping[str, str], str]) -> dict[str,
     )
 
 
-def _model_config(cfg):
+def _frozen_model(cfg):
     """(the frozen model's configuration (`ptune.recipe`), its data layout
     (`data.model_layout`: a decoder-only model's tokenizer feeds the tasks)), resolved before
     any work."""
@@ -117,7 +117,8 @@ def _model_config(cfg):
 def _frozen_server(
     cfg, model: tuple, bank: server_lib.Bank, vocab_limit: Optional[int], eos_id: int
 ) -> server_lib.Server:
-    """The frozen model (`_model_config`, loaded by `ptune.recipe`) serving `bank`."""
+    """The frozen model (`_frozen_model`'s, its weights loaded by `ptune.recipe`) serving
+    `bank`."""
     config, layout = model
     frozen = recipe.load_frozen(config, cfg.checkpoint_path)
     return server_lib.Server(
@@ -143,7 +144,7 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
     atomic.check_writable_dir(
         os.path.dirname(os.path.abspath(cfg.output_file)), "INFER_OUTPUT_FILE's directory"
     )
-    model = _model_config(cfg)
+    model = _frozen_model(cfg)
     requests = read_requests(cfg.input_file)
     bank = server_lib.Bank.from_files(named_prompt_files(cfg.prompt_files), cfg.prompt.placement)
     vocabularies = {}
@@ -235,7 +236,7 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
     """-> {"prompts": [{name, metrics}], "average", "best", "ensemble"} (Table 3 layout)."""
     if len(cfg.prompt_files) < 2:
         raise UserError("ensembling needs at least two prompt files")
-    model = _model_config(cfg)
+    model = _frozen_model(cfg)
     data.check_task(cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.eval_split)
     if cfg.output_file:
         atomic.check_writable_dir(

@@ -16,6 +16,11 @@ Parameter tree (Flax kernels are [in, out], the transpose of transformers' `weig
     layers_{i}/mlp/{gate,up}_proj/kernel  [embed, mlp];  mlp/down_proj/kernel [mlp, embed]
     norm/scale                            [embed]
     lm_head/kernel                        [embed, vocab]  (absent with tied embeddings)
+    encoder/prompt/...                    the prompt module, with a prompt (ptune's one slot)
+
+`CausalLM.seq2seq` reads seqio's encoder-decoder batches (what every ptune task gives), laid
+out as one sequence per row (`seq2seq_layout`), so the trainer, the evaluation and the
+server run this family with the code they run T5 with.
 
 With `scan_layers` the layers are one `layers` module, stacked on axis 1 (logical `layers`),
 as the T5 family. Every parameter carries logical axis names (`ptune.partitioning`). RoPE,

@@ -3,16 +3,23 @@ parity first (loss and prompt gradient on the same batch), then step times.
 
     make bench        # runs this after benchmarks/run.py
     .venv-bench/bin/python benchmarks/causal_step.py [--steps 8] [--rounds 3] [--quick]
+    python3 benchmarks/causal_step.py --device gpu [--shape tinyllama]   # both sides on CUDA
 
-transformers builds a random Llama (width 512, 4 layers, 8 query heads over 2 key/value
-heads, SwiGLU 1,376, vocabulary 32,000, untied output layer; seed 0) and saves it as
-safetensors; ptune reads that directory (`hf_causal.load`). The batch is seqio's
-encoder-decoder layout (8 examples, inputs up to 128 tokens with their EOS, targets up to 8),
-which ptune lays out as [prompt] BOS inputs targets (`llama.CausalLM.seq2seq`); PEFT gets the
-same token sequences (`llama.seq2seq_layout`, width 137) with labels -100 everywhere but the
-targets, and a 100-token prompt (PromptTuningConfig, CAUSAL_LM). Both train the prompt only
-with the paper's Adafactor (lr 0.3; transformers' Adafactor on the PEFT side), float32,
-no dropout. The parity check stops the run before any timing if the two disagree.
+transformers builds a random Llama (`--shape small`: width 512, 4 layers, 8 query heads over
+2 key/value heads, SwiGLU 1,376, vocabulary 32,000, untied output layer; `--shape tinyllama`:
+TinyLlama 1.1B's published shape; seed 0) and saves it as safetensors; ptune reads that
+directory (`hf_causal.load`). The batch is seqio's encoder-decoder layout (8 examples, inputs
+up to 128 tokens with their EOS, targets up to 8), which ptune lays out as [prompt] BOS inputs
+targets (`llama.CausalLM.seq2seq`); PEFT gets the same token sequences
+(`llama.seq2seq_layout`, width 137) with labels -100 everywhere but the targets, and a
+100-token prompt (PromptTuningConfig, CAUSAL_LM). Both train the prompt only with the paper's
+Adafactor (lr 0.3; transformers' Adafactor on the PEFT side), float32, no dropout. The parity
+check stops the run before any timing if the two disagree.
+
+`--device gpu` puts both sides on the GPU (JAX's first GPU, PyTorch's CUDA) and stops in one
+line if either sees none. Parity runs there at full float32 (JAX's matmul precision
+"highest", PyTorch without TF32); the timed steps use TF32 matmuls on both sides (JAX's
+default for float32 on such a GPU, turned on for PyTorch to match).
 
 Steps are timed in alternating rounds (`timing.time_interleaved`: compile and warm-up
 excluded, the median reported). Results go to
@@ -37,7 +44,8 @@ if REPO not in sys.path:
 
 from benchmarks import timing  # noqa: E402
 
-SHAPE = dict(
+SHAPES = {}
+SHAPES["small"] = dict(
     vocab_size=32000,
     hidden_size=512,
     intermediate_size=1376,
@@ -51,6 +59,17 @@ SHAPE = dict(
     bos_token_id=1,
     eos_token_id=2,
 )
+# TinyLlama 1.1B (gin/models/tinyllama_1_1b.gin), random weights.
+SHAPES["tinyllama"] = dict(
+    SHAPES["small"],
+    hidden_size=2048,
+    intermediate_size=5632,
+    num_hidden_layers=22,
+    num_attention_heads=32,
+    num_key_value_heads=4,
+    max_position_embeddings=2048,
+)
+SHAPE = SHAPES["small"]  # the vocabulary and special ids, shared by both shapes
 BATCH, INPUTS, TARGETS, PROMPT = 8, 128, 8, 100
 BOS, EOS = 1, 2
 # float32 on both sides, summed in different orders: the loss is a mean of ~50 values near
@@ -83,8 +102,9 @@ def seqio_batches(count: int, seed: int = 0) -> list[dict]:
     return out
 
 
-def peft_inputs(batch: dict) -> dict:
-    """The same sequences for PEFT: input_ids, attention_mask, labels (targets only)."""
+def peft_inputs(batch: dict, device: str = "cpu") -> dict:
+    """The same sequences for PEFT: input_ids, attention_mask, labels (targets only), on
+    `device`."""
     import torch
 
     from ptune.models import llama
@@ -97,11 +117,12 @@ def peft_inputs(batch: dict) -> dict:
     )
     steps = np.arange(tokens.shape[1])[None]
     labels = np.where(valid & (steps >= prefix[:, None]), tokens, -100)
-    return {
+    out = {
         "input_ids": torch.tensor(tokens, dtype=torch.long),
         "attention_mask": torch.tensor(valid.astype(np.int64)),
         "labels": torch.tensor(labels, dtype=torch.long),
     }
+    return {k: v.to(device) for k, v in out.items()}
 
 
 def main(argv=None) -> int:
@@ -112,24 +133,36 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run, not for results")
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"))
     parser.add_argument("--no_write", action="store_true")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.warmup, args.rounds = 2, 1, 1
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    if args.device == "cpu":
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
     import peft
     import torch
     import transformers
+
+    if args.device == "gpu":
+        if not any(d.platform == "gpu" for d in jax.devices()) or not torch.cuda.is_available():
+            print("causal_step: --device gpu but JAX or PyTorch sees no GPU", file=sys.stderr)
+            return 2
+        torch_device = "cuda"
+    else:
+        torch_device = "cpu"
+    shape = SHAPES[args.shape]
 
     from benchmarks import torch_side
     from ptune import optimizers, prompts, recipe, step, trainable
     from ptune.checkpoints import hf_causal
 
     batches = seqio_batches(4)
-    prompt = np.random.default_rng(1).uniform(-0.5, 0.5, (PROMPT, SHAPE["hidden_size"]))
+    prompt = np.random.default_rng(1).uniform(-0.5, 0.5, (PROMPT, shape["hidden_size"]))
     prompt = prompt.astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        hf_config = transformers.LlamaConfig(**SHAPE)
+        hf_config = transformers.LlamaConfig(**shape)
         hf_config.architectures = ["LlamaForCausalLM"]
         torch.manual_seed(0)
         hf = transformers.LlamaForCausalLM(hf_config)
@@ -138,9 +171,9 @@ def main(argv=None) -> int:
     wrapped = peft.get_peft_model(
         hf,
         peft.PromptTuningConfig(
-            task_type="CAUSAL_LM", num_virtual_tokens=PROMPT, token_dim=SHAPE["hidden_size"]
+            task_type="CAUSAL_LM", num_virtual_tokens=PROMPT, token_dim=shape["hidden_size"]
         ),
-    )
+    ).to(torch_device)
     with torch.no_grad():
         wrapped.prompt_encoder["default"].embedding.weight.copy_(torch.tensor(prompt))
 
@@ -165,11 +198,12 @@ def main(argv=None) -> int:
         )
         return value
 
-    loss, grad = jax.jit(jax.value_and_grad(ptune_loss))(prompt)
+    with jax.default_matmul_precision("highest"):
+        loss, grad = jax.jit(jax.value_and_grad(ptune_loss))(prompt)
     wrapped.eval()
-    out = wrapped(**peft_inputs(batches[0]))
+    out = wrapped(**peft_inputs(batches[0], torch_device))
     out.loss.backward()
-    peft_grad = wrapped.prompt_encoder["default"].embedding.weight.grad.numpy().copy()
+    peft_grad = wrapped.prompt_encoder["default"].embedding.weight.grad.cpu().numpy().copy()
     wrapped.zero_grad(set_to_none=True)
     parity = {
         "ptune_loss": float(loss),
@@ -189,6 +223,9 @@ def main(argv=None) -> int:
 
     # ---- step times: the paper's recipe on both sides, prompt only
     state, frozen = run.init_state(run.place_prompt(params, prompt))
+    # On the device, as a run holds them (`recipe._load_causal` reads them into their
+    # shardings): numpy weights would be copied to the device again in every step.
+    frozen = jax.device_put(frozen, jax.devices()[0])
     train_step = run.train_step(step.LossConfig(), seed=0, donate=False)
     device_batches = [jax.device_put(b) for b in batches]
     holder = {"state": state}
@@ -199,7 +236,10 @@ def main(argv=None) -> int:
 
     trainable_params = [p for p in wrapped.parameters() if p.requires_grad]
     optimizer = torch_side.adafactor(trainable_params, 0.3)
-    inputs = [peft_inputs(b) for b in batches]
+    inputs = [peft_inputs(b, torch_device) for b in batches]
+    if torch_device == "cuda":  # JAX's default float32 matmuls on a GPU use TF32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     wrapped.train()
 
     def peft_run(i):
@@ -216,11 +256,16 @@ def main(argv=None) -> int:
     )
     steps = {name: t.as_dict(BATCH) for name, t in times.items()}
     ratio = steps["peft_prompt"]["median_s"] / steps["ptune_prompt"]["median_s"]
-    machine = f"{socket.gethostname()}-{os.cpu_count()}cpu"
+    kind = f"{os.cpu_count()}cpu" if args.device == "cpu" else jax.devices()[0].device_kind
+    machine = f"{socket.gethostname()}-{kind}".replace(" ", "_").replace("/", "_")
+    if args.shape != "small":
+        machine += f"-{args.shape}"
     result = {
         "date": datetime.date.today().isoformat(),
         "machine": machine,
         "jax_device": str(jax.devices()[0]),
+        "torch_device": torch_device,
+        "tf32_in_timing": torch_device == "cuda",
         "torch_threads": torch.get_num_threads(),
         "versions": {
             "jax": jax.__version__,
@@ -228,29 +273,33 @@ def main(argv=None) -> int:
             "transformers": transformers.__version__,
             "peft": peft.__version__,
         },
-        "shape": dict(SHAPE, batch=BATCH, inputs=INPUTS, targets=TARGETS, prompt=PROMPT),
+        "shape": dict(shape, batch=BATCH, inputs=INPUTS, targets=TARGETS, prompt=PROMPT),
         "parity": parity,
         "steps": steps,
         "peft_over_ptune_step_time": ratio,
         "load_average_1min": [load_start, os.getloadavg()[0]],
     }
+    tf32_note = ", TF32 in the timed steps" if torch_device == "cuda" else ""
     lines = [
         f"# Decoder-only prompt tuning: ptune vs PEFT ({result['date']}, {machine})",
         "",
-        "`python benchmarks/causal_step.py` (see its docstring for the workload). Parity on "
+        f"`python benchmarks/causal_step.py --device {args.device} --shape {args.shape}` (see "
+        "its docstring for the workload). Parity on "
         f"the same batch: loss {parity['ptune_loss']:.6f} (ptune) vs {parity['peft_loss']:.6f} "
         f"(PEFT), prompt gradient max relative difference "
         f"{parity['prompt_grad_max_rel_diff']:.1e}. jax {jax.__version__} on "
-        f"{result['jax_device']}, torch {torch.__version__} ({result['torch_threads']} threads), "
+        f"{result['jax_device']}, torch {torch.__version__} on {torch_device} "
+        f"({result['torch_threads']} threads{tf32_note}), "
         f"peft {peft.__version__}; load average (1 min) at start / end of timing: "
         f"{load_start:.2f} / {result['load_average_1min'][1]:.2f} on {os.cpu_count()} cores.",
         "",
-        "| contender | median step (s) | min | max | examples/s |",
+        "| contender | median step (ms) | min | max | examples/s |",
         "|---|---:|---:|---:|---:|",
     ]
     for name, s in steps.items():
         lines.append(
-            f"| {name} | {s['median_s']:.3f} | {s['min_s']:.3f} | {s['max_s']:.3f} | "
+            f"| {name} | {1e3 * s['median_s']:.1f} | {1e3 * s['min_s']:.1f} | "
+            f"{1e3 * s['max_s']:.1f} | "
             f"{s['examples_per_s']:.1f} |"
         )
     lines += [

@@ -110,18 +110,17 @@ class Server:
         and values, computed once per cache length for the whole bank (`llama.prompt_cache`);
         a prompt after the BOS (placement "after_bos") is recomputed with each request."""
         model = self.model
-        empty = np.zeros((tokens.shape[0], 0), np.int32)
-        sequence, valid, _ = llama.seq2seq_layout(tokens, empty, model.bos_id, model.drop_input_eos)
         if self.bank.placement != "prefix":
-            return llama.generate(
+            return llama.seq2seq_generate(
                 model,
                 self.params,
-                sequence,
-                valid,
+                tokens,
                 max_length,
                 prompt_index=index,
                 vocab_limit=self.vocab_limit,
             )
+        empty = np.zeros((tokens.shape[0], 0), np.int32)
+        sequence, valid, _ = llama.seq2seq_layout(tokens, empty, model.bos_id, model.drop_input_eos)
         length = max(self.bank.lengths) + sequence.shape[1] + max_length
         if length not in self._prompt_caches:
             self._prompt_caches[length] = [

@@ -373,11 +373,14 @@ def test_greedy_decoding_with_the_cache_equals_rerunning_the_full_model(case, pr
     tokens, valid = _batch()  # rows of 11, 7 and 4 real tokens, right-padded
     got = np.asarray(llama.generate(model, params, tokens, valid, max_new_tokens=5))
     full = jax.jit(lambda p, t: model.apply({"params": p}, t))
+    width = tokens.shape[1] + 5  # one compile: zeros after a causal sequence change nothing
     for row in range(3):  # the reference: each row alone, the whole sequence every step
         sequence = list(tokens[row][valid[row]])
         for _ in range(5):
-            logits = full(params, np.asarray([sequence], np.int32))
-            sequence.append(int(np.argmax(logits[0, -1])))
+            padded = np.zeros((1, width), np.int32)
+            padded[0, : len(sequence)] = sequence
+            logits = full(params, padded)
+            sequence.append(int(np.argmax(logits[0, prompt + len(sequence) - 1])))
         assert list(got[row]) == sequence[-5:], row
     assert len(set(got.ravel().tolist())) > 5  # varied tokens: the check has teeth
 

@@ -592,13 +592,18 @@ def prompt_length(model: CausalLM, params: Any) -> int:
 
 def init_cache(model: CausalLM, params: Any, batch: int, length: int) -> Any:
     """An empty key/value cache for `batch` rows of `length` positions in all (prompt,
-    input and generated tokens)."""
+    input and generated tokens): zeros, shaped by tracing the model (nothing is computed)."""
     tokens = jnp.zeros((batch, length - prompt_length(model, params)), jnp.int32)
     index = jnp.zeros((batch,), jnp.int32) if prompts.takes_index(model.prompt_factory) else None
-    _, variables = model.apply(
-        {"params": params}, tokens, decode=True, prompt_index=index, mutable=["cache"]
-    )
-    return variables["cache"]
+
+    def create(p):
+        _, variables = model.apply(
+            {"params": p}, tokens, decode=True, prompt_index=index, mutable=["cache"]
+        )
+        return variables["cache"]
+
+    shapes = jax.eval_shape(create, params)
+    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
 def prompt_cache(config: LlamaConfig, params: Any, prompt: Array, length: int) -> Any:
@@ -609,14 +614,9 @@ def prompt_cache(config: LlamaConfig, params: Any, prompt: Array, length: int) -
     params = prompts.with_prompt(params, prompt)
     cache = init_cache(model, params, 1, length)
     # The prompt and one invalid placeholder token, which the next write replaces.
-    _, variables = model.apply(
-        {"params": params, "cache": cache},
-        jnp.zeros((1, 1), jnp.int32),
-        jnp.zeros((1, 1), bool),
-        decode=True,
-        mutable=["cache"],
-    )
-    return variables["cache"]
+    placeholder = jnp.zeros((1, 1), jnp.int32)
+    _, cache = _cached_apply(model, params, cache, placeholder, placeholder > 0, True, None)
+    return cache
 
 
 def bank_cache(config: LlamaConfig, caches: list, prompt_index: Array) -> Any:

@@ -98,25 +98,23 @@ def test_loss_and_prompt_gradient_equal_fixed_padding(placement):
     fixed = _batch([7, 21, 12, 30], 128, [2, 3, 2, 2], 8)
     cut = buckets.cut_to_buckets(fixed, buckets.LengthBuckets())
     assert cut["encoder_input_tokens"].shape[1] == 32
-    params = nn.unbox(
-        model.init(
-            jax.random.PRNGKey(0),
-            cut["encoder_input_tokens"],
-            cut["decoder_input_tokens"],
-            cut["decoder_target_tokens"],
-            enable_dropout=False,
-        )["params"]
-    )
+    init = jax.jit(lambda rng, *tokens: model.init(rng, *tokens, enable_dropout=False))
+    keys = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")
+    params = nn.unbox(init(jax.random.PRNGKey(0), *(cut[k] for k in keys))["params"])
     mask = trainable.trainable_mask(params, trainable.PROMPT_ONLY)
     train, frozen = trainable.partition(params, mask)
 
-    def loss_and_grad(batch):
-        (loss, metrics), grads = jax.value_and_grad(
+    @jax.jit  # one compile per width; op by op, every primitive would compile on its own
+    def value_and_grad(batch):
+        return jax.value_and_grad(
             lambda p: step.loss_and_metrics(
                 model, step.LossConfig(), p, frozen, batch, False, None
             ),
             has_aux=True,
         )(train)
+
+    def loss_and_grad(batch):
+        (loss, metrics), grads = value_and_grad(batch)
         return float(loss), float(metrics["tokens"]), jax.tree_util.tree_leaves(grads)
 
     loss_fixed, tokens_fixed, grads_fixed = loss_and_grad(fixed)

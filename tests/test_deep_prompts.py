@@ -62,14 +62,16 @@ def test_a_later_layers_prompt_replaces_exactly_that_layers_prompt_positions():
     config = tiny_t5()  # 2 encoder layers
     plain = _params(config, prompts.prompt_factory(P), seed=1)
     model = t5.Transformer(config, prompts.prompt_factory(P))
-    _, state = model.apply(
-        {"params": plain},
-        TOKENS,
-        enable_dropout=False,
-        method=t5.Transformer.encode,
-        capture_intermediates=lambda mdl, name: mdl.name == "layers_0",
-        mutable=["intermediates"],
-    )
+    _, state = jax.jit(
+        lambda p: model.apply(
+            {"params": p},
+            TOKENS,
+            enable_dropout=False,
+            method=t5.Transformer.encode,
+            capture_intermediates=lambda mdl, name: mdl.name == "layers_0",
+            mutable=["intermediates"],
+        )
+    )(plain)
     after_first = state["intermediates"]["encoder"]["layers_0"]["__call__"][0][0]  # [1, l, e]
     layers = jnp.stack([prompts.get_prompt(plain), after_first[0, :P]])
     deep = prompts.with_prompt(prompts.without_prompt(plain), layers)

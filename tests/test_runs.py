@@ -178,13 +178,17 @@ def test_a_listing_read_by_head_ends_quietly_and_sigpipe_is_left_to_python():
 @pytest.mark.parametrize(
     "missing", ["MODEL_DIR", "MIXTURE_OR_TASK_NAME", "INITIAL_CHECKPOINT_PATH"]
 )
-def test_required_values_fail_early_in_one_line(missing):
+def test_required_values_fail_early_in_one_line(missing, capsys):
+    from ptune import cli
+
     bindings = [f"--gin.{m}" for m in RUN_MACROS[:3] if not m.startswith(missing)]
-    proc = _ptune(
-        "train", "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/prompt_tuning.gin", *bindings
+    code = cli.main(
+        ["train", "--gin_file=models/t5_1_1_tiny.gin", "--gin_file=runs/prompt_tuning.gin"]
+        + bindings
     )
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"ptune: error: {missing} is required")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith(f"ptune: error: {missing} is required")
 
 
 @pytest.fixture(scope="module")

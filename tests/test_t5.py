@@ -391,8 +391,20 @@ def test_cli_info_xxl_total_params_abstractly():
         ),
     ],
 )
-def test_cli_bad_input_is_one_line(args, needle):
-    proc = _ptune("info", *args)
+def test_cli_bad_input_is_one_line(args, needle, capsys):
+    from ptune import cli
+
+    capsys.readouterr()
+    assert cli.main(["info", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err, err
+
+
+def test_a_bad_input_is_the_only_line_a_fresh_process_prints():
+    """The same in a new process: nothing else reaches stderr (TensorFlow's start-up lines,
+    a traceback)."""
+    proc = _ptune("info", "--gin_file=models/t5_1_1_tiny.gin", "--gin.t5.T5Config.num_heads=0")
     assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "num_heads must be a positive" in proc.stderr, (
+        proc.stderr
+    )

@@ -53,77 +53,41 @@ def active_tokenizer() -> TokenizerVocabulary | None:
     return _active_tokenizer
 
 
+class _Forwarded:
+    """A member of `_FollowsActiveTokenizer`: read from the active tokenizer while
+    `use_tokenizer` has set one, else from the vocabulary's own class (a property's value,
+    or a bound method)."""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, vocabulary, owner=None):
+        if vocabulary is None:
+            return self
+        source = _active_tokenizer or super(_FollowsActiveTokenizer, vocabulary)
+        return getattr(source, self.name)
+
+
 class _FollowsActiveTokenizer:
     """Mixin for the vocabularies tasks are registered with: while `use_tokenizer` has set a
     tokenizer, every member seqio or ptune reads answers from it; otherwise the base class does.
     The members are listed one by one so that nothing else is forwarded by accident."""
 
-    @property
-    def vocab_size(self):
-        active = _active_tokenizer
-        return active.vocab_size if active else super().vocab_size
-
-    @property
-    def _base_vocab_size(self):
-        active = _active_tokenizer
-        return active._base_vocab_size if active else super()._base_vocab_size
-
-    @property
-    def eos_id(self):
-        active = _active_tokenizer
-        return active.eos_id if active else super().eos_id
-
-    @property
-    def bos_id(self):
-        active = _active_tokenizer
-        return active.bos_id if active else super().bos_id
-
-    @property
-    def pad_id(self):
-        active = _active_tokenizer
-        return active.pad_id if active else super().pad_id
-
-    @property
-    def unk_id(self):
-        active = _active_tokenizer
-        return active.unk_id if active else super().unk_id
-
-    @property
-    def extra_ids(self):
-        active = _active_tokenizer
-        return active.extra_ids if active else super().extra_ids
-
-    def encode(self, s):
-        active = _active_tokenizer
-        return active.encode(s) if active else super().encode(s)
-
-    def decode(self, ids):
-        active = _active_tokenizer
-        return active.decode(ids) if active else super().decode(ids)
-
-    def encode_tf(self, s):
-        active = _active_tokenizer
-        return active.encode_tf(s) if active else super().encode_tf(s)
-
-    def decode_tf(self, ids):
-        active = _active_tokenizer
-        return active.decode_tf(ids) if active else super().decode_tf(ids)
-
-    def _encode(self, s):
-        active = _active_tokenizer
-        return active._encode(s) if active else super()._encode(s)
-
-    def _decode(self, ids):
-        active = _active_tokenizer
-        return active._decode(ids) if active else super()._decode(ids)
-
-    def _encode_tf(self, s):
-        active = _active_tokenizer
-        return active._encode_tf(s) if active else super()._encode_tf(s)
-
-    def _decode_tf(self, ids):
-        active = _active_tokenizer
-        return active._decode_tf(ids) if active else super()._decode_tf(ids)
+    vocab_size = _Forwarded()
+    _base_vocab_size = _Forwarded()
+    eos_id = _Forwarded()
+    bos_id = _Forwarded()
+    pad_id = _Forwarded()
+    unk_id = _Forwarded()
+    extra_ids = _Forwarded()
+    encode = _Forwarded()
+    decode = _Forwarded()
+    encode_tf = _Forwarded()
+    decode_tf = _Forwarded()
+    _encode = _Forwarded()
+    _decode = _Forwarded()
+    _encode_tf = _Forwarded()
+    _decode_tf = _Forwarded()
 
 
 def set_sentencepiece_path(path: str | None) -> None:

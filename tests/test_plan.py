@@ -125,13 +125,14 @@ def test_fit_prints_the_cheapest_setting_that_fits_and_its_flags_reproduce_it(ca
     simulated devices, so every plan runs in this process (one import, shared traces)."""
     from ptune import cli
 
+    run = [*TINY, "--gin_file=runs/prompt_tuning.gin", "--gin.PROMPT_LENGTH=4"]
+
     def plan(*args):
         capsys.readouterr()
         code = cli.main(["plan", *run, "--mesh_shape=1,1", *args])
         out = capsys.readouterr()
         return code, out.out, out.err
 
-    run = [*TINY, "--gin_file=runs/prompt_tuning.gin", "--gin.PROMPT_LENGTH=4"]
     code, roomy, err = plan("--fit=1GiB")
     assert code == 0, err[-3000:]
     assert "cheapest that fits: mesh 1x1, remat none, activations float32, frozen float32" in (

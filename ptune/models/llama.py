@@ -614,8 +614,8 @@ def prompt_cache(config: LlamaConfig, params: Any, prompt: Array, length: int) -
     params = prompts.with_prompt(params, prompt)
     cache = init_cache(model, params, 1, length)
     # The prompt and one invalid placeholder token, which the next write replaces.
-    placeholder = jnp.zeros((1, 1), jnp.int32)
-    _, cache = _cached_apply(model, params, cache, placeholder, placeholder > 0, True, None)
+    placeholder, invalid = jnp.zeros((1, 1), jnp.int32), jnp.zeros((1, 1), bool)
+    _, cache = _cached_apply(model, params, cache, placeholder, invalid, True, None)
     return cache
 
 

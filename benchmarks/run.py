@@ -19,7 +19,8 @@ in the same run (the best of several measurements), give MFU. Results go to
 
 `--device gpu` runs the ptune side on the GPU (the ptune path needs only jax, flax, optax);
 PEFT runs on CUDA if torch sees one, else its timings are left out (a GPU-vs-CPU ratio would
-mean nothing) while parity still runs on the CPU when torch is importable.
+mean nothing) while parity still runs on the CPU when torch is importable. On CUDA, PyTorch's
+timed steps use TF32 matmuls, as JAX's float32 default does there (parity runs before).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ NUMERICAL_CORE = (
     "ptune.errors",
     "ptune.models",
     "ptune.models.t5",
+    "ptune.models.llama",
     "ptune.step",
     "ptune.trainable",
     "ptune.optimizers",
@@ -240,6 +242,10 @@ def run_config(bench, args, jax_device, torch_module) -> dict:
         from benchmarks import torch_side
 
         torch_device = "cpu" if jax_device.platform == "cpu" else "cuda"
+        if torch_device == "cuda":  # JAX's float32 matmuls on a GPU use TF32: match them
+            torch_module.backends.cuda.matmul.allow_tf32 = True
+            torch_module.backends.cudnn.allow_tf32 = True
+        out["torch_tf32"] = torch_device == "cuda"
         full = torch_side.peft_model(hf, bench, prompt, train_everything=True)
         for name, model, lr, kind in (
             ("peft_prompt", wrapped, 0.3, "prompt"),

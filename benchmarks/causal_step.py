@@ -44,8 +44,7 @@ if REPO not in sys.path:
 
 from benchmarks import timing  # noqa: E402
 
-SHAPES = {}
-SHAPES["small"] = dict(
+SMALL = dict(
     vocab_size=32000,
     hidden_size=512,
     intermediate_size=1376,
@@ -59,17 +58,19 @@ SHAPES["small"] = dict(
     bos_token_id=1,
     eos_token_id=2,
 )
-# TinyLlama 1.1B (gin/models/tinyllama_1_1b.gin), random weights.
-SHAPES["tinyllama"] = dict(
-    SHAPES["small"],
-    hidden_size=2048,
-    intermediate_size=5632,
-    num_hidden_layers=22,
-    num_attention_heads=32,
-    num_key_value_heads=4,
-    max_position_embeddings=2048,
-)
-SHAPE = SHAPES["small"]  # the vocabulary and special ids, shared by both shapes
+SHAPES = {
+    "small": SMALL,
+    # TinyLlama 1.1B (gin/models/tinyllama_1_1b.gin), random weights; SMALL's vocabulary
+    "tinyllama": dict(
+        SMALL,
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+    ),
+}
 BATCH, INPUTS, TARGETS, PROMPT = 8, 128, 8, 100
 BOS, EOS = 1, 2
 # float32 on both sides, summed in different orders: the loss is a mean of ~50 values near
@@ -88,9 +89,9 @@ def seqio_batches(count: int, seed: int = 0) -> list[dict]:
         tgt = np.zeros((BATCH, TARGETS), np.int32)
         for row in range(BATCH):
             n, m = rng.integers(32, INPUTS + 1), rng.integers(2, TARGETS + 1)
-            enc[row, : n - 1] = rng.integers(3, SHAPE["vocab_size"], n - 1)
+            enc[row, : n - 1] = rng.integers(3, SMALL["vocab_size"], n - 1)
             enc[row, n - 1] = EOS
-            tgt[row, : m - 1] = rng.integers(3, SHAPE["vocab_size"], m - 1)
+            tgt[row, : m - 1] = rng.integers(3, SMALL["vocab_size"], m - 1)
             tgt[row, m - 1] = EOS
         out.append(
             {

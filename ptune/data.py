@@ -47,11 +47,47 @@ def get_task(name: str):
         raise UserError(str(e).splitlines()[0]) from e
 
 
-@contextlib.contextmanager
-def dataset_errors(task_name: str):
-    """Turns "the data is not here and cannot be fetched" into one line with the remedies."""
+# Modules whose pipeline functions are written for graph mode (data-dependent control flow in
+# tf ops), so tf.data needs no autograph conversion to trace them.
+GRAPH_MODE_MODULES = ("ptune.", "seqio.")
+
+
+def _module(fn) -> str:
+    fn = getattr(fn, "func", fn)  # functools.partial
+    return getattr(fn, "__module__", None) or type(fn).__module__
+
+
+def needs_autograph(task_name: str) -> bool:
+    """Whether building `task_name`'s pipeline (each task of a mixture) calls code outside
+    ptune and seqio: a preprocessor, a data source or its dataset function from the user's
+    own module, which may rely on autograph (a Python `if` on a tensor) as under t5x."""
+    from ptune.tasks import registry
+
     try:
-        yield
+        tasks = [registry.get_task_or_mixture(t) for t in registry.task_names(task_name)]
+    except (ValueError, KeyError):
+        return True  # an unknown name fails on its own, with autograph as seqio has it
+    for task in tasks:
+        source = task.source
+        source = getattr(source, "_inner", source)  # ptune's split tag around a source
+        code = [*task.preprocessors, source, getattr(source, "_dataset_fn", None)]
+        if any(fn is not None and not _module(fn).startswith(GRAPH_MODE_MODULES) for fn in code):
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def building_dataset(task_name: str):
+    """Builds a task's tf.data pipeline: "the data is not here and cannot be fetched" becomes
+    one line with the remedies, and where every function in it is ptune's or seqio's
+    (`needs_autograph`) tf.data traces them as written, without autograph's conversion, which
+    costs seconds at each process's first build and about a second at every later one."""
+    from tensorflow.python.autograph.core import ag_ctx
+
+    status = ag_ctx.Status.UNSPECIFIED if needs_autograph(task_name) else ag_ctx.Status.DISABLED
+    try:
+        with ag_ctx.ControlStatusCtx(status=status):
+            yield
     except UserError:
         raise  # already one line naming its cause (e.g. a malformed record's file and line)
     except Exception as e:  # noqa: BLE001  requests/urllib3/tfds each raise their own types
@@ -127,7 +163,7 @@ def check_task(
         # The objectives check their settings against the lengths and the vocabulary (room
         # for the sentinels, targets long enough) when the pipeline is built: build it now,
         # reading nothing, so a bad setting stops the run before anything is written.
-        with dataset_errors(task_name):
+        with building_dataset(task_name):
             seqio.get_dataset(
                 task_name,
                 task_feature_lengths=dict(feature_lengths),
@@ -155,7 +191,7 @@ def log_truncation(
         # task has none); corpora are cut to the lengths by design
         if task.name in pretraining.registered() or split not in task.splits:
             continue
-        with dataset_errors(task.name):
+        with building_dataset(task.name):
             ds = task.get_dataset(dict(feature_lengths), split=split, shuffle=False)
             read, totals = preprocessors.count_truncated(ds.take(limit))
         cut = {f: totals[f]["examples"] for f in totals}
@@ -294,7 +330,7 @@ def train_batches(
     shard = seqio.ShardInfo(index=shard_index, num_shards=num_shards) if num_shards > 1 else None
     if prompt_index and (pack or use_cached):
         raise UserError("multi-task prompts read the mixture uncached and unpacked")
-    with dataset_errors(task_name):
+    with building_dataset(task_name):
         ds = (
             _tagged_mixture(task_name, feature_lengths, split, seed, shard)
             if prompt_index

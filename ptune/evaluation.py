@@ -63,7 +63,7 @@ class Evaluation:
         self.batch_size = batch_size
         self.split = split
         self.buckets = buckets
-        with data.dataset_errors(task_name):
+        with data.building_dataset(task_name):
             self._evaluator = seqio.Evaluator(
                 task_name,
                 feature_converter=data.feature_converter(pack=False),

@@ -2,13 +2,15 @@
 from plain files (`--task_file`), a module named by MIXTURE_OR_TASK_MODULE, and an `import`
 line in a gin file. Each trains two steps of runs/demo.gin and evaluates."""
 
+import importlib
 import json
 import os
 
 import pytest
+import seqio
 
 from conftest import REPO
-from ptune import cli
+from ptune import cli, data
 
 DEMO_DATA = os.path.join(REPO, "tasks", "data", "demo")
 
@@ -37,11 +39,22 @@ def records(split, shuffle_files=False, seed=None):
     return tf.data.Dataset.from_tensor_slices(
         {{"inputs": [r[0] for r in rows], "targets": [r[1] for r in rows]}})
 
+@seqio.map_over_dataset
+def shout_long_inputs(ex):
+    import tensorflow as tf
+    # A Python `if` on a tensor: it needs autograph (tf.cond), as t5x users write them.
+    inputs = ex["inputs"]
+    if tf.strings.length(inputs) > 8:
+        inputs = tf.strings.upper(inputs)
+    return {{**ex, "inputs": inputs}}
+
 vocabulary = seqio.ByteVocabulary()
 seqio.TaskRegistry.add(
     {name!r},
     source=seqio.FunctionDataSource(records, splits=("train", "validation")),
-    preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos],
+    preprocessors=[
+        shout_long_inputs, seqio.preprocessors.tokenize, seqio.preprocessors.append_eos
+    ],
     output_features={{
         "inputs": seqio.Feature(vocabulary, add_eos=True),
         "targets": seqio.Feature(vocabulary, add_eos=True),
@@ -125,6 +138,29 @@ def test_a_plain_seqio_task_needs_its_selection_metric_named(tmp_path, capsys, m
     )
     assert code == 0, lines[-5:]
     assert json.load(open(tmp_path / "b" / "summary.json"))["best"]["metric"] == "accuracy"
+
+
+def test_a_users_own_preprocessor_keeps_autograph(tmp_path, monkeypatch):
+    """ptune builds its own tasks' pipelines without autograph (`data.needs_autograph`); a
+    task with the user's own code keeps it, so a Python `if` on a tensor works as in t5x."""
+    from tensorflow.python.autograph.core import ag_ctx
+
+    (tmp_path / "shouting_tasks.py").write_text(PLAIN_SEQIO.format(name="shouting_task"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("shouting_tasks")
+    task = seqio.get_mixture_or_task("shouting_task")
+    lengths = {"inputs": 16, "targets": 8}
+    assert data.needs_autograph("shouting_task") and not data.needs_autograph("ptune_demo")
+    with data.building_dataset("ptune_demo"):
+        assert ag_ctx.control_status_ctx().status == ag_ctx.Status.DISABLED
+    with data.building_dataset("shouting_task"):
+        ds = task.get_dataset(lengths, split="train", shuffle=False)
+    inputs = {ex["inputs_pretokenized"].decode() for ex in ds.as_numpy_iterator()}
+    assert inputs == {"GOOD FILM", "sad film"}
+    assert data.log_truncation("shouting_task", lengths, "train")["shouting_task"]["read"] == 16
+    with ag_ctx.ControlStatusCtx(status=ag_ctx.Status.DISABLED):  # what the check avoids
+        with pytest.raises(Exception, match="tf.Tensor. as a Python .bool."):
+            task.get_dataset(lengths, split="train", shuffle=False)
 
 
 @pytest.mark.parametrize(

@@ -333,10 +333,10 @@ def test_unreachable_data_is_one_line_with_the_remedies():
         match=r"task taskless_super_glue_rte_v102: its data is not "
         r"prepared here .* --tfds_data_dir",
     ):
-        with data.dataset_errors("taskless_super_glue_rte_v102"):
+        with data.building_dataset("taskless_super_glue_rte_v102"):
             raise requests.exceptions.ConnectionError("Max retries exceeded with url: RTE.zip")
     with pytest.raises(KeyError):  # other errors pass through untouched
-        with data.dataset_errors("x"):
+        with data.building_dataset("x"):
             raise KeyError("bug")
 
 

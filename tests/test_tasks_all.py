@@ -15,6 +15,7 @@ from superglue_records import CASES, RECORD, RECORD_TEXT
 from task_support import run_all, texts
 from transfer_records import MRQA_BIOASQ, SQUAD
 
+from ptune import data
 from ptune.tasks import registry
 
 DPR = {
@@ -96,6 +97,11 @@ def test_every_registered_task_is_covered():
     assert {base_of(name)[0] for name in TASKS} == set(BASES)
 
 
+def test_no_registered_mixture_needs_autograph():
+    mixtures = registry.list_mixtures(only_ptune=True)
+    assert mixtures and not [m for m in mixtures if data.needs_autograph(m)]
+
+
 def metric_results(name: str, examples: list, prediction: str) -> dict:
     """What the task's own postprocessor and metric functions report when the model outputs
     `prediction` for every example (rank classification: a made-up score per candidate)."""
@@ -121,7 +127,11 @@ def test_registered_task_runs_on_a_record(name):
     record, split, text, target, word = BASES[base]
     if with_word:
         text = f"{word} {text}"
-    out = run_all(name, [record], split)
+    # Built as ptune builds it: its functions are ptune's and seqio's, traced as written
+    # (no autograph conversion).
+    assert not data.needs_autograph(name)
+    with data.building_dataset(name):
+        out = run_all(name, [record], split)
     if name.endswith("_rank_classification") and split == "train":
         # Training reads only the correct candidate (T5's mode="train").
         assert [texts(ex) for ex in out] == [(text, target)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 from typing import Iterator, Mapping, Optional, Sequence
 
@@ -52,9 +53,13 @@ def get_task(name: str):
 GRAPH_MODE_MODULES = ("ptune.", "seqio.")
 
 
-def _module(fn) -> str:
-    fn = getattr(fn, "func", fn)  # functools.partial
-    return getattr(fn, "__module__", None) or type(fn).__module__
+def _modules(fn) -> list[str]:
+    """The modules of `fn`'s code: of a functools.partial, its function's and those of the
+    callables it binds (a user's function handed to a seqio preprocessor)."""
+    if isinstance(fn, functools.partial):
+        bound = [f for f in (*fn.args, *fn.keywords.values()) if callable(f)]
+        return [m for f in (fn.func, *bound) for m in _modules(f)]
+    return [getattr(fn, "__module__", None) or type(fn).__module__]
 
 
 def needs_autograph(task_name: str) -> bool:
@@ -67,11 +72,15 @@ def needs_autograph(task_name: str) -> bool:
         tasks = [registry.get_task_or_mixture(t) for t in registry.task_names(task_name)]
     except (ValueError, KeyError):
         return True  # an unknown name fails on its own, with autograph as seqio has it
+    from ptune.tasks import sources
+
     for task in tasks:
         source = task.source
-        source = getattr(source, "_inner", source)  # ptune's split tag around a source
-        code = [*task.preprocessors, source, getattr(source, "_dataset_fn", None)]
-        if any(fn is not None and not _module(fn).startswith(GRAPH_MODE_MODULES) for fn in code):
+        if isinstance(source, sources.SplitTagged):
+            source = source.inner
+        code = [*task.preprocessors, source, getattr(source, "_dataset_fn", None)]  # seqio's
+        modules = [m for fn in code if fn is not None for m in _modules(fn)]
+        if not all(m.startswith(GRAPH_MODE_MODULES) for m in modules):
             return True
     return False
 

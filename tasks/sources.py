@@ -247,6 +247,11 @@ class SplitTagged(seqio.DataSource):
         return f"SplitTagged({self._inner!r})"
 
     @property
+    def inner(self) -> seqio.DataSource:
+        """The source whose records are tagged."""
+        return self._inner
+
+    @property
     def supports_arbitrary_sharding(self) -> bool:
         return self._inner.supports_arbitrary_sharding
 

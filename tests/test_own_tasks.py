@@ -163,6 +163,31 @@ def test_a_users_own_preprocessor_keeps_autograph(tmp_path, monkeypatch):
             task.get_dataset(lengths, split="train", shuffle=False)
 
 
+@pytest.mark.parametrize("bound, needs", [({"key_map": {"inputs": "x"}}, False), ({}, True)])
+def test_a_users_function_bound_into_a_seqio_preprocessor_keeps_autograph(bound, needs):
+    """A functools.partial counts the callables it binds: seqio's `rekey` with a key map needs
+    no autograph; handed a function of the user's, it keeps it."""
+    import functools
+
+    def users_own(x):
+        return x
+
+    name = f"bound_into_seqio_{needs}"
+    demo = seqio.get_mixture_or_task("ptune_demo")
+    seqio.TaskRegistry.add(
+        name,
+        source=demo.source,  # ptune's
+        preprocessors=[
+            functools.partial(seqio.preprocessors.rekey, **(bound or {"fn": users_own}))
+        ],
+        output_features=demo.output_features,
+    )
+    try:
+        assert data.needs_autograph(name) == needs
+    finally:
+        seqio.TaskRegistry.remove(name)
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [

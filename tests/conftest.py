@@ -63,7 +63,12 @@ def t5_vocab(shared_data):
 def tiny_t5(**changes):
     """The suite's one tiny T5 1.1 (vocab 64, width 8, 2+2 layers, 8 relative buckets), with
     only what a test is about changed (e.g. `vocab_size=384` for the byte-level demo task).
-    Every architecture field is spelled out: T5Config has no defaults for them."""
+    Every architecture field is spelled out: T5Config has no defaults for them.
+
+    Dropout is off unless a test is about it (`dropout_rate=DROPOUT`: masks, their keys across
+    meshes, processes and resumes). On a CPU each dropout site's threefry draws compile as
+    rolled loops: a tiny train step compiles about 3x longer with dropout
+    (benchmarks/compile_step.py), and nothing else a test checks depends on it."""
     from ptune.models import t5
 
     return t5.T5Config(
@@ -76,10 +81,14 @@ def tiny_t5(**changes):
         mlp_dim=16,
         mlp_activations=("gelu", "linear"),
         logits_via_embedding=False,
-        dropout_rate=0.1,
+        dropout_rate=0.0,
         relative_attention_num_buckets=8,
         relative_attention_max_distance=16,
     ).replace(**changes)
+
+
+# T5 1.1's fine-tuning dropout, for the tests about dropout.
+DROPOUT = 0.1
 
 
 # The byte-level demo task's tiny model (its vocabulary has 259 ids, padded to 384 rows).

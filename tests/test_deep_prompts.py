@@ -9,7 +9,7 @@ import pytest
 from flax import linen as nn
 
 import ptune.tasks  # noqa: F401  registers the tasks
-from conftest import DEMO_TINY, tiny_run_config, tiny_t5
+from conftest import DEMO_TINY, DROPOUT, tiny_run_config, tiny_t5
 from ptune import cli, evaluation, prompts, recipe, trainable, trainer
 from ptune.errors import UserError
 from ptune.models import t5
@@ -46,7 +46,7 @@ def _params(config, factory, seed=0):
 def test_with_one_encoder_layer_deep_prompts_are_plain_prompt_tuning(dropout_seed):
     """No layer beyond the first: the deep prompt is the plain prefix prompt, exactly (with
     and without dropout)."""
-    config = tiny_t5(num_encoder_layers=1)
+    config = tiny_t5(num_encoder_layers=1, dropout_rate=DROPOUT)
     deep = _params(config, prompts.deep_factory(P))
     assert prompts.get_prompt(deep).shape == (1, P, E)
     plain = prompts.with_prompt(prompts.without_prompt(deep), prompts.get_prompt(deep)[0])

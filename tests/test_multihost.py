@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import tiny_t5
+from conftest import DROPOUT, tiny_t5
 
 STEPS = 3
 BATCH = 8
@@ -36,7 +36,14 @@ def _worker(mode: str, out_dir: str, process_id: int = 0, port: int = 0) -> None
     from ptune.models import t5
 
     assert jax.device_count() == 2 and jax.process_count() == (2 if mode == "multi" else 1)
-    cfg = tiny_t5(emb_dim=16, head_dim=8, mlp_dim=32, num_encoder_layers=1, num_decoder_layers=1)
+    cfg = tiny_t5(  # dropout on: both processes must draw one process's masks
+        emb_dim=16,
+        head_dim=8,
+        mlp_dim=32,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        dropout_rate=DROPOUT,
+    )
     factory = prompts.prompt_factory(4)
     model = t5.Transformer(cfg, factory)
     part = partitioning.Partitioner.create(partitioning.MeshConfig(mesh_shape=(2, 1)))

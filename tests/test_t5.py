@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from conftest import REPO, tiny_t5
+from conftest import DROPOUT, REPO, tiny_t5
 from ptune.models import t5
 
-TINY_11 = tiny_t5()
+TINY_11 = tiny_t5(dropout_rate=DROPOUT)
 TINY_10 = TINY_11.replace(mlp_activations=("relu",), logits_via_embedding=True)
 
 

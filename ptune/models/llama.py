@@ -212,7 +212,7 @@ class Linear(nn.Module):
         kernel = t5.param(
             self, "kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features), self.axes
         )
-        y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+        y = t5.project(x.astype(self.dtype), kernel.astype(self.dtype))
         if self.use_bias:
             zeros = nn.initializers.zeros_init()
             bias = t5.param(self, "bias", zeros, (self.features,), self.axes[1:])

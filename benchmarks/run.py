@@ -377,10 +377,11 @@ def main(argv=None) -> int:
     except ParityError as e:
         print(f"benchmarks: parity check failed, no table: {e}", file=sys.stderr)
         return 1
+    why = "--no_inference" if args.no_inference else f"{INFERENCE_CONFIG} was not run"
     results["inference"] = (
         results["configs"]
         .get(INFERENCE_CONFIG, {})
-        .get("inference", {"status": "not run", "reason": f"{INFERENCE_CONFIG} was not run"})
+        .get("inference", {"status": "not run", "reason": why})
     )
     results["peak_flops"] = {
         "jax_matmul_f32_2048": max(peaks["jax"]),

@@ -371,7 +371,12 @@ def test_greedy_decoding_with_the_cache_equals_rerunning_the_full_model(case, pr
         params = prompts.with_prompt(params, value)
     model = llama.CausalLM(config, factory)
     tokens, valid = _batch()  # rows of 11, 7 and 4 real tokens, right-padded
+    traced = llama._cache_shapes.cache_info().misses
     got = np.asarray(llama.generate(model, params, tokens, valid, max_new_tokens=5))
+    again = np.asarray(llama.generate(model, params, tokens, valid, max_new_tokens=5))
+    np.testing.assert_array_equal(again, got)
+    # The cache's shapes come from tracing the model once, not once per call.
+    assert llama._cache_shapes.cache_info().misses == traced + 1
     full = jax.jit(lambda p, t: model.apply({"params": p}, t))
     width = tokens.shape[1] + 5  # one compile: zeros after a causal sequence change nothing
     for row in range(3):  # the reference: each row alone, the whole sequence every step

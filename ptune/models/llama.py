@@ -580,10 +580,22 @@ def _ptune_name(name: str) -> Optional[str]:
     return None
 
 
+def _abstract(params: Any) -> tuple:
+    """`params` as a hashable key of shapes and dtypes: (treedef, ShapeDtypeStruct leaves)."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    return treedef, tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves)
+
+
 def prompt_length(model: CausalLM, params: Any) -> int:
     """How many positions `model`'s prompt module adds (0 without one); computes nothing."""
     if model.prompt_factory is None:
         return 0
+    return _prompt_length(model, *_abstract(params))
+
+
+@functools.lru_cache(maxsize=64)
+def _prompt_length(model: CausalLM, treedef, leaves: tuple) -> int:
+    params = jax.tree_util.tree_unflatten(treedef, leaves)
     tokens = jnp.zeros((1, 1), jnp.int32)
     index = jnp.zeros((1,), jnp.int32) if prompts.takes_index(model.prompt_factory) else None
     out = jax.eval_shape(lambda p: model.apply({"params": p}, tokens, prompt_index=index), params)
@@ -592,7 +604,15 @@ def prompt_length(model: CausalLM, params: Any) -> int:
 
 def init_cache(model: CausalLM, params: Any, batch: int, length: int) -> Any:
     """An empty key/value cache for `batch` rows of `length` positions in all (prompt,
-    input and generated tokens): zeros, shaped by tracing the model (nothing is computed)."""
+    input and generated tokens): zeros, shaped by tracing the model once per model, parameter
+    shapes, batch and length (nothing is computed; later calls reuse the shapes)."""
+    shapes = _cache_shapes(model, *_abstract(params), batch, length)
+    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+@functools.lru_cache(maxsize=64)
+def _cache_shapes(model: CausalLM, treedef, leaves: tuple, batch: int, length: int) -> Any:
+    params = jax.tree_util.tree_unflatten(treedef, leaves)
     tokens = jnp.zeros((batch, length - prompt_length(model, params)), jnp.int32)
     index = jnp.zeros((batch,), jnp.int32) if prompts.takes_index(model.prompt_factory) else None
 
@@ -602,8 +622,7 @@ def init_cache(model: CausalLM, params: Any, batch: int, length: int) -> Any:
         )
         return variables["cache"]
 
-    shapes = jax.eval_shape(create, params)
-    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    return jax.eval_shape(create, params)
 
 
 def prompt_cache(config: LlamaConfig, params: Any, prompt: Array, length: int) -> Any:

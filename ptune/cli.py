@@ -790,10 +790,9 @@ def enable_compilation_cache() -> None:
     )
     import jax
 
+    # Which compiles get a file is JAX's setting: those over a second by default
+    # ($JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS).
     jax.config.update("jax_compilation_cache_dir", directory)
-    # Only compiles that take a while are worth a file: writing every small one costs more
-    # on the first run than reading them saves on the second.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 NEEDS_DATA = ("train", "pretrain", "eval", "infer", "ensemble", "tasks", "explain")

@@ -10,6 +10,42 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 
+# The suite's programs are tiny, but XLA compiles hundreds of them: at LLVM optimisation level
+# 0 a tiny train step compiles in about half the time (benchmarks/compile_step.py; the suite's
+# times are in benchmarks/results/2026-11-26-test-suite.md). Set here, before jax starts, and
+# inherited by every worker and subprocess. Optimisation levels keep a program's semantics; no
+# tolerance changes. Runs of hundreds of steps take the default level again
+# (`users_compiler_env`). To run the whole suite as users compile, set a level yourself:
+# `XLA_FLAGS=--xla_backend_optimization_level=2 make test`.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+
+# Every compile gets a file in the run's shared cache (`_compilation_cache`), not only those over
+# JAX's default second: the workers and the `ptune` subprocesses compile many of the same small
+# programs.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
+def users_compiler_env(**extra: str) -> dict:
+    """The environment for a subprocess that runs many steps (where running, not compiling,
+    takes the time): this process's, with XLA's default optimisation level (the one users get)
+    instead of the suite's `FAST_COMPILE`, and `extra` variables."""
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if f != FAST_COMPILE]
+    return dict(os.environ, XLA_FLAGS=" ".join(flags), **extra)
+
+
+def simulated_devices_env(count: int, **extra: str) -> dict:
+    """The environment for a subprocess whose jax sees `count` CPU devices: this process's
+    environment and XLA flags, with the device count added (and `extra` variables)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    return dict(
+        os.environ,
+        XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={count}".strip(),
+        JAX_PLATFORMS="cpu",
+        **extra,
+    )
+
 
 def shared_path(*parts: str) -> str:
     """Path under ../shared/data; skips the calling test (saying why) when it is missing."""

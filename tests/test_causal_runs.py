@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import tiny_hf_llama
+from conftest import simulated_devices_env, tiny_hf_llama
 from ptune import cli
 from ptune.tasks import vocab
 
@@ -224,7 +224,7 @@ def test_the_checkpoint_is_read_slice_by_slice_into_each_devices_shards(tmp_path
 
     directory = tiny_hf_llama(tmp_path / "llama", intermediate_size=96)
     script = SHARDED_READ.format(directory=directory)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env = simulated_devices_env(4)
     proc = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
     )

@@ -11,7 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import traverse_util
 
-from conftest import REPO, SHARED_T5X_TINY, shared_path, tiny_t5
+from conftest import REPO, SHARED_T5X_TINY, shared_path, simulated_devices_env, tiny_t5
 from ptune import checkpoints, cli
 from ptune.errors import UserError
 from ptune.models import t5
@@ -125,8 +125,8 @@ def test_cli_info_and_convert(tiny_path, tmp_path, capsys):
     )
 
 
-def _run(code: str, env_extra=None) -> str:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", **(env_extra or {}))
+def _run(code: str, devices: int = 1) -> str:
+    env = simulated_devices_env(devices)
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         cwd=REPO,
@@ -187,7 +187,7 @@ def test_sharded_load_reads_slices_into_sharded_arrays(tiny_path, converted):
         emb = params["token_embedder"]["embedding"]
         print(len(jax.devices()), full, max(reads), emb.addressable_shards[0].data.shape)
     """,
-        {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+        devices=4,
     )
     devices, full, largest_sharded_read, shard = out.split(maxsplit=3)
     assert devices == "4" and shard.strip() == "(8032, 4)"

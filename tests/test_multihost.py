@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import DROPOUT, tiny_t5
+from conftest import DROPOUT, simulated_devices_env, tiny_t5
 
 STEPS = 3
 BATCH = 8
@@ -123,14 +123,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _env(devices: int) -> dict:
-    return dict(
-        os.environ,
-        JAX_PLATFORMS="cpu",
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-    )
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     here = os.path.abspath(__file__)
@@ -140,7 +132,7 @@ def runs(tmp_path_factory):
     procs = [
         subprocess.Popen(
             [sys.executable, here, "multi", str(multi), str(i), str(port)],
-            env=_env(1),
+            env=simulated_devices_env(1),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -149,7 +141,7 @@ def runs(tmp_path_factory):
     ]
     reference = subprocess.run(
         [sys.executable, here, "single", str(single)],
-        env=_env(2),
+        env=simulated_devices_env(2),
         capture_output=True,
         text=True,
         timeout=180,

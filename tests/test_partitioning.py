@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import DROPOUT, tiny_t5
+from conftest import DROPOUT, simulated_devices_env, tiny_t5
 
 # Sharding changes the order of float32 reductions (all-reduce of partial sums), nothing else.
 RTOL, ATOL = 1e-5, 1e-6
@@ -114,9 +114,7 @@ def _worker() -> dict:
 
 @pytest.fixture(scope="module")
 def results():
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
-    )
+    env = simulated_devices_env(8)
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__)],
         capture_output=True,

@@ -9,6 +9,8 @@ import time
 
 import numpy as np
 
+from conftest import users_compiler_env
+
 STEPS = 160
 
 
@@ -45,14 +47,25 @@ def _checkpoint_steps(model_dir):
     return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
 
 
+def _run(command):
+    """160 steps with dropout: running, not compiling, takes the time (`users_compiler_env`)."""
+    return subprocess.run(
+        command, capture_output=True, text=True, cwd="/", timeout=300, env=users_compiler_env()
+    )
+
+
 def test_sigkill_and_resume_equals_an_uninterrupted_run(tmp_path):
     straight = str(tmp_path / "straight")
-    proc = subprocess.run(_command(straight), capture_output=True, text=True, cwd="/", timeout=300)
+    proc = _run(_command(straight))
     assert proc.returncode == 0, proc.stderr[-2000:]
 
     killed = str(tmp_path / "killed")
     victim = subprocess.Popen(
-        _command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/"
+        _command(killed),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd="/",
+        env=users_compiler_env(),
     )
     deadline = time.time() + 240
     while time.time() < deadline and not any(s >= 30 for s in _checkpoint_steps(killed)):
@@ -64,7 +77,7 @@ def test_sigkill_and_resume_equals_an_uninterrupted_run(tmp_path):
     assert interrupted_at and max(interrupted_at) < STEPS, interrupted_at
     assert not os.path.exists(os.path.join(killed, "numpy_checkpoints", f"checkpoint_{STEPS}"))
 
-    proc = subprocess.run(_command(killed), capture_output=True, text=True, cwd="/", timeout=300)
+    proc = _run(_command(killed))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "resumed from" in proc.stderr
     np.testing.assert_array_equal(_final_prompt(killed), _final_prompt(straight))

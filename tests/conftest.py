@@ -11,7 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 
 # The suite's programs are tiny, but XLA compiles hundreds of them: at LLVM optimisation level
-# 0 a tiny train step compiles in about half the time (benchmarks/compile_step.py; the suite's
+# 0 a tiny train step compiles in 40-55% less time (benchmarks/compile_step.py; the suite's
 # times are in benchmarks/results/2026-11-26-test-suite.md). Set here, before jax starts, and
 # inherited by every worker and subprocess. Optimisation levels keep a program's semantics; no
 # tolerance changes. Runs of hundreds of steps take the default level again

@@ -67,11 +67,23 @@ class LengthBuckets:
         `maximum`, ascending."""
         given = getattr(self, feature)
         if given is None:
-            given, n = [], self.smallest
-            while n < maximum:
-                given += [n, n + n // 2] if self.midpoints and n >= 2 else [n]
-                n *= 2
+            given = self._series(maximum)
         return tuple(sorted({n for n in given if n < maximum})) + (maximum,)
+
+    def _series(self, upto: int) -> list[int]:
+        """The default lengths: powers of two from `smallest` below `upto`, each followed
+        (with `midpoints`) by the halfway length to the next."""
+        given, n = [], self.smallest
+        while n < upto:
+            given += [n, n + n // 2] if self.midpoints and n >= 2 else [n]
+            n *= 2
+        return given
+
+    def round_up(self, n: int) -> int:
+        """The smallest default length (`smallest`, powers of two and midpoints) that holds
+        `n`, without a feature's maximum: for lengths no task bounds, like a decoding
+        cache's."""
+        return min(m for m in self._series(2 * n + self.smallest) if m >= n)
 
     def width(self, feature: str, longest: int, maximum: int) -> int:
         """The smallest bucket of `feature` that holds `longest` tokens (at most `maximum`)."""

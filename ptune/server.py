@@ -20,7 +20,7 @@ from typing import Any, Hashable, Mapping, Optional, Sequence
 import jax
 import numpy as np
 
-from ptune import decoding, prompts
+from ptune import buckets, decoding, prompts
 from ptune.errors import UserError
 from ptune.models import llama, t5
 
@@ -67,6 +67,11 @@ class Bank:
         return prompt_index
 
 
+# The decoder-only key/value cache lengths: powers of two and their midpoints, so at most a
+# third of a cache is slots no row reaches.
+_CACHE_LENGTHS = buckets.LengthBuckets(smallest=16)
+
+
 class Server:
     """One frozen model with a bank of prompts, called with fixed batch shapes.
 
@@ -107,7 +112,8 @@ class Server:
 
     def _causal_generate(self, tokens, index, max_length: int):
         """Greedy decoding of a decoder-only model, each row continuing from its prompt's keys
-        and values, computed once per cache length for the whole bank (`llama.prompt_cache`);
+        and values, computed once per cache length bucket for the whole bank
+        (`llama.prompt_cache`);
         a prompt after the BOS (placement "after_bos") is recomputed with each request."""
         model = self.model
         if self.bank.placement != "prefix":
@@ -121,7 +127,9 @@ class Server:
             )
         empty = np.zeros((tokens.shape[0], 0), np.int32)
         sequence, valid, _ = llama.seq2seq_layout(tokens, empty, model.bos_id, model.drop_input_eos)
-        length = max(self.bank.lengths) + sequence.shape[1] + max_length
+        # Rounded up, so requests of nearby widths and lengths share the bank's caches and
+        # the compiled decoding step; the slots past a row's tokens are masked.
+        length = _CACHE_LENGTHS.round_up(max(self.bank.lengths) + sequence.shape[1] + max_length)
         if length not in self._prompt_caches:
             self._prompt_caches[length] = [
                 llama.prompt_cache(model.config, self.frozen, p[:n], length)

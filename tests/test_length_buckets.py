@@ -31,6 +31,10 @@ def test_default_buckets_are_powers_of_two_and_midpoints_up_to_the_feature_lengt
     pow2 = buckets.LengthBuckets(midpoints=False)
     assert pow2.lengths("inputs", 512) == (32, 64, 128, 256, 512)
     assert pow2.width("inputs", 33, 512) == 64
+    # Without a maximum (a decoding cache's length): the same series, as far as needed.
+    rounded = {n: default.round_up(n) for n in (1, 32, 33, 49, 384, 385, 5000)}
+    assert rounded == {1: 32, 32: 32, 33: 48, 49: 64, 384: 384, 385: 512, 5000: 6144}
+    assert [pow2.round_up(n) for n in (33, 5000)] == [64, 8192]
 
 
 def test_configured_buckets_are_sorted_and_capped():

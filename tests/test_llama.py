@@ -426,6 +426,45 @@ def test_decoding_from_precomputed_prompt_keys_and_values_equals_the_prompt_in_t
     assert len(set(np.asarray(got).ravel().tolist())) > 5
 
 
+def test_the_server_computes_the_banks_keys_and_values_once_for_nearby_request_widths():
+    """Requests 10 and 12 tokens wide (longest prompt 4, 5 new tokens) round up to one cache
+    length: the bank's keys and values are computed once, and each row decodes as it would
+    with its prompt in its input."""
+    from ptune import prompts
+    from ptune import server as server_lib
+
+    architecture, fields = CASES["llama3"]
+    hf = _hf_model(architecture, dict(fields, initializer_range=0.5), seed=7)
+    config = llama.from_hf_config(hf.config.to_dict())
+    params = llama.params_from_hf({k: v.numpy() for k, v in hf.state_dict().items()}, config)
+    rng = np.random.default_rng(9)
+    bank = {n: rng.uniform(-0.5, 0.5, (n, 32)).astype(np.float32) for n in (4, 2)}
+    server = server_lib.Server(
+        config,
+        params,
+        server_lib.Bank.from_arrays({f"p{n}": p for n, p in bank.items()}),
+        batch_size=2,
+        causal_layout=dict(bos_id=None, drop_input_eos=False),
+    )
+    for width in (10, 12):
+        tokens = rng.integers(2, 97, (2, width))
+        tokens[0, width - 3 :] = 0  # right padding
+        which = np.array([1, 0])
+        got = server.generate(tokens, which, max_length=5)
+        for row, prompt in enumerate((bank[2], bank[4])):
+            alone = llama.generate(
+                llama.CausalLM(config, prompts.prompt_factory(len(prompt))),
+                prompts.with_prompt(params, prompt),
+                tokens[row : row + 1],
+                tokens[row : row + 1] != 0,
+                max_new_tokens=5,
+            )
+            expected = server_lib.after_eos_zeroed(np.asarray(alone), 1)
+            np.testing.assert_array_equal(got[row], expected[0])
+    assert list(server._prompt_caches) == [24]  # 4 + 10 + 5 and 4 + 12 + 5 both round to 24
+    assert len(set(got.ravel().tolist())) > 5
+
+
 def test_prompts_move_between_ptune_and_peft_for_a_causal_lm(tmp_path):
     """ptune -> PEFT: a CAUSAL_LM adapter PEFT loads and computes ptune's logits with; and
     PEFT -> ptune: the adapter PEFT saves reads back as the same prompt."""

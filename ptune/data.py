@@ -161,6 +161,15 @@ def check_task(
             _ = feature.vocabulary.vocab_size
         except (OSError, ValueError) as e:
             raise UserError(f"task {task_name}: {e}") from e
+    from ptune.tasks import preprocessors
+
+    for sub in task.tasks if isinstance(task, seqio.Mixture) else [task]:
+        if preprocessors.add_sentinel in getattr(sub, "preprocessors", ()):
+            try:
+                for feature in sub.output_features.values():
+                    preprocessors.sentinel_id(feature.vocabulary)
+            except UserError as e:
+                raise UserError(f"task {sub.name}: {e}") from e
     from ptune.tasks import sources
 
     if split is not None and isinstance(task, seqio.Task) and split not in task.splits:

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 import seqio
 import tensorflow as tf
 
+from ptune.errors import UserError
 from ptune.tasks import labels
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -349,7 +350,14 @@ def rank_classification(dataset: tf.data.Dataset, *, label_names: Sequence[str])
 
 
 def sentinel_id(vocabulary: seqio.Vocabulary) -> int:
-    """`<extra_id_0>`: the last id of the vocabulary (32,099 for T5's)."""
+    """`<extra_id_0>`: the last id of the vocabulary (32,099 for T5's). A vocabulary without
+    extra ids (a decoder-only model's tokenizer) has none: its last id is a real token."""
+    if not vocabulary.extra_ids:
+        raise UserError(
+            "it ends its inputs with T5's sentinel <extra_id_0>, and its vocabulary has no "
+            "sentinel ids (a decoder-only model's tokenizer has none): use the task without "
+            "`_1_sentinel`"
+        )
     return vocabulary.vocab_size - 1
 
 

@@ -152,6 +152,16 @@ def test_bad_inputs_of_a_decoder_only_run_are_one_line(llama_dir, tmp_path, caps
         base + [f"--gin.INITIAL_CHECKPOINT_PATH='{llama_dir}'", "--gin_file=prompts/deep.gin"],
     )
     assert "deep prompts" in line
+    # T5's sentinel tasks need <extra_id_0>, which a tokenizer.json does not have.
+    line = _error(
+        capsys,
+        base
+        + [
+            f"--gin.INITIAL_CHECKPOINT_PATH='{llama_dir}'",
+            "--gin.MIXTURE_OR_TASK_NAME='super_glue_boolq_v102_1_sentinel'",
+        ],
+    )
+    assert "super_glue_boolq_v102_1_sentinel" in line and "no sentinel ids" in line
     # A T5 model file with a decoder-only checkpoint contradict each other.
     line = _error(
         capsys,

@@ -112,11 +112,22 @@ class Server:
 
     def _causal_generate(self, tokens, index, max_length: int):
         """Greedy decoding of a decoder-only model, each row continuing from its prompt's keys
-        and values, computed once per cache length bucket for the whole bank
-        (`llama.prompt_cache`);
-        a prompt after the BOS (placement "after_bos") is recomputed with each request."""
+        and values (after the BOS with placement "after_bos"), computed once per cache length
+        bucket for the whole bank (`llama.prompt_cache`). Recomputed with each request
+        instead: a prompt after the first token of a model without a BOS, and a batch with a
+        request whose input text is empty (its first new token reads the prompt's last
+        position, which the cache holds only as keys and values)."""
         model = self.model
-        if self.bank.placement != "prefix":
+        bos = model.bos_id if self.bank.placement == "after_bos" else None
+        empty = np.zeros((tokens.shape[0], 0), np.int32)
+        sequence, valid, _ = llama.seq2seq_layout(tokens, empty, model.bos_id, model.drop_input_eos)
+        sequence, valid = np.asarray(sequence), np.asarray(valid)
+        if bos is not None:  # each prompt's cache starts with the BOS
+            sequence, valid = sequence[:, 1:], valid[:, 1:]
+        requests = np.asarray(tokens).any(axis=1)  # the rows `_batched` added are all 0
+        if (self.bank.placement != "prefix" and bos is None) or np.any(
+            requests & ~valid.any(axis=1)
+        ):
             return llama.seq2seq_generate(
                 model,
                 self.params,
@@ -125,14 +136,14 @@ class Server:
                 prompt_index=index,
                 vocab_limit=self.vocab_limit,
             )
-        empty = np.zeros((tokens.shape[0], 0), np.int32)
-        sequence, valid, _ = llama.seq2seq_layout(tokens, empty, model.bos_id, model.drop_input_eos)
         # Rounded up, so requests of nearby widths and lengths share the bank's caches and
         # the compiled decoding step; the slots past a row's tokens are masked.
-        length = _CACHE_LENGTHS.round_up(max(self.bank.lengths) + sequence.shape[1] + max_length)
+        length = _CACHE_LENGTHS.round_up(
+            max(self.bank.lengths) + (bos is not None) + sequence.shape[1] + max_length
+        )
         if length not in self._prompt_caches:
             self._prompt_caches[length] = [
-                llama.prompt_cache(model.config, self.frozen, p[:n], length)
+                llama.prompt_cache(model.config, self.frozen, p[:n], length, bos)
                 for p, n in zip(self.bank.prompts, self.bank.lengths)
             ]
         cache = llama.bank_cache(model.config, self._prompt_caches[length], index)

@@ -465,6 +465,71 @@ def test_the_server_computes_the_banks_keys_and_values_once_for_nearby_request_w
     assert len(set(got.ravel().tolist())) > 5
 
 
+@pytest.mark.parametrize("placement, bos_id", [("after_bos", 96), ("prefix", None)])
+def test_the_server_decodes_as_each_request_with_its_prompt_in_its_input(placement, bos_id):
+    """seqio-style requests (text, then EOS, which the layout drops) over a bank of prompts of
+    lengths 4 and 2: after the BOS, from keys and values that hold the BOS and the prompt; or
+    first, with no BOS. A batch with an empty input text (only its EOS) decodes too, each row
+    as the model with the row's prompt in its input does, and scores targets as it does."""
+    from ptune import decoding, prompts
+    from ptune import server as server_lib
+
+    architecture, fields = CASES["llama3"]
+    hf = _hf_model(architecture, dict(fields, initializer_range=0.5), seed=11)
+    config = llama.from_hf_config(hf.config.to_dict())
+    params = llama.params_from_hf({k: v.numpy() for k, v in hf.state_dict().items()}, config)
+    rng = np.random.default_rng(12)
+    bank = {n: rng.uniform(-0.5, 0.5, (n, 32)).astype(np.float32) for n in (4, 2)}
+    layout = dict(bos_id=bos_id, drop_input_eos=True)
+    server = server_lib.Server(
+        config,
+        params,
+        server_lib.Bank.from_arrays({f"p{n}": p for n, p in bank.items()}, placement),
+        batch_size=3,
+        causal_layout=layout,
+    )
+    tokens = np.zeros((3, 9), np.int32)
+    tokens[0, :8] = [*rng.integers(3, 96, 7), 1]
+    tokens[1, :4] = [*rng.integers(3, 96, 3), 1]
+    tokens[2, :1] = [1]  # an empty text: only its EOS
+    which = np.array([1, 0, 1])
+
+    def alone(row):
+        prompt = bank[(4, 2)[which[row]]]
+        model = llama.CausalLM(config, prompts.prompt_factory(len(prompt), placement), **layout)
+        out = llama.seq2seq_generate(
+            model, prompts.with_prompt(params, prompt), tokens[row : row + 1], 5
+        )
+        return server_lib.after_eos_zeroed(np.asarray(out), 1)[0]
+
+    got = server.generate(tokens[:2], which[:2], max_length=5)  # 2 requests + a padding row
+    assert len(server._prompt_caches) == 1  # from the bank's keys and values
+    for row in range(2):
+        np.testing.assert_array_equal(got[row], alone(row))
+    got = server.generate(tokens, which, max_length=5)
+    for row in range(3):
+        np.testing.assert_array_equal(got[row], alone(row))
+    assert len(set(got[:2].ravel().tolist())) > 4
+    # Scores read each row's targets right after its own prompt, too.
+    targets = np.zeros((3, 4), np.int32)
+    targets[:, :3] = [*rng.integers(3, 96, (3, 2)).T, np.ones(3, np.int32)]
+    scores = server.score(tokens, targets, which)
+    for row in range(3):
+        prompt = bank[(4, 2)[which[row]]]
+        model = llama.CausalLM(config, prompts.prompt_factory(len(prompt), placement), **layout)
+        decoder_inputs = np.concatenate(
+            [np.zeros((1, 1), np.int32), targets[row : row + 1, :-1]], 1
+        )
+        expected = decoding.score(
+            model,
+            prompts.with_prompt(params, prompt),
+            tokens[row : row + 1],
+            decoder_inputs,
+            targets[row : row + 1],
+        )
+        np.testing.assert_allclose(scores[row], np.asarray(expected)[0], rtol=1e-5)
+
+
 def test_prompts_move_between_ptune_and_peft_for_a_causal_lm(tmp_path):
     """ptune -> PEFT: a CAUSAL_LM adapter PEFT loads and computes ptune's logits with; and
     PEFT -> ptune: the adapter PEFT saves reads back as the same prompt."""

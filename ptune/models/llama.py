@@ -376,7 +376,7 @@ class CausalLM(nn.Module):
         valid positions up to itself. `decode` uses the key/value cache (`generate`);
         `add_prompt=False` leaves the prompt out (a decoding step after the prefix);
         `prompt_index` [b] picks each row's prompt of a bank. `select` [b, k]: logits only at
-        these token positions (each moved past the prompt) -> [b, k, vocab]."""
+        these token positions (each moved past its row's prompt) -> [b, k, vocab]."""
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         b, length = tokens.shape
@@ -389,10 +389,12 @@ class CausalLM(nn.Module):
             ("vocab", "embed"),
         )
         x = jnp.take(embed, tokens, axis=0).astype(dtype)
+        row_prompt = jnp.zeros((b,), jnp.int32)  # each row's own prompt length (of a bank)
         if self.prompt_factory is not None and (add_prompt or self.is_initializing()):
             slot = PromptSlot(self.prompt_factory, name=prompts.PROMPT_PATH[0])
+            before = jnp.sum(valid, axis=1, dtype=jnp.int32)
             x, valid = slot(x, valid, prompt_index)
-        prompt_length = x.shape[1] - length
+            row_prompt = jnp.sum(valid, axis=1, dtype=jnp.int32) - before
         length = x.shape[1]
         x = t5.constrain(x, ("batch", "length", "embed"))
         if positions is None:
@@ -400,7 +402,7 @@ class CausalLM(nn.Module):
         stack = t5.layer_stack(DecoderLayer, cfg, cfg.num_hidden_layers, 2, decode=decode)
         x = stack(x, valid, positions)
         if select is not None:
-            x = jnp.take_along_axis(x, (select + prompt_length)[..., None], axis=1)
+            x = jnp.take_along_axis(x, (select + row_prompt[:, None])[..., None], axis=1)
         x = RMSNorm(cfg.rms_norm_eps, dtype, name="norm")(x)
         if cfg.tie_word_embeddings:
             logits = jnp.dot(x, embed.astype(dtype).T)
@@ -625,16 +627,22 @@ def _cache_shapes(model: CausalLM, treedef, leaves: tuple, batch: int, length: i
     return jax.eval_shape(create, params)
 
 
-def prompt_cache(config: LlamaConfig, params: Any, prompt: Array, length: int) -> Any:
-    """The keys and values of `prompt` [P, E] alone, computed once, in a one-row cache of
-    `length` slots: with a causal model and the prompt first, they do not depend on what
-    follows. `params` are the model's, without a prompt."""
-    model = CausalLM(config, prompts.prompt_factory(int(prompt.shape[0])))
+def prompt_cache(
+    config: LlamaConfig, params: Any, prompt: Array, length: int, bos_id: Optional[int] = None
+) -> Any:
+    """The keys and values of `prompt` [P, E] alone (with `bos_id`: of that token followed by
+    the prompt, placement "after_bos"), computed once, in a one-row cache of `length` slots:
+    with a causal model and the prompt first, they do not depend on what follows. `params`
+    are the model's, without a prompt."""
+    placement = "prefix" if bos_id is None else "after_bos"
+    model = CausalLM(config, prompts.prompt_factory(int(prompt.shape[0]), placement))
     params = prompts.with_prompt(params, prompt)
     cache = init_cache(model, params, 1, length)
-    # The prompt and one invalid placeholder token, which the next write replaces.
-    placeholder, invalid = jnp.zeros((1, 1), jnp.int32), jnp.zeros((1, 1), bool)
-    _, cache = _cached_apply(model, params, cache, placeholder, invalid, True, None)
+    # [BOS,] the prompt and one invalid placeholder token, which the next write replaces.
+    head = [] if bos_id is None else [bos_id]
+    tokens = jnp.asarray([head + [0]], jnp.int32)
+    valid = jnp.asarray([[True] * len(head) + [False]])
+    _, cache = _cached_apply(model, params, cache, tokens, valid, True, None)
     return cache
 
 
@@ -668,13 +676,15 @@ def generate(
     (embedding rows beyond the tokenizer's vocabulary) are never chosen."""
     b, length = tokens.shape
     valid = jnp.asarray(valid, bool)
-    prompt = 0
     if cache is None:
         prompt = prompt_length(model, params)
         cache = init_cache(model, params, b, prompt + length + max_new_tokens)
     index = None if prompt_index is None else jnp.asarray(prompt_index, jnp.int32)
+    before = _filled(cache)
     logits, cache = _cached_apply(model, params, cache, tokens, valid, True, index)
-    last = prompt + jnp.sum(valid, axis=1, dtype=jnp.int32) - 1  # each row's last real one
+    # Each row's last real position among the logits: the prompt (its own length, in a bank
+    # of prompts of different lengths) and its tokens fill slots from the first, in order.
+    last = _filled(cache) - before - 1
     logits = jnp.take_along_axis(logits, last[:, None, None], axis=1)
     out = [_greedy(logits[:, 0], vocab_limit)]
     for _ in range(max_new_tokens - 1):
@@ -683,6 +693,14 @@ def generate(
         logits, cache = _cached_apply(model, params, cache, step, ones, False, None)
         out.append(_greedy(logits[:, 0], vocab_limit))
     return jnp.stack(out, axis=1).astype(jnp.int32)
+
+
+def _filled(cache: Any) -> Array:
+    """[b]: how many slots of each row a cache holds (the same in every layer)."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(cache):
+        if getattr(path[-1], "key", None) == "index":
+            return leaf[0] if leaf.ndim == 2 else leaf  # scanned: the layer axis first
+    raise ValueError("not a decoding cache: it has no index")
 
 
 def _greedy(logits: Array, vocab_limit: Optional[int]) -> Array:

@@ -354,9 +354,9 @@ def sentinel_id(vocabulary: seqio.Vocabulary) -> int:
     extra ids (a decoder-only model's tokenizer) has none: its last id is a real token."""
     if not vocabulary.extra_ids:
         raise UserError(
-            "it ends its inputs with T5's sentinel <extra_id_0>, and its vocabulary has no "
-            "sentinel ids (a decoder-only model's tokenizer has none): use the task without "
-            "`_1_sentinel`"
+            "T5's `_1_sentinel` tasks end their inputs with the sentinel <extra_id_0>, and this "
+            "vocabulary has no sentinel ids (a decoder-only model's tokenizer has none): use "
+            "the task without `_1_sentinel`"
         )
     return vocabulary.vocab_size - 1
 

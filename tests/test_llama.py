@@ -61,6 +61,15 @@ def _hf_model(architecture, fields, seed=0):
     return model
 
 
+def _varied_llama3(seed):
+    """A Llama 3 with weights of std 0.5, not 0.02: a near-uniform model repeats one token,
+    which would not show whether decoding reads the right positions -> (config, params)."""
+    architecture, fields = CASES["llama3"]
+    hf = _hf_model(architecture, dict(fields, initializer_range=0.5), seed=seed)
+    config = llama.from_hf_config(hf.config.to_dict())
+    return config, llama.params_from_hf({k: v.numpy() for k, v in hf.state_dict().items()}, config)
+
+
 def _batch():
     rng = np.random.default_rng(0)
     tokens = rng.integers(1, 97, (3, 11))
@@ -395,10 +404,7 @@ def test_decoding_from_precomputed_prompt_keys_and_values_equals_the_prompt_in_t
     mixed batch decodes from them as each row would with its prompt in its input."""
     from ptune import prompts
 
-    architecture, fields = CASES["llama3"]
-    hf = _hf_model(architecture, dict(fields, initializer_range=0.5), seed=7)
-    config = llama.from_hf_config(hf.config.to_dict())
-    params = llama.params_from_hf({k: v.numpy() for k, v in hf.state_dict().items()}, config)
+    config, params = _varied_llama3(seed=7)
     rng = np.random.default_rng(8)
     bank = [rng.uniform(-0.5, 0.5, (n, 32)).astype(np.float32) for n in (4, 2)]
     tokens, valid = _batch()
@@ -433,10 +439,7 @@ def test_the_server_computes_the_banks_keys_and_values_once_for_nearby_request_w
     from ptune import prompts
     from ptune import server as server_lib
 
-    architecture, fields = CASES["llama3"]
-    hf = _hf_model(architecture, dict(fields, initializer_range=0.5), seed=7)
-    config = llama.from_hf_config(hf.config.to_dict())
-    params = llama.params_from_hf({k: v.numpy() for k, v in hf.state_dict().items()}, config)
+    config, params = _varied_llama3(seed=7)
     rng = np.random.default_rng(9)
     bank = {n: rng.uniform(-0.5, 0.5, (n, 32)).astype(np.float32) for n in (4, 2)}
     server = server_lib.Server(
@@ -474,10 +477,7 @@ def test_the_server_decodes_as_each_request_with_its_prompt_in_its_input(placeme
     from ptune import decoding, prompts
     from ptune import server as server_lib
 
-    architecture, fields = CASES["llama3"]
-    hf = _hf_model(architecture, dict(fields, initializer_range=0.5), seed=11)
-    config = llama.from_hf_config(hf.config.to_dict())
-    params = llama.params_from_hf({k: v.numpy() for k, v in hf.state_dict().items()}, config)
+    config, params = _varied_llama3(seed=11)
     rng = np.random.default_rng(12)
     bank = {n: rng.uniform(-0.5, 0.5, (n, 32)).astype(np.float32) for n in (4, 2)}
     layout = dict(bos_id=bos_id, drop_input_eos=True)

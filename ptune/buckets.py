@@ -71,8 +71,8 @@ class LengthBuckets:
         return tuple(sorted({n for n in given if n < maximum})) + (maximum,)
 
     def _series(self, upto: int) -> list[int]:
-        """The default lengths: powers of two from `smallest` below `upto`, each followed
-        (with `midpoints`) by the halfway length to the next."""
+        """The default lengths below `upto`: `smallest` doubled again and again, each
+        followed (with `midpoints`) by the halfway length to the next."""
         given, n = [], self.smallest
         while n < upto:
             given += [n, n + n // 2] if self.midpoints and n >= 2 else [n]
@@ -80,8 +80,8 @@ class LengthBuckets:
         return given
 
     def round_up(self, n: int) -> int:
-        """The smallest default length (`smallest`, powers of two and midpoints) that holds
-        `n`, without a feature's maximum: for lengths no task bounds, like a decoding
+        """The smallest default length (`smallest` times a power of two, or a midpoint) that
+        holds `n`, without a feature's maximum: for lengths no task bounds, like a decoding
         cache's."""
         return min(m for m in self._series(2 * n + self.smallest) if m >= n)
 

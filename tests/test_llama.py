@@ -474,7 +474,7 @@ def test_the_server_decodes_as_each_request_with_its_prompt_in_its_input(placeme
     lengths 4 and 2: after the BOS, from keys and values that hold the BOS and the prompt; or
     first, with no BOS. A batch with an empty input text (only its EOS) decodes too, each row
     as the model with the row's prompt in its input does, and scores targets as it does."""
-    from ptune import decoding, prompts
+    from ptune import prompts
     from ptune import server as server_lib
 
     config, params = _varied_llama3(seed=11)
@@ -510,24 +510,23 @@ def test_the_server_decodes_as_each_request_with_its_prompt_in_its_input(placeme
     for row in range(3):
         np.testing.assert_array_equal(got[row], alone(row))
     assert len(set(got[:2].ravel().tolist())) > 4
-    # Scores read each row's targets right after its own prompt, too.
+    # Scores: each target token's log-probability where the whole sequence (the row's prompt,
+    # [BOS,] its text without the EOS, then the target) predicts it.
     targets = np.zeros((3, 4), np.int32)
     targets[:, :3] = [*rng.integers(3, 96, (3, 2)).T, np.ones(3, np.int32)]
     scores = server.score(tokens, targets, which)
     for row in range(3):
         prompt = bank[(4, 2)[which[row]]]
-        model = llama.CausalLM(config, prompts.prompt_factory(len(prompt), placement), **layout)
-        decoder_inputs = np.concatenate(
-            [np.zeros((1, 1), np.int32), targets[row : row + 1, :-1]], 1
-        )
-        expected = decoding.score(
-            model,
-            prompts.with_prompt(params, prompt),
-            tokens[row : row + 1],
-            decoder_inputs,
-            targets[row : row + 1],
-        )
-        np.testing.assert_allclose(scores[row], np.asarray(expected)[0], rtol=1e-5)
+        model = llama.CausalLM(config, prompts.prompt_factory(len(prompt), placement))
+        head = [] if bos_id is None else [bos_id]
+        text = [int(t) for t in tokens[row] if t][:-1]
+        target = [int(t) for t in targets[row] if t]
+        sequence = np.asarray([head + text + target], np.int32)
+        logits = model.apply({"params": prompts.with_prompt(params, prompt)}, sequence)[0]
+        start = len(prompt) + len(head) + len(text) - 1  # predicts the first target token
+        log_probs = jax.nn.log_softmax(logits[start : start + len(target)], axis=-1)
+        expected = sum(float(log_probs[j, t]) for j, t in enumerate(target))
+        np.testing.assert_allclose(scores[row], expected, rtol=1e-5)
 
 
 def test_prompts_move_between_ptune_and_peft_for_a_causal_lm(tmp_path):

@@ -300,15 +300,15 @@ def test_dense_layers_gradients_equal_the_plain_matmuls_bit_for_bit(shape, dtype
         np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32), name)
 
 
-@pytest.mark.parametrize("bias_rows", [1, 3])
-def test_the_position_bias_add_and_its_gradients_equal_the_plain_add(bias_rows):
+@pytest.mark.parametrize("bias_shape", [(1, 2, 5, 7), (3, 2, 5, 7), (1, 2, 1, 7)])
+def test_the_position_bias_add_and_its_gradients_equal_the_plain_add(bias_shape):
     """`t5.add_position_bias` only changes how the bias's gradient is summed over the batch (a
     CPU speed fix): the output and the logits' gradient are `+`'s bit for bit, the bias's
-    gradient equal to float32 summation order (1e-6 relative, over 3 rows); without a
-    broadcast (a bias per row) it is the cotangent itself."""
+    gradient equal to float32 summation order (1e-6 relative, over 3 rows); a bias per row
+    gets the cotangent itself, one broadcast over other axes too their sum."""
     rng = np.random.default_rng(1)
     logits = jnp.asarray(rng.standard_normal((3, 2, 5, 7)), jnp.float32)
-    bias = jnp.asarray(rng.standard_normal((bias_rows, 2, 5, 7)), jnp.float32)
+    bias = jnp.asarray(rng.standard_normal(bias_shape), jnp.float32)
     ct = jnp.asarray(rng.standard_normal((3, 2, 5, 7)), jnp.float32)
 
     def outputs_and_gradients(fn):

@@ -376,7 +376,8 @@ class CausalLM(nn.Module):
         valid positions up to itself. `decode` uses the key/value cache (`generate`);
         `add_prompt=False` leaves the prompt out (a decoding step after the prefix);
         `prompt_index` [b] picks each row's prompt of a bank. `select` [b, k]: logits only at
-        these token positions (each moved past its row's prompt) -> [b, k, vocab]."""
+        these token positions (each moved past its row's prompt; -1 is the position before
+        the first token: the prompt's last vector) -> [b, k, vocab]."""
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         b, length = tokens.shape
@@ -402,7 +403,8 @@ class CausalLM(nn.Module):
         stack = t5.layer_stack(DecoderLayer, cfg, cfg.num_hidden_layers, 2, decode=decode)
         x = stack(x, valid, positions)
         if select is not None:
-            x = jnp.take_along_axis(x, (select + row_prompt[:, None])[..., None], axis=1)
+            at = jnp.maximum(select + row_prompt[:, None], 0)
+            x = jnp.take_along_axis(x, at[..., None], axis=1)
         x = RMSNorm(cfg.rms_norm_eps, dtype, name="norm")(x)
         if cfg.tie_word_embeddings:
             logits = jnp.dot(x, embed.astype(dtype).T)
@@ -427,7 +429,7 @@ class CausalLM(nn.Module):
             encoder_input_tokens, decoder_target_tokens, self.bos_id, self.drop_input_eos
         )
         steps = jnp.arange(decoder_target_tokens.shape[1], dtype=jnp.int32)
-        select = jnp.maximum(prefix[:, None] - 1 + steps[None], 0)
+        select = prefix[:, None] - 1 + steps[None]  # -1: the prompt's last vector
         return self(tokens, valid, prompt_index=prompt_index, select=select)
 
 

@@ -238,10 +238,13 @@ def _add_position_bias_forward(logits, bias):
 
 
 def _add_position_bias_backward(bias_shape, ct):
-    if bias_shape[0] == ct.shape[0]:  # one bias per row: nothing was broadcast
-        return ct, ct
-    rows = ct.reshape(ct.shape[0], -1)
-    return ct, jnp.dot(jnp.ones(rows.shape[:1], rows.dtype), rows).reshape(bias_shape)
+    if bias_shape[0] == 1 < ct.shape[0] and tuple(bias_shape[1:]) == ct.shape[1:]:
+        rows = ct.reshape(ct.shape[0], -1)
+        ones = jnp.ones(rows.shape[:1], rows.dtype)
+        summed = jnp.dot(ones, rows, precision=jax.lax.Precision.HIGHEST)  # float32 on TPUs
+        return ct, summed.reshape(bias_shape)
+    broadcast = tuple(i for i, (n, m) in enumerate(zip(bias_shape, ct.shape)) if n != m)
+    return ct, jnp.sum(ct, axis=broadcast, keepdims=True)
 
 
 add_position_bias.defvjp(_add_position_bias_forward, _add_position_bias_backward)

@@ -305,7 +305,7 @@ def test_the_position_bias_add_and_its_gradients_equal_the_plain_add(bias_shape)
     """`t5.add_position_bias` only changes how the bias's gradient is summed over the batch (a
     CPU speed fix): the output and the logits' gradient are `+`'s bit for bit, the bias's
     gradient equal to float32 summation order (1e-6 relative, over 3 rows); a bias per row
-    gets the cotangent itself, one broadcast over other axes too their sum."""
+    gets the cotangent itself, and a bias broadcast along other axes as well their sum."""
     rng = np.random.default_rng(1)
     logits = jnp.asarray(rng.standard_normal((3, 2, 5, 7)), jnp.float32)
     bias = jnp.asarray(rng.standard_normal(bias_shape), jnp.float32)

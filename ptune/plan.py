@@ -34,6 +34,7 @@ import numpy as np
 from ptune import prompts, recipe
 from ptune import step as step_lib
 from ptune import trainable as trainable_lib
+from ptune.models import attention
 
 PyTree = Any
 GIB = 1024**3
@@ -123,7 +124,8 @@ def plan_training(
         )
     train_step = run.train_step(loss, seed=0)
     start = time.perf_counter()
-    compiled = train_step.lower(state_abstract, frozen_abstract, batch).compile()
+    with attention.batched_on_every_platform():  # the accelerator's attention, not the CPU's
+        compiled = train_step.lower(state_abstract, frozen_abstract, batch).compile()
     seconds = time.perf_counter() - start
     memory = compiled.memory_analysis()
     counts = trainable_lib.count(run.mask, run.abstract_params)

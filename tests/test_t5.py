@@ -300,29 +300,6 @@ def test_dense_layers_gradients_equal_the_plain_matmuls_bit_for_bit(shape, dtype
         np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32), name)
 
 
-@pytest.mark.parametrize("bias_shape", [(1, 2, 5, 7), (3, 2, 5, 7), (1, 2, 1, 7)])
-def test_the_position_bias_add_and_its_gradients_equal_the_plain_add(bias_shape):
-    """`t5.add_position_bias` only changes how the bias's gradient is summed over the batch (a
-    CPU speed fix): the output and the logits' gradient are `+`'s bit for bit, the bias's
-    gradient equal to float32 summation order (1e-6 relative, over 3 rows); a bias per row
-    gets the cotangent itself, and a bias broadcast along other axes as well their sum."""
-    rng = np.random.default_rng(1)
-    logits = jnp.asarray(rng.standard_normal((3, 2, 5, 7)), jnp.float32)
-    bias = jnp.asarray(rng.standard_normal(bias_shape), jnp.float32)
-    ct = jnp.asarray(rng.standard_normal((3, 2, 5, 7)), jnp.float32)
-
-    def outputs_and_gradients(fn):
-        y, vjp = jax.vjp(fn, logits, bias)
-        return (y, *vjp(ct))
-
-    ours = jax.jit(lambda: outputs_and_gradients(t5.add_position_bias))()
-    plain = jax.jit(lambda: outputs_and_gradients(jnp.add))()
-    for name, a, b in zip(("output", "logits gradient"), ours[:2], plain[:2]):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), name)
-    assert ours[2].shape == bias.shape
-    np.testing.assert_allclose(np.asarray(ours[2]), np.asarray(plain[2]), rtol=1e-6, atol=1e-6)
-
-
 def test_scanned_model_equals_unscanned(tiny):
     model, params, logits, enc, dec_in, dec_tgt = tiny
     scanned_model = t5.Transformer(TINY_11.replace(scan_layers=True))

@@ -42,7 +42,7 @@ from flax import linen as nn
 
 from ptune import prompts
 from ptune.errors import UserError
-from ptune.models import t5
+from ptune.models import attention, t5
 
 Array = jax.Array
 
@@ -256,13 +256,17 @@ class SelfAttention(nn.Module):
         key_valid = valid
         if cache is not None:
             k, v, key_valid = self._write(cache, k, v, valid)
-        k, v = (jnp.repeat(t, h // kv, axis=2) for t in (k, v))
         key_slot = jnp.arange(k.shape[1], dtype=jnp.int32)
         mask = (key_slot[None, None, :] <= query_slot[:, :, None]) & key_valid[:, None, :]
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / np.sqrt(d)
-        scores = jnp.where(mask[:, None], scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, length, h * d)
+        out = attention.attend(
+            q,
+            k,
+            v,
+            mask=mask[:, None],
+            mask_value=float(jnp.finfo(jnp.float32).min),
+            scale=np.sqrt(d),
+            dtype=dtype,
+        ).reshape(b, length, h * d)
         return Linear(cfg.hidden_size, ("joined_kv", "embed"), False, dtype, name="o_proj")(out)
 
     def _cache(self, k, v, valid) -> Optional[dict]:

@@ -37,6 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from ptune.models import attention
+
 Array = jax.Array
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
@@ -221,35 +223,6 @@ def _project_backward(residuals, ct):
 project.defvjp(_project_forward, _project_backward)
 
 
-@jax.custom_vjp
-def add_position_bias(logits: Array, bias: Array) -> Array:
-    """logits [b, h, q, k] + bias [1, h, q, k] (the same for every row), as `+`, with the bias's
-    gradient taken as a matmul of the rows' gradients [b, h * q * k] with ones [b] rather than
-    a sum over the batch. On XLA's CPU backend the sum became one reduction over every layer's
-    logits gradient at once, 5% of a T5 1.1 Small model-tuning step; as matmuls the step is
-    about 4% faster (benchmarks/results/2026-11-27-vm-2cpu.md). The same value up to summation
-    order; a reduction over a data-sharded batch either way. A custom VJP: reverse mode
-    only."""
-    return logits + bias
-
-
-def _add_position_bias_forward(logits, bias):
-    return logits + bias, bias.shape
-
-
-def _add_position_bias_backward(bias_shape, ct):
-    if bias_shape[0] == 1 < ct.shape[0] and tuple(bias_shape[1:]) == ct.shape[1:]:
-        rows = ct.reshape(ct.shape[0], -1)
-        ones = jnp.ones(rows.shape[:1], rows.dtype)
-        summed = jnp.dot(ones, rows, precision=jax.lax.Precision.HIGHEST)  # float32 on TPUs
-        return ct, summed.reshape(bias_shape)
-    broadcast = tuple(i for i, (n, m) in enumerate(zip(bias_shape, ct.shape)) if n != m)
-    return ct, jnp.sum(ct, axis=broadcast, keepdims=True)
-
-
-add_position_bias.defvjp(_add_position_bias_forward, _add_position_bias_backward)
-
-
 class Embed(nn.Module):
     """Token embedding table [vocab, embed], shared by encoder and decoder."""
 
@@ -421,19 +394,25 @@ class MultiHeadAttention(nn.Module):
                 if bias is not None:
                     bias = jax.lax.dynamic_slice_in_dim(bias, index, 1, axis=2)
 
-        logits = jnp.einsum(
-            "bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32
-        ).astype(jnp.float32)
-        if bias is not None:
-            logits = add_position_bias(logits, bias.astype(jnp.float32))
-        if mask is not None:
-            logits = jnp.where(mask, logits, jnp.float32(_MASK_VALUE))
-        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        if self.dropout_rate > 0.0:
-            weights = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(
-                weights, deterministic=deterministic
+        dropout = None
+        if self.dropout_rate > 0.0 and not deterministic:
+            # flax's draw for weights [b, h, q, k] broadcast over q: the same keep mask as
+            # `nn.Dropout(rate, broadcast_dims=(-2,))` applied to the weights themselves.
+            shape = (query.shape[0], self.num_heads, 1, key.shape[1])
+            scaled = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(
+                jnp.ones(shape, jnp.float32), deterministic=False
             )
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, jnp.asarray(value, self.dtype))
+            dropout = (scaled > 0, 1.0 - self.dropout_rate)
+        out = attention.attend(
+            query,
+            key,
+            jnp.asarray(value, self.dtype),
+            bias=bias,
+            mask=mask,
+            mask_value=_MASK_VALUE,
+            dropout=dropout,
+            dtype=self.dtype,
+        )
         out = out.reshape(out.shape[:-2] + (features,))
         return Dense(
             emb, kernel_axes=("joined_kv", "embed"), dtype=self.dtype, kernel_init=base, name="out"

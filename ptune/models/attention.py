@@ -1,0 +1,136 @@
+"""Dot-product attention after the projections: one function for T5 and the decoder-only models.
+
+`attend` computes softmax(q·kᵀ [· scale] + bias, masked) · v over every head. On XLA's CPU
+backend it takes the heads one at a time (a [b, q, d] x [b, k, d] product each), elsewhere all
+heads in one batched product. Same values up to summation order (tests/test_attention.py);
+head by head, a T5 1.1 Small prompt-tuning step on 2 CPU cores is 10-15% faster: XLA's batched
+[b, h, q, k] products and the layout copies around them ran at a third of the matmul peak
+(benchmarks/results/2026-11-27-attention-vm-2cpu.md). On GPUs and TPUs the batched form keeps
+the large products and the heads' sharding, so the choice is made per platform at lowering
+(`jax.lax.platform_dependent`), not from the host's default backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+from typing import Any, Iterator, Optional
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+_BATCHED_EVERYWHERE = contextvars.ContextVar("batched_everywhere", default=False)
+
+
+@contextlib.contextmanager
+def batched_on_every_platform() -> Iterator[None]:
+    """Within: `attend` traces the batched form on CPUs too, for a program compiled on CPU
+    devices as a stand-in for an accelerator's (`ptune plan`'s memory analysis)."""
+    token = _BATCHED_EVERYWHERE.set(True)
+    try:
+        yield
+    finally:
+        _BATCHED_EVERYWHERE.reset(token)
+
+
+@jax.custom_vjp
+def add_position_bias(logits: Array, bias: Array) -> Array:
+    """logits [b, ..., q, k] + bias [1, ..., q, k] (the same for every row), as `+`, with the
+    bias's gradient taken as a matmul of the rows' gradients [b, rest] with ones [b] rather
+    than a sum over the batch. On XLA's CPU backend the sum became one reduction over every
+    layer's logits gradient at once, 5% of a T5 1.1 Small model-tuning step; as matmuls the
+    step is about 4% faster (benchmarks/results/2026-11-27-vm-2cpu.md). The same value up to
+    summation order; a reduction over a data-sharded batch either way. A custom VJP: reverse
+    mode only."""
+    return logits + bias
+
+
+def _add_position_bias_forward(logits, bias):
+    return logits + bias, bias.shape
+
+
+def _add_position_bias_backward(bias_shape, ct):
+    if bias_shape[0] == 1 < ct.shape[0] and tuple(bias_shape[1:]) == ct.shape[1:]:
+        rows = ct.reshape(ct.shape[0], -1)
+        ones = jnp.ones(rows.shape[:1], rows.dtype)
+        summed = jnp.dot(ones, rows, precision=jax.lax.Precision.HIGHEST)  # float32 on TPUs
+        return ct, summed.reshape(bias_shape)
+    broadcast = tuple(i for i, (n, m) in enumerate(zip(bias_shape, ct.shape)) if n != m)
+    return ct, jnp.sum(ct, axis=broadcast, keepdims=True)
+
+
+add_position_bias.defvjp(_add_position_bias_forward, _add_position_bias_backward)
+
+
+def attend(
+    query: Array,
+    key: Array,
+    value: Array,
+    *,
+    bias: Optional[Array] = None,
+    mask: Optional[Array] = None,
+    mask_value: float,
+    scale: Optional[float] = None,
+    dropout: Optional[tuple[Array, float]] = None,
+    dtype: Any = jnp.float32,
+) -> Array:
+    """query [b, q, h, d], key and value [b, k, g, d] (g divides h: query head i reads
+    key/value head i // (h / g)), bias [1, h, q, k], mask [b|1, 1|h, q, k] bool (False:
+    logit replaced by `mask_value`), dropout (keep [b, h, 1, k] bool, keep probability)
+    -> [b, q, h, d] in `dtype`.
+
+    Logits in float32, divided by `scale` when given; the softmax's weights cast to `dtype`
+    and, with dropout, kept where `keep` and divided by the keep probability (flax's
+    `nn.Dropout`). One query position (cached decoding) takes the batched form everywhere.
+    """
+    keep, keep_prob = dropout if dropout is not None else (None, 1.0)
+    args = (query, key, value, bias, mask, keep)
+    opts = dict(mask_value=mask_value, scale=scale, keep_prob=keep_prob, dtype=dtype)
+    batched = functools.partial(_batched, **opts)
+    if query.shape[1] == 1 or _BATCHED_EVERYWHERE.get():
+        return batched(*args)
+    return jax.lax.platform_dependent(
+        *args, cpu=functools.partial(_by_head, **opts), default=batched
+    )
+
+
+def _weights(logits, bias, mask, keep, *, mask_value, scale, keep_prob, dtype):
+    """Float32 logits [..., q, k] -> the attention weights in `dtype`."""
+    if scale is not None:
+        logits = logits / scale
+    if bias is not None:
+        logits = add_position_bias(logits, bias.astype(jnp.float32))
+    if mask is not None:
+        logits = jnp.where(mask, logits, jnp.float32(mask_value))
+    weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
+    if keep is not None:
+        if keep_prob == 0.0:  # flax's edge case: no NaN gradients through weights / 0
+            return jnp.zeros_like(weights)
+        weights = jax.lax.select(
+            jnp.broadcast_to(keep, weights.shape), weights / keep_prob, jnp.zeros_like(weights)
+        )
+    return weights
+
+
+def _batched(query, key, value, bias, mask, keep, **opts):
+    group = query.shape[2] // key.shape[2]
+    if group > 1:
+        key, value = (jnp.repeat(t, group, axis=2) for t in (key, value))
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+    weights = _weights(logits.astype(jnp.float32), bias, mask, keep, **opts)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, jnp.asarray(value, opts["dtype"]))
+
+
+def _by_head(query, key, value, bias, mask, keep, **opts):
+    group = query.shape[2] // key.shape[2]
+    outs = []
+    for i in range(query.shape[2]):
+        head = lambda t: None if t is None else t[:, i if t.shape[1] > 1 else 0]  # noqa: E731
+        k, v = key[:, :, i // group], value[:, :, i // group]
+        logits = jnp.einsum("bqd,bkd->bqk", query[:, :, i], k, preferred_element_type=jnp.float32)
+        weights = _weights(logits.astype(jnp.float32), head(bias), head(mask), head(keep), **opts)
+        outs.append(jnp.einsum("bqk,bkd->bqd", weights, jnp.asarray(v, opts["dtype"])))
+    return jnp.stack(outs, axis=2)

@@ -60,6 +60,7 @@ NUMERICAL_CORE = (
     "ptune",
     "ptune.errors",
     "ptune.models",
+    "ptune.models.attention",
     "ptune.models.t5",
     "ptune.models.llama",
     "ptune.step",

@@ -16,11 +16,16 @@ STEP_LABELS = {
     "peft_prompt": "PEFT prompt tuning",
     "hf_full": "transformers full fine-tuning",
 }
-# The issue's targets on the headline CPU configuration.
+# The targets on the headline CPU configuration (issue #15; its 2x prompt-step speedup over
+# PEFT at equal FLOPs was retired there: both sides run near the matmul peak).
 TARGETS = {
-    "speedup_vs_peft": (">=", 2.0, "ptune prompt step vs PEFT's (x faster)"),
+    "model_tuning_speedup_vs_transformers": (
+        ">=",
+        1.0,
+        "ptune model step vs transformers' full fine-tuning (x faster)",
+    ),
     "prompt_over_model_tuning": ("<=", 0.7, "ptune prompt step / model step time"),
-    "mfu": (">=", 0.4, "ptune prompt step MFU"),
+    "mfu": (">=", 0.6, "ptune prompt step MFU"),
 }
 
 

@@ -2,19 +2,20 @@
 
     .venv-bench/bin/python benchmarks/profile_step.py --config t5-1.1-small [--kind prompt]
 
-Traces a few steps of the benchmark's own jitted step (random weights of the same shape),
-then sums the duration of every XLA op event on the CPU worker threads by op kind (the HLO
-name without its number: `ynn_fusion` are YNNPACK fusions, mostly matmuls, `*_fusion`
-elementwise work, `transpose_copy_fusion` layout changes), and by role: each op looked up in
-the compiled HLO as a dense-layer matmul (2-D), an attention product (batched over batch and
-heads, 4-D), a layout copy or other work. Also prints the compiled step's FLOPs from XLA's
-cost analysis beside the analytic count of `flops.py`, and how many cores the process kept
-busy (its CPU time over wall time while stepping, untraced).
+Traces a few steps of the benchmark's own jitted step (random weights of the same shape) and
+splits the step's wall time among the XLA ops on the CPU worker threads: while n ops run at
+once, each is charged 1/n of that time, so the shares add up to the time some op ran (the
+rest is idle, printed too). Sums by op kind (the HLO name without its number: `ynn_fusion`
+are YNNPACK fusions, mostly matmuls, `*_fusion` elementwise work, `transpose_copy_fusion`
+layout changes) and by role: each op looked up in the compiled HLO as a dense-layer matmul
+(2-D), an attention product (batched over batch and heads, rank 3 or more), a layout copy or
+other work. Then every matmul by what it computes (the jax op it came from, its output shape
+and contraction length): its share of the wall time, its FLOPs and the rate it ran at, the
+slowest first among the costly ones. Also prints the compiled step's FLOPs from XLA's cost
+analysis beside the analytic count of `flops.py`, and how many cores the process kept busy
+(its CPU time over wall time while stepping, untraced).
 
-An op event lasts from its start to its end on one thread, so when XLA runs independent ops
-at once each looks longer and the events add up to more than the wall time: read the shares,
-not the sum, and the busy cores for utilisation. ptune's path only: runs where only jax, flax
-and optax exist.
+ptune's path only: runs where only jax, flax and optax exist.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
+import math
 import os
 import re
 import sys
@@ -37,41 +39,101 @@ import jax  # noqa: E402
 from benchmarks import flops, ptune_side, workloads  # noqa: E402
 
 
-def op_times(trace_dir: str) -> collections.Counter:
-    """{HLO op name: nanoseconds} over the XLA worker threads of the trace in `trace_dir`."""
+def op_times(trace_dir: str) -> tuple[collections.Counter, int]:
+    """({HLO op name: nanoseconds of wall time charged to it}, idle nanoseconds) over the XLA
+    worker threads of the trace in `trace_dir`; n ops running at once share the time."""
     path = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)[0]
     data = jax.profiler.ProfileData.from_file(path)
-    ops: collections.Counter = collections.Counter()
+    edges = []
     for plane in data.planes:
         for line in plane.lines:
             if "XLAEigen" not in line.name:
                 continue
             for event in line.events:
-                if event.name.startswith(("ThunkExecutor", "SlinkyThreadPool")):
-                    continue  # scheduling wrappers around the ops themselves
-                ops[event.name] += event.duration_ns
-    return ops
+                if event.name.startswith(_NOT_OPS):
+                    continue  # scheduling wrappers and markers around the ops themselves
+                edges += [(event.start_ns, 1, event.name), (event.end_ns, -1, event.name)]
+    edges.sort()
+    ops: collections.Counter = collections.Counter()
+    running: collections.Counter = collections.Counter()
+    idle, previous = 0, edges[0][0] if edges else 0
+    for time_ns, change, name in edges:
+        span, count = time_ns - previous, sum(running.values())
+        for op, n in running.items():
+            ops[op] += span * n / count
+        idle += span if count == 0 else 0
+        running[name] += change
+        running += collections.Counter()  # drops ops that ended
+        previous = time_ns
+    return ops, idle
+
+
+# Trace events on the worker threads that are not XLA ops.
+_NOT_OPS = ("ThunkExecutor", "SlinkyThreadPool", "ThreadpoolListener", "end: ")
+
+
+def _bodies(hlo_text: str) -> dict[str, str]:
+    """{computation name: its body} of an HLO module's text."""
+    return {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"\n%?([\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo_text, re.S)
+    }
 
 
 def op_roles(hlo_text: str) -> dict[str, str]:
     """{fusion or op name: role} from the compiled step's HLO: "dense matmul" (a 2-D dot
-    inside), "attention matmul" (a dot of rank 4 or more: batched over batch and heads),
-    "layout copy" (transpose/copy fusions without a dot), else "other"."""
-    bodies = {
-        m.group(1): m.group(2)
-        for m in re.finditer(r"\n%?([\w.\-]+) [^\n]*\{\n(.*?)\n\}", hlo_text, re.S)
-    }
-    roles = {}
-    for m in re.finditer(r"\n\s*%?([\w.\-]+) = [^\n]*?calls=%?([\w.\-]+)", hlo_text):
-        name, body = m.group(1), bodies.get(m.group(2), "")
-        ranks = [s.count(",") + 1 for s in re.findall(r"= \w+\[([\d,]*)\][^\n]* dot\(", body)]
-        if ranks:
-            roles[name] = "attention matmul" if max(ranks) >= 4 else "dense matmul"
-        elif "transpose" in name or "copy" in name:
-            roles[name] = "layout copy"
-    for m in re.finditer(r"\n\s*%?(dot[\w.\-]*) = \w+\[([\d,]*)\]", hlo_text):
-        roles[m.group(1)] = "attention matmul" if m.group(2).count(",") >= 3 else "dense matmul"
+    inside), "attention matmul" (a dot of rank 3 or more: batched over batch and heads, or
+    one head's batched over the batch), "layout copy" (transpose/copy fusions without a dot),
+    else "other"."""
+    dots = _op_dots(hlo_text)
+    roles = {name: role for name, (role, _, _) in dots.items()}
+    for m in re.finditer(r"\n\s*%?([\w.\-]+) = [^\n]*?calls=", hlo_text):
+        if m.group(1) not in dots and ("transpose" in m.group(1) or "copy" in m.group(1)):
+            roles[m.group(1)] = "layout copy"
     return roles
+
+
+def _op_dots(hlo_text: str) -> dict[str, tuple[str, int, str]]:
+    """{op name: (role, FLOPs, what)} for every op of the compiled step that is or holds a
+    dot: "what" is the jax op it came from (layer numbers dropped), its output shape and
+    contraction length."""
+    bodies = _bodies(hlo_text)
+    called = set(re.findall(r"calls=%?([\w.\-]+)", hlo_text))
+    fused = {  # instructions inside fusions: their fusion's event carries their time
+        m.group(1) for name in called for m in re.finditer(r"%([\w.\-]+) = ", bodies.get(name, ""))
+    }
+    found = {}
+    for m in re.finditer(r"\n\s*(?:ROOT )?%?([\w.\-]+) = ([^\n]*)", hlo_text):
+        name, rest = m.group(1), m.group(2)
+        calls = re.search(r"calls=%?([\w.\-]+)", rest)
+        body = bodies.get(calls.group(1), "") if calls else ""
+        dots = re.findall(r"\n?[^\n]*? dot\([^\n]*", body) if calls else []
+        if not calls and name not in fused and re.match(r"\w+\[[\d,]*\]\S* dot\(", rest):
+            dots, body = [m.group(0)], hlo_text
+        if not dots:
+            continue
+        shapes = {
+            d.group(1): [int(x) for x in d.group(2).split(",") if x]
+            for d in re.finditer(r"%([\w.\-]+) = \w+\[([\d,]*)\]", body)
+        }
+        flops, what, rank = 0, "", 0
+        for dot in dots:
+            d = re.search(r"= \w+\[([\d,]*)\]\S* dot\(%?([\w.\-]+), ", dot)
+            contract = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", dot)
+            if not d or not contract or d.group(2) not in shapes:
+                continue
+            out = [int(x) for x in d.group(1).split(",") if x]
+            k = math.prod(shapes[d.group(2)][int(i)] for i in contract.group(1).split(","))
+            flops += 2 * math.prod(out) * k
+            rank = max(rank, len(out))
+            source = re.search(r'op_name="(?:jit\([^)]*\)/)?([^"]*)"', dot)
+            source = re.sub(r"layers_\d+", "layers_N", source.group(1)) if source else "?"
+            pass_ = "backward" if "transpose(" in source else "forward"
+            source = source.split("Transformer.", 1)[-1]
+            what = f"{pass_} {source[-60:]} {out} K={k}"
+        if flops:
+            found[name] = ("attention matmul" if rank >= 3 else "dense matmul", flops, what)
+    return found
 
 
 def busy_cores(step, steps: int) -> float:
@@ -106,24 +168,38 @@ def main(argv=None) -> int:
                 step.run(i)
             wall = (time.perf_counter() - start) / args.steps
             jax.profiler.stop_trace()
-            ops = op_times(trace_dir)
-        roles = op_roles(step.hlo_text)
+            ops, idle = op_times(trace_dir)
+        roles, dots = op_roles(step.hlo_text), _op_dots(step.hlo_text)
         kinds: collections.Counter = collections.Counter()
         by_role: collections.Counter = collections.Counter()
         for name, ns in ops.items():
             kinds[re.sub(r"[._]\d+$", "", name)] += ns
             by_role[roles.get(name, "other")] += ns
-        total = sum(kinds.values())
+        total, per_step = sum(kinds.values()), lambda ns: ns / args.steps / 1e6  # noqa: E731
         print(
             f"{args.config} {kind} step: {wall * 1e3:.0f} ms wall; XLA flops "
             f"{step.xla_flops / 1e9:.1f} G, analytic {flops.step_flops(bench, kind) / 1e9:.1f} G; "
-            f"op time summed over worker threads {total / args.steps / 1e6:.0f} ms/step; "
+            f"ops ran {per_step(total):.0f} ms/step, none {per_step(idle):.0f} ms/step; "
             f"{busy_cores(step, args.steps):.2f} cores busy"
         )
         for name, ns in by_role.most_common():
-            print(f"  {ns / args.steps / 1e6:9.1f} ms/step {100 * ns / total:5.1f}%  [{name}]")
+            print(f"  {per_step(ns):9.1f} ms/step {100 * ns / total:5.1f}%  [{name}]")
         for name, ns in kinds.most_common(args.top):
-            print(f"  {ns / args.steps / 1e6:9.1f} ms/step {100 * ns / total:5.1f}%  {name}")
+            print(f"  {per_step(ns):9.1f} ms/step {100 * ns / total:5.1f}%  {name}")
+        matmuls: dict = collections.defaultdict(lambda: [0, 0.0, 0])
+        for name, (_, flop, what) in dots.items():
+            entry = matmuls[what]
+            entry[0], entry[1], entry[2] = (
+                entry[0] + 1,
+                entry[1] + ops.get(name, 0),
+                entry[2] + flop,
+            )
+        print("  matmuls by what they compute (ms/step, GFLOP/step, GFLOP/s, ops/step):")
+        for what, (count, ns, flop) in sorted(matmuls.items(), key=lambda kv: -kv[1][1])[
+            : args.top
+        ]:
+            rate = flop / (ns / args.steps) if ns else float("nan")
+            print(f"  {per_step(ns):9.1f} {flop / 1e9:7.2f} {rate:7.0f} x{count:<3d} {what}")
     return 0
 
 

@@ -406,7 +406,7 @@ class MultiHeadAttention(nn.Module):
         out = attention.attend(
             query,
             key,
-            jnp.asarray(value, self.dtype),
+            value,
             bias=bias,
             mask=mask,
             mask_value=_MASK_VALUE,

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from ptune.models import attention
+from conftest import tiny_t5
+from ptune.models import attention, t5
 
 MASK_VALUE = -1e10
 KW = dict(mask_value=MASK_VALUE, scale=None, keep_prob=1.0, dtype=jnp.float32)
@@ -77,22 +78,32 @@ def _dots(fn, *args) -> int:
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks the CPU backend's lowering")
-def test_on_cpu_attend_takes_the_heads_one_at_a_time_except_for_one_query_position():
-    """`attend` with every option, jitted: the CPU lowering computes 2 products per head
-    (4 heads: 8) and the batched form's values (1e-6); one query position (cached decoding),
-    the batched form and `attend` within `batched_on_every_platform` compute 2 in all."""
-    query, key, value, bias, mask = _inputs(3)
-    keep = jnp.asarray(np.random.default_rng(4).random((2, 4, 1, 7)) < 0.7)
+def test_on_cpu_attend_takes_the_heads_one_at_a_time_for_logits_of_64_x_64_or_more():
+    """`attend` with every option, jitted: for 64 x 64 logits the CPU lowering computes 2
+    products per head (4 heads: 8) and the batched form's values (1e-6); 32 x 64 logits, one
+    query position (cached decoding), the batched form and `attend` within
+    `batched_on_every_platform` compute 2 in all."""
+    query, key, value, bias, mask = _inputs(3, q=64, k=64)
+    keep = jnp.asarray(np.random.default_rng(4).random((2, 4, 1, 64)) < 0.7)
 
     def attend(q, k, v):
+        n = q.shape[1]
         return attention.attend(
-            q, k, v, bias=bias, mask=mask, mask_value=MASK_VALUE, dropout=(keep, 0.7)
+            q,
+            k,
+            v,
+            bias=bias[:, :, :n],
+            mask=mask[:, :, :n],
+            mask_value=MASK_VALUE,
+            dropout=(keep, 0.7),
         )
 
     def batched(q, k, v):
         return attention._batched(q, k, v, bias, mask, keep, **dict(KW, keep_prob=0.7))
 
+    assert attention.BY_HEAD_MIN_LOGITS == 64 * 64
     assert _dots(attend, query, key, value) == 2 * 4
+    assert _dots(attend, query[:, :32], key, value) == 2
     assert _dots(attend, query[:, :1], key, value) == 2
     assert _dots(batched, query, key, value) == 2
     with attention.batched_on_every_platform():  # `ptune plan`'s stand-in for accelerators
@@ -104,6 +115,43 @@ def test_on_cpu_attend_takes_the_heads_one_at_a_time_except_for_one_query_positi
         rtol=1e-6,
         atol=1e-6,
     )
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="compares the CPU's two forms")
+def test_a_t5_model_gives_the_same_logits_and_gradients_head_by_head_as_batched():
+    """The tiny T5 on 80 input tokens (self-attention logits 80 x 80: head by head on a CPU)
+    against the same model with `batched_on_every_platform`: logits and the gradient of a
+    loss with respect to every parameter agree to 1e-5 (float32, summation order only)."""
+    config = tiny_t5()
+    model = t5.Transformer(config)
+    rng = np.random.default_rng(5)
+    enc = rng.integers(1, 64, size=(2, 80)).astype(np.int32)
+    enc[1, 50:] = 0
+    tgt = rng.integers(1, 64, size=(2, 6)).astype(np.int32)
+    dec_in = np.concatenate([np.zeros((2, 1), np.int32), tgt[:, :-1]], axis=1)
+    params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), enc, dec_in, tgt)["params"])
+
+    def logits_and_gradients():
+        def loss(p):
+            logits = model.apply({"params": p}, enc, dec_in, tgt, enable_dropout=False)
+            return jnp.sum(jax.nn.log_softmax(logits) * jax.nn.one_hot(tgt, 64)), logits
+
+        (_, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        return logits, grads
+
+    compiled = jax.jit(logits_and_gradients).lower().compile()
+    with attention.batched_on_every_platform():
+        compiled_batched = jax.jit(lambda: logits_and_gradients()).lower().compile()
+    # The encoder's self-attention went head by head in one, batched in the other.
+    assert "bqd,bkd->bqk" in compiled.as_text()
+    assert "bqd,bkd->bqk" not in compiled_batched.as_text()
+    by_head, batched = compiled(), compiled_batched()
+    np.testing.assert_allclose(np.asarray(by_head[0]), np.asarray(batched[0]), rtol=1e-5, atol=1e-5)
+    flat = jax.tree_util.tree_leaves_with_path(by_head[1])
+    for (path, a), b in zip(flat, jax.tree_util.tree_leaves(batched[1])):
+        np.testing.assert_allclose(
+            np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5, err_msg=jax.tree_util.keystr(path)
+        )
 
 
 def test_dropout_keeps_the_mask_flax_draws_for_the_weights():

@@ -1,13 +1,14 @@
 """Dot-product attention after the projections: one function for T5 and the decoder-only models.
 
 `attend` computes softmax(q·kᵀ [/ scale] + bias, masked) · v over every head. On XLA's CPU
-backend it takes the heads one at a time (a [b, q, d] x [b, k, d] product each), elsewhere all
-heads in one batched product. Same values up to summation order (tests/test_attention.py).
-Head by head, a T5 1.1 Small prompt-tuning step on 2 CPU cores takes 0.89-0.91x the time:
-XLA's batched [b, h, q, k] products ran at 15-35% of the matmul peak, with layout copies
-around them (benchmarks/results/2026-11-27-vm-2cpu-by-head.md). On GPUs and TPUs the batched
-form keeps the large products and the heads' sharding, so the choice is made per platform at
-lowering (`jax.lax.platform_dependent`), not from the host's default backend.
+backend it takes the heads one at a time (a [b, q, d] x [b, k, d] product each) once their
+logits are 64 x 64 or more, elsewhere all heads in one batched product; the same values up to
+summation order (tests/test_attention.py). Head by head, a T5 1.1 Small prompt-tuning step on
+2 CPU cores takes 0.89-0.91x the time: XLA's batched [b, h, q, k] products ran at 15-35% of
+the matmul peak, with layout copies around them
+(benchmarks/results/2026-11-27-vm-2cpu-by-head.md). On GPUs and TPUs the batched form keeps
+the large products and the heads' sharding, so the choice is made per platform at lowering
+(`jax.lax.platform_dependent`), not from the host's default backend.
 """
 
 from __future__ import annotations
@@ -22,13 +23,20 @@ import jax.numpy as jnp
 
 Array = jax.Array
 
+# Head by head pays once each head's logits are this large: forward and backward on 2 CPU
+# cores (batch 8, 6 heads of 64) take 0.83x the batched time at 64 x 64 and 128 x 128, 0.63x
+# at 228 x 228, but 1.11x at 32 x 32 and 1.5x at 16 x 16; smaller programs also compile
+# faster batched (benchmarks/results/2026-11-27-vm-2cpu-by-head.md).
+BY_HEAD_MIN_LOGITS = 64 * 64
+
 _BATCHED_EVERYWHERE = contextvars.ContextVar("batched_everywhere", default=False)
 
 
 @contextlib.contextmanager
 def batched_on_every_platform() -> Iterator[None]:
     """Within: `attend` traces the batched form on CPUs too, for a program compiled on CPU
-    devices as a stand-in for an accelerator's (`ptune plan`'s memory analysis)."""
+    devices as a stand-in for an accelerator's (`ptune plan`'s memory analysis). It acts when
+    a function is traced: a jitted function already traced outside keeps its cached form."""
     token = _BATCHED_EVERYWHERE.set(True)
     try:
         yield
@@ -84,13 +92,15 @@ def attend(
 
     Logits in float32, divided by `scale` when given; the softmax's weights cast to `dtype`
     and, with dropout, kept where `keep` and divided by the keep probability (flax's
-    `nn.Dropout`). One query position (cached decoding) takes the batched form everywhere.
+    `nn.Dropout`). One query position (cached decoding) and logits of fewer than
+    `BY_HEAD_MIN_LOGITS` per head take the batched form everywhere.
     """
     keep, keep_prob = dropout if dropout is not None else (None, 1.0)
     args = (query, key, value, bias, mask, keep)
     opts = dict(mask_value=mask_value, scale=scale, keep_prob=keep_prob, dtype=dtype)
     batched = functools.partial(_batched, **opts)
-    if query.shape[1] == 1 or _BATCHED_EVERYWHERE.get():
+    small = query.shape[1] == 1 or query.shape[1] * key.shape[1] < BY_HEAD_MIN_LOGITS
+    if small or _BATCHED_EVERYWHERE.get():
         return batched(*args)
     return jax.lax.platform_dependent(
         *args, cpu=functools.partial(_by_head, **opts), default=batched

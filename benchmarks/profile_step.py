@@ -80,12 +80,11 @@ def _bodies(hlo_text: str) -> dict[str, str]:
     }
 
 
-def op_roles(hlo_text: str) -> dict[str, str]:
+def op_roles(hlo_text: str, dots: dict[str, tuple[str, int, str]]) -> dict[str, str]:
     """{fusion or op name: role} from the compiled step's HLO: "dense matmul" (a 2-D dot
     inside), "attention matmul" (a dot of rank 3 or more: batched over batch and heads, or
     one head's batched over the batch), "layout copy" (transpose/copy fusions without a dot),
-    else "other"."""
-    dots = _op_dots(hlo_text)
+    else "other". `dots`: `_op_dots(hlo_text)`."""
     roles = {name: role for name, (role, _, _) in dots.items()}
     for m in re.finditer(r"\n\s*%?([\w.\-]+) = [^\n]*?calls=", hlo_text):
         if m.group(1) not in dots and ("transpose" in m.group(1) or "copy" in m.group(1)):
@@ -102,20 +101,25 @@ def _op_dots(hlo_text: str) -> dict[str, tuple[str, int, str]]:
     fused = {  # instructions inside fusions: their fusion's event carries their time
         m.group(1) for name in called for m in re.finditer(r"%([\w.\-]+) = ", bodies.get(name, ""))
     }
+
+    def shapes_in(text):
+        return {
+            d.group(1): [int(x) for x in d.group(2).split(",") if x]
+            for d in re.finditer(r"%([\w.\-]+) = \w+\[([\d,]*)\]", text)
+        }
+
+    top_level = shapes_in(hlo_text)  # unique names across the module
     found = {}
     for m in re.finditer(r"\n\s*(?:ROOT )?%?([\w.\-]+) = ([^\n]*)", hlo_text):
         name, rest = m.group(1), m.group(2)
         calls = re.search(r"calls=%?([\w.\-]+)", rest)
         body = bodies.get(calls.group(1), "") if calls else ""
-        dots = re.findall(r"\n?[^\n]*? dot\([^\n]*", body) if calls else []
+        dots, shapes = re.findall(r"\n?[^\n]*? dot\([^\n]*", body), None
         if not calls and name not in fused and re.match(r"\w+\[[\d,]*\]\S* dot\(", rest):
-            dots, body = [m.group(0)], hlo_text
+            dots, shapes = [m.group(0)], top_level
         if not dots:
             continue
-        shapes = {
-            d.group(1): [int(x) for x in d.group(2).split(",") if x]
-            for d in re.finditer(r"%([\w.\-]+) = \w+\[([\d,]*)\]", body)
-        }
+        shapes = shapes or shapes_in(body)
         flops, what, rank = 0, "", 0
         for dot in dots:
             d = re.search(r"= \w+\[([\d,]*)\]\S* dot\(%?([\w.\-]+), ", dot)
@@ -169,7 +173,8 @@ def main(argv=None) -> int:
             wall = (time.perf_counter() - start) / args.steps
             jax.profiler.stop_trace()
             ops, idle = op_times(trace_dir)
-        roles, dots = op_roles(step.hlo_text), _op_dots(step.hlo_text)
+        dots = _op_dots(step.hlo_text)
+        roles = op_roles(step.hlo_text, dots)
         kinds: collections.Counter = collections.Counter()
         by_role: collections.Counter = collections.Counter()
         for name, ns in ops.items():
@@ -188,12 +193,7 @@ def main(argv=None) -> int:
             print(f"  {per_step(ns):9.1f} ms/step {100 * ns / total:5.1f}%  {name}")
         matmuls: dict = collections.defaultdict(lambda: [0, 0.0, 0])
         for name, (_, flop, what) in dots.items():
-            entry = matmuls[what]
-            entry[0], entry[1], entry[2] = (
-                entry[0] + 1,
-                entry[1] + ops.get(name, 0),
-                entry[2] + flop,
-            )
+            matmuls[what] = [a + b for a, b in zip(matmuls[what], (1, ops.get(name, 0), flop))]
         print("  matmuls by what they compute (ms/step, GFLOP/step, GFLOP/s, ops/step):")
         for what, (count, ns, flop) in sorted(matmuls.items(), key=lambda kv: -kv[1][1])[
             : args.top

@@ -17,22 +17,14 @@ it happened) and raised at the next of those points, before anything is saved, s
 checkpoint written is always a finite one. SIGTERM or SIGINT (preemption, Ctrl-C) finishes
 the current step, writes a checkpoint and raises `Preempted`; the same command resumes.
 
-MODEL_DIR layout:
-    config.gin, run.json          the configuration (gin) and the fingerprint resumes check
-    checkpoints/<step>/           Orbax: trainable params, optimizer state, step, data position
-    numpy_checkpoints/checkpoint_<step>/encoder.prompt.prompt.{npy,safetensors}; .../best/
-    metrics.jsonl, train/ (TensorBoard events), eval/<split>_step_<step>.json
-    summary.json                  task, model, prompt, counts, best score, steps, wall time
-    random_init/                  the demo's random frozen weights (ptune format), if any
+MODEL_DIR (its layout, lock, records, resume and `--overwrite`) is `ptune.run_dir`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import shutil
 import signal
 import threading
 import time
@@ -43,12 +35,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from ptune import atomic, buckets, data, distributed, evaluation, partitioning, prompts, recipe
+from ptune import run_dir as run_dir_lib
 from ptune import step as step_lib
 from ptune import trainable as trainable_lib
 from ptune.checkpoints import prompt_io
 from ptune.checkpoints.state import StateCheckpointer
 from ptune.errors import UserError
-from ptune.models import llama, t5
+from ptune.models import family, llama, t5
 
 log = logging.getLogger("ptune")
 PyTree = Any
@@ -115,6 +108,7 @@ class TrainConfig:
             "task_feature_lengths": dict(self.task_feature_lengths),
             "batch_size": self.batch_size,
             "prompt": None if self.prompt is None else self.prompt.describe(),
+            "initializer": _initializer_name(self.prompt),
             "trainable": list(self.trainable),
             "loss": dataclasses.asdict(self.loss),
             "frozen_dtype": self.frozen_dtype,
@@ -238,78 +232,6 @@ def initial_bank(cfg: TrainConfig, embedding: PyTree, tasks: Sequence[str]) -> d
     return out
 
 
-RUN_FILES = (
-    "checkpoints",
-    "numpy_checkpoints",
-    "train",
-    "eval",
-    "random_init",
-    "metrics.jsonl",
-    "summary.json",
-)
-
-
-def prepare_model_dir(cfg: TrainConfig, fingerprint: dict, config_text: str) -> None:
-    """Creates MODEL_DIR, or checks that it holds this very run (refuses another one)."""
-    run_file = os.path.join(cfg.model_dir, "run.json")
-    fingerprint = json.loads(json.dumps(fingerprint))
-    if os.path.exists(run_file):
-        with open(run_file) as f:
-            previous = json.load(f)
-        if previous != fingerprint:
-            if not cfg.overwrite:
-                changed = sorted(
-                    k
-                    for k in set(previous) | set(fingerprint)
-                    if previous.get(k) != fingerprint.get(k)
-                )
-                raise UserError(
-                    f"MODEL_DIR {cfg.model_dir} holds a run with a different "
-                    f"configuration (changed: {', '.join(changed)}); choose another "
-                    "MODEL_DIR or pass --overwrite to start it afresh"
-                )
-            log.warning("overwriting the run in %s", cfg.model_dir)
-            for name in RUN_FILES:
-                target = os.path.join(cfg.model_dir, name)
-                if os.path.isdir(target):
-                    shutil.rmtree(target)
-                elif os.path.exists(target):
-                    os.remove(target)
-    os.makedirs(cfg.model_dir, exist_ok=True)
-    atomic.write_json(run_file, fingerprint)
-    if config_text:
-        atomic.write_text(os.path.join(cfg.model_dir, "config.gin"), config_text)
-
-
-class MetricsLog:
-    """metrics.jsonl plus TensorBoard scalars (process 0 writes, others stay silent)."""
-
-    def __init__(self, model_dir: str, resume_step: int, enabled: bool):
-        self.enabled = enabled
-        self.path = os.path.join(model_dir, "metrics.jsonl")
-        self._writer = None
-        if not enabled:
-            return
-        if os.path.exists(self.path):  # forget what a killed run logged past its checkpoint
-            with open(self.path) as f:
-                kept = [line for line in f if json.loads(line)["step"] <= resume_step]
-            atomic.write_text(self.path, "".join(kept))
-        from clu import metric_writers
-
-        self._writer = metric_writers.create_default_writer(
-            os.path.join(model_dir, "train"), asynchronous=False
-        )
-
-    def write(self, step: int, split: str, values: Mapping[str, float]) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, "split": split, **values}, sort_keys=True) + "\n")
-        scalars = {f"{split}/{k}": v for k, v in values.items() if isinstance(v, (int, float))}
-        self._writer.write_scalars(step, scalars)
-        self._writer.flush()
-
-
 def _summarize(metrics: Mapping[str, jax.Array]) -> dict[str, float]:
     tokens = max(float(metrics["tokens"]), 1.0)
     return {
@@ -390,6 +312,10 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
 
     # ---- task, data and model configuration: every bad input fails here, before any work
     config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path)
+    run_dir = run_dir_lib.RunDir(
+        cfg.model_dir, cfg.fingerprint(config), overwrite=cfg.overwrite, primary=main_process
+    )
+    run_dir.check()
     causal_layout = _causal_layout(cfg, config)
     data.check_task(
         cfg.mixture_or_task_name,
@@ -425,10 +351,9 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     )
     run.partitioner.check_batch_size(cfg.batch_size)
     distributed.check_same_on_all_hosts(cfg.seed, "the seed")  # data order, dropout, init
-    if main_process:
-        prepare_model_dir(cfg, cfg.fingerprint(config), config_text)
 
     # ---- frozen weights (straight into their shards), prompt (replicated)
+    random_weights = None
     if cfg.checkpoint_path is None and counts_everything(cfg):
         log.warning(
             "initial weights: random from seed %d (training from scratch; set "
@@ -438,9 +363,7 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
         params = run.random_frozen(cfg.seed)
     elif cfg.checkpoint_path is None:
         log.warning("frozen model: RANDOM weights from seed %d (random_init=True)", cfg.seed)
-        params = run.random_frozen(cfg.seed)
-        if main_process:
-            _write_random_init(cfg, config, params)
+        params = random_weights = run.random_frozen(cfg.seed)  # written to MODEL_DIR below
     else:
         params = run.load_frozen(cfg.checkpoint_path)
     if cfg.prompt is not None:
@@ -457,165 +380,176 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     state, frozen = run.init_state(params, optimizer_step)
     del params
 
-    # ---- resume from this run's own latest checkpoint
-    checkpointer = StateCheckpointer(cfg.model_dir, cfg.keep_checkpoints)
-    best = BestPrompt(metric, cfg.early_stopping_patience)
-    latest = checkpointer.latest_step()
-    data_position = 0
-    if latest is not None:
-        state, meta = checkpointer.restore(latest, state)
-        best.restore(meta)
-        data_position = int(meta["data_position"])
-        log.info("resumed from %s at step %d", checkpointer.directory, latest)
-    start = int(state.step)
+    # ---- from here on MODEL_DIR is written (every check has passed): one writer, and a
+    # failure before the first checkpoint leaves it as it was (see ptune.run_dir)
+    with run_dir.open(config_text):
+        if main_process and random_weights is not None:
+            _write_random_init(cfg, config, random_weights)
+        del random_weights
+        # ---- resume from this run's own latest checkpoint
+        checkpointer = StateCheckpointer(cfg.model_dir, cfg.keep_checkpoints)
+        best = BestPrompt(metric, cfg.early_stopping_patience)
+        restored = checkpointer.restore_latest(state)
+        latest, data_position = None, 0
+        if restored is not None:
+            latest, state, meta = restored
+            best.restore(meta)
+            data_position = int(meta["data_position"])
+            log.info("resumed from %s at step %d", checkpointer.directory, latest)
+        start = int(state.step)
 
-    # ---- steps, data, evaluation, logging
-    train_step = run.train_step(cfg.loss, cfg.seed)
-    batches = data.train_batches(
-        cfg.mixture_or_task_name,
-        cfg.task_feature_lengths,
-        cfg.batch_size,
-        seed=cfg.seed,
-        split=cfg.train_split,
-        start_batch=data_position,
-        shard_index=jax.process_index(),
-        num_shards=jax.process_count(),
-        buckets=cfg.length_buckets,
-        prompt_index=bank is not None,
-    )
-    evaluator = None
-    if cfg.eval_period > 0:
-        evaluator = evaluation.Evaluation(
+        # ---- steps, data, evaluation, logging
+        train_step = run.train_step(cfg.loss, cfg.seed)
+        batches = data.train_batches(
             cfg.mixture_or_task_name,
-            cfg.eval_feature_lengths,
-            cfg.eval_batch_size or cfg.batch_size,
-            cfg.eval_split,
+            cfg.task_feature_lengths,
+            cfg.batch_size,
+            seed=cfg.seed,
+            split=cfg.train_split,
+            start_batch=data_position,
+            shard_index=jax.process_index(),
+            num_shards=jax.process_count(),
             buckets=cfg.length_buckets,
+            prompt_index=bank is not None,
         )
-    metrics_log = MetricsLog(cfg.model_dir, start, main_process)
-    first_bad = jnp.zeros((2,), jnp.float32)
-    result = TrainResult(start, state, None, None, best.best, False)
-
-    def check_finite() -> None:
-        bad_step, bad_loss = (float(x) for x in np.asarray(first_bad))
-        if bad_step:
-            last = checkpointer.latest_step()
-            raise UserError(
-                f"the training loss became {bad_loss} at step {int(bad_step)}; stopping "
-                f"(the last checkpoint, step {last}, is intact)"
+        evaluator = None
+        if cfg.eval_period > 0:
+            evaluator = evaluation.Evaluation(
+                cfg.mixture_or_task_name,
+                cfg.eval_feature_lengths,
+                cfg.eval_batch_size or cfg.batch_size,
+                cfg.eval_split,
+                buckets=cfg.length_buckets,
             )
+        metrics_log = run_dir_lib.MetricsLog(cfg.model_dir, start, main_process)
+        first_bad = jnp.zeros((2,), jnp.float32)
+        result = TrainResult(start, state, None, None, best.best, False)
 
-    def export_prompts(directory: str) -> None:
-        """The prompt as the model sees it; a multi-task bank as one file per task. Computed
-        from this host's copy (the prompt module is replicated), so one process may call it."""
-        local = prompts.with_module(
-            {}, jax.tree_util.tree_map(partitioning.gather, prompts.get_module(state.params))
-        )
-        if bank is None:
-            prompt_io.save_prompt(directory, np.asarray(prompts.effective_prompt(local)))
-            return
-        values = np.asarray(prompts.effective_bank(local, cfg.prompt.multi_task.combine))
-        prompt_io.save_bank(directory, dict(zip(bank, values)))
-
-    def save(step_number: int) -> None:
-        check_finite()
-        checkpointer.save(step_number, state, {"data_position": step_number, **best.to_meta()})
-        if main_process and cfg.prompt is not None:
-            export_prompts(prompt_io.step_directory(cfg.model_dir, step_number))
-
-    def evaluate(step_number: int) -> None:
-        check_finite()
-        with run.partitioner.context():
-            results = evaluator(
-                run.model,
-                trainable_lib.merge(state.params, frozen),
-                cfg.eval_num_beams,
-                {task: k for k, task in enumerate(bank)} if bank else None,
-            )
-        result.eval = results
-        score = evaluation.select(results, cfg.mixture_or_task_name, metric)
-        if main_process:
-            for task, values in results.items():
-                metrics_log.write(step_number, f"{cfg.eval_split}/{task}", values)
-            metrics_log.write(step_number, cfg.eval_split, {"score": score})
-            evaluation.write_results(
-                os.path.join(cfg.model_dir, "eval", f"{cfg.eval_split}_step_{step_number}.json"),
-                step_number,
-                results,
-                {"score": score, "metric": metric},
-            )
-        if best.update(step_number, score) and main_process and cfg.prompt is not None:
-            export_prompts(prompt_io.best_directory(cfg.model_dir))
-        result.best = best.best
-
-    # ---- the loop
-    progress = tqdm(
-        total=cfg.train_steps,
-        initial=min(start, cfg.train_steps),
-        unit="step",
-        disable=not main_process,
-        mininterval=1.0,
-        dynamic_ncols=True,
-    )
-    window_start, window_steps = time.perf_counter(), 0
-    step_number = start
-    with _Signals() as signals:
-        while step_number < cfg.train_steps:
-            state, metrics = train_step(state, frozen, run.partitioner.shard_batch(next(batches)))
-            step_number += 1
-            first_bad = _note_non_finite(first_bad, metrics, state.step)
-            window_steps += 1
-            progress.update(1)
-            last_step = step_number == cfg.train_steps
-            if step_number % cfg.log_period == 0 or last_step:
-                check_finite()
-                values = _summarize(metrics)
-                rate = window_steps / max(time.perf_counter() - window_start, 1e-9)
-                values["steps_per_sec"] = rate
-                progress.set_postfix(loss=f"{values['loss']:.4f}", steps_per_s=f"{rate:.2f}")
-                metrics_log.write(step_number, "train", values)
-                result.train = values
-                window_start, window_steps = time.perf_counter(), 0
-            for hook in hooks:
-                if step_number % hook.every == 0:
-                    hook.fn(HookContext(step_number, state, frozen, cfg))
-            if evaluator is not None and (step_number % cfg.eval_period == 0 or last_step):
-                evaluate(step_number)
-                result.stopped_early = best.should_stop
-            if (
-                step_number % cfg.checkpoint_period == 0
-                or last_step
-                or result.stopped_early
-                or signals.received
-            ):
-                save(step_number)
-            if signals.received:
-                progress.close()
-                checkpointer.close()
-                raise Preempted(
-                    f"{_name(signals.received)} at step {step_number}: checkpoint written to "
-                    f"{checkpointer.directory}/{step_number}; rerun the same command to resume",
-                    signals.received,
+        def check_finite() -> None:
+            bad_step, bad_loss = (float(x) for x in np.asarray(first_bad))
+            if bad_step:
+                last = checkpointer.latest_step()
+                raise UserError(
+                    f"the training loss became {bad_loss} at step {int(bad_step)}; stopping "
+                    f"(the last checkpoint, step {last}, is intact)"
                 )
-            if result.stopped_early:
-                log.info(
-                    "early stopping at step %d: %s did not improve for %d evaluations",
+
+        def export_prompts(directory: str) -> None:
+            """The prompt as the model sees it; a multi-task bank as one file per task. Computed
+            from this host's copy (the prompt module is replicated), so one process may call it."""
+            local = prompts.with_module(
+                {}, jax.tree_util.tree_map(partitioning.gather, prompts.get_module(state.params))
+            )
+            if bank is None:
+                prompt_io.save_prompt(directory, np.asarray(prompts.effective_prompt(local)))
+                return
+            values = np.asarray(prompts.effective_bank(local, cfg.prompt.multi_task.combine))
+            prompt_io.save_bank(directory, dict(zip(bank, values)))
+
+        def save(step_number: int) -> None:
+            check_finite()
+            run_dir.saving()
+            checkpointer.save(step_number, state, {"data_position": step_number, **best.to_meta()})
+            run_dir.saved()
+            if main_process and cfg.prompt is not None:
+                export_prompts(prompt_io.step_directory(cfg.model_dir, step_number))
+
+        def evaluate(step_number: int) -> None:
+            check_finite()
+            with run.partitioner.context():
+                results = evaluator(
+                    run.model,
+                    trainable_lib.merge(state.params, frozen),
+                    cfg.eval_num_beams,
+                    {task: k for k, task in enumerate(bank)} if bank else None,
+                )
+            result.eval = results
+            score = evaluation.select(results, cfg.mixture_or_task_name, metric)
+            if main_process:
+                for task, values in results.items():
+                    metrics_log.write(step_number, f"{cfg.eval_split}/{task}", values)
+                metrics_log.write(step_number, cfg.eval_split, {"score": score})
+                evaluation.write_results(
+                    os.path.join(
+                        cfg.model_dir, "eval", f"{cfg.eval_split}_step_{step_number}.json"
+                    ),
                     step_number,
-                    metric,
-                    cfg.early_stopping_patience,
+                    results,
+                    {"score": score, "metric": metric},
                 )
-                break
-    progress.close()
-    if latest is None and start == step_number == 0 and cfg.train_steps == 0:
-        save(0)
-    check_finite()
-    checkpointer.close()
-    result.step, result.state = step_number, state
-    if cfg.export_model:
-        _export_model(cfg, config, trainable_lib.merge(state.params, frozen), step_number)
-    if main_process:
-        _write_summary(cfg, config, counts, result, time.perf_counter() - started)
-    return result
+            if best.update(step_number, score) and main_process and cfg.prompt is not None:
+                export_prompts(prompt_io.best_directory(cfg.model_dir))
+            result.best = best.best
+
+        # ---- the loop
+        progress = tqdm(
+            total=cfg.train_steps,
+            initial=min(start, cfg.train_steps),
+            unit="step",
+            disable=not main_process,
+            mininterval=1.0,
+            dynamic_ncols=True,
+        )
+        window_start, window_steps = time.perf_counter(), 0
+        step_number = start
+        with _Signals() as signals:
+            while step_number < cfg.train_steps:
+                state, metrics = train_step(
+                    state, frozen, run.partitioner.shard_batch(next(batches))
+                )
+                step_number += 1
+                first_bad = _note_non_finite(first_bad, metrics, state.step)
+                window_steps += 1
+                progress.update(1)
+                last_step = step_number == cfg.train_steps
+                if step_number % cfg.log_period == 0 or last_step:
+                    check_finite()
+                    values = _summarize(metrics)
+                    rate = window_steps / max(time.perf_counter() - window_start, 1e-9)
+                    values["steps_per_sec"] = rate
+                    progress.set_postfix(loss=f"{values['loss']:.4f}", steps_per_s=f"{rate:.2f}")
+                    metrics_log.write(step_number, "train", values)
+                    result.train = values
+                    window_start, window_steps = time.perf_counter(), 0
+                for hook in hooks:
+                    if step_number % hook.every == 0:
+                        hook.fn(HookContext(step_number, state, frozen, cfg))
+                if evaluator is not None and (step_number % cfg.eval_period == 0 or last_step):
+                    evaluate(step_number)
+                    result.stopped_early = best.should_stop
+                if (
+                    step_number % cfg.checkpoint_period == 0
+                    or last_step
+                    or result.stopped_early
+                    or signals.received
+                ):
+                    save(step_number)
+                if signals.received:
+                    progress.close()
+                    checkpointer.close()
+                    raise Preempted(
+                        f"{_name(signals.received)} at step {step_number}: checkpoint written to "
+                        f"{checkpointer.directory}/{step_number}; rerun the same command to resume",
+                        signals.received,
+                    )
+                if result.stopped_early:
+                    log.info(
+                        "early stopping at step %d: %s did not improve for %d evaluations",
+                        step_number,
+                        metric,
+                        cfg.early_stopping_patience,
+                    )
+                    break
+        progress.close()
+        if latest is None and start == step_number == 0 and cfg.train_steps == 0:
+            save(0)
+        check_finite()
+        checkpointer.close()
+        result.step, result.state = step_number, state
+        if cfg.export_model:
+            _export_model(cfg, config, trainable_lib.merge(state.params, frozen), step_number)
+        run_dir.write_summary(_summary(cfg, config, counts, result, time.perf_counter() - started))
+        return result
 
 
 def _causal_layout(cfg: TrainConfig, config: recipe.ModelConfig) -> Optional[dict]:
@@ -681,34 +615,23 @@ def _optimizer_step(cfg: TrainConfig) -> int:
     return int(step)
 
 
-def _model_name(config: recipe.ModelConfig) -> str:
-    if isinstance(config, llama.LlamaConfig):
-        return f"decoder-only emb {config.hidden_size}, {config.num_hidden_layers} layers"
-    return (
-        f"t5 emb {config.emb_dim}, {config.num_encoder_layers}+{config.num_decoder_layers} layers"
-    )
-
-
-def _write_summary(cfg, config, counts, result: TrainResult, seconds: float) -> None:
+def _summary(cfg, config, counts, result: TrainResult, seconds: float) -> dict:
     """summary.json: what `ptune report` tabulates for this run."""
-    atomic.write_json(
-        os.path.join(cfg.model_dir, "summary.json"),
-        {
-            "task": cfg.mixture_or_task_name,
-            "model": (
-                _model_name(config)
-                + (" (random)" if cfg.random_init and cfg.checkpoint_path is None else "")
-            ),
-            "prompt_length": cfg.prompt.length if cfg.prompt is not None else None,
-            "initializer": _initializer_name(cfg.prompt),
-            "trainable_params": counts[0],
-            "total_params": counts[1],
-            "best": result.best,
-            "steps": result.step,
-            "wall_seconds": seconds,
-            "label": cfg.label,
-        },
-    )
+    return {
+        "task": cfg.mixture_or_task_name,
+        "model": (
+            family.family_of(config).describe(config)
+            + (" (random)" if cfg.random_init and cfg.checkpoint_path is None else "")
+        ),
+        "prompt_length": cfg.prompt.length if cfg.prompt is not None else None,
+        "initializer": _initializer_name(cfg.prompt),
+        "trainable_params": counts[0],
+        "total_params": counts[1],
+        "best": result.best,
+        "steps": result.step,
+        "wall_seconds": seconds,
+        "label": cfg.label,
+    }
 
 
 def _write_random_init(cfg: TrainConfig, config: t5.T5Config, params: PyTree) -> None:

@@ -2,7 +2,10 @@
 
 Never the frozen model: that is re-read from its own checkpoint on resume. Orbax writes each
 step into a temporary directory and renames it when complete, so a killed process leaves
-either a whole checkpoint or none (leftover temporaries are ignored and cleaned up).
+either a whole checkpoint or none (leftover temporaries are ignored and cleaned up). A
+checkpoint damaged after the fact (a truncated file, an emptied manifest) fails to restore:
+`restore_latest` then falls back to the newest intact one and moves each damaged newer step
+to MODEL_DIR/damaged_checkpoints/<step> (never deleted), one warning each.
 
 Layout: MODEL_DIR/checkpoints/<step>/{state, meta}; `meta` is JSON (data position, metric
 history for early stopping).
@@ -10,6 +13,7 @@ history for early stopping).
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Optional
 
@@ -18,6 +22,7 @@ import orbax.checkpoint as ocp
 
 from ptune.errors import UserError
 
+log = logging.getLogger("ptune")
 PyTree = Any
 
 
@@ -28,15 +33,18 @@ class StateCheckpointer:
         if keep < 1:
             raise UserError(f"keep_checkpoints must be at least 1, got {keep}")
         self.directory = os.path.abspath(os.path.join(model_dir, "checkpoints"))
+        self.damaged_directory = os.path.abspath(os.path.join(model_dir, "damaged_checkpoints"))
+        self._keep = keep
+        self._manager = self._open()
+
+    def _open(self) -> ocp.CheckpointManager:
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep,
+            max_to_keep=self._keep,
             create=True,
             cleanup_tmp_directories=True,
             enable_async_checkpointing=False,
         )
-        self._manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("state", "meta")
-        )
+        return ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
     def latest_step(self) -> Optional[int]:
         return self._manager.latest_step()
@@ -80,5 +88,51 @@ class StateCheckpointer:
             ) from e
         return restored["state"], dict(restored["meta"])
 
+    def restore_latest(self, abstract_state: PyTree) -> Optional[tuple[int, PyTree, dict]]:
+        """(step, state, meta) of the newest checkpoint that restores, or None if there is
+        none. Damaged newer steps are moved aside with a warning each; if no step restores,
+        nothing is moved and one line names each step's failure."""
+        failures = []
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                state, meta = self.restore(step, abstract_state)
+            except Exception as e:  # noqa: BLE001  whatever a damaged file raises
+                failures.append((step, _first_line(e)))
+                continue
+            if failures:
+                self._set_aside(failures, step)
+            return step, state, meta
+        if failures:
+            raise UserError(
+                f"no checkpoint in {self.directory} restores: "
+                + "; ".join(f"step {s}: {reason}" for s, reason in failures)
+            )
+        return None
+
+    def _set_aside(self, failures: list[tuple[int, str]], intact: int) -> None:
+        self._manager.close()
+        os.makedirs(self.damaged_directory, exist_ok=True)
+        for step, reason in failures:
+            target = os.path.join(self.damaged_directory, str(step))
+            suffix = 0
+            while os.path.exists(target):
+                suffix += 1
+                target = os.path.join(self.damaged_directory, f"{step}.{suffix}")
+            os.rename(os.path.join(self.directory, str(step)), target)
+            log.warning(
+                "checkpoint %d is damaged (%s): moved to %s; resuming from step %d",
+                step,
+                reason,
+                target,
+                intact,
+            )
+        self._manager = self._open()
+
     def close(self) -> None:
         self._manager.close()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    line = text[0] if text else ""
+    return f"{error.__class__.__name__}: {line[:200]}"

@@ -1,6 +1,7 @@
 """`ptune report` on run directories written here as training writes them: real matplotlib
 figures read back as PNGs, real Markdown, and the one-line errors bad input must give."""
 
+import dataclasses
 import itertools
 import json
 import re
@@ -9,11 +10,27 @@ import matplotlib.image
 import matplotlib.text
 import pytest
 
+from conftest import tiny_t5
 from ptune import report
 from ptune.errors import UserError
+from ptune.models import family, llama
 
 TASK = "taskless_super_glue_boolq_v102"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+T5_MODEL = tiny_t5(vocab_size=128, emb_dim=64)
+# tiny_hf_llama's architecture (conftest.py), as ptune reads it from config.json.
+LLAMA_MODEL = llama.LlamaConfig(
+    vocab_size=320,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    rms_norm_eps=1e-6,
+    rope_theta=10000.0,
+    tie_word_embeddings=False,
+)
 
 
 def write_run(
@@ -28,19 +45,16 @@ def write_run(
     label=None,
     task=TASK,
     checkpoint=None,
+    model=T5_MODEL,
 ):
-    """A run directory as `ptune train` leaves it: evaluations at steps 100, 200, 300."""
+    """A run directory as `ptune train` leaves it: evaluations at steps 100, 200, 300; run.json
+    records the model configuration's fields and summary.json its description, as training
+    writes them."""
     run = root / name
     run.mkdir()
     prompt = None if prompt_length is None else {"length": prompt_length, "placement": "prefix"}
     fingerprint = {
-        "model": {
-            "vocab_size": 128,
-            "emb_dim": 64,
-            "num_heads": 2,
-            "num_encoder_layers": 2,
-            "num_decoder_layers": 2,
-        },
+        "model": dataclasses.asdict(model),
         "task": task,
         "initial_checkpoint_path": checkpoint,
         "random_init": checkpoint is None,
@@ -86,7 +100,7 @@ def write_run(
             json.dumps(
                 {
                     "task": task,
-                    "model": "t5 emb 64, 2+2 layers",
+                    "model": family.family_of(model).describe(model),
                     "prompt_length": prompt_length,
                     "initializer": initializer,
                     "trainable_params": 64 * (prompt_length or 0) or 1_000_000,
@@ -308,6 +322,47 @@ def test_other_settings_become_lines_and_an_interrupted_run_joins_its_own(tmp_pa
         "t5_1_1_lm100k_base/checkpoint_1100000": {5: [71.0], 20: [74.5]},
         "ckpt/span_base": {5: [52.0], 20: [60.0]},
     }
+
+
+@pytest.mark.parametrize("summary", [True, False], ids=["finished", "interrupted"])
+def test_report_names_the_model_of_every_family(tmp_path, summary):
+    runs = [
+        write_run(tmp_path, "t5", model=T5_MODEL, summary=summary),
+        write_run(tmp_path, "llama", model=LLAMA_MODEL, summary=summary),
+    ]
+    out = tmp_path / "out"
+    report.write_report([str(r) for r in runs], str(out))
+    table = (out / "summary.md").read_text()
+    suffix = "" if summary else " (no summary)"  # then the model comes from run.json alone
+    assert table_row(table, "t5" + suffix)[3] == "t5 emb 64, 2+2 layers"
+    assert table_row(table, "llama" + suffix)[3] == "decoder-only emb 32, 2 layers"
+    # The model is what tells these runs apart, so it labels their curves.
+    assert report.run_labels([report.read_run(str(r)) for r in runs]) == [
+        "t5 emb 64, 2+2 layers",
+        "decoder-only emb 32, 2 layers",
+    ]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        T5_MODEL,
+        LLAMA_MODEL,
+        LLAMA_MODEL.replace(
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192,
+            }
+        ),
+    ],
+    ids=["t5", "decoder-only", "decoder-only-rope-scaling"],
+)
+def test_a_model_recorded_in_run_json_reads_back_as_the_same_configuration(config):
+    record = json.loads(json.dumps(dataclasses.asdict(config)))  # as run.json holds it
+    assert family.from_record(record) == config
 
 
 def test_initializers_are_compared_as_bars_averaged_over_seeds(tmp_path):

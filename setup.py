@@ -53,6 +53,7 @@ setuptools.setup(
         "ptune",
         "ptune.models",
         "ptune.checkpoints",
+        "ptune.prompts",
         "ptune.report",
         "ptune.tasks",
         "ptune.gin",

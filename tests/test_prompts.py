@@ -1,6 +1,9 @@
 """Prompt parameter, placements and initializers (real T5 vocabulary and released prompts)."""
 
 import logging
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +13,7 @@ from flax import linen as nn
 
 from conftest import shared_path, tiny_t5
 from ptune import prompts
+from ptune.checkpoints import prompt_io
 from ptune.errors import UserError
 from ptune.models import t5
 
@@ -249,9 +253,34 @@ def test_released_prompts_load():
         np.testing.assert_array_equal(value, np.load(path))
     path64 = shared_path("prompts", "prompt_5x256.npy")
     assert np.load(path64).dtype == np.float64
-    value = prompts.load_prompt_file(path64)
+    value = prompt_io.load_prompt_file(path64)
     assert value.dtype == np.float32 and value.shape == (5, 256)
     np.testing.assert_allclose(value, np.load(path64), rtol=1e-6)
+
+
+def test_a_saved_prompt_reads_back_where_it_was_written(tmp_path):
+    value = np.random.default_rng(1).normal(size=(3, 8)).astype(np.float32)
+    npy, safe = prompt_io.save_prompt(str(tmp_path), value)
+    assert os.path.basename(npy) == ".".join(prompts.PROMPT_PATH) + ".npy"
+    for path in (npy, safe):
+        np.testing.assert_array_equal(prompt_io.load_prompt_file(path), value)
+
+
+def test_the_prompts_load_without_the_checkpoint_package():
+    """Importing the prompts must not bring `ptune.checkpoints` (Orbax, TensorStore) or the
+    edge (TensorFlow, seqio, gin); prompt files are read through it only when one is read,
+    and the old names `prompts.load_prompt_file` and `prompts.BANK_FILE` still resolve."""
+    code = (
+        "import sys; import ptune.prompts as p; "
+        "heavy = [m for m in ('ptune.checkpoints', 'orbax', 'tensorstore', 'tensorflow', "
+        "'seqio', 'gin') if m in sys.modules]; "
+        "from ptune.checkpoints import prompt_io as io; "
+        "print(heavy, p.load_prompt_file is io.load_prompt_file, p.BANK_FILE == io.BANK_FILE)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    assert out.strip().splitlines()[-1] == "[] True True"
 
 
 def test_from_file_bad_input(tmp_path):

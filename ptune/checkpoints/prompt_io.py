@@ -1,4 +1,4 @@
-"""Prompt exports: `.npy` and `.safetensors`, written atomically.
+"""Prompt files: `.npy` and `.safetensors`, written atomically and read back checked.
 
 Named after the original project's numpy checkpoints: the file stem is the parameter path
 with dots, `encoder.prompt.prompt`, under `MODEL_DIR/numpy_checkpoints/checkpoint_<step>/`
@@ -8,19 +8,27 @@ with dots, `encoder.prompt.prompt`, under `MODEL_DIR/numpy_checkpoints/checkpoin
 A multi-task bank is one prompt per task, each as `<task>.npy` and `<task>.safetensors`, and
 `bank.json` ({"tasks": [...]}, in the bank's order); `ptune infer` takes the directory as
 PROMPT_FILES and serves each task with its prompt.
+
+`load_prompt_file` reads a prompt [P, E] (or a deep prompt [layers, P, E]) as float32 from
+`.npy`, `.safetensors` or a PEFT prompt-tuning adapter directory, refusing pickles, NaN/inf
+and other shapes. Imports only the prompt's slot (`ptune.prompts.slot`) of ptune's prompts,
+so the initializers' `from_file` can read through it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from ptune import atomic, prompts
+from ptune import atomic
+from ptune.errors import UserError
+from ptune.prompts.slot import PROMPT_PATH
 
-PROMPT_STEM = ".".join(prompts.PROMPT_PATH)
+PROMPT_STEM = ".".join(PROMPT_PATH)
+BANK_FILE = "bank.json"  # a multi-task bank's manifest
 
 
 def save_prompt(directory: str, prompt: np.ndarray, stem: str = PROMPT_STEM) -> list[str]:
@@ -48,9 +56,6 @@ def best_directory(model_dir: str) -> str:
     return os.path.join(model_dir, "numpy_checkpoints", "best")
 
 
-BANK_FILE = prompts.BANK_FILE
-
-
 def save_bank(directory: str, named: Mapping[str, np.ndarray]) -> list[str]:
     """Writes each task's prompt [P, E] as `<task>.npy`/`.safetensors` and `bank.json`."""
     paths = []
@@ -67,8 +72,6 @@ def is_bank(path: str) -> bool:
 
 def read_bank(directory: str) -> dict[str, str]:
     """{task: prompt file} of a bank directory written by `save_bank`, in the bank's order."""
-    from ptune.errors import UserError
-
     manifest = os.path.join(directory, BANK_FILE)
     try:
         with open(manifest) as f:
@@ -80,3 +83,75 @@ def read_bank(directory: str) -> dict[str, str]:
     if missing:
         raise UserError(f"prompt bank {directory}: {missing[0]} is missing")
     return files
+
+
+def load_prompt_file(path: str, deep: bool = False) -> np.ndarray:
+    """Reads a prompt [P, E] (with `deep`, also a deep prompt [layers, P, E]) as float32;
+    refuses pickles, NaN/inf and other shapes."""
+    if not os.path.exists(path):
+        parent = os.path.dirname(os.path.abspath(path))
+        if os.path.isfile(os.path.join(parent, BANK_FILE)):
+            held = sorted(n[:-4] for n in os.listdir(parent) if n.endswith(".npy"))
+            raise UserError(
+                f"prompt file {path} does not exist: the prompt bank {parent} holds the "
+                f"tasks {', '.join(held)}"
+            )
+        raise UserError(f"prompt file {path} does not exist")
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, BANK_FILE)):
+        raise UserError(
+            f"{path} is a multi-task prompt bank: name one task's prompt "
+            f"({os.path.join(path, '<task>.npy')}), or pass the directory to `ptune infer`"
+        )
+    if os.path.isdir(path):
+        adapter = os.path.join(path, "adapter_model.safetensors")
+        if not os.path.isfile(adapter):
+            raise UserError(
+                f"prompt directory {path} holds no adapter_model.safetensors "
+                "(a PEFT prompt-tuning adapter)"
+            )
+        value = _read_safetensors(adapter, preferred=("prompt_embeddings",))
+    elif path.endswith(".npy"):
+        try:
+            value = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise UserError(f"prompt file {path}: not a plain numpy array ({e})") from e
+    elif path.endswith(".safetensors"):
+        value = _read_safetensors(path, preferred=("prompt", "prompt_embeddings"))
+    else:
+        raise UserError(
+            f"prompt file {path}: expected a .npy or .safetensors file or a PEFT adapter directory"
+        )
+    if value.ndim == 3 and not deep:
+        raise UserError(
+            f"prompt file {path} holds a deep (per-layer) prompt {value.shape}: `ptune eval` "
+            "reads it; this command takes a prompt [length, embed]"
+        )
+    if value.ndim not in ((2, 3) if deep else (2,)):
+        raise UserError(
+            f"prompt file {path}: expected a matrix [length, embed], got shape {value.shape}"
+        )
+    if not np.issubdtype(value.dtype, np.floating):
+        raise UserError(f"prompt file {path}: expected floating point values, got {value.dtype}")
+    value = value.astype(np.float32)
+    if not np.isfinite(value).all():
+        bad = int(np.sum(~np.isfinite(value)))
+        raise UserError(f"prompt file {path}: {bad} values are NaN or infinite")
+    return value
+
+
+def _read_safetensors(path: str, preferred: Sequence[str]) -> np.ndarray:
+    from safetensors.numpy import load_file
+
+    try:
+        tensors = load_file(path)
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise UserError(f"prompt file {path}: unreadable safetensors ({e})") from e
+    for key in preferred:
+        if key in tensors:
+            return tensors[key]
+    if len(tensors) == 1:
+        return next(iter(tensors.values()))
+    raise UserError(
+        f"prompt file {path}: holds {sorted(tensors)}; expected one tensor or one "
+        f"named {' or '.join(preferred)}"
+    )

@@ -1,0 +1,130 @@
+"""The prompt of a run (`PromptConfig`) and the prompt modules' factories.
+
+A factory is the `prompt_factory` argument of `t5.Transformer` (and of the decoder-only
+models): a callable building the prompt module (`ptune.prompts.modules`), so the model fixes
+the embedding width E and, for deep prompts, the layer count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Optional, Sequence
+
+from flax import linen as nn
+
+from ptune.errors import UserError
+from ptune.prompts.modules import (
+    PLACEMENTS,
+    DeepPrompt,
+    MultiTask,
+    MultiTaskPrompt,
+    Prompt,
+    PromptBank,
+    Residual,
+)
+from ptune.prompts.slot import validate_length
+
+
+def takes_index(factory: Optional[Callable[..., nn.Module]]) -> bool:
+    """Whether the prompt module picks a prompt per example (`prompt_index` [b])."""
+    return factory is not None and isinstance(factory(), (PromptBank, MultiTaskPrompt))
+
+
+def bank_factory(lengths: Sequence[int], placement: str = "prefix") -> Callable[..., nn.Module]:
+    """The `prompt_factory` argument of `t5.Transformer` for a bank of prompts."""
+    lengths = tuple(validate_length(n) for n in lengths)
+    if not lengths:
+        raise UserError("a prompt bank needs at least one prompt")
+    return functools.partial(PromptBank, lengths=lengths, placement=placement)
+
+
+def prompt_factory(
+    length: int, placement: str = "prefix", residual: Optional[Residual] = None
+) -> Callable[..., nn.Module]:
+    """The `prompt_factory` argument of `t5.Transformer` for a single trainable prompt."""
+    validate_length(length)
+    return functools.partial(Prompt, length=length, placement=placement, residual=residual)
+
+
+def deep_factory(length: int) -> Callable[..., nn.Module]:
+    """The `prompt_factory` argument of `t5.Transformer` for deep (per-layer) prompts."""
+    validate_length(length)
+    return functools.partial(DeepPrompt, length=length)
+
+
+def multi_task_factory(
+    length: int, num_tasks: int, multi_task: MultiTask, placement: str = "prefix"
+) -> Callable[..., nn.Module]:
+    """The `prompt_factory` argument of `t5.Transformer` for multi-task prompts."""
+    validate_length(length)
+    return functools.partial(
+        MultiTaskPrompt,
+        length=length,
+        num_tasks=num_tasks,
+        multi_task=multi_task,
+        placement=placement,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptConfig:
+    """The prompt of a run, one vocabulary for every command.
+
+    length: prompt vectors P (training); the commands that read prompt files take P from them.
+    initializer: an initializer factory's result (`ptune.prompts.initializers`); None is the
+      paper's default, class labels (sampled vocabulary for a task without labels, said in
+      the log).
+    placement: `prefix` | `after_bos` | `suffix` (see `insert_prompt`).
+    residual: None, or the residual reparameterisation used while training (`Residual`).
+    multi_task: None, or one prompt per task of a mixture (`MultiTask`).
+    deep: a prompt at the input of every encoder layer (`DeepPrompt`; prefix placement).
+    """
+
+    length: int = 100
+    initializer: Any = None
+    placement: str = "prefix"
+    residual: Optional[Residual] = None
+    multi_task: Optional[MultiTask] = None
+    deep: bool = False
+
+    def __post_init__(self):
+        validate_length(self.length)
+        if self.placement not in PLACEMENTS:
+            raise UserError(f"prompt placement must be one of {PLACEMENTS}, got {self.placement!r}")
+        chosen = [
+            name
+            for name, on in (
+                ("prompts/residual.gin", self.residual is not None),
+                ("prompts/multi_task.gin", self.multi_task is not None),
+                ("prompts/deep.gin", self.deep),
+            )
+            if on
+        ]
+        if len(chosen) > 1:
+            raise UserError(f"{' and '.join(chosen)} do not combine yet: choose one")
+        if self.deep and self.placement != "prefix":
+            raise UserError(
+                f"deep prompts take prefix placement only (each layer's prompt replaces the "
+                f"first {self.length} positions), got placement {self.placement!r}"
+            )
+
+    def factory(self, num_tasks: Optional[int] = None) -> Callable[..., nn.Module]:
+        """The prompt module; multi-task prompts need the mixture's task count."""
+        if self.multi_task is not None:
+            if not num_tasks:
+                raise UserError("multi-task prompts need the number of tasks of the mixture")
+            return multi_task_factory(self.length, num_tasks, self.multi_task, self.placement)
+        if self.deep:
+            return deep_factory(self.length)
+        return prompt_factory(self.length, self.placement, self.residual)
+
+    def describe(self) -> dict:
+        """What a run's fingerprint records of the prompt (the initializer may change)."""
+        return {
+            "length": self.length,
+            "placement": self.placement,
+            **({"residual": dataclasses.asdict(self.residual)} if self.residual else {}),
+            **({"multi_task": dataclasses.asdict(self.multi_task)} if self.multi_task else {}),
+            **({"deep": True} if self.deep else {}),
+        }

@@ -22,6 +22,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from benchmarks import timing
+from ptune import recipe
 from ptune import server as server_lib
 
 TASK_MIX = (20, 14, 10, 7, 5, 4, 2, 2)  # requests per prompt: 64 over 8 tasks
@@ -74,11 +75,12 @@ def run(bench, config, params, batches, steps: int, warmup: int, rounds: int) ->
     rng = np.random.RandomState(1)
     order = rng.permutation(np.repeat(np.arange(len(TASK_MIX)), TASK_MIX))
     requests = [(names[k], inputs[i % len(inputs)]) for i, k in enumerate(order)]
-    mixed = server_lib.Server(config, params, bank, batch_size=BATCH)
-    mixed_one = server_lib.Server(config, params, bank, batch_size=len(requests))
+    run = recipe.assemble(config)
+    mixed = server_lib.Server(run, params, bank, batch_size=BATCH)
+    mixed_one = server_lib.Server(run, params, bank, batch_size=len(requests))
     single = {
         n: server_lib.Server(
-            config, params, server_lib.Bank.from_arrays({n: named[n]}), batch_size=BATCH
+            run, params, server_lib.Bank.from_arrays({n: named[n]}), batch_size=BATCH
         )
         for n in names
     }
@@ -86,9 +88,9 @@ def run(bench, config, params, batches, steps: int, warmup: int, rounds: int) ->
 
     examples = inputs[:ENSEMBLE_EXAMPLES]
     members = list(range(ENSEMBLE))
-    one_pass = server_lib.Server(config, params, bank, batch_size=ENSEMBLE * ENSEMBLE_EXAMPLES)
+    one_pass = server_lib.Server(run, params, bank, batch_size=ENSEMBLE * ENSEMBLE_EXAMPLES)
 
-    per_pass = server_lib.Server(config, params, bank, batch_size=ENSEMBLE_EXAMPLES)
+    per_pass = server_lib.Server(run, params, bank, batch_size=ENSEMBLE_EXAMPLES)
 
     def five_passes():
         return [

@@ -241,14 +241,14 @@ def check_vocabulary_fits(task_name: str, embedding_rows: int) -> None:
 
 
 def model_layout(config, checkpoint_path: Optional[str]) -> Optional[dict]:
-    """What a run's model needs from the data before any task is read: for a decoder-only
-    model (`llama.LlamaConfig`) `causal_layout` of its checkpoint; for T5, None, with every
-    task back on its own vocabulary (an earlier decoder-only run in this process may have
-    switched them)."""
-    from ptune.models import llama
+    """What a run's model needs from the data before any task is read: for a family whose
+    tasks tokenize with the checkpoint's tokenizer, `causal_layout` of its checkpoint; else
+    None, with every task back on its own vocabulary (an earlier decoder-only run in this
+    process may have switched them)."""
+    from ptune import family
     from ptune.tasks import vocab
 
-    if not isinstance(config, llama.LlamaConfig):
+    if not family.family_of(config).tokenizer_from_checkpoint:
         vocab.use_tokenizer(None)
         return None
     if checkpoint_path is None:

@@ -1,4 +1,5 @@
-"""Decoding with a key/value cache, and scoring of given targets.
+"""T5 decoding with a key/value cache: greedy, sampled, beam search (scoring of given
+targets, for either family, is `ptune.family.score`).
 
 The encoder runs once; the decoder consumes one position per step against its cache (see
 `t5.MultiHeadAttention`), with the prompt in place on the encoder side. Everything here is
@@ -14,7 +15,6 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
-from ptune import step as step_lib
 from ptune.models import t5
 
 Array = jax.Array
@@ -161,32 +161,6 @@ def generate(
         rng,
     )
     return jax.lax.while_loop(cond, body, init)[3]
-
-
-@functools.partial(jax.jit, static_argnames=("model",))
-def score(
-    model: t5.Transformer,
-    params: PyTree,
-    encoder_input_tokens: Array,
-    decoder_input_tokens: Array,
-    decoder_target_tokens: Array,
-    prompt_index: Optional[Array] = None,
-) -> Array:
-    """Log-likelihood of each target sequence: -> [b] (sum over real target tokens)."""
-    logits = step_lib.seq2seq_logits(
-        model,
-        params,
-        encoder_input_tokens,
-        decoder_input_tokens,
-        decoder_target_tokens,
-        prompt_index=prompt_index,
-    )
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    token = jnp.take_along_axis(log_probs, decoder_target_tokens[..., None], axis=-1)[..., 0]
-    weights = step_lib.target_weights(model, decoder_target_tokens)
-    if weights is None:
-        weights = decoder_target_tokens > 0
-    return jnp.sum(token * weights, axis=-1)
 
 
 def brevity_penalty(length, alpha: float):

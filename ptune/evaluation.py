@@ -20,10 +20,11 @@ import jax
 import numpy as np
 import seqio
 
-from ptune import atomic, data, decoding, prompts
+from ptune import atomic, data, prompts
 from ptune import buckets as buckets_lib
+from ptune import family as family_lib
+from ptune import partitioning as partitioning_lib
 from ptune.errors import UserError
-from ptune.models import llama, t5
 
 log = logging.getLogger("ptune")
 
@@ -185,7 +186,7 @@ class Evaluation:
 
     def __call__(
         self,
-        model: t5.Transformer,
+        model: Any,
         params: PyTree,
         num_beams: Optional[int] = None,
         prompt_index: Optional[Mapping[str, int]] = None,
@@ -204,39 +205,18 @@ class Evaluation:
                 return None
             return np.full((tokens.shape[0],), prompt_index[task], np.int32)
 
-        causal = isinstance(model, llama.CausalLM)
-        if causal and num_beams:
-            raise UserError("beam search decodes T5 models only; leave eval_num_beams unset")
+        family = family_lib.family_of(model.config)
+        if num_beams:
+            family_lib.require(family, "beam_search", "eval_num_beams / NUM_BEAMS")
 
         def generate(tokens, task=None):
-            if causal:
-                return np.asarray(
-                    llama.seq2seq_generate(
-                        model,
-                        params,
-                        tokens,
-                        targets,
-                        prompt_index=index_of(tokens, task),
-                        vocab_limit=self.vocab_limit,
-                    )
-                )
-            if num_beams:
-                beams, _ = decoding.beam_search(
-                    model,
-                    params,
-                    tokens,
-                    max_length=targets,
-                    num_beams=num_beams,
-                    vocab_limit=self.vocab_limit,
-                    prompt_index=index_of(tokens, task),
-                )
-                return np.asarray(beams[:, 0])
             return np.asarray(
-                decoding.generate(
+                family.generate(
                     model,
                     params,
                     tokens,
-                    max_length=targets,
+                    targets,
+                    num_beams=num_beams or 1,
                     vocab_limit=self.vocab_limit,
                     prompt_index=index_of(tokens, task),
                 )
@@ -244,22 +224,13 @@ class Evaluation:
 
         def score(tokens, target_tokens, task=None):
             return np.asarray(
-                decoding.score(
-                    model,
-                    params,
-                    tokens,
-                    _shift_right(target_tokens),
-                    target_tokens,
-                    prompt_index=index_of(tokens, task),
+                family_lib.score(
+                    model, params, tokens, target_tokens, prompt_index=index_of(tokens, task)
                 )
             )
 
         outputs = self.model_outputs(generate, score, task_arg=prompt_index is not None)
         return self.metrics_from_outputs(outputs)
-
-
-def _shift_right(targets: np.ndarray) -> np.ndarray:
-    return np.concatenate([np.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
 
 
 def _per_example(out, n: int) -> list:
@@ -392,6 +363,8 @@ class EvalConfig:
     output_dir: Optional[str] = None  # where eval_<split>.json goes (default: beside prompt)
     # Each batch padded to its length bucket (`ptune.buckets`); None: one padded shape.
     length_buckets: Optional[buckets_lib.LengthBuckets] = buckets_lib.LengthBuckets()
+    frozen_dtype: Optional[str] = None  # e.g. "bfloat16" halves the frozen model's memory
+    partitioning: partitioning_lib.MeshConfig = partitioning_lib.MeshConfig()  # mesh, rules
 
 
 def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
@@ -421,11 +394,18 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
         cfg.eval_split,
         buckets=cfg.length_buckets,
     )
-    run = recipe.assemble(config, prompt_factory=factory, causal_layout=layout)
+    run = recipe.assemble(
+        config,
+        prompt_factory=factory,
+        mesh=cfg.partitioning,
+        frozen_dtype=cfg.frozen_dtype,
+        causal_layout=layout,
+    )
     params = run.load_frozen(cfg.checkpoint_path)
     if prompt is not None:
         params = run.place_prompt(params, prompt)
-    results = evaluator(run.model, params, cfg.num_beams, prompt_index)
+    with run.partitioner.context():
+        results = evaluator(run.model, params, cfg.num_beams, prompt_index)
     write_results(
         os.path.join(output_dir, f"eval_{cfg.eval_split}.json"),
         -1,
@@ -460,18 +440,19 @@ def _eval_prompt(cfg: EvalConfig, config):
                 f"the prompt bank {cfg.prompt_file} has no prompt for {', '.join(missing)} "
                 f"(it holds {', '.join(named)})"
             )
-        value, lengths = prompts.stack_bank([prompts.load_prompt_file(named[t]) for t in tasks])
+        value, lengths = prompts.stack_bank([prompt_io.load_prompt_file(named[t]) for t in tasks])
         factory = prompts.bank_factory(lengths, cfg.prompt.placement)
         index = {t: k for k, t in enumerate(tasks)}
     else:
-        value = prompts.load_prompt_file(cfg.prompt_file, deep=True)
+        value = prompt_io.load_prompt_file(cfg.prompt_file, deep=True)
         index = None
-        if value.ndim == 3 and not isinstance(config, t5.T5Config):
-            raise UserError(f"prompt file {cfg.prompt_file}: deep prompts are for T5 models")
-        if value.ndim == 3 and value.shape[0] != config.num_encoder_layers:
+        family = family_lib.family_of(config)
+        if value.ndim == 3:
+            family_lib.require(family, "deep_prompts", f"prompt file {cfg.prompt_file}")
+        if value.ndim == 3 and value.shape[0] != family.prompt_layers(config):
             raise UserError(
                 f"prompt file {cfg.prompt_file}: a deep prompt for {value.shape[0]} encoder "
-                f"layers; the model has {config.num_encoder_layers}"
+                f"layers; the model has {family.prompt_layers(config)}"
             )
         factory = (
             prompts.deep_factory(value.shape[1])

@@ -27,7 +27,8 @@ from typing import Optional, Union
 
 import numpy as np
 
-from ptune import atomic, prompts
+from ptune import atomic
+from ptune.checkpoints import prompt_io
 from ptune.errors import UserError
 
 FORMATS = ("peft", "npy", "safetensors")
@@ -70,7 +71,7 @@ def peft_adapter_config(
 
 def _as_prompt(prompt: Union[str, os.PathLike, np.ndarray]) -> np.ndarray:
     if isinstance(prompt, (str, os.PathLike)):
-        return prompts.load_prompt_file(os.fspath(prompt))
+        return prompt_io.load_prompt_file(os.fspath(prompt))
     value = np.asarray(prompt)
     if value.ndim != 2 or not np.issubdtype(value.dtype, np.floating):
         raise UserError(
@@ -155,7 +156,7 @@ def export_prompt(
     overwrite: bool = False,
     task_type: str = "SEQ_2_SEQ_LM",
 ) -> str:
-    """Exports `prompt` (an array [P, E] or any file `prompts.load_prompt_file` reads: .npy,
+    """Exports `prompt` (an array [P, E] or any file `prompt_io.load_prompt_file` reads: .npy,
     .safetensors, a PEFT adapter directory) to `to` in `format` ('peft' | 'npy' |
     'safetensors'; PEFT adapters for `task_type` SEQ_2_SEQ_LM or CAUSAL_LM). Returns what was
     written."""
@@ -163,7 +164,7 @@ def export_prompt(
         raise UserError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     if format == "peft":
         if isinstance(prompt, (str, os.PathLike)):
-            shape = prompts.load_prompt_file(os.fspath(prompt), deep=True).shape
+            shape = prompt_io.load_prompt_file(os.fspath(prompt), deep=True).shape
             if len(shape) == 3:
                 raise UserError(
                     f"{os.fspath(prompt)} is a deep (per-layer) prompt {shape}: PEFT has no "

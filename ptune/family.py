@@ -1,21 +1,40 @@
 """The seam between model families: what a caller may ask of a model without asking which it is.
 
-    family = family_of(config)                # the one place families are told apart
-    family.describe(config)                   # "t5 emb 768, 12+12 layers" / "decoder-only ..."
-    require(family, "beam_search")            # one refusal, one message, for every command
+    family = family_of(config)                  # the one place families are told apart
+    model = family.build(config, prompt_factory, layout)
+    frozen = family.load_frozen(config, path, shardings=..., dtype=...)
+    logits = family.logits(model, params, batch...)   # [b, lt, vocab] at the target positions
+    scores = score(model, params, inputs, targets)     # [b] log-likelihoods, either family
+    tokens = family.generate(model, params, inputs, max_length, num_beams=..., ...)
+    require(family, "beam_search")              # one refusal, one message, for every command
 
-A family (after t5x's `EncoderDecoderModel` / `DecoderOnlyModel`) names its configuration
-type and the capabilities it supports. Records (a run's `run.json`) store a configuration as
-its fields; `from_record` turns them back into the family's configuration.
+After t5x's `EncoderDecoderModel` / `DecoderOnlyModel`. Every batch arrives in seqio's
+encoder-decoder layout (`encoder_input_tokens [b, ls]`, `decoder_input_tokens [b, lt]`,
+`decoder_target_tokens [b, lt]`); T5 reads it as it is, a decoder-only model lays inputs and
+targets out as one sequence (`llama.CausalLM.seq2seq`) and returns the logits that predict
+the targets. Records (a run's `run.json`) store a configuration as its fields; `from_record`
+turns them back into the family's configuration.
+
+The numerical core: jax, flax; models, checkpoints, decoding; no TensorFlow, seqio or gin.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Optional
+import functools
+from typing import Any, Callable, Mapping, Optional
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from ptune import decoding, prompts
 from ptune.errors import UserError
 from ptune.models import llama, t5
+
+Array = jax.Array
+PyTree = Any
 
 # What a command may need of a family. A family lists those it supports.
 CAPABILITIES = {
@@ -52,6 +71,94 @@ class Family:
         """One line naming the model: short (reports, summaries) or with heads, mlp, vocab."""
         raise NotImplementedError
 
+    # Whether the family's tasks tokenize with the checkpoint's own tokenizer (a Hugging Face
+    # directory's tokenizer.json) rather than the tasks' registered vocabularies.
+    tokenizer_from_checkpoint = False
+
+    def build(self, config: Any, prompt_factory=None, layout: Optional[Mapping] = None):
+        """The flax module of `config` with the prompt module `prompt_factory` (None: none);
+        `layout`: what the data asks of the model (a decoder-only model's BOS)."""
+        raise NotImplementedError
+
+    def abstract_params(self, config: Any, prompt_factory=None) -> PyTree:
+        """The parameters as shapes with logical axis names (boxed); allocates nothing."""
+        raise NotImplementedError
+
+    def init_params(self, model: nn.Module, rng: Array) -> PyTree:
+        """Random parameters of `model` (unboxed)."""
+        raise NotImplementedError
+
+    def embedding(self, frozen: PyTree) -> Array:
+        """The token embedding table [vocab, embed] (prompts are initialised from it)."""
+        raise NotImplementedError
+
+    def prompt_layers(self, config: Any) -> int:
+        """How many layers a deep prompt spans."""
+        raise NotImplementedError
+
+    def read_embedding(self, path: str):
+        """Only the token embedding table [vocab, embed] of a checkpoint, in float32 (no
+        other weight is read)."""
+        raise NotImplementedError
+
+    def describe_checkpoint(self, path: str):
+        """`checkpoints.Description` (format, configuration, assumed fields, count, step) of
+        a checkpoint of this family, checked without reading any parameter."""
+        raise NotImplementedError
+
+    def check_checkpoint(self, path: str, config: Any) -> None:
+        """Refuses (one line naming every difference) a checkpoint that does not hold the
+        model `config` describes; reads no parameter."""
+        raise NotImplementedError
+
+    def load_frozen(self, config: Any, path: str, *, shardings=None, dtype=jnp.float32) -> dict:
+        """The checkpoint's parameters without the prompt slot, read strictly, one array at a
+        time straight into `dtype` and (with `shardings`) into each device's shards."""
+        raise NotImplementedError
+
+    def logits(self, model, params, inputs, decoder_inputs, targets, **kwargs) -> Array:
+        """[b, lt, vocab]: the logits that predict `targets` [b, lt] given `inputs` [b, ls]
+        (`enable_dropout`, `rngs`, `prompt_index` [b] as keywords)."""
+        return model.apply({"params": params}, inputs, decoder_inputs, targets, **kwargs)
+
+    def target_weights(self, targets: Array, weights: Optional[Array] = None):
+        """Which target positions count [b, lt]: seqio's `decoder_loss_weights` (None: its
+        non-zero targets)."""
+        return weights
+
+    def generate(
+        self,
+        model,
+        params: PyTree,
+        inputs: Array,
+        max_length: int,
+        *,
+        num_beams: int = 1,
+        alpha: float = 0.6,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        rng: Optional[Array] = None,
+        prompt_index: Optional[Array] = None,
+        vocab_limit: Optional[int] = None,
+    ) -> Array:
+        """inputs [b, ls] -> [b, max_length] tokens: greedy, the best of `num_beams` beams
+        (length penalty `alpha`), or sampled (temperature / top-k / top-p, from `rng`)."""
+        raise NotImplementedError
+
+    def bank_generator(self, model, frozen: PyTree, bank: Any) -> Callable:
+        """`fn(inputs, prompt_index, max_length, **generate_options) -> tokens` serving a
+        bank of prompts (`bank.prompts` [K, P, E], `bank.lengths`, `bank.placement`) over
+        `model` (built with the bank's prompt module) and its `frozen` weights."""
+        params = prompts.with_prompt(frozen, bank.prompts)
+
+        def generate(inputs, prompt_index, max_length, **options):
+            return self.generate(
+                model, params, inputs, max_length, prompt_index=prompt_index, **options
+            )
+
+        return generate
+
     def __repr__(self) -> str:
         return f"<family {self.name}>"
 
@@ -74,13 +181,108 @@ class EncoderDecoder(Family):
             return short
         return f"{short}, {config.num_heads} heads, mlp {config.mlp_dim}, vocab {config.vocab_size}"
 
+    def build(self, config, prompt_factory=None, layout=None) -> t5.Transformer:
+        return t5.Transformer(config, prompt_factory)
+
+    def abstract_params(self, config, prompt_factory=None) -> PyTree:
+        return t5.abstract_variables(config, prompt_factory)["params"]
+
+    def init_params(self, model, rng):
+        tokens = jnp.zeros((1, 1), jnp.int32)
+        return nn.unbox(model.init(rng, tokens, tokens, tokens, enable_dropout=False)["params"])
+
+    def embedding(self, frozen):
+        return frozen["token_embedder"]["embedding"]
+
+    def prompt_layers(self, config) -> int:
+        return config.num_encoder_layers
+
+    def describe_checkpoint(self, path):
+        from ptune import checkpoints
+
+        return checkpoints.describe(path)
+
+    def check_checkpoint(self, path, config):
+        from ptune import checkpoints
+
+        checkpoints.describe(path, config)
+
+    def read_embedding(self, path):
+        from ptune import checkpoints
+
+        source, _ = checkpoints.open_checkpoint(path)
+        array = source.arrays.get("token_embedder/embedding")
+        if array is None:
+            raise UserError(f"{path} holds no token_embedder/embedding")
+        return np.asarray(array.read(dtype=np.float32))
+
+    def load_frozen(self, config, path, *, shardings=None, dtype=jnp.float32) -> dict:
+        from ptune import checkpoints
+
+        _, params = checkpoints.load(
+            path, config, fresh=[prompts.PROMPT_PATTERN], shardings=shardings, dtype=dtype
+        )
+        return params
+
+    def generate(
+        self,
+        model,
+        params,
+        inputs,
+        max_length,
+        *,
+        num_beams=1,
+        alpha=0.6,
+        temperature=0.0,
+        top_k=0,
+        top_p=1.0,
+        rng=None,
+        prompt_index=None,
+        vocab_limit=None,
+    ):
+        if num_beams > 1:
+            beams, _ = decoding.beam_search(
+                model,
+                params,
+                inputs,
+                max_length=max_length,
+                num_beams=num_beams,
+                alpha=alpha,
+                prompt_index=prompt_index,
+                vocab_limit=vocab_limit,
+            )
+            return beams[:, 0]
+        return decoding.generate(
+            model,
+            params,
+            inputs,
+            max_length=max_length,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            rng=rng,
+            prompt_index=prompt_index,
+            vocab_limit=vocab_limit,
+        )
+
+
+# The decoder-only key/value cache lengths a bank's prompts are computed for: powers of two
+# and their midpoints (from 16), so requests of nearby widths and output lengths share the
+# bank's keys and values and the compiled decoding step; at most a third of a cache is slots
+# no row reaches.
+def _cache_length(needed: int) -> int:
+    from ptune import buckets
+
+    return buckets.LengthBuckets(smallest=16).round_up(needed)
+
 
 class DecoderOnly(Family):
     """Llama, Mistral, Qwen2 (t5x's `DecoderOnlyModel`): the prompt goes in front of (or
-    after the BOS of) one causal sequence, inputs then targets."""
+    after the BOS of) one causal sequence, inputs then targets (`llama.CausalLM.seq2seq`)."""
 
     name = "decoder-only"
     config_type = llama.LlamaConfig
+    tokenizer_from_checkpoint = True
 
     def layers(self, config: llama.LlamaConfig) -> str:
         return str(config.num_hidden_layers)
@@ -92,6 +294,156 @@ class DecoderOnly(Family):
         return (
             f"{short}, {config.num_attention_heads} heads ({config.num_key_value_heads} "
             f"key/value), mlp {config.intermediate_size}, vocab {config.vocab_size}"
+        )
+
+    def build(self, config, prompt_factory=None, layout=None) -> llama.CausalLM:
+        return llama.CausalLM(config, prompt_factory, **(layout or {}))
+
+    def abstract_params(self, config, prompt_factory=None) -> PyTree:
+        return llama.abstract_params(config, prompt_factory)
+
+    def init_params(self, model, rng):
+        return nn.unbox(model.init(rng, jnp.zeros((1, 1), jnp.int32))["params"])
+
+    def embedding(self, frozen):
+        return frozen["embed_tokens"]
+
+    def prompt_layers(self, config) -> int:
+        return config.num_hidden_layers
+
+    def describe_checkpoint(self, path):
+        from ptune.checkpoints import hf_causal, hub, loading
+
+        config = hf_causal.read_config(hub.resolve(path))
+        self.check_checkpoint(path, config)
+        count = llama.parameter_count(config)
+        return loading.Description(path, "hf (decoder-only)", config, {}, count, None)
+
+    def check_checkpoint(self, path, config):
+        from ptune.checkpoints import hf_causal
+
+        hf_causal.check(path, config)
+
+    def read_embedding(self, path):
+        from ptune.checkpoints import hf_causal, hub
+
+        tensors = hf_causal.tensors(hub.resolve(path))
+        if "model.embed_tokens.weight" not in tensors:
+            raise UserError(f"{path} holds no model.embed_tokens.weight")
+        return tensors["model.embed_tokens.weight"].read(dtype=np.float32)
+
+    def load_frozen(self, config, path, *, shardings=None, dtype=jnp.float32) -> dict:
+        """A Hugging Face decoder-only directory, strictly (`hf_causal.load`)."""
+        from ptune.checkpoints import hf_causal
+
+        stated, params = hf_causal.load(
+            path, dtype=dtype, scan_layers=config.scan_layers, shardings=shardings
+        )
+        differing = [
+            k for k in llama.ARCHITECTURE_FIELDS if getattr(stated, k) != getattr(config, k)
+        ]
+        if differing:
+            raise UserError(f"{path} is not the configured model: {', '.join(differing)} differ")
+        return params if shardings is not None else jax.tree_util.tree_map(jnp.asarray, params)
+
+    def logits(self, model, params, inputs, decoder_inputs, targets, **kwargs):
+        return model.apply(
+            {"params": params},
+            inputs,
+            decoder_inputs,
+            targets,
+            method=llama.CausalLM.seq2seq,
+            **kwargs,
+        )
+
+    def target_weights(self, targets, weights=None):
+        """Every position up to the EOS counts: the tokenizer may have a real token 0 ("!"
+        in Llama 3's and Qwen2's), which seqio's weights would drop."""
+        steps = jnp.arange(targets.shape[1], dtype=jnp.int32)
+        return (steps[None] < llama.real_length(targets)[:, None]).astype(jnp.float32)
+
+    def generate(
+        self,
+        model,
+        params,
+        inputs,
+        max_length,
+        *,
+        num_beams=1,
+        alpha=0.6,
+        temperature=0.0,
+        top_k=0,
+        top_p=1.0,
+        rng=None,
+        prompt_index=None,
+        vocab_limit=None,
+    ):
+        self._check_options(num_beams=num_beams, temperature=temperature)
+        return llama.seq2seq_generate(
+            model,
+            params,
+            inputs,
+            max_length,
+            prompt_index=prompt_index,
+            vocab_limit=vocab_limit,
+        )
+
+    def _check_options(self, num_beams: int = 1, temperature: float = 0.0, **_) -> None:
+        if num_beams > 1:
+            require(self, "beam_search")
+        if temperature > 0:
+            require(self, "sampling")
+
+    def bank_generator(self, model, frozen, bank) -> "PromptCacheGenerator":
+        return PromptCacheGenerator(self, model, frozen, bank)
+
+
+class PromptCacheGenerator:
+    """A decoder-only bank's generation: each row continues from its prompt's keys and values
+    (after the BOS with placement "after_bos"), computed once per cache length for the whole
+    bank (`llama.prompt_cache`; `caches` {length: one cache per prompt}). Recomputed with each
+    request instead: a prompt after the first token of a model without a BOS, and a batch with
+    a request whose input text is empty (its first new token reads the prompt's last
+    position, which the cache holds only as keys and values)."""
+
+    def __init__(self, family: DecoderOnly, model: llama.CausalLM, frozen: PyTree, bank: Any):
+        self.family, self.model, self.bank = family, model, bank
+        self.params = jax.device_put(prompts.with_prompt(frozen, bank.prompts))
+        self.frozen = jax.device_put(frozen)
+        self.bare = llama.CausalLM(model.config, None, model.bos_id, model.drop_input_eos)
+        self.bos = model.bos_id if bank.placement == "after_bos" else None
+        self.caches: dict[int, list] = {}
+
+    def __call__(self, inputs, prompt_index, max_length: int, **options) -> Array:
+        model, bank, bos = self.model, self.bank, self.bos
+        empty = jnp.zeros((inputs.shape[0], 0), jnp.int32)
+        sequence, valid, _ = llama.seq2seq_layout(inputs, empty, model.bos_id, model.drop_input_eos)
+        sequence, valid = jax.device_get((sequence, valid))
+        if bos is not None:  # each prompt's cache starts with the BOS
+            sequence, valid = sequence[:, 1:], valid[:, 1:]
+        requests = jax.device_get(inputs).any(axis=1)  # padding rows are all 0
+        if (bank.placement != "prefix" and bos is None) or (requests & ~valid.any(axis=1)).any():
+            return self.family.generate(
+                model, self.params, inputs, max_length, prompt_index=prompt_index, **options
+            )
+        self.family._check_options(**options)
+        length = _cache_length(
+            max(bank.lengths) + (bos is not None) + sequence.shape[1] + max_length
+        )
+        if length not in self.caches:
+            self.caches[length] = [
+                llama.prompt_cache(model.config, self.frozen, p[:n], length, bos)
+                for p, n in zip(bank.prompts, bank.lengths)
+            ]
+        cache = llama.bank_cache(model.config, self.caches[length], prompt_index)
+        return llama.generate(
+            self.bare,
+            self.frozen,
+            sequence,
+            valid,
+            max_length,
+            cache=cache,
+            vocab_limit=options.get("vocab_limit"),
         )
 
 
@@ -106,6 +458,35 @@ def family_of(config: Any) -> Family:
         if isinstance(config, family.config_type):
             return family
     raise TypeError(f"not a model configuration: {config!r}")
+
+
+def is_config(value: Any) -> bool:
+    """Whether `value` is a model configuration of some family."""
+    return isinstance(value, tuple(f.config_type for f in FAMILIES))
+
+
+def of_checkpoint(path: str) -> Family:
+    """The family of the model a checkpoint holds: a Hugging Face decoder-only directory (or
+    a hub id of one in the local cache) is decoder-only; every other format holds a T5."""
+    from ptune.checkpoints import hf_causal
+
+    return DECODER_ONLY if hf_causal.is_causal_dir(path) else T5
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def score(model, params: PyTree, inputs: Array, targets: Array, prompt_index=None) -> Array:
+    """Log-likelihood of each target sequence [b] (summed over its real tokens) given inputs
+    [b, ls], targets [b, lt] (the decoder's inputs are the targets shifted right)."""
+    family = family_of(model.config)
+    decoder_inputs = jnp.concatenate([jnp.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
+    kwargs = {} if prompt_index is None else {"prompt_index": prompt_index}
+    logits = family.logits(model, params, inputs, decoder_inputs, targets, **kwargs)
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    token = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    weights = family.target_weights(targets)
+    if weights is None:
+        weights = targets > 0
+    return jnp.sum(token * weights, axis=-1)
 
 
 def require(family: Family, capability: str, context: str = "") -> None:

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from ptune import atomic, buckets, data, evaluation, prompts, recipe
+from ptune import partitioning as partitioning_lib
 from ptune import server as server_lib
 from ptune.errors import UserError
 
@@ -54,6 +55,8 @@ class InferConfig:
     # Requests padded to the length bucket of each group's longest (`ptune.buckets`) instead
     # of TASK_FEATURE_LENGTHS["inputs"]; None: one padded shape.
     length_buckets: Optional[buckets.LengthBuckets] = buckets.LengthBuckets()
+    frozen_dtype: Optional[str] = None  # e.g. "bfloat16" halves the frozen model's memory
+    partitioning: partitioning_lib.MeshConfig = partitioning_lib.MeshConfig()  # mesh, rules
 
 
 def read_requests(path: str) -> list[dict]:
@@ -102,32 +105,30 @@ def named_prompt_files(prompt_files: Union[Mapping[str, str], str]) -> dict[str,
         return prompt_io.read_bank(prompt_files)
     raise UserError(
         f"PROMPT_FILES must be {{name: prompt file}} or a multi-task prompt bank directory "
-        f"(holding {prompts.BANK_FILE}); got {prompt_files!r}"
+        f"(holding {prompt_io.BANK_FILE}); got {prompt_files!r}"
     )
 
 
-def _frozen_model(cfg):
-    """(the frozen model's configuration (`ptune.recipe`), its data layout
-    (`data.model_layout`: a decoder-only model's tokenizer feeds the tasks)), resolved before
-    any work."""
+def _frozen_run(cfg) -> recipe.Run:
+    """The frozen model's run (`ptune.recipe`: configuration, data layout (a decoder-only
+    model's tokenizer feeds the tasks), mesh, frozen dtype), resolved before any work."""
     config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path)
-    return config, data.model_layout(config, cfg.checkpoint_path)
+    layout = data.model_layout(config, cfg.checkpoint_path)
+    return recipe.assemble(
+        config, mesh=cfg.partitioning, frozen_dtype=cfg.frozen_dtype, causal_layout=layout
+    )
 
 
 def _frozen_server(
-    cfg, model: tuple, bank: server_lib.Bank, vocab_limit: Optional[int], eos_id: int
+    cfg, run: recipe.Run, bank: server_lib.Bank, vocab_limit: Optional[int], eos_id: int
 ) -> server_lib.Server:
-    """The frozen model (`_frozen_model`'s, its weights loaded by `ptune.recipe`) serving
-    `bank`."""
-    config, layout = model
-    frozen = recipe.load_frozen(config, cfg.checkpoint_path)
+    """`run`'s frozen model, its weights read into their shards, serving `bank`."""
     return server_lib.Server(
-        config,
-        frozen,
+        run,
+        run.load_frozen(cfg.checkpoint_path),
         bank,
         cfg.batch_size,
         vocab_limit=vocab_limit,
-        causal_layout=layout,
         eos_id=eos_id,
     )
 
@@ -144,7 +145,7 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
     atomic.check_writable_dir(
         os.path.dirname(os.path.abspath(cfg.output_file)), "INFER_OUTPUT_FILE's directory"
     )
-    model = _frozen_model(cfg)
+    run = _frozen_run(cfg)
     requests = read_requests(cfg.input_file)
     bank = server_lib.Bank.from_files(named_prompt_files(cfg.prompt_files), cfg.prompt.placement)
     vocabularies = {}
@@ -167,7 +168,7 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
     targets = [v[1] for v in vocabularies.values()]
     server = _frozen_server(
         cfg,
-        model,
+        run,
         bank,
         vocab_limit=max(int(v.vocab_size) for v in targets),
         eos_id=int(targets[0].eos_id),
@@ -217,59 +218,73 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
 
 @dataclasses.dataclass(frozen=True)
 class EnsembleConfig:
-    """`ptune ensemble`: N prompt files of one task, evaluated in one pass."""
+    """`ptune ensemble`: N prompt files of one task, evaluated in one pass.
 
-    mixture_or_task_name: str
-    checkpoint_path: str
+    eval: everything `ptune eval` is configured with (frozen model, task, split, lengths,
+      batch size, length buckets, beams, the prompt's placement), so each prompt is evaluated
+      as `ptune eval` would evaluate it; its prompt_file, no_prompt and output_dir are
+      `ptune eval`'s own and unused here.
+    """
+
+    eval: evaluation.EvalConfig
     prompt_files: Sequence[str]
-    model: Any = None  # None: the checkpoint's configuration
-    prompt: prompts.PromptConfig = prompts.PromptConfig()  # its placement applies
-    task_feature_lengths: Optional[Mapping[str, int]] = None  # None: each example whole
-    batch_size: int = 32
-    eval_split: str = "validation"
     output_file: Optional[str] = None  # JSON of the table; default: none
-    # Each batch padded to its length bucket (`ptune.buckets`); None: one padded shape.
-    length_buckets: Optional[buckets.LengthBuckets] = buckets.LengthBuckets()
 
 
 def run_ensemble(cfg: EnsembleConfig) -> dict:
     """-> {"prompts": [{name, metrics}], "average", "best", "ensemble"} (Table 3 layout)."""
+    ev = cfg.eval
     if len(cfg.prompt_files) < 2:
         raise UserError("ensembling needs at least two prompt files")
-    model = _frozen_model(cfg)
-    data.check_task(cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.eval_split)
+    run = _frozen_run(ev)
+    data.check_task(ev.mixture_or_task_name, ev.task_feature_lengths, ev.eval_split)
     if cfg.output_file:
         atomic.check_writable_dir(
             os.path.dirname(os.path.abspath(cfg.output_file)), "--output's directory"
         )
     names = [f"prompt_{i + 1}" for i in range(len(cfg.prompt_files))]
-    bank = server_lib.Bank.from_files(dict(zip(names, cfg.prompt_files)), cfg.prompt.placement)
+    bank = server_lib.Bank.from_files(dict(zip(names, cfg.prompt_files)), ev.prompt.placement)
     evaluator = evaluation.Evaluation(
-        cfg.mixture_or_task_name,
-        cfg.task_feature_lengths,
-        cfg.batch_size,
-        cfg.eval_split,
-        buckets=cfg.length_buckets,
+        ev.mixture_or_task_name,
+        ev.task_feature_lengths,
+        ev.batch_size,
+        ev.eval_split,
+        buckets=ev.length_buckets,
     )
-    eos_id = int(data.output_vocabulary(cfg.mixture_or_task_name).eos_id)
-    server = _frozen_server(cfg, model, bank, vocab_limit=evaluator.vocab_limit, eos_id=eos_id)
+    eos_id = int(data.output_vocabulary(ev.mixture_or_task_name).eos_id)
+    server = _frozen_server(ev, run, bank, vocab_limit=evaluator.vocab_limit, eos_id=eos_id)
     members = list(range(len(names)))
+
+    def generate(tokens):
+        length = evaluator.lengths["targets"]
+        per_prompt, voted = server_lib.ensemble_generate(
+            server, tokens, members, max_length=length, num_beams=ev.num_beams or 1
+        )
+        return per_prompt, _padded(voted, length)
+
     outputs = evaluator.model_outputs(
-        lambda tokens: server_lib.ensemble_generate(
-            server, tokens, members, max_length=evaluator.lengths["targets"]
-        ),
+        generate,
         lambda tokens, targets: server_lib.ensemble_scores(server, tokens, targets, members),
     )
-    table = {"prompts": [], "task": cfg.mixture_or_task_name, "split": cfg.eval_split}
+    table = {"prompts": [], "task": ev.mixture_or_task_name, "split": ev.eval_split}
     for m, name in enumerate(names):
         metrics = evaluator.metrics_from_outputs(outputs, member=m)
         table["prompts"].append({"name": name, "file": cfg.prompt_files[m], "metrics": metrics})
     table["ensemble"] = evaluator.metrics_from_outputs(outputs, member=None)
     table["average"] = _mean_metrics([p["metrics"] for p in table["prompts"]])
-    table["best"] = _best(table["prompts"], cfg.mixture_or_task_name)
+    table["best"] = _best(table["prompts"], ev.mixture_or_task_name)
     if cfg.output_file:
         evaluation.write_results(cfg.output_file, -1, table)
     return table
+
+
+def _padded(votes: Sequence[Sequence[int]], length: int) -> np.ndarray:
+    """Voted token sequences (up to EOS) -> [n, length], 0 after each, as decoding leaves a
+    prompt's own output: seqio stacks a task's predictions, which must share one length."""
+    out = np.zeros((len(votes), length), np.int32)
+    for row, ids in enumerate(votes):
+        out[row, : len(ids)] = ids
+    return out
 
 
 def _flat(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:

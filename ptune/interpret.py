@@ -89,16 +89,6 @@ def format_text(result: dict) -> str:
 
 def read_embedding(checkpoint_path: str) -> np.ndarray:
     """Only the embedding table [vocab, embed] of a checkpoint (no other weight is read)."""
-    from ptune import checkpoints
-    from ptune.checkpoints import hf_causal, hub
+    from ptune import family
 
-    if hf_causal.is_causal_dir(checkpoint_path):
-        tensors = hf_causal.tensors(hub.resolve(checkpoint_path))
-        if "model.embed_tokens.weight" not in tensors:
-            raise UserError(f"{checkpoint_path} holds no model.embed_tokens.weight")
-        return tensors["model.embed_tokens.weight"].read(dtype=np.float32)
-    source, _ = checkpoints.open_checkpoint(checkpoint_path)
-    array = source.arrays.get("token_embedder/embedding")
-    if array is None:
-        raise UserError(f"{checkpoint_path} holds no token_embedder/embedding")
-    return np.asarray(array.read(dtype=np.float32))
+    return family.of_checkpoint(checkpoint_path).read_embedding(checkpoint_path)

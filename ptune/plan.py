@@ -18,23 +18,31 @@ alone. Compiling needs the devices of the mesh to exist: on a laptop, simulated 
 CPU backend computes in float32 where a TPU would keep bfloat16, so its temporaries are an
 upper bound for TPU.
 
-The numerical core: jax, flax, optax and numpy only.
+`fit` walks the memory-relevant settings (`Setting`: mesh split, remat, bfloat16 activations
+and frozen weights, 2-D weight partitioning) cheapest first until one fits a budget;
+`plan_configured` and `fit_training` apply both to the run a `TrainConfig` configures, as
+`ptune plan` and `ptune plan --fit` do.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ptune import prompts, recipe
+from ptune import family as family_lib
+from ptune import partitioning, prompts, recipe
 from ptune import step as step_lib
 from ptune import trainable as trainable_lib
+from ptune.errors import UserError
 from ptune.models import attention
+
+if TYPE_CHECKING:
+    from ptune.trainer import TrainConfig
 
 PyTree = Any
 GIB = 1024**3
@@ -313,6 +321,90 @@ def fit(
         if plan(setting).per_device_bytes <= budget_bytes:
             return FitResult(budget_bytes, (setting, plans[setting]), tuple(tried), model)
     return FitResult(budget_bytes, None, tuple(tried), model)
+
+
+# ---------------------------------------------------------------------------------------------
+# A configured run (`ptune plan`): its TrainConfig and model configuration, planned
+
+
+def prompt_factory(cfg: TrainConfig):
+    """The run's prompt module; multi-task prompts are sized by the mixture's task count."""
+    if cfg.prompt is None:
+        return None
+    if cfg.prompt.multi_task is None:
+        return cfg.prompt.factory()
+    if cfg.mixture_or_task_name == "(plan)":
+        raise UserError(
+            "multi-task prompts hold one prompt per task: name the mixture "
+            "(--gin.MIXTURE_OR_TASK_NAME=...) so `ptune plan` can size the bank"
+        )
+    import ptune.tasks  # noqa: F401  registers the mixtures
+    from ptune import data
+
+    return cfg.prompt.factory(len(data.bank_tasks(cfg.mixture_or_task_name)))
+
+
+def plan_configured(
+    cfg: TrainConfig, model_config: Any, mesh: partitioning.MeshConfig, frozen_dtype: Any
+) -> Plan:
+    """`plan_training` of the run `cfg` configures, with `model_config` (the run's, perhaps
+    changed), on `mesh` with frozen weights in `frozen_dtype`."""
+    run = recipe.assemble(
+        model_config,
+        prompt_factory=prompt_factory(cfg),
+        mesh=mesh,
+        trainable=cfg.trainable,
+        optimizer=cfg.optimizer,
+        frozen_dtype=frozen_dtype,
+    )
+    return plan_training(
+        run, batch_size=cfg.batch_size, feature_lengths=cfg.task_feature_lengths, loss=cfg.loss
+    )
+
+
+def fit_training(
+    cfg: TrainConfig, model_config: Any, devices: int, budget: int, log: Callable[[str], None]
+) -> FitResult:
+    """`ptune plan --fit`: the cheapest setting whose step fits `budget` bytes per device on
+    `devices` devices; `log` gets a heading and a line per setting compiled."""
+    from ptune import trainer
+
+    def plan_for(setting: Setting) -> Plan:
+        return plan_configured(
+            cfg,
+            model_config.replace(
+                scan_layers=True, remat_policy=setting.remat_policy, dtype=setting.dtype
+            ),
+            dataclasses.replace(
+                cfg.partitioning,
+                mesh_shape=setting.mesh_shape,
+                parameter_partitioning_dims=setting.parameter_partitioning_dims,
+            ),
+            setting.frozen_dtype,
+        )
+
+    candidates = candidate_settings(
+        devices, cfg.batch_size, frozen_weights=not trainer.counts_everything(cfg)
+    )
+    if not candidates:
+        raise UserError(
+            f"batch size {cfg.batch_size} is not divisible by any data-axis size of {devices} "
+            "devices"
+        )
+    log(
+        f"fitting {family_lib.family_of(model_config).layers(model_config)} layers, "
+        f"emb {model_config.emb_dim}, batch {cfg.batch_size}, lengths "
+        f"{dict(cfg.task_feature_lengths)} on {devices} devices in {budget / GIB:.2f} GiB "
+        "each (XLA:CPU's estimate, an upper bound for TPU); cheapest first:"
+    )
+    configurable = type(model_config)  # t5.T5Config, llama.LlamaConfig: named in the flags
+    return fit(
+        plan_for,
+        candidates,
+        budget,
+        log=log,
+        model=f"{configurable.__module__.rsplit('.', 1)[-1]}.{configurable.__name__}",
+    )
 
 
 def parse_bytes(text: str) -> int:

@@ -24,6 +24,7 @@ The numerical core: jax, flax, optax; checkpoints and prompts; no TensorFlow, se
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
@@ -33,6 +34,7 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
+from ptune import family as family_lib
 from ptune import optimizers, partitioning, prompts
 from ptune import step as step_lib
 from ptune import trainable as trainable_lib
@@ -55,7 +57,7 @@ NO_MODEL = (
 def _fields(model: ModelSpec) -> dict[str, Any]:
     if model is None:
         return {}
-    if isinstance(model, (t5.T5Config, llama.LlamaConfig)):
+    if family_lib.is_config(model):
         return dataclasses.asdict(model)
     if not isinstance(model, Mapping):
         raise UserError(f"model must be a T5Config, a LlamaConfig or its fields, got {model!r}")
@@ -70,6 +72,17 @@ def _fields(model: ModelSpec) -> dict[str, Any]:
 def _is_llama(fields: Mapping[str, Any]) -> bool:
     """Whether model-file fields are a decoder-only model's (`llama.LlamaConfig`)."""
     return bool(fields) and set(fields) <= LLAMA_FIELDS and "hidden_size" in fields
+
+
+def _family_of_spec(given: Mapping[str, Any], checkpoint_path: Optional[str]):
+    """The family a run's model belongs to before its configuration exists: decoder-only for
+    `LlamaConfig` fields or a Hugging Face decoder-only checkpoint, else T5."""
+    if _is_llama(given) or (
+        checkpoint_path is not None
+        and family_lib.of_checkpoint(checkpoint_path) is family_lib.DECODER_ONLY
+    ):
+        return family_lib.DECODER_ONLY
+    return family_lib.T5
 
 
 def _comparable(name: str, value: Any) -> Any:
@@ -94,13 +107,13 @@ def resolve_model_config(
     Raises one UserError when there is no model at all, when a model file leaves architecture
     fields unset and no checkpoint states them, or when the model file and the checkpoint
     disagree (listing every differing field)."""
-    from ptune.checkpoints import hf_causal
-
     given = _fields(model)
-    if _is_llama(given) or (
-        checkpoint_path is not None and hf_causal.is_causal_dir(checkpoint_path)
-    ):
-        return _resolve_llama(given, checkpoint_path, what)
+    return _RESOLVERS[_family_of_spec(given, checkpoint_path)](given, checkpoint_path, what)
+
+
+def _resolve_t5(given: Mapping[str, Any], checkpoint_path: Optional[str], what: str):
+    """The T5 branch of `resolve_model_config`: a model file, the checkpoint's stated (or
+    shape-inferred) configuration, or both in agreement."""
     stated, assumed, source = None, {}, None
     if checkpoint_path is not None:
         from ptune import checkpoints
@@ -175,7 +188,7 @@ def _resolve_llama(
         config = _build(given, llama.LlamaConfig)
         log.info("model: from the model gin file (%s)", _describe(config))
         return config
-    if not hf_causal.is_causal_dir(checkpoint_path):
+    if family_lib.of_checkpoint(checkpoint_path) is not family_lib.DECODER_ONLY:
         raise UserError(
             f"the model file describes a decoder-only model, but {checkpoint_path} is not a "
             "Hugging Face decoder-only directory (config.json + safetensors)"
@@ -198,6 +211,9 @@ def _resolve_llama(
     return config
 
 
+_RESOLVERS = {family_lib.T5: _resolve_t5, family_lib.DECODER_ONLY: _resolve_llama}
+
+
 def _build(fields: Mapping[str, Any], kind=t5.T5Config) -> ModelConfig:
     try:
         return kind(**fields)
@@ -206,16 +222,7 @@ def _build(fields: Mapping[str, Any], kind=t5.T5Config) -> ModelConfig:
 
 
 def _describe(config: ModelConfig) -> str:
-    if isinstance(config, llama.LlamaConfig):
-        return (
-            f"decoder-only, emb {config.hidden_size}, {config.num_hidden_layers} layers, "
-            f"{config.num_attention_heads} heads ({config.num_key_value_heads} key/value), "
-            f"mlp {config.intermediate_size}, vocab {config.vocab_size}"
-        )
-    return (
-        f"emb {config.emb_dim}, {config.num_encoder_layers}+{config.num_decoder_layers} layers, "
-        f"{config.num_heads} heads, mlp {config.mlp_dim}, vocab {config.vocab_size}"
-    )
+    return family_lib.family_of(config).describe(config, detail=True)
 
 
 def load_frozen(
@@ -225,31 +232,8 @@ def load_frozen(
     shardings: Optional[PyTree] = None,
     dtype: Any = jnp.float32,
 ) -> dict:
-    """The checkpoint's parameters without the prompt slot, read strictly, one array at a time
-    straight into `dtype` and (with `shardings`, shaped like the parameters) into each
-    device's shards."""
-    if isinstance(config, llama.LlamaConfig):
-        return _load_causal(config, path, shardings, dtype)
-    from ptune import checkpoints
-
-    _, params = checkpoints.load(
-        path, config, fresh=[prompts.PROMPT_PATTERN], shardings=shardings, dtype=dtype
-    )
-    return params
-
-
-def _load_causal(config: llama.LlamaConfig, path: str, shardings, dtype) -> dict:
-    """A Hugging Face decoder-only directory, strictly (`hf_causal.load`), each device
-    reading its own slices in `dtype`."""
-    from ptune.checkpoints import hf_causal
-
-    stated, params = hf_causal.load(
-        path, dtype=dtype, scan_layers=config.scan_layers, shardings=shardings
-    )
-    differing = [k for k in llama.ARCHITECTURE_FIELDS if getattr(stated, k) != getattr(config, k)]
-    if differing:
-        raise UserError(f"{path} is not the configured model: {', '.join(differing)} differ")
-    return params if shardings is not None else jax.tree_util.tree_map(jnp.asarray, params)
+    """The checkpoint's parameters without the prompt slot (`Family.load_frozen`)."""
+    return family_lib.family_of(config).load_frozen(config, path, shardings=shardings, dtype=dtype)
 
 
 @dataclasses.dataclass
@@ -258,6 +242,7 @@ class Run:
     shardings exist only for runs that train (`trainable` given to `assemble`)."""
 
     config: ModelConfig
+    family: family_lib.Family
     model: Union[t5.Transformer, llama.CausalLM]
     partitioner: partitioning.Partitioner
     boxed: PyTree  # abstract parameters with logical axis names, prompt slot included
@@ -267,10 +252,22 @@ class Run:
     state_shardings: Optional[step_lib.TrainState]
     frozen_shardings: Optional[PyTree]
     frozen_dtype: Optional[str]
+    layout: Optional[Mapping[str, Any]] = None  # what the data asks of the model (its BOS)
 
     @property
     def abstract_params(self) -> PyTree:
         return nn.unbox(self.boxed)
+
+    def with_prompt_module(self, prompt_factory: Callable[..., nn.Module]) -> "Run":
+        """This run's model, mesh, frozen dtype and layout with another prompt module (a
+        served bank's); for runs that do not train."""
+        boxed = self.family.abstract_params(self.config, prompt_factory)
+        return dataclasses.replace(
+            self,
+            model=self.family.build(self.config, prompt_factory, self.layout),
+            boxed=boxed,
+            shardings=self.partitioner.param_shardings(boxed),
+        )
 
     def _load_dtype(self):
         """Frozen weights are read in their final dtype unless some loaded weight trains."""
@@ -282,7 +279,7 @@ class Run:
 
     def load_frozen(self, path: str) -> dict:
         """The frozen model from `path` (strictly), each device reading its own shards."""
-        return load_frozen(
+        return self.family.load_frozen(
             self.config,
             path,
             shardings=prompts.without_prompt(self.shardings),
@@ -292,16 +289,10 @@ class Run:
     def random_frozen(self, seed: int) -> dict:
         """Random frozen weights from `seed` (only for runs that name them, e.g. the demo);
         every host computes the same values, each device keeps its shards."""
-        tokens = jnp.zeros((1, 1), jnp.int32)
-
-        def init(rng):
-            if isinstance(self.model, llama.CausalLM):
-                return nn.unbox(self.model.init(rng, tokens)["params"])
-            variables = self.model.init(rng, tokens, tokens, tokens, enable_dropout=False)
-            return nn.unbox(variables["params"])
-
         params = self.partitioner.jit(
-            init, in_shardings=self.partitioner.replicated, out_shardings=self.shardings
+            functools.partial(self.family.init_params, self.model),
+            in_shardings=self.partitioner.replicated,
+            out_shardings=self.shardings,
         )(jax.random.PRNGKey(seed))
         params = prompts.without_prompt(params) if prompts.has_prompt(params) else params
         if self.frozen_dtype:
@@ -311,9 +302,7 @@ class Run:
     def embedding(self, frozen: dict) -> Any:
         """The frozen token embedding table [vocab, embed] (what prompts are initialised
         from and compared with)."""
-        if isinstance(self.model, llama.CausalLM):
-            return frozen["embed_tokens"]
-        return frozen["token_embedder"]["embedding"]
+        return self.family.embedding(frozen)
 
     def place_prompt(self, frozen: dict, value: Any, seed: int = 0) -> dict:
         """`frozen` with `value` ([P, E], or a bank [K, P, E]) in the prompt slot, placed
@@ -379,9 +368,7 @@ def _with_shardings(abstract: PyTree, shardings: PyTree, dtype=None) -> PyTree:
 
 def abstract_params(config: ModelConfig, prompt_factory=None) -> PyTree:
     """Either family's parameters as shapes with logical axis names; allocates nothing."""
-    if isinstance(config, llama.LlamaConfig):
-        return llama.abstract_params(config, prompt_factory)
-    return t5.abstract_variables(config, prompt_factory)["params"]
+    return family_lib.family_of(config).abstract_params(config, prompt_factory)
 
 
 def assemble(
@@ -398,11 +385,9 @@ def assemble(
     """Model, mesh, shardings and (when `trainable` is given) the mask, optimizer and state
     shardings of a run. Allocates nothing. `causal_layout`: a decoder-only model's
     `bos_id`/`drop_input_eos` (`llama.CausalLM`; from the tasks' vocabulary)."""
-    if isinstance(config, llama.LlamaConfig):
-        model = llama.CausalLM(config, prompt_factory, **(causal_layout or {}))
-    else:
-        model = t5.Transformer(config, prompt_factory)
-    boxed = abstract_params(config, prompt_factory)
+    family = family_lib.family_of(config)
+    model = family.build(config, prompt_factory, causal_layout)
+    boxed = family.abstract_params(config, prompt_factory)
     partitioner = partitioning.Partitioner.create(mesh, devices)
     shardings = partitioner.param_shardings(boxed)
     mask = state_sh = frozen_sh = None
@@ -412,6 +397,7 @@ def assemble(
         state_sh, frozen_sh = step_lib.train_shardings(partitioner, optimizer, boxed, mask)
     return Run(
         config=config,
+        family=family,
         model=model,
         partitioner=partitioner,
         boxed=boxed,
@@ -421,4 +407,5 @@ def assemble(
         state_shardings=state_sh,
         frozen_shardings=frozen_sh,
         frozen_dtype=frozen_dtype,
+        layout=causal_layout,
     )

@@ -20,9 +20,9 @@ from typing import Any, Hashable, Mapping, Optional, Sequence
 import jax
 import numpy as np
 
-from ptune import buckets, decoding, prompts
+from ptune import family as family_lib
+from ptune import prompts
 from ptune.errors import UserError
-from ptune.models import llama, t5
 
 PyTree = Any
 
@@ -44,10 +44,13 @@ class Bank:
 
     @classmethod
     def from_files(cls, named_files: Mapping[str, str], placement: str = "prefix") -> "Bank":
+        from ptune.checkpoints import prompt_io
+
         if not named_files:
             raise UserError("no prompts given: name at least one prompt file")
         return cls.from_arrays(
-            {name: prompts.load_prompt_file(path) for name, path in named_files.items()}, placement
+            {name: prompt_io.load_prompt_file(path) for name, path in named_files.items()},
+            placement,
         )
 
     def index(self, name: str) -> int:
@@ -67,96 +70,40 @@ class Bank:
         return prompt_index
 
 
-# The decoder-only key/value cache lengths: powers of two and their midpoints, so at most a
-# third of a cache is slots no row reaches.
-_CACHE_LENGTHS = buckets.LengthBuckets(smallest=16)
-
-
 class Server:
     """One frozen model with a bank of prompts, called with fixed batch shapes.
 
-    `frozen` is the model's parameters without a prompt (as `recipe.load_frozen` returns
-    them); the bank goes into the prompt slot.
+    run: the assembled run (`recipe.assemble`: model configuration, mesh, frozen dtype, data
+      layout), whatever its own prompt module; the server's model holds the bank's.
+    frozen: the model's parameters without a prompt (as `run.load_frozen` returns them); the
+      bank goes into the prompt slot.
     Inputs are token arrays; rows are split into batches of `batch_size` (the last padded) so
     every call reuses one compilation.
     """
 
     def __init__(
         self,
-        config: Any,
+        run: Any,
         frozen: PyTree,
         bank: Bank,
         batch_size: int = 32,
         vocab_limit: Optional[int] = None,
-        causal_layout: Optional[Mapping[str, Any]] = None,
         eos_id: int = 1,
     ):
-        if bank.prompts.shape[-1] != config.emb_dim:
+        if bank.prompts.shape[-1] != run.config.emb_dim:
             raise UserError(
                 f"prompt width {bank.prompts.shape[-1]} does not match the model's "
-                f"emb_dim {config.emb_dim}"
+                f"emb_dim {run.config.emb_dim}"
             )
         self.bank = bank
         self.batch_size = batch_size
         self.vocab_limit = vocab_limit  # ids at or past it (embedding padding) never decode
         self.eos_id = eos_id  # the vocabulary's; every output is 0 after it
-        factory = prompts.bank_factory(bank.lengths, bank.placement)
-        self.causal = isinstance(config, llama.LlamaConfig)
-        if self.causal:  # a decoder-only model (`causal_layout`: its BOS, see llama.CausalLM)
-            self.model = llama.CausalLM(config, factory, **(causal_layout or {}))
-            self.frozen = jax.device_put(frozen)
-            self._prompt_caches: dict[int, list] = {}
-        else:
-            self.model = t5.Transformer(config, factory)
-        self.params = jax.device_put(prompts.with_prompt(frozen, bank.prompts))
-
-    def _causal_generate(self, tokens, index, max_length: int):
-        """Greedy decoding of a decoder-only model, each row continuing from its prompt's keys
-        and values (after the BOS with placement "after_bos"), computed once per cache length
-        bucket for the whole bank (`llama.prompt_cache`). Recomputed with each request
-        instead: a prompt after the first token of a model without a BOS, and a batch with a
-        request whose input text is empty (its first new token reads the prompt's last
-        position, which the cache holds only as keys and values)."""
-        model = self.model
-        bos = model.bos_id if self.bank.placement == "after_bos" else None
-        empty = np.zeros((tokens.shape[0], 0), np.int32)
-        sequence, valid, _ = llama.seq2seq_layout(tokens, empty, model.bos_id, model.drop_input_eos)
-        sequence, valid = np.asarray(sequence), np.asarray(valid)
-        if bos is not None:  # each prompt's cache starts with the BOS
-            sequence, valid = sequence[:, 1:], valid[:, 1:]
-        requests = np.asarray(tokens).any(axis=1)  # the rows `_batched` added are all 0
-        if (self.bank.placement != "prefix" and bos is None) or np.any(
-            requests & ~valid.any(axis=1)
-        ):
-            return llama.seq2seq_generate(
-                model,
-                self.params,
-                tokens,
-                max_length,
-                prompt_index=index,
-                vocab_limit=self.vocab_limit,
-            )
-        # Rounded up, so requests of nearby widths and lengths share the bank's caches and
-        # the compiled decoding step; the slots past a row's tokens are masked.
-        length = _CACHE_LENGTHS.round_up(
-            max(self.bank.lengths) + (bos is not None) + sequence.shape[1] + max_length
-        )
-        if length not in self._prompt_caches:
-            self._prompt_caches[length] = [
-                llama.prompt_cache(model.config, self.frozen, p[:n], length, bos)
-                for p, n in zip(self.bank.prompts, self.bank.lengths)
-            ]
-        cache = llama.bank_cache(model.config, self._prompt_caches[length], index)
-        bare = llama.CausalLM(model.config, None, model.bos_id, model.drop_input_eos)
-        return llama.generate(
-            bare,
-            self.frozen,
-            sequence,
-            valid,
-            max_length,
-            cache=cache,
-            vocab_limit=self.vocab_limit,
-        )
+        self.run = run.with_prompt_module(prompts.bank_factory(bank.lengths, bank.placement))
+        self.family = self.run.family
+        self.model = self.run.model
+        self.params = self.run.place_prompt(frozen, bank.prompts)
+        self.generator = self.family.bank_generator(self.model, frozen, bank)
 
     def _batched(self, fn, arrays: Sequence[np.ndarray], prompt_index: np.ndarray):
         prompt_index = self.bank.check(prompt_index)
@@ -194,51 +141,33 @@ class Server:
         from its own key folded from `seed`."""
         if num_beams > 1 and temperature > 0:
             raise UserError("choose beam search (num_beams > 1) or sampling (temperature > 0)")
-        if self.causal:
-            if num_beams > 1 or temperature > 0:
-                raise UserError(
-                    "a decoder-only model decodes greedily only so far: leave NUM_BEAMS and "
-                    "TEMPERATURE unset"
-                )
-            fn = functools.partial(self._causal_generate, max_length=max_length)
-            out = self._batched(fn, [encoder_input_tokens], prompt_index)
-            return after_eos_zeroed(out, self.eos_id)
         if temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
             raise UserError(
                 f"sampling needs temperature >= 0, top_k >= 0 and 0 < top_p <= 1, got "
                 f"{temperature}, {top_k}, {top_p}"
             )
         if num_beams > 1:
+            family_lib.require(self.family, "beam_search", "NUM_BEAMS")
+        if temperature > 0:
+            family_lib.require(self.family, "sampling", "TEMPERATURE")
+        calls = iter(range(1 << 30))
 
-            def fn(tokens, index):
-                return decoding.beam_search(
-                    self.model,
-                    self.params,
-                    tokens,
-                    max_length=max_length,
-                    num_beams=num_beams,
-                    alpha=alpha,
-                    prompt_index=index,
-                    vocab_limit=self.vocab_limit,
-                )[0][:, 0]
-        else:
-            calls = iter(range(1 << 30))
+        def fn(tokens, index):
+            return self.generator(
+                tokens,
+                index,
+                max_length,
+                num_beams=num_beams,
+                alpha=alpha,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                rng=jax.random.fold_in(jax.random.PRNGKey(seed), next(calls)),
+                vocab_limit=self.vocab_limit,
+            )
 
-            def fn(tokens, index):
-                return decoding.generate(
-                    self.model,
-                    self.params,
-                    tokens,
-                    max_length=max_length,
-                    temperature=temperature,
-                    top_k=top_k,
-                    top_p=top_p,
-                    rng=jax.random.fold_in(jax.random.PRNGKey(seed), next(calls)),
-                    prompt_index=index,
-                    vocab_limit=self.vocab_limit,
-                )
-
-        return self._batched(fn, [encoder_input_tokens], prompt_index)
+        out = self._batched(fn, [encoder_input_tokens], prompt_index)
+        return after_eos_zeroed(out, self.eos_id)
 
     def score(
         self,
@@ -248,9 +177,8 @@ class Server:
     ) -> np.ndarray:
         """Log-likelihood of each target [n] (decoder inputs are the targets shifted right)."""
         targets = np.asarray(decoder_target_tokens, np.int32)
-        inputs = np.concatenate([np.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
-        fn = functools.partial(decoding.score, self.model, self.params)
-        return self._batched(fn, [encoder_input_tokens, inputs, targets], prompt_index)
+        fn = functools.partial(family_lib.score, self.model, self.params)
+        return self._batched(fn, [encoder_input_tokens, targets], prompt_index)
 
 
 def expand_for_ensemble(n_examples: int, members: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

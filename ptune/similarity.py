@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ptune.checkpoints import prompt_io
 from ptune.errors import UserError
 
 MEASURES = ("cos_avg", "per_token_avg", "max_mean")
@@ -85,7 +86,7 @@ def table(rows: Sequence[Mapping], measure: str) -> str:
 
 def main(argv: Sequence[str]) -> int:
     """`ptune similar`: ranks source prompts by their similarity to a target prompt."""
-    from ptune import atomic, prompts
+    from ptune import atomic
 
     parser = argparse.ArgumentParser(
         prog="ptune similar",
@@ -112,8 +113,8 @@ def main(argv: Sequence[str]) -> int:
         atomic.check_writable_dir(
             os.path.dirname(os.path.abspath(args.json)), "the --json file's directory"
         )
-    sources = {path: prompts.load_prompt_file(path) for path in paths}
-    target = prompts.load_prompt_file(args.target)
+    sources = {path: prompt_io.load_prompt_file(path) for path in paths}
+    target = prompt_io.load_prompt_file(args.target)
     rows = rank(sources, target, args.measure)
     print(f"source prompts most similar to {args.target} first (by {args.measure}):")
     print(table(rows, args.measure))

@@ -25,9 +25,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from ptune import losses, partitioning
+from ptune import family, losses, partitioning
 from ptune import trainable as trainable_lib
-from ptune.models import llama
 
 PyTree = Any
 
@@ -56,53 +55,18 @@ def init_state(trainable_params: PyTree, optimizer: optax.GradientTransformation
     )
 
 
-def seq2seq_logits(
-    model,
-    params: PyTree,
-    encoder_input_tokens,
-    decoder_input_tokens,
-    decoder_target_tokens,
-    *,
-    enable_dropout: bool = False,
-    rng: Optional[jax.Array] = None,
-    prompt_index=None,
-):
-    """Logits [b, lt, vocab] of an encoder-decoder batch for either model family: T5 reads it
-    as it is; a decoder-only model (`llama.CausalLM.seq2seq`) lays inputs and targets out as
-    one sequence and returns the logits that predict the targets."""
-    kwargs = {} if prompt_index is None else {"prompt_index": prompt_index}
-    return model.apply(
-        {"params": params},
-        encoder_input_tokens,
-        decoder_input_tokens,
-        decoder_target_tokens,
-        enable_dropout=enable_dropout,
-        rngs={"dropout": rng} if rng is not None else None,
-        method=llama.CausalLM.seq2seq if isinstance(model, llama.CausalLM) else None,
-        **kwargs,
-    )
-
-
-def target_weights(model, targets, weights=None):
-    """Which target positions count [b, lt]: seqio's `decoder_loss_weights` (its non-zero
-    targets; None: the same). A decoder-only model's tokenizer may have a real token 0 ("!"
-    in Llama 3's and Qwen2's), so there every position up to the EOS counts."""
-    if not isinstance(model, llama.CausalLM):
-        return weights
-    steps = jnp.arange(targets.shape[1], dtype=jnp.int32)
-    return (steps[None] < llama.real_length(targets)[:, None]).astype(jnp.float32)
-
-
 def _logits(model, params, batch, enable_dropout, rng):
-    return seq2seq_logits(
+    """[b, lt, vocab] at the batch's target positions, for either family (`family.logits`)."""
+    kwargs = {} if batch.get("prompt_index") is None else {"prompt_index": batch["prompt_index"]}
+    return family.family_of(model.config).logits(
         model,
         params,
         batch["encoder_input_tokens"],
         batch["decoder_input_tokens"],
         batch["decoder_target_tokens"],
         enable_dropout=enable_dropout,
-        rng=rng,
-        prompt_index=batch.get("prompt_index"),
+        rngs={"dropout": rng} if rng is not None else None,
+        **kwargs,
     )
 
 
@@ -122,7 +86,7 @@ def loss_and_metrics(
     return losses.compute(
         logits,
         targets,
-        target_weights(model, targets, batch.get("decoder_loss_weights")),
+        family.family_of(model.config).target_weights(targets, batch.get("decoder_loss_weights")),
         z_loss=loss_config.z_loss,
         label_smoothing=loss_config.label_smoothing,
         loss_normalizing_factor=loss_config.loss_normalizing_factor,

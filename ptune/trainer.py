@@ -35,13 +35,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from ptune import atomic, buckets, data, distributed, evaluation, partitioning, prompts, recipe
+from ptune import family as family_lib
 from ptune import run_dir as run_dir_lib
 from ptune import step as step_lib
 from ptune import trainable as trainable_lib
 from ptune.checkpoints import prompt_io
 from ptune.checkpoints.state import StateCheckpointer
 from ptune.errors import UserError
-from ptune.models import family, llama, t5
+from ptune.models import t5
 
 log = logging.getLogger("ptune")
 PyTree = Any
@@ -316,7 +317,8 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
         cfg.model_dir, cfg.fingerprint(config), overwrite=cfg.overwrite, primary=main_process
     )
     run_dir.check()
-    causal_layout = _causal_layout(cfg, config)
+    _require_capabilities(cfg, family_lib.family_of(config))
+    causal_layout = data.model_layout(config, cfg.checkpoint_path)
     data.check_task(
         cfg.mixture_or_task_name,
         cfg.task_feature_lengths,
@@ -371,7 +373,7 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
         if bank:
             value = initial_bank(cfg, embedding, bank)
         elif cfg.prompt.deep:
-            value = initial_deep(cfg, embedding, config.num_encoder_layers)
+            value = initial_deep(cfg, embedding, run.family.prompt_layers(config))
         else:
             value = initial_prompt(cfg, embedding)
         params = run.place_prompt(params, value, cfg.seed)
@@ -552,20 +554,16 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
         return result
 
 
-def _causal_layout(cfg: TrainConfig, config: recipe.ModelConfig) -> Optional[dict]:
-    """For a decoder-only model: its Hugging Face directory's tokenizer becomes every task's
-    vocabulary (`ptune.tasks.vocab.use_tokenizer`), and its BOS starts each sequence. None
-    for T5."""
-    if not isinstance(config, llama.LlamaConfig):
-        return data.model_layout(config, cfg.checkpoint_path)
-    if cfg.random_init or cfg.export_model:
-        raise UserError(
-            "random_init and export_model are for T5 models; a decoder-only run freezes its "
-            "Hugging Face checkpoint (INITIAL_CHECKPOINT_PATH)"
-        )
+def _require_capabilities(cfg: TrainConfig, family: family_lib.Family) -> None:
+    """What this run asks of its model family, refused in one line before any work."""
+    if cfg.random_init:
+        family_lib.require(family, "random_init")
+    if cfg.export_model:
+        family_lib.require(family, "export_model")
     if cfg.prompt is not None and cfg.prompt.deep:
-        raise UserError("deep prompts are T5-only: a decoder-only model takes one prompt")
-    return data.model_layout(config, cfg.checkpoint_path)
+        family_lib.require(family, "deep_prompts")
+    if cfg.eval_num_beams:
+        family_lib.require(family, "beam_search", "eval_num_beams")
 
 
 def counts_everything(cfg: TrainConfig) -> bool:
@@ -620,7 +618,7 @@ def _summary(cfg, config, counts, result: TrainResult, seconds: float) -> dict:
     return {
         "task": cfg.mixture_or_task_name,
         "model": (
-            family.family_of(config).describe(config)
+            family_lib.family_of(config).describe(config)
             + (" (random)" if cfg.random_init and cfg.checkpoint_path is None else "")
         ),
         "prompt_length": cfg.prompt.length if cfg.prompt is not None else None,

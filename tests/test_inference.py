@@ -11,7 +11,7 @@ from flax import linen as nn
 
 import ptune.tasks  # noqa: F401  registers the demo task
 from conftest import DEMO_TINY, tiny_t5
-from ptune import decoding, infer, interpret, prompts
+from ptune import decoding, evaluation, family, infer, interpret, prompts, recipe
 from ptune import server as server_lib
 from ptune.checkpoints.orbax_params import save_ptune
 from ptune.errors import UserError
@@ -82,22 +82,22 @@ def test_beam_search_with_one_beam_is_greedy_and_scores_are_normalised(frozen, n
     seqs, scores = np.asarray(seqs), np.asarray(scores)
     assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
     best = seqs[:, 0]
-    dec_in = np.concatenate([np.zeros((len(enc), 1), np.int32), best[:, :-1]], axis=1)
-    logp = np.asarray(decoding.score(model, params, enc, dec_in, best))
+    logp = np.asarray(family.score(model, params, enc, best))
     lengths = (best > 0).sum(axis=1)
     np.testing.assert_allclose(scores[:, 0], logp / ((5.0 + lengths) / 6.0) ** 0.6, rtol=1e-4)
 
 
 def test_mixed_batch_equals_per_prompt_batches(frozen, named_prompts):
     bank = server_lib.Bank.from_arrays(named_prompts)
-    server = server_lib.Server(CFG, frozen, bank, batch_size=4)
+    server = server_lib.Server(recipe.assemble(CFG), frozen, bank, batch_size=4)
     enc = _inputs(n=7)
     names = ["a", "b", "b", "a", "b", "a", "a"]
     mixed = server_lib.serve_mixed(server, list(zip(names, enc)), max_length=MAX)
     singles = {
-        n: server_lib.Server(CFG, frozen, server_lib.Bank.from_arrays({n: p}), 4)
+        n: server_lib.Server(recipe.assemble(CFG), frozen, server_lib.Bank.from_arrays({n: p}), 4)
         for n, p in named_prompts.items()
     }
+    assert sorted(singles) == sorted(set(names))  # every prompt of the batch is compared
     for n, single in singles.items():  # what a single-adapter system must do per prompt
         rows = [i for i, x in enumerate(names) if x == n]
         alone = single.generate(enc[rows], np.zeros(len(rows), np.int32), max_length=MAX)
@@ -110,16 +110,20 @@ def test_mixed_batch_equals_per_prompt_batches(frozen, named_prompts):
     for n, p in named_prompts.items():
         model, params = _single(frozen, p)
         rows = [i for i, x in enumerate(names) if x == n]
-        dec_in = np.concatenate([np.zeros((len(rows), 1), np.int32), targets[rows, :-1]], 1)
-        ref = np.asarray(decoding.score(model, params, enc[rows], dec_in, targets[rows]))
+        ref = np.asarray(family.score(model, params, enc[rows], targets[rows]))
         np.testing.assert_allclose(mixed_scores[rows], ref, rtol=1e-5, atol=1e-5)
 
 
 def test_ensemble_of_copies_equals_the_prompt_alone(frozen, named_prompts):
     copies = {f"copy{i}": named_prompts["b"] for i in range(3)}
-    server = server_lib.Server(CFG, frozen, server_lib.Bank.from_arrays(copies), batch_size=8)
+    server = server_lib.Server(
+        recipe.assemble(CFG), frozen, server_lib.Bank.from_arrays(copies), batch_size=8
+    )
     alone = server_lib.Server(
-        CFG, frozen, server_lib.Bank.from_arrays({"b": named_prompts["b"]}), batch_size=8
+        recipe.assemble(CFG),
+        frozen,
+        server_lib.Bank.from_arrays({"b": named_prompts["b"]}),
+        batch_size=8,
     )
     enc = _inputs(n=5)
     per_prompt, voted = server_lib.ensemble_generate(server, enc, [0, 1, 2], max_length=MAX)
@@ -141,7 +145,9 @@ def test_majority_vote_breaks_ties_by_prompt_order():
 def test_bank_bad_input(frozen, named_prompts):
     with pytest.raises(UserError, match="different embedding widths: a: 16, c: 8"):
         server_lib.Bank.from_arrays({"a": named_prompts["a"], "c": np.zeros((2, 8), np.float32)})
-    server = server_lib.Server(CFG, frozen, server_lib.Bank.from_arrays(named_prompts), 4)
+    server = server_lib.Server(
+        recipe.assemble(CFG), frozen, server_lib.Bank.from_arrays(named_prompts), 4
+    )
     with pytest.raises(UserError, match="prompt_index 2 at position 1 is out of range"):
         server.generate(_inputs(n=2), np.array([0, 2]), max_length=MAX)
     with pytest.raises(UserError, match="unknown prompt 'z'"):
@@ -213,9 +219,7 @@ def test_infer_file_with_named_prompts(saved, tmp_path):
 
 
 def frozen_from(root):
-    from ptune import recipe
-
-    return recipe.load_frozen(CFG, str(root / "model"))
+    return recipe.assemble(CFG).load_frozen(str(root / "model"))
 
 
 @pytest.mark.parametrize(
@@ -262,11 +266,13 @@ def test_tsv_requests(tmp_path):
 def test_ensemble_table(saved):
     root, files = saved
     cfg = infer.EnsembleConfig(
-        mixture_or_task_name="ptune_demo_rank_classification",
-        checkpoint_path=str(root / "model"),
+        eval=evaluation.EvalConfig(
+            mixture_or_task_name="ptune_demo_rank_classification",
+            checkpoint_path=str(root / "model"),
+            task_feature_lengths={"inputs": 64, "targets": 9},
+            batch_size=32,
+        ),
         prompt_files=[files["a"], files["b"], files["a"]],
-        task_feature_lengths={"inputs": 64, "targets": 9},
-        batch_size=32,
     )
     table = infer.run_ensemble(cfg)
     a, b, a2 = (p["metrics"] for p in table["prompts"])
@@ -288,9 +294,11 @@ def test_ids_past_the_vocabulary_are_never_generated(frozen, named_prompts):
     params = jax.tree_util.tree_map(np.array, frozen)
     params["decoder"]["logits_dense"]["kernel"][:, 300] = 50.0
     enc = _inputs(n=3)
-    unlimited = server_lib.Server(CFG, params, server_lib.Bank.from_arrays(named_prompts), 4)
+    unlimited = server_lib.Server(
+        recipe.assemble(CFG), params, server_lib.Bank.from_arrays(named_prompts), 4
+    )
     limited = server_lib.Server(
-        CFG, params, server_lib.Bank.from_arrays(named_prompts), 4, vocab_limit=259
+        recipe.assemble(CFG), params, server_lib.Bank.from_arrays(named_prompts), 4, vocab_limit=259
     )
     index = np.zeros(3, np.int32)
     assert (unlimited.generate(enc, index, max_length=MAX) == 300).any()

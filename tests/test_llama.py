@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from ptune import recipe
 from ptune.errors import UserError
 from ptune.models import llama
 
@@ -443,11 +444,10 @@ def test_the_server_computes_the_banks_keys_and_values_once_for_nearby_request_w
     rng = np.random.default_rng(9)
     bank = {n: rng.uniform(-0.5, 0.5, (n, 32)).astype(np.float32) for n in (4, 2)}
     server = server_lib.Server(
-        config,
+        recipe.assemble(config, causal_layout=dict(bos_id=None, drop_input_eos=False)),
         params,
         server_lib.Bank.from_arrays({f"p{n}": p for n, p in bank.items()}),
         batch_size=2,
-        causal_layout=dict(bos_id=None, drop_input_eos=False),
     )
     for width in (10, 12):
         tokens = rng.integers(2, 97, (2, width))
@@ -464,7 +464,7 @@ def test_the_server_computes_the_banks_keys_and_values_once_for_nearby_request_w
             )
             expected = server_lib.after_eos_zeroed(np.asarray(alone), 1)
             np.testing.assert_array_equal(got[row], expected[0])
-    assert list(server._prompt_caches) == [24]  # 4 + 10 + 5 and 4 + 12 + 5 both round to 24
+    assert list(server.generator.caches) == [24]  # 4 + 10 + 5 and 4 + 12 + 5 both round to 24
     assert len(set(got.ravel().tolist())) > 5
 
 
@@ -482,11 +482,10 @@ def test_the_server_decodes_as_each_request_with_its_prompt_in_its_input(placeme
     bank = {n: rng.uniform(-0.5, 0.5, (n, 32)).astype(np.float32) for n in (4, 2)}
     layout = dict(bos_id=bos_id, drop_input_eos=True)
     server = server_lib.Server(
-        config,
+        recipe.assemble(config, causal_layout=layout),
         params,
         server_lib.Bank.from_arrays({f"p{n}": p for n, p in bank.items()}, placement),
         batch_size=3,
-        causal_layout=layout,
     )
     tokens = np.zeros((3, 9), np.int32)
     tokens[0, :8] = [*rng.integers(3, 96, 7), 1]
@@ -503,7 +502,7 @@ def test_the_server_decodes_as_each_request_with_its_prompt_in_its_input(placeme
         return server_lib.after_eos_zeroed(np.asarray(out), 1)[0]
 
     got = server.generate(tokens[:2], which[:2], max_length=5)  # 2 requests + a padding row
-    assert len(server._prompt_caches) == 1  # from the bank's keys and values
+    assert len(server.generator.caches) == 1  # from the bank's keys and values
     for row in range(2):
         np.testing.assert_array_equal(got[row], alone(row))
     got = server.generate(tokens, which, max_length=5)

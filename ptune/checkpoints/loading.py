@@ -94,8 +94,6 @@ def _resolve_config(
     elif config is None:
         shapes = {n: a.shape for n, a in source.arrays.items()}
         config, assumed = config_infer.infer_config(shapes, source.path, source.hints)
-    elif not isinstance(config, t5.T5Config):
-        raise TypeError(f"config must be a t5.T5Config, got {type(config).__name__}")
     if scan_layers is not None:
         config = config.replace(scan_layers=bool(scan_layers))
     return config, assumed

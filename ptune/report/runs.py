@@ -27,8 +27,8 @@ import math
 import os
 from typing import Optional
 
+from ptune import family
 from ptune.errors import UserError
-from ptune.models import family
 
 # What tells runs apart, in the order labels name them; values are display strings.
 SETTINGS = ("task", "model", "checkpoint", "prompt", "initializer", "placement", "batch", "seed")

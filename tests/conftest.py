@@ -177,6 +177,62 @@ def tiny_run_config(model_dir, **changes):
     return dataclasses.replace(cfg, **changes)
 
 
+# The tiny Hugging Face T5 1.1 of `hf_t5_dir`, in transformers' T5Config names.
+HF_T5_TINY = dict(
+    vocab_size=384,
+    d_model=16,
+    d_kv=8,
+    d_ff=32,
+    num_layers=2,
+    num_decoder_layers=2,
+    num_heads=2,
+    relative_attention_num_buckets=8,
+    relative_attention_max_distance=16,
+    feed_forward_proj="gated-gelu",
+    dropout_rate=0.0,
+    tie_word_embeddings=False,
+    decoder_start_token_id=0,
+    pad_token_id=0,
+)
+
+
+@pytest.fixture(scope="session")
+def hf_t5_dir(tmp_path_factory):
+    """The suite's one tiny Hugging Face T5 1.1 directory (config.json + model.safetensors,
+    as `save_pretrained` writes them), for the tests that load, train over or hand to PEFT
+    a checkpoint transformers made. Read-only: a test that needs a broken copy writes it
+    under its own tmp_path.
+
+    - `HF_T5_TINY`: vocabulary 384 so the byte-level demo task (259 ids) trains over it;
+      width 16 as `DEMO_TINY`; 2+2 layers so a layer without a relative-position bias of its
+      own exists on both sides; 8 buckets up to distance 16, the tiny models' relative range.
+    - Gated GELU with an lm_head of its own, and config.json saying `tie_word_embeddings:
+      false` without transformers 5's `scale_decoder_outputs`, as real T5 1.1 checkpoints are
+      saved (see tests/test_checkpoints_hf.py).
+    - Every weight drawn from N(0, 0.5) with a fixed seed: transformers' init sets every
+      layer-norm scale to 1, so a scale loaded into the wrong place would change no logit;
+      drawn, every tensor is distinct and a parity test at 1e-4 sees each one.
+    - Session scope: building it imports torch and transformers (seconds) for an 80 KB
+      directory no test changes; one build serves every module of a pytest-xdist worker."""
+    import json
+
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    directory = tmp_path_factory.mktemp("hf_t5") / "tiny"
+    torch.manual_seed(0)
+    model = transformers.T5ForConditionalGeneration(transformers.T5Config(**HF_T5_TINY))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    model.save_pretrained(str(directory), safe_serialization=True)
+    path = directory / "config.json"
+    saved = json.loads(path.read_text())
+    saved["tie_word_embeddings"] = False
+    saved.pop("scale_decoder_outputs", None)
+    path.write_text(json.dumps(saved))
+    return directory
+
+
 def tiny_bpe_tokenizer(corpus, special_tokens=(), unk_token=None, vocab_size=320):
     """A byte-level BPE (the Llama 3 / Qwen2 kind) trained on `corpus` in milliseconds:
     every text encodes and decodes exactly, with real merges."""

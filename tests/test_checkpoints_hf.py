@@ -183,19 +183,12 @@ def _tensors(directory):
     return load_file(os.path.join(directory, "model.safetensors"))
 
 
-@pytest.fixture(scope="module")
-def small_hf(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("hf")
-    build_hf(directory, gated=True, buckets=8, max_distance=16, untied="lm_head")
-    return directory
-
-
-def test_bfloat16_safetensors_load_into_any_dtype(small_hf, tmp_path):
-    tensors = {k: torch.tensor(v).bfloat16() for k, v in _tensors(small_hf).items()}
+def test_bfloat16_safetensors_load_into_any_dtype(hf_t5_dir, tmp_path):
+    tensors = {k: torch.tensor(v).bfloat16() for k, v in _tensors(hf_t5_dir).items()}
     from safetensors.torch import save_file as save_torch
 
     save_torch(tensors, str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text((small_hf / "config.json").read_text())
+    (tmp_path / "config.json").write_text((hf_t5_dir / "config.json").read_text())
     _, params = checkpoints.load(str(tmp_path))
     expected = tensors["shared.weight"].float().numpy()
     got = params["token_embedder"]["embedding"]
@@ -205,14 +198,14 @@ def test_bfloat16_safetensors_load_into_any_dtype(small_hf, tmp_path):
     assert all(x.dtype == jnp.bfloat16 for x in jax.tree_util.tree_leaves(params))
 
 
-def test_missing_and_unexpected_tensors_are_listed_by_name(small_hf, tmp_path):
-    tensors = _tensors(small_hf)
+def test_missing_and_unexpected_tensors_are_listed_by_name(hf_t5_dir, tmp_path):
+    tensors = _tensors(hf_t5_dir)
     del tensors["decoder.final_layer_norm.weight"]
     tensors["encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight"] = np.zeros(
         (8, 2), np.float32
     )
     save_file(tensors, str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text((small_hf / "config.json").read_text())
+    (tmp_path / "config.json").write_text((hf_t5_dir / "config.json").read_text())
     with pytest.raises(UserError) as e:
         checkpoints.load(str(tmp_path))
     message = str(e.value)
@@ -224,8 +217,8 @@ def test_missing_and_unexpected_tensors_are_listed_by_name(small_hf, tmp_path):
     )
 
 
-def test_pickles_are_refused_never_unpickled(tmp_path, small_hf):
-    (tmp_path / "config.json").write_text((small_hf / "config.json").read_text())
+def test_pickles_are_refused_never_unpickled(tmp_path, hf_t5_dir):
+    (tmp_path / "config.json").write_text((hf_t5_dir / "config.json").read_text())
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
     with pytest.raises(
         UserError,
@@ -235,12 +228,12 @@ def test_pickles_are_refused_never_unpickled(tmp_path, small_hf):
         checkpoints.load(str(tmp_path))
 
 
-def test_other_architectures_and_broken_files(tmp_path, small_hf):
+def test_other_architectures_and_broken_files(tmp_path, hf_t5_dir):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
     with pytest.raises(UserError, match=r"config.json describes model_type 'bert', not a T5"):
         checkpoints.load(str(tmp_path))
-    (tmp_path / "config.json").write_text((small_hf / "config.json").read_text())
-    data = (small_hf / "model.safetensors").read_bytes()
+    (tmp_path / "config.json").write_text((hf_t5_dir / "config.json").read_text())
+    data = (hf_t5_dir / "model.safetensors").read_bytes()
     (tmp_path / "model.safetensors").write_bytes(data[: len(data) - 100])
     with pytest.raises(UserError, match=r"model.safetensors: tensor .* lies outside the file"):
         checkpoints.load(str(tmp_path))

@@ -2,13 +2,13 @@
 
 ptune -> PEFT: `ptune export --format peft` -> `peft.PeftModel.from_pretrained(base, dir)`.
 PEFT -> ptune: `peft_model.save_pretrained(dir)` -> `prompts.from_file(dir)`.
-Both sides run the same weights: a tiny random T5 1.1 built by transformers, saved as
-safetensors and loaded by ptune with `checkpoints.load`. Tolerance: max abs logit difference
-< 1e-4 in float32 over real target positions, on inputs with padding (PEFT prepends its
-virtual tokens before the padded tokens, ptune's prefix placement does the same).
+Both sides run the same weights: the suite's tiny random T5 1.1 built by transformers
+(conftest's `hf_t5_dir`), saved as safetensors and loaded by ptune with `checkpoints.load`.
+Tolerance: max abs logit difference < 1e-4 in float32 over real target positions, on inputs
+with padding (PEFT prepends its virtual tokens before the padded tokens, ptune's prefix
+placement does the same).
 """
 
-import json
 import os
 
 import jax.numpy as jnp
@@ -19,48 +19,13 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
+from conftest import HF_T5_TINY  # noqa: E402
 from ptune import checkpoints, export, prompts  # noqa: E402
 from ptune.models import t5  # noqa: E402
 
 TOLERANCE = 1e-4
 PROMPT_LENGTH = 6
-VOCAB = 128
-
-
-@pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory):
-    """A random T5 1.1 (gated GELU, untied lm_head, dropout 0) as real 1.1 checkpoints are
-    saved: config.json says tie_word_embeddings false (transformers 5 caveat, see
-    tests/test_checkpoints_hf.py)."""
-    directory = tmp_path_factory.mktemp("t5_1_1")
-    torch.manual_seed(0)
-    config = transformers.T5Config(
-        vocab_size=VOCAB,
-        d_model=16,
-        d_kv=4,
-        d_ff=32,
-        num_layers=2,
-        num_decoder_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        relative_attention_max_distance=16,
-        feed_forward_proj="gated-gelu",
-        dropout_rate=0.0,
-        tie_word_embeddings=False,
-        decoder_start_token_id=0,
-        pad_token_id=0,
-    )
-    model = transformers.T5ForConditionalGeneration(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.5)
-    model.save_pretrained(str(directory), safe_serialization=True)
-    path = directory / "config.json"
-    saved = json.loads(path.read_text())
-    saved["tie_word_embeddings"] = False
-    saved.pop("scale_decoder_outputs", None)
-    path.write_text(json.dumps(saved))
-    return directory
+VOCAB = HF_T5_TINY["vocab_size"]
 
 
 def _base(hf_dir):
@@ -105,13 +70,13 @@ def _max_difference(ours, theirs):
     return float(np.abs(ours - theirs)[valid].max())
 
 
-def test_ptune_prompt_exported_to_peft_gives_the_same_logits(hf_dir, tmp_path):
+def test_ptune_prompt_exported_to_peft_gives_the_same_logits(hf_t5_dir, tmp_path):
     prompt = np.random.RandomState(2).uniform(-0.5, 0.5, (PROMPT_LENGTH, 16)).astype(np.float32)
     np.save(tmp_path / "prompt.npy", prompt)
     adapter = str(tmp_path / "adapter")
-    export.export_prompt(str(tmp_path / "prompt.npy"), adapter, "peft", base_model=str(hf_dir))
+    export.export_prompt(str(tmp_path / "prompt.npy"), adapter, "peft", base_model=str(hf_t5_dir))
 
-    loaded = peft.PeftModel.from_pretrained(_base(hf_dir), adapter).eval()
+    loaded = peft.PeftModel.from_pretrained(_base(hf_t5_dir), adapter).eval()
     config = loaded.peft_config["default"]
     assert (config.peft_type, config.task_type) == (
         peft.PeftType.PROMPT_TUNING,
@@ -122,21 +87,21 @@ def test_ptune_prompt_exported_to_peft_gives_the_same_logits(hf_dir, tmp_path):
         16,
         1,
     )
-    assert config.base_model_name_or_path == str(hf_dir)
+    assert config.base_model_name_or_path == str(hf_t5_dir)
     np.testing.assert_array_equal(
         loaded.prompt_encoder["default"].embedding.weight.detach().numpy(), prompt
     )
-    assert _max_difference(_ptune_logits(hf_dir, prompt), _peft_logits(loaded)) < TOLERANCE
+    assert _max_difference(_ptune_logits(hf_t5_dir, prompt), _peft_logits(loaded)) < TOLERANCE
 
 
-def test_peft_saved_adapter_loads_as_a_ptune_prompt(hf_dir, tmp_path):
+def test_peft_saved_adapter_loads_as_a_ptune_prompt(hf_t5_dir, tmp_path):
     peft_config = peft.PromptTuningConfig(
         task_type="SEQ_2_SEQ_LM",
         num_virtual_tokens=PROMPT_LENGTH,
         num_transformer_submodules=1,
         token_dim=16,
     )
-    trained = peft.get_peft_model(_base(hf_dir), peft_config).eval()
+    trained = peft.get_peft_model(_base(hf_t5_dir), peft_config).eval()
     torch.manual_seed(3)
     with torch.no_grad():
         trained.prompt_encoder["default"].embedding.weight.uniform_(-0.5, 0.5)
@@ -152,4 +117,4 @@ def test_peft_saved_adapter_loads_as_a_ptune_prompt(hf_dir, tmp_path):
         prompts.InitContext(embedding=np.zeros((VOCAB, 16))),
     )
     np.testing.assert_array_equal(value, expected)
-    assert _max_difference(_ptune_logits(hf_dir, value), _peft_logits(trained)) < TOLERANCE
+    assert _max_difference(_ptune_logits(hf_t5_dir, value), _peft_logits(trained)) < TOLERANCE

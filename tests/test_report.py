@@ -11,9 +11,9 @@ import matplotlib.text
 import pytest
 
 from conftest import tiny_t5
-from ptune import report
+from ptune import family, report
 from ptune.errors import UserError
-from ptune.models import family, llama
+from ptune.models import llama
 
 TASK = "taskless_super_glue_boolq_v102"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -43,6 +43,7 @@ def test_the_source_a_target_was_tuned_from_ranks_first():
     rng = np.random.default_rng(2)
     sources = {name: rng.normal(size=(8, 16)) for name in ("a", "b", "c")}
     target = sources["b"] + 0.1 * rng.normal(size=(8, 16))
+    assert similarity.MEASURES
     for measure in similarity.MEASURES:
         rows = similarity.rank(sources, target, measure)
         assert rows[0]["prompt"] == "b"

@@ -20,6 +20,7 @@ def test_shipped_data_is_what_the_generator_writes():
 
 def test_labels_follow_from_the_text_alone():
     rows = demo.read("train") + demo.read("validation")
+    assert len(rows) == 480
     for row in rows:
         words = row["sentence"].rstrip(".").split()
         adjective = words[-1]
@@ -48,6 +49,7 @@ def test_task_formats_taskless_on_bytes():
 
 def test_real_shipped_data_fits_the_demo_lengths():
     task = seqio.get_mixture_or_task("ptune_demo")
+    assert set(demo.SPLITS) == {"train", "validation"}
     for split, size in demo.SPLITS.items():
         examples = list(task.get_dataset(split=split, shuffle=False).as_numpy_iterator())
         assert len(examples) == size

@@ -116,7 +116,9 @@ def test_mixture_label_names_are_its_tasks_labels_in_task_order_each_once():
 
 def test_every_registered_name_has_primary_metrics():
     # The metric names are checked against each task's real metric output in test_tasks_all.py.
-    for name in registry.list_tasks(only_ptune=True):
+    names = registry.list_tasks(only_ptune=True)
+    assert names
+    for name in names:
         scored = registry.primary_metrics(name)
         assert all(metrics for metrics in scored.values()), name
         for task in registry.task_names(name):

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from ptune import prompts
 from ptune.models import attention
 
 Array = jax.Array
@@ -617,7 +618,7 @@ class Encoder(nn.Module):
                     "packed inputs (segment ids) cannot be used with a prompt: "
                     "turn packing off in the feature converter"
                 )
-            module = self.prompt_factory(name="prompt")
+            module = self.prompt_factory(name=prompts.PROMPT_PATH[1])
             if getattr(module, "per_layer", False):
                 x, valid, layer_prompts = module(x, valid, num_layers=cfg.num_encoder_layers)
             else:

@@ -75,6 +75,11 @@ class Family:
     # directory's tokenizer.json) rather than the tasks' registered vocabularies.
     tokenizer_from_checkpoint = False
 
+    def attention_scores(self, config: Any, lengths: Mapping[str, int], prompt: int) -> tuple:
+        """(heads, query positions, key positions) of the widest attention of one layer for
+        seqio `lengths` and a prompt of `prompt` vectors: what memory checks bound with."""
+        raise NotImplementedError
+
     def build(self, config: Any, prompt_factory=None, layout: Optional[Mapping] = None):
         """The flax module of `config` with the prompt module `prompt_factory` (None: none);
         `layout`: what the data asks of the model (a decoder-only model's BOS)."""
@@ -180,6 +185,10 @@ class EncoderDecoder(Family):
         if not detail:
             return short
         return f"{short}, {config.num_heads} heads, mlp {config.mlp_dim}, vocab {config.vocab_size}"
+
+    def attention_scores(self, config, lengths, prompt):
+        encoder = lengths["inputs"] + prompt  # the encoder's self-attention
+        return config.num_heads, encoder, encoder
 
     def build(self, config, prompt_factory=None, layout=None) -> t5.Transformer:
         return t5.Transformer(config, prompt_factory)
@@ -295,6 +304,10 @@ class DecoderOnly(Family):
             f"{short}, {config.num_attention_heads} heads ({config.num_key_value_heads} "
             f"key/value), mlp {config.intermediate_size}, vocab {config.vocab_size}"
         )
+
+    def attention_scores(self, config, lengths, prompt):
+        sequence = prompt + 1 + lengths["inputs"] + lengths["targets"]  # [prompt] BOS in out
+        return config.num_attention_heads, sequence, sequence
 
     def build(self, config, prompt_factory=None, layout=None) -> llama.CausalLM:
         return llama.CausalLM(config, prompt_factory, **(layout or {}))

@@ -92,7 +92,7 @@ class Plan:
         ]
 
 
-def _shard_bytes(abstract: PyTree, shardings: PyTree) -> int:
+def shard_bytes(abstract: PyTree, shardings: PyTree) -> int:
     """Bytes of the largest shard of each leaf, summed (the worst device)."""
     total = 0
     for leaf, sharding in zip(
@@ -109,6 +109,7 @@ def plan_training(
     batch_size: int,
     feature_lengths: Mapping[str, int],
     loss: step_lib.LossConfig = step_lib.LossConfig(),
+    accelerator_attention: bool = True,
 ) -> Plan:
     """Compiles the train step `run` (from `recipe.assemble`, as `ptune train` builds it)
     for `batch_size` examples of `feature_lengths` ({'inputs': ls, 'targets': lt} tokens) and
@@ -132,7 +133,8 @@ def plan_training(
         )
     train_step = run.train_step(loss, seed=0)
     start = time.perf_counter()
-    with attention.batched_on_every_platform():  # the accelerator's attention, not the CPU's
+    # `ptune plan` sizes an accelerator's attention (batched), not the CPU's (head by head).
+    with attention.batched_on_every_platform(accelerator_attention):
         compiled = train_step.lower(state_abstract, frozen_abstract, batch).compile()
     seconds = time.perf_counter() - start
     memory = compiled.memory_analysis()
@@ -143,9 +145,9 @@ def plan_training(
         output_bytes=int(memory.output_size_in_bytes),
         alias_bytes=int(memory.alias_size_in_bytes),
         temp_bytes=int(memory.temp_size_in_bytes),
-        trainable_bytes=_shard_bytes(state_abstract.params, run.state_shardings.params),
-        frozen_bytes=_shard_bytes(frozen_abstract, run.frozen_shardings),
-        optimizer_bytes=_shard_bytes(state_abstract.opt_state, run.state_shardings.opt_state),
+        trainable_bytes=shard_bytes(state_abstract.params, run.state_shardings.params),
+        frozen_bytes=shard_bytes(frozen_abstract, run.frozen_shardings),
+        optimizer_bytes=shard_bytes(state_abstract.opt_state, run.state_shardings.opt_state),
         trainable_params=counts[0],
         total_params=counts[1],
         compile_seconds=seconds,
@@ -367,7 +369,7 @@ def fit_training(
 ) -> FitResult:
     """`ptune plan --fit`: the cheapest setting whose step fits `budget` bytes per device on
     `devices` devices; `log` gets a heading and a line per setting compiled."""
-    from ptune import trainer
+    from ptune import train_setup
 
     def plan_for(setting: Setting) -> Plan:
         return plan_configured(
@@ -384,7 +386,7 @@ def fit_training(
         )
 
     candidates = candidate_settings(
-        devices, cfg.batch_size, frozen_weights=not trainer.counts_everything(cfg)
+        devices, cfg.batch_size, frozen_weights=not train_setup.counts_everything(cfg)
     )
     if not candidates:
         raise UserError(

@@ -139,7 +139,7 @@ def test_fit_prints_the_cheapest_setting_that_fits_and_its_flags_reproduce_it(ca
         roomy
     )
     default = _per_device(roomy)
-    code, tight, err = plan(f"--fit={default - 1}")
+    code, tight, err = plan(f"--fit={default - 1}B")
     assert code == 0, tight + err[-3000:]
     chosen = _per_device(tight)
     assert chosen < default

@@ -14,7 +14,7 @@ import pytest
 
 import ptune.tasks  # noqa: F401  registers the tasks
 from conftest import REPO, tiny_run_config, tiny_t5
-from ptune import evaluation, ginconfig, optimizers, prompts, trainer
+from ptune import evaluation, ginconfig, optimizers, prompts, train_setup, trainer
 from ptune.errors import UserError
 from ptune.models import llama, t5
 
@@ -55,7 +55,9 @@ def test_every_shipped_gin_combination_parses(run):
     fn = evaluation.EvalConfig if run == "runs/eval.gin" else trainer.TrainConfig
     with_prompt = run in ("runs/prompt_tuning.gin", "runs/demo.gin")
     prompt_files = [None] + _gin_files("prompts") if with_prompt else [None]
-    for model, prompt in itertools.product([None] + _gin_files("models"), prompt_files):
+    models = [None] + _gin_files("models")
+    assert len(models) > 1 and (len(prompt_files) > 1) == with_prompt, (models, prompt_files)
+    for model, prompt in itertools.product(models, prompt_files):
         files = ([model] if model else []) + ([prompt] if prompt else []) + [run]
         macros = [
             m
@@ -136,13 +138,16 @@ def test_no_value_is_bound_in_two_shipped_files():
     for name in _gin_files("prompts") + _gin_files("runs"):
         for key in _bindings(name):
             seen.setdefault(key, []).append(name)
+    assert seen
     for key, files in seen.items():
         assert len({f.split("/")[0] for f in files}) == 1, (key, files)
     base = _bindings("runs/base.gin")
-    for run in RUNS:
-        text = open(os.path.join(REPO, "gin", run)).read()
-        if "include 'runs/base.gin'" in text:
-            assert not set(base) & set(_bindings(run)), run
+    on_base = [
+        r for r in RUNS if "include 'runs/base.gin'" in open(os.path.join(REPO, "gin", r)).read()
+    ]
+    assert base and on_base, (base, on_base)
+    for run in on_base:
+        assert not set(base) & set(_bindings(run)), run
 
 
 def _ptune(*args, cwd="/"):
@@ -405,7 +410,10 @@ def test_the_original_preset_sets_each_difference_on_top_of_the_paper_recipe():
     import gin
     from ptune import prompts as prompts_lib
 
-    for prompt in _gin_files("prompts"):
+    shipped = _gin_files("prompts")
+    # Both initializer branches below run.
+    assert {"prompts/random_uniform.gin", "prompts/class_labels.gin"} <= set(shipped), shipped
+    for prompt in shipped:
         files = ["models/t5_1_1_tiny.gin", prompt, "runs/prompt_tuning.gin", "presets/original.gin"]
         ginconfig.parse(ginconfig.GinArgs(files=files, bindings=RUN_MACROS))
         cfg = gin.get_configurable(trainer.TrainConfig)()
@@ -429,7 +437,7 @@ def test_optimizer_step_counters_start_at_the_checkpoint_step(shared_data):
 
     path = shared_data("t5x_tiny_checkpoint", "checkpoint_3")
     cfg = tiny_run_config("/tmp/unused", checkpoint_path=path, optimizer_step_from_checkpoint=True)
-    assert trainer._optimizer_step(cfg) == 3
+    assert train_setup.optimizer_start(cfg) == 3
     run = recipe.assemble(
         tiny_t5(), prompt_factory=prompts.prompt_factory(4), trainable=cfg.trainable
     )

@@ -33,11 +33,12 @@ _BATCHED_EVERYWHERE = contextvars.ContextVar("batched_everywhere", default=False
 
 
 @contextlib.contextmanager
-def batched_on_every_platform() -> Iterator[None]:
+def batched_on_every_platform(on: bool = True) -> Iterator[None]:
     """Within: `attend` traces the batched form on CPUs too, for a program compiled on CPU
-    devices as a stand-in for an accelerator's (`ptune plan`'s memory analysis). It acts when
-    a function is traced: a jitted function already traced outside keeps its cached form."""
-    token = _BATCHED_EVERYWHERE.set(True)
+    devices as a stand-in for an accelerator's (`ptune plan`'s memory analysis); `on=False`
+    keeps each platform's own form. It acts when a function is traced: a jitted function
+    already traced outside keeps its cached form."""
+    token = _BATCHED_EVERYWHERE.set(on)
     try:
         yield
     finally:

@@ -1,0 +1,42 @@
+"""Memory before work: a training run whose step cannot fit is refused in one line, before
+anything is allocated or written, from a lower bound or from its compiled step."""
+
+import pytest
+
+import ptune.tasks  # noqa: F401  registers the tasks
+from conftest import tiny_run_config
+from ptune import memory, prompts, recipe, trainer
+from ptune.errors import UserError
+
+
+def test_an_absurd_prompt_is_refused_before_the_model_is_traced(tmp_path):
+    cfg = tiny_run_config(tmp_path / "run", prompt=prompts.PromptConfig(length=100_000))
+    with pytest.raises(UserError, match=r"this run does not fit: at least .* GiB per device"):
+        trainer.train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def _run(cfg):
+    config = recipe.resolve_model_config(cfg.model, None)
+    return recipe.assemble(config, prompt_factory=cfg.prompt.factory(), trainable=cfg.trainable)
+
+
+@pytest.mark.parametrize("spare, refused", [(0, False), (-1, True)])
+def test_near_the_limit_the_compiled_step_decides(tmp_path, monkeypatch, spare, refused):
+    from ptune import plan
+
+    cfg = tiny_run_config(tmp_path / "run")
+    kwargs = dict(batch_size=cfg.batch_size, feature_lengths=cfg.task_feature_lengths)
+    bound = memory.lower_bound_bytes(_run(cfg), **kwargs)
+    peak = plan.plan_training(
+        _run(cfg), loss=cfg.loss, accelerator_attention=False, **kwargs
+    ).per_device_bytes
+    # A device holding exactly the compiled peak, or one byte less: the lower bound is within
+    # memory.UNCHECKED_BELOW of it, so the compiled step decides.
+    assert peak // memory.UNCHECKED_BELOW < bound < peak
+    monkeypatch.setattr(memory, "device_memory_bytes", lambda: peak + spare)
+    if refused:
+        with pytest.raises(UserError, match=r"its compiled step needs .* GiB per device"):
+            memory.check_training_fits(_run(cfg), loss=cfg.loss, **kwargs)
+    else:
+        memory.check_training_fits(_run(cfg), loss=cfg.loss, **kwargs)

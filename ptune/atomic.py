@@ -30,6 +30,22 @@ def check_writable_dir(path: str, what: str) -> None:
         raise UserError(f"{what} {path}: {existing} is not writable")
 
 
+def check_output_file(path: str, what: str, kind: str, inputs: dict = None) -> None:
+    """`path` must be a file this process can write, neither a directory nor one of `inputs`
+    ({name: path} the same command reads): checked before any work, one line naming `what`."""
+    from ptune.errors import UserError
+
+    if os.path.isdir(path):
+        raise UserError(f"{what} {path} is a directory; name the {kind} file to write")
+    for name, source in (inputs or {}).items():
+        if os.path.realpath(path) == os.path.realpath(source):
+            raise UserError(
+                f"{what} {path} is {name}: writing the results would replace it; name "
+                "another output file"
+            )
+    check_writable_dir(os.path.dirname(os.path.abspath(path)), f"{what}'s directory")
+
+
 def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)

@@ -40,9 +40,9 @@ class LengthBuckets:
     drawn per shape, so with dropout a bucketed run is a different (equally valid) draw.
     """
 
-    inputs: Optional[Sequence[int]] = None
-    targets: Optional[Sequence[int]] = None
-    smallest: int = 32
+    inputs: Optional[Sequence[int]] = dataclasses.field(default=None, metadata={"min": 1})
+    targets: Optional[Sequence[int]] = dataclasses.field(default=None, metadata={"min": 1})
+    smallest: int = dataclasses.field(default=32, metadata={"min": 1})
     midpoints: bool = True
 
     def __post_init__(self):

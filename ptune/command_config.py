@@ -3,7 +3,9 @@ given, the modules that register the user's own tasks, and the data flags.
 
 `configured(gin_args, fn, command)` is the whole story for the commands that run something
 (train, pretrain, eval, infer, ensemble): gin parsed and checked, data sources applied, and
-`fn` (a config dataclass) built from the bindings, with the model fields the gin files bind.
+`fn` (a config dataclass) built from the bindings, with the model fields the gin files bind,
+and every field of it checked against its declared type and range (`ptune.config_check`)
+before any work: one line naming the macro or gin path the user wrote.
 """
 
 from __future__ import annotations

@@ -23,8 +23,11 @@ def cmd_explain(argv: Sequence[str], gin_args) -> int:
     parser.add_argument("--top_k", type=int, default=5)
     parser.add_argument("--output", default=None, help="JSON output (default: beside prompt)")
     args = parser.parse_args(argv)
-    from ptune import family, interpret
+    from ptune import atomic, family, interpret
     from ptune.checkpoints import prompt_io
+
+    output = args.output or os.path.splitext(args.prompt_file)[0] + ".explain.json"
+    atomic.check_output_file(output, "--output", "JSON", {"--prompt_file": args.prompt_file})
 
     vocabulary, labels = None, None
     if family.of_checkpoint(args.checkpoint).tokenizer_from_checkpoint:  # decodes, feeds tasks
@@ -47,9 +50,6 @@ def cmd_explain(argv: Sequence[str], gin_args) -> int:
         prompt, interpret.read_embedding(args.checkpoint), vocabulary, labels, args.top_k
     )
     print(interpret.format_text(result))
-    from ptune import atomic
-
-    output = args.output or os.path.splitext(args.prompt_file)[0] + ".explain.json"
     atomic.write_json(output, result)
     print(f"wrote {output}")
     return 0

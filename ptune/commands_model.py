@@ -218,6 +218,11 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
     if args.fit is not None:
         from ptune import plan as plan_lib
 
+        if args.fit.strip().replace(".", "", 1).isdigit():
+            raise UserError(
+                f"--fit={args.fit.strip()} has no unit: give the per-device budget with one, e.g. "
+                "16GiB, 500MiB, 16GB (B alone for bytes)"
+            )
         try:
             budget = plan_lib.parse_bytes(args.fit)
         except ValueError as e:

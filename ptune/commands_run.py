@@ -15,25 +15,44 @@ from ptune import runtime
 from ptune.command_config import configured
 from ptune.errors import UserError
 
+GIN_HELP = """configuration, t5x style (before or after the command's own flags):
+  --gin_file=FILE         a gin file (repeatable, applied in order; found as given, on
+                          --gin_search_paths, or in ptune's installed gin/ folder)
+  --gin.NAME=VALUE        one binding, e.g. --gin.MODEL_DIR="'runs/x'" (strings quoted)
+  --gin_bindings=TEXT     bindings as gin text
+data:
+  --task_file=NAME:train=FILE,validation=FILE,...   a task of your own from JSONL/TSV files
+  --corpus=NAME:train=FILE,objective=...            a pretraining corpus
+  --tfds_data_dir, --superglue_dir, --glue_dir, --spm_path   where the data lies"""
+
+
+def _parser(command_name: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog=f"ptune {command_name}",
+        epilog=GIN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
 
 def _run_training(argv: Sequence[str], gin_args, command_name: str):
     """`ptune train` and `ptune pretrain`: parse, configure, check, train; -> (cfg, result)."""
     import gin
 
-    parser = argparse.ArgumentParser(prog=f"ptune {command_name}")
+    parser = _parser(command_name)
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="start afresh even if MODEL_DIR holds a different run",
+        help="replace the different run MODEL_DIR holds (kept until this run's first "
+        "checkpoint is written; put back if this run fails before it)",
     )
     args = parser.parse_args(argv)
     runtime.setup_logging()
     import ptune.tasks  # noqa: F401  registers the tasks
-    from ptune import trainer
+    from ptune import train_setup, trainer
 
     cfg = configured(gin_args, trainer.TrainConfig, command_name)
     if command_name == "pretrain" and (
-        cfg.prompt is not None or not trainer.counts_everything(cfg)
+        cfg.prompt is not None or not train_setup.counts_everything(cfg)
     ):
         raise UserError(
             "ptune pretrain trains every weight and no prompt: use --gin_file=runs/pretrain.gin "
@@ -67,7 +86,7 @@ def cmd_pretrain(argv: Sequence[str], gin_args) -> int:
 def cmd_eval(argv: Sequence[str], gin_args) -> int:
     import json
 
-    argparse.ArgumentParser(prog="ptune eval").parse_args(argv)
+    _parser("eval").parse_args(argv)
     runtime.setup_logging()
     import ptune.tasks  # noqa: F401
     from ptune import evaluation
@@ -79,7 +98,7 @@ def cmd_eval(argv: Sequence[str], gin_args) -> int:
 
 
 def cmd_infer(argv: Sequence[str], gin_args) -> int:
-    argparse.ArgumentParser(prog="ptune infer").parse_args(argv)
+    _parser("infer").parse_args(argv)
     runtime.setup_logging()
     import ptune.tasks  # noqa: F401
     from ptune import infer
@@ -93,7 +112,7 @@ def cmd_infer(argv: Sequence[str], gin_args) -> int:
 
 
 def cmd_ensemble(argv: Sequence[str], gin_args) -> int:
-    parser = argparse.ArgumentParser(prog="ptune ensemble")
+    parser = _parser("ensemble")
     parser.add_argument(
         "--prompt_files",
         required=True,

@@ -48,6 +48,10 @@ class Evaluation:
     feature_lengths None (the default, as t5x's evaluator) evaluates every example whole: the
     lengths are the longest found in the eval data, rounded up to a power of two so a few
     shapes cover every task. Fixed lengths truncate; how many examples lost tokens is logged.
+
+    progress: a bar over the examples on stderr while the model runs (`model_outputs`),
+    cleared when done (so that, during training, it comes and goes below the step bar). None
+    (the default) shows it when stderr is a terminal, on the primary process only.
     """
 
     def __init__(
@@ -57,6 +61,7 @@ class Evaluation:
         batch_size: int,
         split: str = "validation",
         buckets: Optional[buckets_lib.LengthBuckets] = None,
+        progress: Optional[bool] = None,
     ):
         data.get_task(task_name)
         data.check_feature_lengths(feature_lengths, "eval feature lengths")
@@ -64,6 +69,8 @@ class Evaluation:
         self.batch_size = batch_size
         self.split = split
         self.buckets = buckets
+        self.progress = progress
+        self._examples: Optional[int] = None
         with data.building_dataset(task_name):
             self._evaluator = seqio.Evaluator(
                 task_name,
@@ -129,8 +136,41 @@ class Evaluation:
             ds.as_numpy_iterator(), self.batch_size, self._model_lengths, self.buckets
         )
 
+    @property
+    def num_examples(self) -> int:
+        """Examples over every eval task (counted once; the datasets are cached in memory)."""
+        if self._examples is None:
+            total = 0
+            for ds in self._evaluator.cached_model_datasets.values():
+                known = int(ds.cardinality())
+                total += known if known >= 0 else sum(1 for _ in ds)
+            self._examples = total
+        return self._examples
+
+    def _progress_bar(self, progress: Optional[bool]):
+        import sys
+
+        from tqdm import tqdm
+
+        show = self.progress if progress is None else progress
+        if show is None:
+            show = sys.stderr.isatty() and jax.process_index() == 0
+        return tqdm(
+            total=self.num_examples if show else None,
+            desc=f"eval {self.split}",
+            unit="ex",
+            disable=not show,
+            leave=False,
+            mininterval=1.0,
+            dynamic_ncols=True,
+        )
+
     def model_outputs(
-        self, generate_fn: Callable, score_fn: Callable, task_arg: bool = False
+        self,
+        generate_fn: Callable,
+        score_fn: Callable,
+        task_arg: bool = False,
+        progress: Optional[bool] = None,
     ) -> dict[str, dict]:
         """Runs the model once over every eval task's examples.
 
@@ -141,23 +181,26 @@ class Evaluation:
         With `task_arg`, both also get the batch's task name as a last argument.
         Only what a task's metrics need is computed. Returns {task: {"predictions": [(index,
         output)], "scores": [(index, output)]}} with the outputs as returned per example.
+        `progress` overrides the instance's (see the class docstring) for this call.
         """
         outputs = {}
-        for task in self._evaluator.eval_tasks:
-            ds = self._evaluator.cached_model_datasets[task.name]
-            record = {"predictions": [], "scores": []}
-            need_predictions = bool(task.predict_metric_fns)
-            need_scores = bool(task.score_metric_fns)
-            extra = (task.name,) if task_arg else ()
-            for indices, batch in self._batches(ds):
-                tokens = batch["encoder_input_tokens"]
-                if need_predictions:
-                    out = generate_fn(tokens, *extra)
-                    record["predictions"].extend(zip(indices, _per_example(out, len(indices))))
-                if need_scores:
-                    out = score_fn(tokens, batch["decoder_target_tokens"], *extra)
-                    record["scores"].extend(zip(indices, _per_example(out, len(indices))))
-            outputs[task.name] = record
+        with self._progress_bar(progress) as bar:
+            for task in self._evaluator.eval_tasks:
+                ds = self._evaluator.cached_model_datasets[task.name]
+                record = {"predictions": [], "scores": []}
+                need_predictions = bool(task.predict_metric_fns)
+                need_scores = bool(task.score_metric_fns)
+                extra = (task.name,) if task_arg else ()
+                for indices, batch in self._batches(ds):
+                    tokens = batch["encoder_input_tokens"]
+                    if need_predictions:
+                        out = generate_fn(tokens, *extra)
+                        record["predictions"].extend(zip(indices, _per_example(out, len(indices))))
+                    if need_scores:
+                        out = score_fn(tokens, batch["decoder_target_tokens"], *extra)
+                        record["scores"].extend(zip(indices, _per_example(out, len(indices))))
+                    bar.update(len(indices))
+                outputs[task.name] = record
         return outputs
 
     def metrics_from_outputs(
@@ -356,10 +399,13 @@ class EvalConfig:
     prompt_file: Optional[str] = None
     no_prompt: bool = False  # evaluate the bare checkpoint (needs saying: prompts are the point)
     prompt: prompts.PromptConfig = prompts.PromptConfig()
-    task_feature_lengths: Optional[Mapping[str, int]] = None
-    batch_size: int = 32
+    task_feature_lengths: Optional[Mapping[str, int]] = dataclasses.field(
+        default=None, metadata={"min": 1, "keys": ("inputs", "targets")}
+    )
+    batch_size: int = dataclasses.field(default=32, metadata={"min": 1})
     eval_split: str = "validation"
-    num_beams: Optional[int] = None  # None: greedy; n: beam search (t5x's decoding, alpha 0.6)
+    # None: greedy; n: beam search (t5x's decoding, alpha 0.6)
+    num_beams: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
     output_dir: Optional[str] = None  # where eval_<split>.json goes (default: beside prompt)
     # Each batch padded to its length bucket (`ptune.buckets`); None: one padded shape.
     length_buckets: Optional[buckets_lib.LengthBuckets] = buckets_lib.LengthBuckets()

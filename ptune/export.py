@@ -15,8 +15,10 @@ a PEFT adapter directory.
                                     num_transformer_submodules 1, base_model_name_or_path
 
 Every export is atomic (written beside its destination, then renamed into place) and refuses
-to replace an existing destination unless `overwrite=True`. Imports numpy and safetensors
-only.
+to replace an existing destination unless `overwrite=True`. A `--base_model` found on this
+machine (a directory, or a hub id in the local cache) must be as wide as the prompt (its
+config.json's d_model / hidden_size), checked before anything is written. Imports numpy and
+safetensors only (and ptune's hub lookup for `--base_model`).
 """
 
 from __future__ import annotations
@@ -91,6 +93,38 @@ def _check_destination(path: str, overwrite: bool) -> None:
         raise UserError(f"cannot write {path}: its parent directory {parent} does not exist")
 
 
+WIDTH_FIELDS = ("d_model", "hidden_size", "n_embd")  # a config.json's model width: T5, Llama, GPT-2
+
+
+def _check_base_model_width(base_model: Optional[str], width: int) -> None:
+    """A base model that is a local Hugging Face directory (or a hub id in the local cache)
+    must be as wide as the prompt: PEFT cannot load a [P, E] adapter onto another width. A
+    name with no local copy is only recorded."""
+    if not base_model:
+        return
+    from ptune.checkpoints import hub
+
+    try:
+        directory = hub.resolve(os.fspath(base_model))
+    except UserError:
+        return  # not on this machine: recorded, not checked
+    config = os.path.join(directory, "config.json")
+    if not os.path.isfile(config):
+        return
+    try:
+        with open(config) as f:
+            fields = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"--base_model {base_model}: cannot read {config} ({e})") from e
+    stated = [fields[k] for k in WIDTH_FIELDS if isinstance(fields, dict) and k in fields]
+    if stated and stated[0] != width:
+        raise UserError(
+            f"--base_model {base_model} is {stated[0]} wide (its config.json), but the prompt's "
+            f"rows are {width} wide: PEFT cannot load this adapter onto it; export a prompt "
+            "trained on that model, or name the model the prompt was trained on"
+        )
+
+
 def write_peft(
     prompt: Union[str, os.PathLike, np.ndarray],
     directory: str,
@@ -108,6 +142,7 @@ def write_peft(
     value = _as_prompt(prompt)
     directory = os.fspath(directory)
     _check_destination(directory, overwrite)
+    _check_base_model_width(base_model, value.shape[1])
 
     def write(tmp: str) -> None:
         save_file(

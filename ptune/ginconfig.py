@@ -14,6 +14,7 @@ import difflib
 import logging
 import os
 import re
+import tokenize
 from typing import Sequence
 
 import gin
@@ -145,11 +146,23 @@ _MODEL_IMPORTS = (
     "from ptune.models import llama\n"
     "from ptune.models import t5\n"
 )
-_GIN_ERRORS = (ValueError, SyntaxError, ImportError, AttributeError, TypeError, KeyError, IOError)
+# tokenize.TokenError: an unclosed bracket (`--gin_bindings="X = (("`) ends the input early.
+_GIN_ERRORS = (
+    ValueError,
+    SyntaxError,
+    ImportError,
+    AttributeError,
+    TypeError,
+    KeyError,
+    IOError,
+    tokenize.TokenError,
+)
 
 
 def _one_line(error: BaseException) -> str:
     """Gin appends context such as "In call to configurable 'X' (...)"; keep the cause."""
+    if isinstance(error, tokenize.TokenError):  # ('EOF in multi-line statement', (2, 0))
+        return f"{error.args[0]} (an unclosed bracket or quote?)"
     text = " ".join(str(error).split())
     text = re.sub(r"\s*In call to configurable .*$", "", text)
     return text or type(error).__name__
@@ -157,19 +170,97 @@ def _one_line(error: BaseException) -> str:
 
 def call(fn, **kwargs):
     """Calls `fn` with its gin bindings (dynamic registration); gin errors become one line.
-    A function no gin file mentions is called with its defaults."""
+    A function no gin file mentions is called with its defaults. A configuration dataclass is
+    checked whole against its declarations (`ptune.config_check`): what gin binds before it is
+    built, naming the macro or gin path the user wrote, then every field of the result."""
+    from ptune import config_check
+
     try:
         configured = gin.get_configurable(fn)
     except ValueError:
         configured = fn
+    names = check_bindings(fn) if dataclasses.is_dataclass(fn) else {}
     try:
-        return configured(**kwargs)
+        result = configured(**kwargs)
     except (ValueError, TypeError) as e:
         if isinstance(e, UserError):
             raise
         name = getattr(fn, "__name__", str(fn))
         message = _one_line(e)
         raise UserError(message if message.startswith(name) else f"{name}: {message}") from e
+    if dataclasses.is_dataclass(result):
+        config_check.check(result, names)
+    return result
+
+
+def check_bindings(fn, selector: str = "", path: tuple = ()) -> dict[tuple, str]:
+    """Checks each value the gin files and flags bind to `fn`'s fields (or parameters), and
+    those of the configurables its bindings call (`@prompts.PromptConfig()`,
+    `@optimizers.prompt_tuning_adafactor()`), against their declarations, before anything is
+    built. Returns field path -> the name the user wrote: the macro holding the value
+    (`TRAIN_STEPS`, through `train_steps = %TRAIN_STEPS`), else the gin path
+    (`trainer.TrainConfig.eval_period`)."""
+    from ptune import config_check
+
+    declared = config_check.declarations(fn)
+    owner = _short_selector(selector) if selector else config_check.gin_name(fn)
+    try:
+        bound = gin.get_bindings(selector or fn, resolve_references=False)
+    except (ValueError, KeyError):
+        bound = {}
+    names = {}
+    for param, raw in bound.items():
+        name, value = _through_macros(raw, f"{owner}.{param}")
+        names[path + (param,)] = name
+        if isinstance(value, gin.config.ConfigurableReference):
+            if value.evaluate and not _is_constant(value):
+                called = value.configurable.wrapped
+                names.update(check_bindings(called, value.scoped_selector, path + (param,)))
+            continue
+        if param in declared and not _holds_reference(value) and value is not gin.REQUIRED:
+            config_check.check_value(value, declared[param], name, names, path + (param,))
+    return names
+
+
+def _through_macros(raw, name: str):
+    """(name, value) of a bound value: `%A`, `A = %B`, `B = 3` -> ("B", 3)."""
+    seen = set()
+    while (
+        isinstance(raw, gin.config.ConfigurableReference)
+        and raw.evaluate
+        and raw.configurable.wrapped is gin.config.macro
+        and raw.scoped_selector not in seen
+    ):
+        seen.add(raw.scoped_selector)
+        name = "/".join(raw.scopes)
+        try:
+            raw = gin.query_parameter(f"{name}/macro.value")
+        except (ValueError, KeyError):
+            break
+    return name, raw
+
+
+def _is_constant(ref) -> bool:
+    """`%gin.REQUIRED` and other gin constants: nothing bound to check."""
+    return getattr(ref.configurable.wrapped, "__name__", "") == "_retrieve_constant"
+
+
+def _holds_reference(value) -> bool:
+    """Whether a literal holds `@f()` or `%M` inside (built only when gin calls)."""
+    if isinstance(value, gin.config.ConfigurableReference):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_reference(v) for v in (*value.keys(), *value.values()))
+    if isinstance(value, (list, tuple)):
+        return any(_holds_reference(v) for v in value)
+    return False
+
+
+def _short_selector(selector: str) -> str:
+    """`scope/ptune.prompts.PromptConfig` or `prompts.PromptConfig` -> `prompts.PromptConfig`,
+    as a gin file names it (`from ptune import prompts`)."""
+    *scopes, name = selector.split("/")
+    return "/".join([*scopes, ".".join(name.split(".")[-2:])])
 
 
 def model_fields() -> dict:

@@ -43,15 +43,16 @@ class InferConfig:
     model: Any = None  # None: the checkpoint's configuration
     prompt: prompts.PromptConfig = prompts.PromptConfig()  # its placement applies
     task_feature_lengths: Mapping[str, int] = dataclasses.field(
-        default_factory=lambda: {"inputs": 512, "targets": 8}
+        default_factory=lambda: {"inputs": 512, "targets": 8},
+        metadata={"min": 1, "keys": ("inputs", "targets")},
     )
-    batch_size: int = 32
-    num_beams: int = 1
-    alpha: float = 0.6
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int = 0
+    batch_size: int = dataclasses.field(default=32, metadata={"min": 1})
+    num_beams: int = dataclasses.field(default=1, metadata={"min": 1})
+    alpha: float = dataclasses.field(default=0.6, metadata={"min": 0})
+    temperature: float = dataclasses.field(default=0.0, metadata={"min": 0, "zero": "greedy"})
+    top_k: int = dataclasses.field(default=0, metadata={"min": 0, "zero": "every token"})
+    top_p: float = dataclasses.field(default=1.0, metadata={"min": 0, "max": 1})
+    seed: int = dataclasses.field(default=0, metadata={"min": 0})
     # Requests padded to the length bucket of each group's longest (`ptune.buckets`) instead
     # of TASK_FEATURE_LENGTHS["inputs"]; None: one padded shape.
     length_buckets: Optional[buckets.LengthBuckets] = buckets.LengthBuckets()
@@ -70,8 +71,14 @@ def read_requests(path: str) -> list[dict]:
             if not line.strip():
                 continue
             if tsv:
-                fields = line.rstrip("\n").split("\t")
-                if len(fields) < 2 or not fields[0].strip():
+                fields = line.rstrip("\r\n").split("\t")
+                if not 2 <= len(fields) <= 3:
+                    raise UserError(
+                        f"{path}, line {number}: {len(fields)} tab-separated field(s), expected "
+                        "2 or 3: 'task<TAB>inputs[<TAB>prompt]' (inputs text holding a tab "
+                        "needs JSONL)"
+                    )
+                if not fields[0].strip():
                     raise UserError(
                         f"{path}, line {number}: expected 'task<TAB>inputs"
                         "[<TAB>prompt]' with a task name"
@@ -139,14 +146,16 @@ def _tokenize(vocabulary, text: str, length: int) -> np.ndarray:
 
 def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
     """Serves every request in mixed batches; writes and returns the results."""
+    import logging
+
     from tqdm import tqdm
 
     data.check_feature_lengths(cfg.task_feature_lengths, "TASK_FEATURE_LENGTHS")
-    atomic.check_writable_dir(
-        os.path.dirname(os.path.abspath(cfg.output_file)), "INFER_OUTPUT_FILE's directory"
+    atomic.check_output_file(
+        cfg.output_file, "INFER_OUTPUT_FILE", "JSONL", {"INFER_INPUT_FILE": cfg.input_file}
     )
-    run = _frozen_run(cfg)
     requests = read_requests(cfg.input_file)
+    run = _frozen_run(cfg)
     bank = server_lib.Bank.from_files(named_prompt_files(cfg.prompt_files), cfg.prompt.placement)
     vocabularies = {}
     for r in requests:
@@ -165,6 +174,22 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
                 task.output_features["inputs"].vocabulary,
                 task.output_features["targets"].vocabulary,
             )
+    length = cfg.task_feature_lengths["inputs"]
+    # `_tokenize` keeps length - 1 tokens and EOS; said once, before the model loads
+    cut = [
+        r["line"]
+        for r in requests
+        if len(vocabularies[r["task"]][0].encode(r["inputs"])) > length - 1
+    ]
+    if cut:
+        logging.getLogger("ptune").warning(
+            "%d of %d requests are longer than TASK_FEATURE_LENGTHS['inputs'] and are cut to "
+            "%d tokens (lines %s); raise TASK_FEATURE_LENGTHS['inputs'] to serve them whole",
+            len(cut),
+            len(requests),
+            length,
+            ", ".join(map(str, cut[:5])) + (", ..." if len(cut) > 5 else ""),
+        )
     targets = [v[1] for v in vocabularies.values()]
     server = _frozen_server(
         cfg,
@@ -173,7 +198,6 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
         vocab_limit=max(int(v.vocab_size) for v in targets),
         eos_id=int(targets[0].eos_id),
     )
-    length = cfg.task_feature_lengths["inputs"]
     results = []
     chunk = cfg.batch_size * 8
     with tqdm(total=len(requests), unit="req", disable=not progress) as bar:
@@ -239,8 +263,8 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
     run = _frozen_run(ev)
     data.check_task(ev.mixture_or_task_name, ev.task_feature_lengths, ev.eval_split)
     if cfg.output_file:
-        atomic.check_writable_dir(
-            os.path.dirname(os.path.abspath(cfg.output_file)), "--output's directory"
+        atomic.check_output_file(
+            cfg.output_file, "--output", "JSON", dict(enumerate(cfg.prompt_files))
         )
     names = [f"prompt_{i + 1}" for i in range(len(cfg.prompt_files))]
     bank = server_lib.Bank.from_files(dict(zip(names, cfg.prompt_files)), ev.prompt.placement)

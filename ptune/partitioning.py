@@ -94,10 +94,10 @@ class MeshConfig:
       explicit `logical_axis_rules`.
     """
 
-    mesh_shape: Optional[Sequence[int]] = None
-    num_partitions: int = 1
+    mesh_shape: Optional[Sequence[int]] = dataclasses.field(default=None, metadata={"min": 1})
+    num_partitions: int = dataclasses.field(default=1, metadata={"min": 1})
     logical_axis_rules: Optional[Sequence[Sequence[Any]]] = None
-    parameter_partitioning_dims: int = 1
+    parameter_partitioning_dims: int = dataclasses.field(default=1, metadata={"choices": (1, 2)})
 
     def rules(self) -> tuple[tuple[str, MeshAxes], ...]:
         """The validated rule table (see `validate_rules`)."""

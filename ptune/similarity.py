@@ -17,7 +17,6 @@ similarity. Numpy only; computed in float64.
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -110,9 +109,7 @@ def main(argv: Sequence[str]) -> int:
     if len(set(paths)) != len(paths):
         raise UserError(f"--prompts names a prompt twice: {args.prompts}")
     if args.json:
-        atomic.check_writable_dir(
-            os.path.dirname(os.path.abspath(args.json)), "the --json file's directory"
-        )
+        atomic.check_output_file(args.json, "--json", "JSON", {"--target": args.target})
     sources = {path: prompt_io.load_prompt_file(path) for path in paths}
     target = prompt_io.load_prompt_file(args.target)
     rows = rank(sources, target, args.measure)

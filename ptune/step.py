@@ -42,8 +42,8 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    z_loss: float = 1e-4
-    label_smoothing: float = 0.0
+    z_loss: float = dataclasses.field(default=1e-4, metadata={"min": 0})
+    label_smoothing: float = dataclasses.field(default=0.0, metadata={"min": 0, "below": 1})
     loss_normalizing_factor: losses.Normalization = losses.NUM_REAL_TARGET_TOKENS
 
 

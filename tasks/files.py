@@ -14,8 +14,9 @@ is what gin binds (`files.FileTask(...)`) and what `parse_spec` builds from one 
 
     my_task:train=a.jsonl,validation=b.jsonl,inputs=question,targets=answer,labels=yes|no
 
-Files are checked when the task is registered (they exist, a TSV header has the fields) and
-every record when a split is read (`readers`): one `UserError` names the file, line and fault.
+Files are checked when the task is registered (they exist and hold a record, a TSV header has
+the fields) and every record when a split is read (`readers`): one `UserError` names the file,
+line and fault.
 """
 
 from __future__ import annotations
@@ -94,14 +95,20 @@ class FileTask:
             raise UserError(f"{where}: label_names must be two or more distinct strings")
         if self.with_rank_classification and not names:
             raise UserError(f"{where}: rank classification needs label_names")
-        for path in self.splits.values():
-            if self.file_format(path) == "tsv":
+        for split, path in self.splits.items():
+            tsv = self.file_format(path) == "tsv"
+            lines = _nonblank_lines(path, most=2 if tsv else 1)
+            if lines == 0:
+                raise UserError(f"{where} {split}: file {path} is empty (or blank lines only)")
+            if tsv:
                 header = readers.tsv_header(path)
                 for column in (self.inputs_field, self.targets_field):
                     if column not in header:
                         raise UserError(
                             f"{path}:1: no column {column!r} in the header ({', '.join(header)})"
                         )
+                if lines == 1:
+                    raise UserError(f"{where} {split}: file {path} holds a header and no rows")
 
     def read(self, split: str) -> list[dict]:
         """The records of one split: `inputs`, `targets` strings, `label` (class index, -1
@@ -155,6 +162,17 @@ class FileTask:
             )
         _REGISTERED.update(names)
         return names
+
+
+def _nonblank_lines(path: str, most: int) -> int:
+    """How many non-blank lines `path` holds, counting no further than `most` (so a large
+    file is read only up to its first records)."""
+    count = 0
+    for _, line in readers.text_lines(path):
+        count += bool(line.strip())
+        if count >= most:
+            break
+    return count
 
 
 class FileSource(seqio.DataSource):

@@ -43,10 +43,13 @@ from ptune.checkpoints import lazy_arrays
 from ptune.checkpoints.lazy_arrays import LazyArray
 from ptune.checkpoints.restore import VOCAB_PAD_MULTIPLE, CheckpointSource
 from ptune.errors import UserError
+from ptune.models import llama
 
 CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
+T5_MODEL_TYPES = ("t5", "mt5")
+T5_ARCHITECTURES = ("T5ForConditionalGeneration", "MT5ForConditionalGeneration")
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 _DTYPES = {
     "F64": np.float64,
@@ -167,6 +170,20 @@ def weight_files(directory: str, model_class: str = "T5ForConditionalGeneration"
     raise UserError(f"{directory} has {CONFIG_FILE} but no {SINGLE_FILE} or {INDEX_FILE}")
 
 
+def unsupported_architecture(path: str, fields) -> UserError:
+    """The one error for a config.json of a model ptune does not load: it names what the file
+    describes and every architecture ptune loads (T5/mT5 here, decoder-only in `llama`)."""
+    fields = fields if isinstance(fields, dict) else {}
+    architectures = fields.get("architectures") or []
+    named = ", ".join(str(a) for a in architectures) if architectures else "none named"
+    return UserError(
+        f"{path} describes model_type {fields.get('model_type')!r}, not a T5/mT5 or a "
+        f"decoder-only model ptune loads (its architectures: {named}); ptune loads T5/mT5 "
+        f"({', '.join(T5_ARCHITECTURES)}) and decoder-only "
+        f"{', '.join(llama.ARCHITECTURES)}"
+    )
+
+
 def read_config(directory: str) -> dict:
     """T5Config fields stated by config.json (the `hints` of the checkpoint)."""
     path = os.path.join(directory, CONFIG_FILE)
@@ -175,12 +192,8 @@ def read_config(directory: str) -> dict:
             hf = json.load(f)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read {path}: {e}") from e
-    if not isinstance(hf, dict) or hf.get("model_type") not in ("t5", "mt5"):
-        kind = hf.get("model_type") if isinstance(hf, dict) else None
-        raise UserError(
-            f"{path} describes model_type {kind!r}, not a T5 or mT5 "
-            "encoder-decoder; ptune loads T5/mT5 checkpoints only"
-        )
+    if not isinstance(hf, dict) or hf.get("model_type") not in T5_MODEL_TYPES:
+        raise unsupported_architecture(path, hf)
     epsilon = hf.get("layer_norm_epsilon", 1e-6)
     if abs(float(epsilon) - 1e-6) > 1e-12:
         raise UserError(

@@ -50,6 +50,10 @@ def read_config(directory: str) -> llama.LlamaConfig:
             fields = json.load(f)
     except (OSError, ValueError) as e:
         raise UserError(f"{path} is not a readable config.json: {e}") from e
+    if not isinstance(fields, dict) or not set(fields.get("architectures") or []) & set(
+        llama.ARCHITECTURES
+    ):
+        raise hf.unsupported_architecture(path, fields)
     return llama.from_hf_config(fields)
 
 

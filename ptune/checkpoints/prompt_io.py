@@ -111,10 +111,7 @@ def load_prompt_file(path: str, deep: bool = False) -> np.ndarray:
             )
         value = _read_safetensors(adapter, preferred=("prompt_embeddings",))
     elif path.endswith(".npy"):
-        try:
-            value = np.load(path, allow_pickle=False)
-        except ValueError as e:
-            raise UserError(f"prompt file {path}: not a plain numpy array ({e})") from e
+        value = _read_npy(path)
     elif path.endswith(".safetensors"):
         value = _read_safetensors(path, preferred=("prompt", "prompt_embeddings"))
     else:
@@ -139,13 +136,43 @@ def load_prompt_file(path: str, deep: bool = False) -> np.ndarray:
     return value
 
 
+NPY_MAGIC = b"\x93NUMPY"  # how every .npy file begins (numpy.lib.format)
+
+
+def _read_npy(path: str) -> np.ndarray:
+    """A .npy file's array; anything else (a text file named .npy, a truncated or pickled
+    array) is one `UserError` naming the file. numpy reads a file without its magic as a
+    pickle and suggests `allow_pickle`, advice ptune never gives: it never unpickles."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(len(NPY_MAGIC))
+    except OSError as e:
+        raise UserError(f"prompt file {path} cannot be read ({e.strerror})") from e
+    if magic != NPY_MAGIC:
+        raise UserError(
+            f"prompt file {path} is not a numpy array (.npy) file: it does not start with "
+            "numpy's header (write it with numpy.save)"
+        )
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e):  # an array of Python objects
+            raise UserError(
+                f"prompt file {path}: not a plain numpy array (it holds Python objects, "
+                "which ptune never unpickles)"
+            ) from e
+        raise UserError(f"prompt file {path}: not a plain numpy array ({e})") from e
+    except (OSError, EOFError) as e:
+        raise UserError(f"prompt file {path}: not a plain numpy array (truncated: {e})") from e
+
+
 def _read_safetensors(path: str, preferred: Sequence[str]) -> np.ndarray:
     from safetensors.numpy import load_file
 
     try:
         tensors = load_file(path)
     except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise UserError(f"prompt file {path}: unreadable safetensors ({e})") from e
+        raise UserError(f"prompt file {path} is not a readable safetensors file ({e})") from e
     for key in preferred:
         if key in tensors:
             return tensors[key]

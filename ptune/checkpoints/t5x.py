@@ -12,6 +12,13 @@ the checkpoint directory. Only `target` and `state/step` are decoded; the optimi
 `param_states` are skipped without being parsed into arrays. `gs://bucket/dir` paths go
 through tensorstore's gcs kvstore for the msgpack file and the zarr arrays alike.
 Format version 2 wrote bfloat16 arrays as uint16; they are reinterpreted as bfloat16.
+
+Remote reads are bounded: a `gs://` checkpoint that cannot be reached or authenticated (no
+network, no credentials: tensorstore then retries for many minutes, silently) fails after
+`PTUNE_REMOTE_TIMEOUT` seconds (default 60) in one line naming the path and
+GOOGLE_APPLICATION_CREDENTIALS. The bound covers the first accesses (the msgpack file and each
+zarr array's metadata), which prove the path reachable; array data is read unbounded, since a
+large read over a slow link may rightly take longer.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import time
 from typing import Any, Optional
 
 import jax.numpy as jnp
@@ -34,6 +42,57 @@ from ptune.errors import UserError
 CHECKPOINT_FILE = "checkpoint"
 _GCS = re.compile(r"^gs://([^/]+)/?(.*)$", re.DOTALL)
 _MSGPACK_NDARRAY, _MSGPACK_NPSCALAR = 1, 3
+TIMEOUT_ENV = "PTUNE_REMOTE_TIMEOUT"
+DEFAULT_TIMEOUT_S = 60.0
+CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
+
+
+def remote_timeout() -> float:
+    """Seconds a first remote access may take: `$PTUNE_REMOTE_TIMEOUT`, else 60."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise UserError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def _credentials_hint() -> str:
+    """Where Google Cloud credentials would come from, or that none were found."""
+    if os.environ.get(CREDENTIALS_ENV):
+        return f"{CREDENTIALS_ENV} is {os.environ[CREDENTIALS_ENV]}"
+    gcloud = os.environ.get("CLOUDSDK_CONFIG") or os.path.expanduser("~/.config/gcloud")
+    if os.path.isfile(os.path.join(gcloud, "application_default_credentials.json")):
+        return "credentials from `gcloud auth application-default login`"
+    return (
+        f"no credentials found: set {CREDENTIALS_ENV} to a service-account key file or run "
+        "`gcloud auth application-default login`"
+    )
+
+
+def _remote(future, where: str, deadline: Optional[float]):
+    """`future.result()` by `deadline` (a `time.monotonic()` time; None: no bound); past it,
+    one UserError naming `where` and the credentials variable."""
+    if deadline is None:
+        return future.result()
+    try:
+        return future.result(timeout=max(deadline - time.monotonic(), 0.0))
+    except TimeoutError:
+        future.cancel()
+        raise UserError(
+            f"{where}: no answer within {remote_timeout():g} s (no network, or no usable Google "
+            f"Cloud credentials: {_credentials_hint()}; {TIMEOUT_ENV} sets the wait)"
+        ) from None
+
+
+def _reason(e: Exception) -> str:
+    """A tensorstore error on one line, without its trailing `[key=...]` annotations (the
+    spec, source locations, HTTP response)."""
+    return re.sub(r"\s*\[[\w ]+=.*$", "", " ".join(str(e).split()))
 
 
 def checkpoint_dir(path: str) -> str:
@@ -70,7 +129,15 @@ def _read_file(directory: str, name: str) -> bytes:
     if _GCS.match(directory):
         spec = kvstore_spec(directory)
         spec["path"] = spec["path"] + "/" if spec["path"] else ""
-        result = ts.KvStore.open(spec).result().read(name).result()
+        where = f"{directory.rstrip('/')}/{name}"
+        deadline = time.monotonic() + remote_timeout()
+        try:
+            store = _remote(ts.KvStore.open(spec), where, deadline)
+            result = _remote(store.read(name), where, deadline)
+        except UserError:
+            raise
+        except (ValueError, RuntimeError) as e:  # refused: bad credentials, no such bucket
+            raise UserError(f"{where}: cannot read it: {_reason(e)} ({_credentials_hint()})") from e
         if result.state != "value":
             raise UserError(f"{directory}/{name} does not exist")
         return bytes(result.value)
@@ -228,12 +295,19 @@ def open_checkpoint(path: str) -> CheckpointSource:
             pending[name] = (where, ts.open(spec, open=True, read=True))
         else:
             unexpected.append(f"{name} (a {type(leaf).__name__}, not an array, in {origin})")
-    for name, (where, future) in pending.items():
-        try:
-            arrays[name] = _tensorstore_array(future.result(), where, version)
-        except (ValueError, RuntimeError) as e:
-            reason = re.sub(r"\s*\[tensorstore_spec=.*$", "", " ".join(str(e).split()))
-            problems.append(f"  {name}: cannot open zarr array {where}: {reason}")
+    deadline = time.monotonic() + remote_timeout() if _GCS.match(directory) else None
+    try:
+        for name, (where, future) in pending.items():
+            try:
+                store = _remote(future, where, deadline)
+                arrays[name] = _tensorstore_array(store, where, version)
+            except UserError:
+                raise
+            except (ValueError, RuntimeError) as e:
+                problems.append(f"  {name}: cannot open zarr array {where}: {_reason(e)}")
+    finally:  # after a timeout, stop the opens still retrying
+        for _, future in pending.values():
+            future.cancel()
     if problems:
         raise UserError(
             f"t5x checkpoint {directory}: {len(problems)} parameter array(s) cannot "

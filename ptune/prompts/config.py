@@ -81,9 +81,9 @@ class PromptConfig:
     deep: a prompt at the input of every encoder layer (`DeepPrompt`; prefix placement).
     """
 
-    length: int = 100
+    length: int = dataclasses.field(default=100, metadata={"min": 1})
     initializer: Any = None
-    placement: str = "prefix"
+    placement: str = dataclasses.field(default="prefix", metadata={"choices": PLACEMENTS})
     residual: Optional[Residual] = None
     multi_task: Optional[MultiTask] = None
     deep: bool = False

@@ -5,13 +5,12 @@ parameters; it returns {task: {metric: value}} with the metrics of the T5 librar
 tasks declare them (generation metrics from decoded predictions, rank-classification metrics
 from scores). `score` reduces them as the SuperGLUE leaderboard does: each task's primary
 metrics are averaged into its score, a mixture's score is the mean over its tasks; that is
-what picks the best prompt unless a run names one metric (`check_metric`).
+what picks the best prompt unless a run names one metric (`ptune.selection.check_metric`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import os
 from typing import Any, Callable, Mapping, Optional
@@ -20,7 +19,7 @@ import jax
 import numpy as np
 import seqio
 
-from ptune import atomic, data, prompts
+from ptune import atomic, data, prompts, selection
 from ptune import buckets as buckets_lib
 from ptune import family as family_lib
 from ptune import partitioning as partitioning_lib
@@ -303,80 +302,6 @@ def _to_float(value):
     return float(value) if isinstance(value, (int, float)) else value
 
 
-SCORE = "score"
-
-
-def _primary_metrics(name: str) -> Optional[dict[str, tuple[str, ...]]]:
-    """The task's primary metrics, or None for a task registered outside `ptune.tasks`."""
-    from ptune.tasks import registry
-
-    try:
-        return registry.primary_metrics(name)
-    except UserError:
-        return None
-
-
-def check_metric(name: str, metric: Optional[str]) -> str:
-    """The selection metric of a run, checked before any training: 'score' (the default: the
-    mean of the primary metrics) or one of the task's primary metrics, as 'metric' or
-    'task/metric'. A task registered outside `ptune.tasks` declares no primary metrics: it
-    needs a named metric, which is then checked at the first evaluation."""
-    primary = _primary_metrics(name)
-    if primary is None:
-        if metric is None or metric == SCORE:
-            raise UserError(
-                f"task {name} was registered outside ptune.tasks and declares no primary "
-                "metrics: name the metric that picks the best prompt, e.g. "
-                "--gin.trainer.TrainConfig.eval_metric=\"'accuracy'\""
-            )
-        return metric
-    if metric is None or metric == SCORE:
-        return SCORE
-    known = sorted({f"{t}/{m}" for t, ms in primary.items() for m in ms})
-    if "/" in metric:
-        task, short = metric.split("/", 1)
-        ok = short in primary.get(task, ())
-    else:
-        owners = [t for t, ms in primary.items() if metric in ms]
-        if len(owners) > 1:
-            raise UserError(
-                f"eval metric {metric!r} is reported by several tasks of {name}; name one as "
-                f"'task/{metric}' (one of {', '.join(known)})"
-            )
-        ok = bool(owners)
-    if not ok:
-        close = difflib.get_close_matches(metric, known + [m.split("/", 1)[1] for m in known])
-        raise UserError(
-            f"eval metric {metric!r} is not reported by {name}"
-            + (f"; did you mean {close[0]!r}?" if close else "")
-            + f" (choose 'score' or one of {', '.join(known)})"
-        )
-    return metric
-
-
-def score(results: Mapping[str, Mapping[str, float]], name: str) -> float:
-    """The SuperGLUE-leaderboard score of `results` (see `ptune.tasks.registry.primary_score`):
-    each task's primary metrics averaged, then the mean over a mixture's tasks."""
-    from ptune.tasks import registry
-
-    return registry.primary_score(name, results)
-
-
-def select(results: Mapping[str, Mapping[str, float]], name: str, metric: str) -> float:
-    """The value `metric` (from `check_metric`) takes in `results`."""
-    if metric == SCORE:
-        return score(results, name)
-    task, _, short = metric.rpartition("/")
-    found = [m[short] for t, m in results.items() if short in m and task in ("", t)]
-    if len(found) != 1:
-        reported = sorted(f"{t}/{k}" for t, m in results.items() for k in m)
-        raise UserError(
-            f"eval metric {metric!r} was reported {len(found)} times; the evaluation reported "
-            f"{', '.join(reported)}"
-        )
-    return float(found[0])
-
-
 def write_results(path: str, step: int, results: Mapping, extra: Optional[dict] = None):
     """Writes results as JSON atomically."""
     atomic.write_json(path, {"step": step, "results": results, **(extra or {})})
@@ -459,8 +384,8 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
         {
             "checkpoint_path": cfg.checkpoint_path,
             "prompt_file": cfg.prompt_file,
-            SCORE: score(results, cfg.mixture_or_task_name)
-            if _primary_metrics(cfg.mixture_or_task_name)
+            selection.SCORE: selection.score(results, cfg.mixture_or_task_name)
+            if selection.primary_metrics(cfg.mixture_or_task_name)
             else None,
         },
     )

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from ptune import atomic, buckets, data, evaluation, prompts, recipe
+from ptune import atomic, buckets, data, evaluation, prompts, recipe, selection
 from ptune import partitioning as partitioning_lib
 from ptune import server as server_lib
 from ptune.errors import UserError
@@ -329,8 +329,8 @@ def _best(rows: Sequence[dict], task: str) -> dict:
     """The prompt with the highest score (the mean of the task's primary metrics; for a task
     registered outside ptune.tasks, its first reported metric)."""
     try:
-        value = {r["name"]: evaluation.score(r["metrics"], task) for r in rows}
-        key = evaluation.SCORE
+        value = {r["name"]: selection.score(r["metrics"], task) for r in rows}
+        key = selection.SCORE
     except UserError:
         key = next(iter(_flat(rows[0]["metrics"])))
         value = {r["name"]: _flat(r["metrics"])[key] for r in rows}

@@ -5,7 +5,7 @@ after every step, and that tests can drive alone.
     finite = NonFinite()                 # the first non-finite loss, noted on the device
     logging = Logging(log_period, metrics_log, finite, progress)
     exporter = PromptExport(model_dir, bank, combine)   # prompt files as the model sees them
-    evaluating = Evaluating(..., best=BestPrompt(metric, patience))
+    evaluating = Evaluating(..., best=selection.BestPrompt(metric, patience))
     checkpointing = Checkpointing(checkpointer, run_dir, period, finite, exporter)
 
 Steps are dispatched asynchronously: metrics reach the host only at log points,
@@ -24,44 +24,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ptune import evaluation, partitioning, prompts
+from ptune import evaluation, partitioning, prompts, selection
 from ptune import trainable as trainable_lib
 from ptune.checkpoints import prompt_io
 from ptune.errors import UserError
 
 log = logging_lib.getLogger("ptune")
 PyTree = Any
-
-
-@dataclasses.dataclass
-class BestPrompt:
-    """Best-prompt selection and early stopping: the best score (step, value, metric) and the
-    number of evaluations since it improved. Saved with every checkpoint."""
-
-    metric: str
-    patience: Optional[int] = None
-    best: Optional[dict] = None
-    evals_without_improvement: int = 0
-
-    def update(self, step: int, value: float) -> bool:
-        """Records an evaluation; True when it is the best so far."""
-        if self.best is None or value > self.best["value"]:
-            self.best = {"step": step, "value": float(value), "metric": self.metric}
-            self.evals_without_improvement = 0
-            return True
-        self.evals_without_improvement += 1
-        return False
-
-    @property
-    def should_stop(self) -> bool:
-        return self.patience is not None and self.evals_without_improvement >= self.patience
-
-    def to_meta(self) -> dict:
-        return {"best": self.best, "evals_without_improvement": self.evals_without_improvement}
-
-    def restore(self, meta: Mapping) -> None:
-        self.best = meta.get("best")
-        self.evals_without_improvement = int(meta.get("evals_without_improvement", 0))
 
 
 @jax.jit
@@ -170,7 +139,7 @@ class Evaluating:
     metrics_log: Any
     finite: NonFinite
     export: PromptExport
-    best: BestPrompt
+    best: selection.BestPrompt
     primary: bool
 
     def due(self, step: int, last: bool) -> bool:
@@ -185,7 +154,7 @@ class Evaluating:
                 self.num_beams,
                 self.prompt_index,
             )
-        score = evaluation.select(results, self.task, self.best.metric)
+        score = selection.select(results, self.task, self.best.metric)
         if self.primary:
             for task, values in results.items():
                 self.metrics_log.write(step, f"{self.split}/{task}", values)
@@ -227,7 +196,7 @@ class Checkpointing:
     def due(self, step: int, last: bool) -> bool:
         return step % self.period == 0 or last
 
-    def save(self, step: int, state, best: BestPrompt) -> None:
+    def save(self, step: int, state, best: selection.BestPrompt) -> None:
         self.finite.check()
         self.run_dir.saving()
         self.checkpointer.save(step, state, {"data_position": step, **best.to_meta()})

@@ -13,7 +13,17 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import jax
 
-from ptune import atomic, data, distributed, evaluation, initial_prompts, memory, prompts, recipe
+from ptune import (
+    atomic,
+    data,
+    distributed,
+    evaluation,
+    initial_prompts,
+    memory,
+    prompts,
+    recipe,
+    selection,
+)
 from ptune import family as family_lib
 from ptune import run_dir as run_dir_lib
 from ptune import train_hooks as hooks_lib
@@ -87,9 +97,9 @@ def setup(cfg: TrainConfig, primary: bool) -> Setup:
         data.log_truncation(cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.train_split)
     optimizer_step = optimizer_start(cfg)
     metric = (
-        evaluation.check_metric(cfg.mixture_or_task_name, cfg.eval_metric)
+        selection.check_metric(cfg.mixture_or_task_name, cfg.eval_metric)
         if cfg.eval_period > 0
-        else evaluation.SCORE
+        else selection.SCORE
     )
     if cfg.early_stopping_patience is not None and cfg.eval_period <= 0:
         raise UserError("early_stopping_patience needs evaluations (eval_period > 0)")

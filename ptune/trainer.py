@@ -37,6 +37,7 @@ from ptune import (
     partitioning,
     prompts,
     recipe,
+    selection,
     train_setup,
 )
 from ptune import run_dir as run_dir_lib
@@ -224,7 +225,7 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
             checkpointer, run_dir, cfg.checkpoint_period, finite, export, primary
         )
         state, latest, data_position, meta = checkpointing.resume(state)
-        best = hooks_lib.BestPrompt(setup.metric, cfg.early_stopping_patience)
+        best = selection.BestPrompt(setup.metric, cfg.early_stopping_patience)
         best.restore(meta)
         start = int(state.step)
         metrics_log = run_dir_lib.MetricsLog(cfg.model_dir, start, primary)

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from ptune.models import t5
+from ptune.models.layers import limit_vocab
 
 Array = jax.Array
 PyTree = Any
@@ -85,16 +86,6 @@ def _filter_logits(logits: Array, top_k: int, top_p: float) -> Array:
         threshold = jnp.take_along_axis(sorted_logits, keep, axis=-1)
         logits = jnp.where(logits < threshold, neg, logits)
     return logits
-
-
-def limit_vocab(logits: Array, vocab_limit: Optional[int]) -> Array:
-    """Masks logits [..., v] of ids >= vocab_limit: embedding rows past the tokenizer's
-    vocabulary (T5 pads 32,100 ids to 32,128 rows; resized copies are padded with zeros)
-    must never be generated."""
-    if vocab_limit is None or vocab_limit >= logits.shape[-1]:
-        return logits
-    allowed = jnp.arange(logits.shape[-1]) < vocab_limit
-    return jnp.where(allowed, logits, jnp.finfo(logits.dtype).min)
 
 
 @functools.partial(

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ptune import recipe
+from ptune.checkpoints import hf_causal
 from ptune.errors import UserError
 from ptune.models import llama
 
@@ -68,7 +69,9 @@ def _varied_llama3(seed):
     architecture, fields = CASES["llama3"]
     hf = _hf_model(architecture, dict(fields, initializer_range=0.5), seed=seed)
     config = llama.from_hf_config(hf.config.to_dict())
-    return config, llama.params_from_hf({k: v.numpy() for k, v in hf.state_dict().items()}, config)
+    return config, hf_causal.params_from_hf(
+        {k: v.numpy() for k, v in hf.state_dict().items()}, config
+    )
 
 
 def _batch():
@@ -89,7 +92,7 @@ def test_logits_equal_transformers_on_padded_batches(case):
     assert config.num_key_value_heads == 2 and config.head_dim == 8
     assert config.attention_bias == (case == "qwen2")
     state = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
-    params = llama.params_from_hf(state, config)
+    params = hf_causal.params_from_hf(state, config)
     tokens, valid = _batch()
     with torch.no_grad():
         expected = hf(
@@ -101,7 +104,7 @@ def test_logits_equal_transformers_on_padded_batches(case):
     # Scanned layers (stacked on axis 1) compute the same.
     scanned = config.replace(scan_layers=True)
     got_scanned = llama.CausalLM(scanned).apply(
-        {"params": llama.params_from_hf(state, scanned)}, tokens, valid
+        {"params": hf_causal.params_from_hf(state, scanned)}, tokens, valid
     )
     np.testing.assert_allclose(np.asarray(got_scanned)[valid], got[valid], rtol=1e-5, atol=1e-5)
 
@@ -231,15 +234,13 @@ def test_a_checkpoint_that_does_not_fit_names_every_problem():
     del state["model.norm.weight"]
     state["model.extra.weight"] = np.zeros(3, np.float32)
     with pytest.raises(UserError) as info:
-        llama.params_from_hf(state, config)
+        hf_causal.params_from_hf(state, config)
     text = str(info.value)
     assert "unexpected model.extra.weight" in text and "missing norm/scale" in text
     assert "model.layers.0.mlp.gate_proj.weight has shape" in text
 
 
 def test_a_sharded_safetensors_directory_loads_strictly_and_pickles_are_refused(tmp_path):
-    from ptune.checkpoints import hf_causal
-
     architecture, fields = CASES["qwen2"]
     model = _hf_model(architecture, fields, seed=1)
     model.save_pretrained(tmp_path / "qwen", safe_serialization=True, max_shard_size="20KB")
@@ -292,7 +293,7 @@ def test_prompt_tuning_logits_equal_pefts_for_a_causal_lm():
         expected = peft_model(
             input_ids=torch.tensor(tokens), attention_mask=torch.tensor(valid.astype(np.int64))
         ).logits.numpy()
-    params = prompts.with_prompt(llama.params_from_hf(state, config), prompt)
+    params = prompts.with_prompt(hf_causal.params_from_hf(state, config), prompt)
     model = llama.CausalLM(config, prompts.prompt_factory(5))
     got = np.asarray(model.apply({"params": params}, tokens, valid))
     assert got.shape == expected.shape == (3, 5 + 11, 97)
@@ -349,7 +350,7 @@ def test_prompt_tuning_loss_and_gradient_equal_pefts_for_a_causal_lm(bos_id):
         "decoder_input_tokens": np.zeros_like(SEQ2SEQ_TARGETS),
         "decoder_target_tokens": SEQ2SEQ_TARGETS,
     }
-    frozen = llama.params_from_hf(state, config)
+    frozen = hf_causal.params_from_hf(state, config)
 
     def loss(p):
         trainable = prompts.with_prompt({}, p)
@@ -373,7 +374,7 @@ def test_greedy_decoding_with_the_cache_equals_rerunning_the_full_model(case, pr
     # show whether each step reads the cache right.
     hf = _hf_model(architecture, dict(fields, initializer_range=0.5), seed=5)
     config = llama.from_hf_config(hf.config.to_dict()).replace(scan_layers=scan)
-    params = llama.params_from_hf({k: v.numpy() for k, v in hf.state_dict().items()}, config)
+    params = hf_causal.params_from_hf({k: v.numpy() for k, v in hf.state_dict().items()}, config)
     factory = None
     if prompt:
         factory = prompts.prompt_factory(prompt)
@@ -537,7 +538,7 @@ def test_prompts_move_between_ptune_and_peft_for_a_causal_lm(tmp_path):
     architecture, fields = CASES["qwen2"]
     base = _hf_model(architecture, fields, seed=9)
     config = llama.from_hf_config(base.config.to_dict())
-    params = llama.params_from_hf(
+    params = hf_causal.params_from_hf(
         {k: v.numpy().copy() for k, v in base.state_dict().items()}, config
     )
     prompt = np.random.default_rng(10).uniform(-0.5, 0.5, (3, 32)).astype(np.float32)

@@ -12,7 +12,7 @@ import pytest
 from flax import linen as nn
 
 from conftest import DROPOUT, REPO, tiny_t5
-from ptune.models import t5
+from ptune.models import layers, t5
 
 TINY_11 = tiny_t5(dropout_rate=DROPOUT)
 TINY_10 = TINY_11.replace(mlp_activations=("relu",), logits_via_embedding=True)
@@ -286,7 +286,7 @@ def test_dropout_on_and_off(tiny):
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("shape", [(7, 3), (2, 5, 3), (2, 4, 6, 3)])
 def test_dense_layers_gradients_equal_the_plain_matmuls_bit_for_bit(shape, dtype):
-    """`t5.project` only reorders how the kernel's gradient is laid out (a CPU speed fix): its
+    """`layers.project` only reorders how the kernel's gradient is laid out (a CPU speed fix): its
     output and both gradients are the plain `jnp.dot`'s, bit for bit."""
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal(shape), dtype)
@@ -297,7 +297,7 @@ def test_dense_layers_gradients_equal_the_plain_matmuls_bit_for_bit(shape, dtype
         y, vjp = jax.vjp(fn, x, kernel)
         return (y, *vjp(ct))
 
-    ours = jax.jit(lambda: outputs_and_gradients(t5.project))()
+    ours = jax.jit(lambda: outputs_and_gradients(layers.project))()
     plain = jax.jit(lambda: outputs_and_gradients(jnp.dot))()
     assert len(ours) == len(plain) == 3  # zip below would stop at the shorter
     for name, a, b in zip(("output", "input gradient", "kernel gradient"), ours, plain):

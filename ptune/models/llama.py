@@ -23,9 +23,11 @@ out as one sequence per row (`seq2seq_layout`), so the trainer, the evaluation a
 server run this family with the code they run T5 with.
 
 With `scan_layers` the layers are one `layers` module, stacked on axis 1 (logical `layers`),
-as the T5 family. Every parameter carries logical axis names (`ptune.partitioning`). RoPE,
-RMSNorm and softmax are computed in float32, as transformers does. The numerical core: no
-TensorFlow, seqio or gin.
+as the T5 family (`layers.layer_stack`; the layers both families share are
+`ptune.models.layers`). Every parameter carries logical axis names (`ptune.partitioning`).
+RoPE, RMSNorm and softmax are computed in float32, as transformers does. Transformers' weight
+names map to this tree in `ptune.checkpoints.hf_causal`. The numerical core: no TensorFlow,
+seqio or gin.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from flax import linen as nn
 
 from ptune import prompts
 from ptune.errors import UserError
-from ptune.models import attention, t5
+from ptune.models import attention, layers
 
 Array = jax.Array
 
@@ -195,29 +197,10 @@ class RMSNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        scale = t5.param(self, "scale", nn.initializers.ones_init(), (x.shape[-1],), ("embed",))
+        scale = layers.param(self, "scale", nn.initializers.ones_init(), (x.shape[-1],), ("embed",))
         y = x.astype(jnp.float32)
         y = y * jax.lax.rsqrt(jnp.mean(jnp.square(y), axis=-1, keepdims=True) + self.eps)
         return (scale * y.astype(self.dtype)).astype(self.dtype)
-
-
-class Linear(nn.Module):
-    features: int
-    axes: tuple[str, str]
-    use_bias: bool = False
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        kernel = t5.param(
-            self, "kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features), self.axes
-        )
-        y = t5.project(x.astype(self.dtype), kernel.astype(self.dtype))
-        if self.use_bias:
-            zeros = nn.initializers.zeros_init()
-            bias = t5.param(self, "bias", zeros, (self.features,), self.axes[1:])
-            y = y + bias.astype(self.dtype)
-        return y
 
 
 class SelfAttention(nn.Module):
@@ -243,7 +226,9 @@ class SelfAttention(nn.Module):
         h, kv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
 
         def project(name, heads):
-            layer = Linear(heads * d, ("embed", "joined_kv"), cfg.attention_bias, dtype, name=name)
+            layer = layers.Dense(
+                heads * d, ("embed", "joined_kv"), dtype, use_bias=cfg.attention_bias, name=name
+            )
             return layer(x).reshape(b, length, heads, d)
 
         q, k, v = project("q_proj", h), project("k_proj", kv), project("v_proj", kv)
@@ -267,7 +252,7 @@ class SelfAttention(nn.Module):
             scale=np.sqrt(d),
             dtype=dtype,
         ).reshape(b, length, h * d)
-        return Linear(cfg.hidden_size, ("joined_kv", "embed"), False, dtype, name="o_proj")(out)
+        return layers.Dense(cfg.hidden_size, ("joined_kv", "embed"), dtype, name="o_proj")(out)
 
     def _cache(self, k, v, valid) -> Optional[dict]:
         """The cache variables; None on the call that creates them (`init_cache`: shapes)."""
@@ -304,10 +289,10 @@ class Mlp(nn.Module):
     def __call__(self, x: Array) -> Array:
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
-        gate = Linear(cfg.intermediate_size, ("embed", "mlp"), False, dtype, name="gate_proj")(x)
-        up = Linear(cfg.intermediate_size, ("embed", "mlp"), False, dtype, name="up_proj")(x)
-        hidden = t5.constrain(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
-        return Linear(cfg.hidden_size, ("mlp", "embed"), False, dtype, name="down_proj")(hidden)
+        gate = layers.Dense(cfg.intermediate_size, ("embed", "mlp"), dtype, name="gate_proj")(x)
+        up = layers.Dense(cfg.intermediate_size, ("embed", "mlp"), dtype, name="up_proj")(x)
+        hidden = layers.constrain(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
+        return layers.Dense(cfg.hidden_size, ("mlp", "embed"), dtype, name="down_proj")(hidden)
 
 
 class DecoderLayer(nn.Module):
@@ -323,7 +308,7 @@ class DecoderLayer(nn.Module):
         x = x + SelfAttention(cfg, self.decode, name="self_attn")(y, valid, positions)
         y = RMSNorm(cfg.rms_norm_eps, dtype, name="post_attention_layernorm")(x)
         x = x + Mlp(cfg, name="mlp")(y)
-        return t5.constrain(x, ("batch", "length", "embed")), None
+        return layers.constrain(x, ("batch", "length", "embed")), None
 
 
 class PromptSlot(nn.Module):
@@ -386,7 +371,7 @@ class CausalLM(nn.Module):
         dtype = jnp.dtype(cfg.dtype)
         b, length = tokens.shape
         valid = jnp.ones((b, length), bool) if valid is None else valid.astype(bool)
-        embed = t5.param(
+        embed = layers.param(
             self,
             "embed_tokens",
             nn.initializers.normal(0.02),
@@ -401,10 +386,10 @@ class CausalLM(nn.Module):
             x, valid = slot(x, valid, prompt_index)
             row_prompt = jnp.sum(valid, axis=1, dtype=jnp.int32) - before
         length = x.shape[1]
-        x = t5.constrain(x, ("batch", "length", "embed"))
+        x = layers.constrain(x, ("batch", "length", "embed"))
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
-        stack = t5.layer_stack(DecoderLayer, cfg, cfg.num_hidden_layers, 2, decode=decode)
+        stack = layers.layer_stack(DecoderLayer, cfg, cfg.num_hidden_layers, 2, decode=decode)
         x = stack(x, valid, positions)
         if select is not None:
             at = jnp.maximum(select + row_prompt[:, None], 0)
@@ -413,7 +398,7 @@ class CausalLM(nn.Module):
         if cfg.tie_word_embeddings:
             logits = jnp.dot(x, embed.astype(dtype).T)
         else:
-            logits = Linear(cfg.vocab_size, ("embed", "vocab"), False, dtype, name="lm_head")(x)
+            logits = layers.Dense(cfg.vocab_size, ("embed", "vocab"), dtype, name="lm_head")(x)
         return logits.astype(jnp.float32)
 
     def seq2seq(
@@ -484,108 +469,6 @@ def abstract_params(config: LlamaConfig, prompt_factory: Optional[Any] = None) -
 def parameter_count(config: LlamaConfig) -> int:
     leaves = jax.tree_util.tree_leaves(nn.unbox(abstract_params(config)))
     return int(sum(np.prod(x.shape) for x in leaves))
-
-
-def hf_sources(shapes: Mapping[str, tuple], config: LlamaConfig) -> dict[str, list]:
-    """Where each ptune parameter comes from, checked strictly against transformers' state
-    dict names and shapes (one error lists every missing, unexpected or mis-shaped tensor;
-    `lm_head.weight` is ignored with tied embeddings) before anything is read.
-
-    shapes: {transformers name: shape} -> {ptune path: [(name, transposed), ...]}: one
-    source, or with `scan_layers` one per layer, stacked on axis 1 (`layers/...`)."""
-    expected = {
-        name: tuple(x.shape)
-        for name, x in flat(nn.unbox(abstract_params(config.replace(scan_layers=False))))
-    }
-    found, problems = {}, []
-    for name, shape in shapes.items():
-        if name == "lm_head.weight" and config.tie_word_embeddings:
-            continue  # a saved copy of the tied embedding
-        target = _ptune_name(name)
-        if target is None or target not in expected:
-            problems.append(f"unexpected {name}")
-            continue
-        transposed = target.endswith("kernel")
-        shape = tuple(shape)[::-1] if transposed else tuple(shape)
-        if shape != expected[target]:
-            shown = shape[::-1] if transposed else shape
-            problems.append(f"{name} has shape {shown}, expected {expected[target]}")
-            continue
-        found[target] = (name, transposed)
-    problems += [f"missing {n}" for n in sorted(set(expected) - set(found))]
-    if problems:
-        raise UserError("the checkpoint does not fit the model: " + "; ".join(problems[:8]))
-    if not config.scan_layers:
-        return {path: [source] for path, source in found.items()}
-    out: dict[str, list] = {}
-    for path, source in sorted(found.items(), key=lambda item: _layer_order(item[0])):
-        head, _, rest = path.partition("/")
-        key = f"layers/{rest}" if head.startswith("layers_") else path
-        out.setdefault(key, []).append(source)
-    return out
-
-
-def _layer_order(path: str) -> tuple:
-    head, _, rest = path.partition("/")
-    return (int(head[7:]), rest) if head.startswith("layers_") else (-1, path)
-
-
-def params_from_hf(tensors: Mapping[str, Any], config: LlamaConfig) -> dict:
-    """transformers' state dict (names -> arrays, or anything `np.asarray` reads) ->
-    ptune's parameter tree, strictly (`hf_sources`)."""
-    sources = hf_sources({name: tuple(np.shape(v)) for name, v in tensors.items()}, config)
-
-    def read(name, transposed):
-        value = np.asarray(tensors[name])
-        return value.T if transposed else value
-
-    return nest(
-        {
-            path: read(*parts[0]) if len(parts) == 1 else np.stack([read(*p) for p in parts], 1)
-            for path, parts in sources.items()
-        }
-    )
-
-
-def nest(flat: Mapping[str, Any]) -> dict:
-    """{"a/b/c": x} -> {"a": {"b": {"c": x}}}"""
-    tree: dict = {}
-    for path, value in flat.items():
-        node = tree
-        *parents, leaf = path.split("/")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    return tree
-
-
-def flat(tree, prefix=""):
-    """("a/b/c", leaf) pairs of a nested dict."""
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            yield from flat(value, path + "/")
-        else:
-            yield path, value
-
-
-def _ptune_name(name: str) -> Optional[str]:
-    """`model.layers.3.self_attn.q_proj.weight` -> `layers_3/self_attn/q_proj/kernel`."""
-    parts = name.split(".")
-    if name == "model.embed_tokens.weight":
-        return "embed_tokens"
-    if name == "model.norm.weight":
-        return "norm/scale"
-    if name == "lm_head.weight":
-        return "lm_head/kernel"
-    if len(parts) < 5 or parts[:2] != ["model", "layers"] or not parts[2].isdigit():
-        return None
-    layer, rest = f"layers_{parts[2]}", parts[3:]
-    if rest in (["input_layernorm", "weight"], ["post_attention_layernorm", "weight"]):
-        return f"{layer}/{rest[0]}/scale"
-    if len(rest) == 3 and rest[0] in ("self_attn", "mlp") and rest[2] in ("weight", "bias"):
-        return f"{layer}/{rest[0]}/{rest[1]}/{'kernel' if rest[2] == 'weight' else 'bias'}"
-    return None
 
 
 def _abstract(params: Any) -> tuple:
@@ -692,12 +575,12 @@ def generate(
     # of prompts of different lengths) and its tokens fill slots from the first, in order.
     last = _filled(cache) - before - 1
     logits = jnp.take_along_axis(logits, last[:, None, None], axis=1)
-    out = [_greedy(logits[:, 0], vocab_limit)]
+    out = [jnp.argmax(layers.limit_vocab(logits[:, 0], vocab_limit), axis=-1)]
     for _ in range(max_new_tokens - 1):
         step = out[-1][:, None].astype(jnp.int32)
         ones = jnp.ones((b, 1), bool)
         logits, cache = _cached_apply(model, params, cache, step, ones, False, None)
-        out.append(_greedy(logits[:, 0], vocab_limit))
+        out.append(jnp.argmax(layers.limit_vocab(logits[:, 0], vocab_limit), axis=-1))
     return jnp.stack(out, axis=1).astype(jnp.int32)
 
 
@@ -707,12 +590,6 @@ def _filled(cache: Any) -> Array:
         if getattr(path[-1], "key", None) == "index":
             return leaf[0] if leaf.ndim == 2 else leaf  # scanned: the layer axis first
     raise ValueError("not a decoding cache: it has no index")
-
-
-def _greedy(logits: Array, vocab_limit: Optional[int]) -> Array:
-    if vocab_limit is not None and vocab_limit < logits.shape[-1]:
-        logits = logits[..., :vocab_limit]
-    return jnp.argmax(logits, axis=-1)
 
 
 def seq2seq_generate(

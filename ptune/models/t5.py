@@ -20,7 +20,8 @@ checkpoints written by t5x map one-to-one (see `ptune.checkpoints`):
     decoder/logits_dense/kernel  (untied models only)          [embed, vocab]
 
 With `scan_layers=True` the layers are stacked under `encoder/layers` and `decoder/layers`
-with the layer axis at position 1 (flaxformer's `scan_axis=1`), logical name `layers`.
+with the layer axis at position 1 (flaxformer's `scan_axis=1`), logical name `layers`. The
+layers both families share (`param`, `Dense`, `layer_stack`) are `ptune.models.layers`.
 
 An optional prompt module sits on the encoder input path at `encoder/prompt`; see
 `ptune.prompts`. The numerical core: no TensorFlow, seqio or gin imports here.
@@ -38,7 +39,7 @@ import numpy as np
 from flax import linen as nn
 
 from ptune import prompts
-from ptune.models import attention
+from ptune.models import attention, layers
 
 Array = jax.Array
 
@@ -153,16 +154,6 @@ class T5Config:
         return dataclasses.replace(self, **changes)
 
 
-def param(module: nn.Module, name: str, init, shape: tuple[int, ...], axes: tuple[str, ...]):
-    """A float32 parameter carrying its logical axis names (t5x style)."""
-    return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
-
-
-def constrain(x: Array, axes: tuple[Optional[str], ...]) -> Array:
-    """Activation sharding constraint by logical names; a no-op outside a mesh."""
-    return nn.with_logical_constraint(x, axes)
-
-
 class LayerNorm(nn.Module):
     """T5's RMS norm (no mean, no bias), computed in float32 with eps 1e-6."""
 
@@ -173,55 +164,10 @@ class LayerNorm(nn.Module):
     def __call__(self, x: Array) -> Array:
         """[..., embed] -> [..., embed]"""
         x = jnp.asarray(x, jnp.float32)
-        scale = param(self, "scale", nn.initializers.ones, (x.shape[-1],), ("embed",))
+        scale = layers.param(self, "scale", nn.initializers.ones, (x.shape[-1],), ("embed",))
         var = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
         y = x * jax.lax.rsqrt(var + self.epsilon)
         return jnp.asarray(y * jnp.asarray(scale, jnp.float32), self.dtype)
-
-
-class Dense(nn.Module):
-    """Bias-free dense layer with a 2-D kernel [in, out] and logical axes."""
-
-    features: int
-    kernel_axes: tuple[str, str]
-    dtype: Any = jnp.float32
-    kernel_init: Callable = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        """[..., in] -> [..., features]"""
-        kernel = param(
-            self, "kernel", self.kernel_init, (x.shape[-1], self.features), self.kernel_axes
-        )
-        return project(jnp.asarray(x, self.dtype), jnp.asarray(kernel, self.dtype))
-
-
-@jax.custom_vjp
-def project(x: Array, kernel: Array) -> Array:
-    """x [..., in] @ kernel [in, out] -> [..., out], as `jnp.dot`, with the kernel's gradient
-    taken over the flattened positions as (ctᵀ·x)ᵀ, an [out, in] product transposed, rather
-    than xᵀ·ct. The values are the plain matmul's, bit for bit (tests/test_t5.py). On XLA's CPU
-    backend the plain form writes every [positions, mlp] gradient of the MLP in transposed
-    layout for its weight-gradient matmul (13% of a T5 1.1 Small model-tuning step:
-    benchmarks/profile_step.py); this one transposes only the small [out, in] result.
-    Contracting the leading axes without flattening brings the copies back. A custom VJP:
-    reverse mode only (no `jax.jvp` through the model)."""
-    return jnp.dot(x, kernel)
-
-
-def _project_forward(x, kernel):
-    return jnp.dot(x, kernel), (x, kernel)
-
-
-def _project_backward(residuals, ct):
-    x, kernel = residuals
-    dx = jax.lax.dot_general(ct, kernel, (((ct.ndim - 1,), (1,)), ((), ())))
-    rows = (((0,), (0,)), ((), ()))  # over every position, as [positions, features]
-    dkernel = jax.lax.dot_general(ct.reshape(-1, ct.shape[-1]), x.reshape(-1, x.shape[-1]), rows)
-    return dx, dkernel.T
-
-
-project.defvjp(_project_forward, _project_backward)
 
 
 class Embed(nn.Module):
@@ -232,7 +178,7 @@ class Embed(nn.Module):
     dtype: Any = jnp.float32
 
     def setup(self):
-        self.embedding = param(
+        self.embedding = layers.param(
             self,
             "embedding",
             nn.initializers.normal(stddev=1.0),
@@ -295,7 +241,7 @@ class RelativePositionBiases(nn.Module):
         buckets = relative_position_bucket(
             memory - context, bidirectional, self.num_buckets, self.max_distance
         )
-        rel_embedding = param(
+        rel_embedding = layers.param(
             self,
             "rel_embedding",
             nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"),
@@ -342,11 +288,11 @@ class MultiHeadAttention(nn.Module):
             return base(*args) / depth_scaling
 
         dense = functools.partial(
-            Dense, features=features, kernel_axes=("embed", "joined_kv"), dtype=self.dtype
+            layers.Dense, features=features, kernel_axes=("embed", "joined_kv"), dtype=self.dtype
         )
         query = dense(kernel_init=query_init, name="query")(inputs_q)
         split = lambda x: x.reshape(x.shape[:-1] + (self.num_heads, self.head_dim))  # noqa: E731
-        query = constrain(split(query), ("batch", "length", "heads", "kv"))
+        query = layers.constrain(split(query), ("batch", "length", "heads", "kv"))
         key_layer = dense(kernel_init=base, name="key")
         value_layer = dense(kernel_init=base, name="value")
 
@@ -360,8 +306,10 @@ class MultiHeadAttention(nn.Module):
             cross_v = self.variable("cache", "cross_value", lambda: v)
             key, value = cross_k.value, cross_v.value
         else:
-            key = constrain(split(key_layer(inputs_kv)), ("batch", "length", "heads", "kv"))
-            value = constrain(split(value_layer(inputs_kv)), ("batch", "length", "heads", "kv"))
+            key = layers.constrain(split(key_layer(inputs_kv)), ("batch", "length", "heads", "kv"))
+            value = layers.constrain(
+                split(value_layer(inputs_kv)), ("batch", "length", "heads", "kv")
+            )
 
         if decode and not self.is_cross:
             have_cache = self.has_variable("cache", "cached_key")
@@ -415,7 +363,7 @@ class MultiHeadAttention(nn.Module):
             dtype=self.dtype,
         )
         out = out.reshape(out.shape[:-2] + (features,))
-        return Dense(
+        return layers.Dense(
             emb, kernel_axes=("joined_kv", "embed"), dtype=self.dtype, kernel_init=base, name="out"
         )(out)
 
@@ -435,14 +383,16 @@ class MlpBlock(nn.Module):
         hidden = None
         for i, act in enumerate(self.activations):
             name = "wi" if len(self.activations) == 1 else f"wi_{i}"
-            h = ACTIVATIONS[act](Dense(self.mlp_dim, ("embed", "mlp"), self.dtype, name=name)(x))
+            h = ACTIVATIONS[act](
+                layers.Dense(self.mlp_dim, ("embed", "mlp"), self.dtype, name=name)(x)
+            )
             hidden = h if hidden is None else hidden * h
-        hidden = constrain(hidden, ("batch", "length", "mlp"))
+        hidden = layers.constrain(hidden, ("batch", "length", "mlp"))
         if self.dropout_rate > 0.0:
             hidden = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(
                 hidden, deterministic=deterministic
             )
-        return Dense(emb, ("mlp", "embed"), self.dtype, name="wo")(hidden)
+        return layers.Dense(emb, ("mlp", "embed"), self.dtype, name="wo")(hidden)
 
 
 def _dropout(config: T5Config):
@@ -483,7 +433,7 @@ class EncoderLayer(nn.Module):
             y, det
         )
         x = x + _dropout(cfg)(y, deterministic=det)
-        return constrain(x, ("batch", "length", "embed")), None
+        return layers.constrain(x, ("batch", "length", "embed")), None
 
 
 class DecoderLayer(nn.Module):
@@ -525,51 +475,7 @@ class DecoderLayer(nn.Module):
             x, det
         )
         y = y + _dropout(cfg)(x, deterministic=det)
-        return constrain(y, ("batch", "length", "embed")), None
-
-
-def layer_stack(
-    layer_cls,
-    config: T5Config,
-    num_layers: int,
-    broadcast_args: int,
-    per_layer_args: int = 0,
-    **kwargs,
-):
-    """Returns a callable (x, *broadcast, *per_layer) -> x over `num_layers` layers; each
-    per-layer argument has a leading layer axis and layer i gets its i-th slice.
-
-    Unscanned: layers named `layers_{i}`. Scanned: one `layers` module whose parameters are
-    stacked on axis 1 (flaxformer's layout) with logical axis `layers`.
-    """
-    if config.remat_policy != "none":
-        policy = None
-        if config.remat_policy == "minimal":
-            policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
-        layer_cls = nn.remat(layer_cls, policy=policy, prevent_cse=not config.scan_layers)
-    if config.scan_layers:
-        scanned = nn.scan(
-            layer_cls,
-            variable_axes={"params": 1, "cache": 0},
-            split_rngs={"params": True, "dropout": True},
-            in_axes=(nn.broadcast,) * broadcast_args + (0,) * per_layer_args,
-            length=num_layers,
-            metadata_params={nn.PARTITION_NAME: "layers"},
-        )(config, name="layers", **kwargs)
-
-        def run_scanned(x, *args):
-            return scanned(x, *args)[0]
-
-        return run_scanned
-    layers = [layer_cls(config, name=f"layers_{i}", **kwargs) for i in range(num_layers)]
-
-    def run(x, *args):
-        shared, per_layer = args[:broadcast_args], args[broadcast_args:]
-        for i, layer in enumerate(layers):
-            x = layer(x, *shared, *(a[i] for a in per_layer))[0]
-        return x
-
-    return run
+        return layers.constrain(y, ("batch", "length", "embed")), None
 
 
 def attention_mask(query_valid: Array, key_valid: Array) -> Array:
@@ -625,7 +531,7 @@ class Encoder(nn.Module):
                 x, valid = module(x, valid, prompt_index=prompt_index)
         elif prompt_index is not None:
             raise ValueError("prompt_index was given but the model has no prompt module")
-        x = constrain(x, ("batch", "length", "embed"))
+        x = layers.constrain(x, ("batch", "length", "embed"))
         dropout = _dropout(cfg)
         x = dropout(x, deterministic=det)
         length = x.shape[1]
@@ -638,10 +544,14 @@ class Encoder(nn.Module):
             name="relpos_bias",
         )(length, length, True)
         if layer_prompts is None:
-            stack = layer_stack(EncoderLayer, cfg, cfg.num_encoder_layers, 2, deterministic=det)
+            stack = layers.layer_stack(
+                EncoderLayer, cfg, cfg.num_encoder_layers, 2, deterministic=det
+            )
             x = stack(x, mask, bias)
         else:  # layer 0's prompt came in with the embeddings; each later layer's replaces it
-            stack = layer_stack(EncoderLayer, cfg, cfg.num_encoder_layers, 2, 2, deterministic=det)
+            stack = layers.layer_stack(
+                EncoderLayer, cfg, cfg.num_encoder_layers, 2, 2, deterministic=det
+            )
             x = stack(x, mask, bias, layer_prompts, jnp.arange(cfg.num_encoder_layers) > 0)
         x = LayerNorm(cfg.dtype, name="encoder_norm")(x)
         return dropout(x, deterministic=det), valid
@@ -676,7 +586,7 @@ class Decoder(nn.Module):
         cfg = self.config
         det = not enable_dropout
         y = self.shared_embedding(decoder_input_tokens.astype(jnp.int32))
-        y = constrain(y, ("batch", "length", "embed"))
+        y = layers.constrain(y, ("batch", "length", "embed"))
         dropout = _dropout(cfg)
         y = dropout(y, deterministic=det)
         length = y.shape[1]
@@ -707,7 +617,7 @@ class Decoder(nn.Module):
         )
         bias_length = max_decode_length if decode and max_decode_length else length
         bias = relpos(bias_length, bias_length, bidirectional=False)
-        stack = layer_stack(
+        stack = layers.layer_stack(
             DecoderLayer, cfg, cfg.num_decoder_layers, 4, deterministic=det, decode=decode
         )
         y = stack(y, encoded, self_mask, cross_mask, bias)
@@ -716,8 +626,10 @@ class Decoder(nn.Module):
         if cfg.logits_via_embedding:
             logits = self.shared_embedding.attend(y) / jnp.sqrt(jnp.float32(y.shape[-1]))
         else:
-            logits = Dense(cfg.vocab_size, ("embed", "vocab"), jnp.float32, name="logits_dense")(y)
-        return constrain(logits, ("batch", "length", "vocab"))
+            logits = layers.Dense(
+                cfg.vocab_size, ("embed", "vocab"), jnp.float32, name="logits_dense"
+            )(y)
+        return layers.constrain(logits, ("batch", "length", "vocab"))
 
 
 class Transformer(nn.Module):

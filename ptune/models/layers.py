@@ -1,0 +1,148 @@
+"""The layers and helpers both model families (`t5`, `llama`) are built from.
+
+    param(module, name, init, shape, axes)  a float32 parameter carrying logical axis names
+    constrain(x, axes)                      an activation's sharding, by logical names
+    Dense(features, kernel_axes)            [..., in] -> [..., features]; kernel [in, out],
+                                            optional bias [out]
+    project(x, kernel)                      [..., in] @ [in, out] -> [..., out], with a
+                                            faster kernel gradient on CPU
+    layer_stack(layer_cls, config, n, ...)  n layers, unrolled (`layers_{i}`) or scanned
+                                            (`layers`, parameters stacked on axis 1)
+    limit_vocab(logits, vocab_limit)        logits [..., vocab] with ids past the
+                                            tokenizer's vocabulary masked out
+
+Logical axis names (`embed`, `mlp`, `joined_kv`, `vocab`, `layers`, ...) are mapped to mesh
+axes by one rule table (`ptune.partitioning`); outside a mesh they cost nothing. What a family
+computes differently (T5's and Llama's RMS norms round differently in bfloat16) stays in its
+module. The numerical core: no TensorFlow, seqio or gin.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+Array = jax.Array
+
+
+def param(module: nn.Module, name: str, init, shape: tuple[int, ...], axes: tuple[str, ...]):
+    """A float32 parameter carrying its logical axis names (t5x style)."""
+    return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
+
+
+def constrain(x: Array, axes: tuple[Optional[str], ...]) -> Array:
+    """Activation sharding constraint by logical names; a no-op outside a mesh."""
+    return nn.with_logical_constraint(x, axes)
+
+
+class Dense(nn.Module):
+    """Dense layer with a 2-D kernel [in, out] and logical axes; bias-free unless `use_bias`
+    (a zero-initialised bias [out] on the kernel's output axis, Qwen2's q/k/v). The default
+    initialiser is t5x's and flax's `lecun_normal` alike."""
+
+    features: int
+    kernel_axes: tuple[str, str]
+    dtype: Any = jnp.float32
+    kernel_init: Callable = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+    use_bias: bool = False
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """[..., in] -> [..., features]"""
+        kernel = param(
+            self, "kernel", self.kernel_init, (x.shape[-1], self.features), self.kernel_axes
+        )
+        y = project(jnp.asarray(x, self.dtype), jnp.asarray(kernel, self.dtype))
+        if self.use_bias:
+            zeros = nn.initializers.zeros_init()
+            bias = param(self, "bias", zeros, (self.features,), self.kernel_axes[1:])
+            y = y + jnp.asarray(bias, self.dtype)
+        return y
+
+
+@jax.custom_vjp
+def project(x: Array, kernel: Array) -> Array:
+    """x [..., in] @ kernel [in, out] -> [..., out], as `jnp.dot`, with the kernel's gradient
+    taken over the flattened positions as (ctᵀ·x)ᵀ, an [out, in] product transposed, rather
+    than xᵀ·ct. The values are the plain matmul's, bit for bit (tests/test_t5.py). On XLA's CPU
+    backend the plain form writes every [positions, mlp] gradient of the MLP in transposed
+    layout for its weight-gradient matmul (13% of a T5 1.1 Small model-tuning step:
+    benchmarks/profile_step.py); this one transposes only the small [out, in] result.
+    Contracting the leading axes without flattening brings the copies back. A custom VJP:
+    reverse mode only (no `jax.jvp` through the model)."""
+    return jnp.dot(x, kernel)
+
+
+def _project_forward(x, kernel):
+    return jnp.dot(x, kernel), (x, kernel)
+
+
+def _project_backward(residuals, ct):
+    x, kernel = residuals
+    dx = jax.lax.dot_general(ct, kernel, (((ct.ndim - 1,), (1,)), ((), ())))
+    rows = (((0,), (0,)), ((), ()))  # over every position, as [positions, features]
+    dkernel = jax.lax.dot_general(ct.reshape(-1, ct.shape[-1]), x.reshape(-1, x.shape[-1]), rows)
+    return dx, dkernel.T
+
+
+project.defvjp(_project_forward, _project_backward)
+
+
+def layer_stack(
+    layer_cls,
+    config: Any,
+    num_layers: int,
+    broadcast_args: int,
+    per_layer_args: int = 0,
+    **kwargs,
+):
+    """Returns a callable (x, *broadcast, *per_layer) -> x over `num_layers` layers, each
+    `layer_cls(config, **kwargs)` returning (x, None); each per-layer argument has a leading
+    layer axis and layer i gets its i-th slice. `config` (either family's) gives
+    `scan_layers` and `remat_policy` ("none", "full" or "minimal": matmul outputs saved).
+
+    Unscanned: layers named `layers_{i}`. Scanned: one `layers` module whose parameters are
+    stacked on axis 1 (flaxformer's layout) with logical axis `layers`, and whose cache
+    variables on axis 0.
+    """
+    if config.remat_policy != "none":
+        policy = None
+        if config.remat_policy == "minimal":
+            policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+        layer_cls = nn.remat(layer_cls, policy=policy, prevent_cse=not config.scan_layers)
+    if config.scan_layers:
+        scanned = nn.scan(
+            layer_cls,
+            variable_axes={"params": 1, "cache": 0},
+            split_rngs={"params": True, "dropout": True},
+            in_axes=(nn.broadcast,) * broadcast_args + (0,) * per_layer_args,
+            length=num_layers,
+            metadata_params={nn.PARTITION_NAME: "layers"},
+        )(config, name="layers", **kwargs)
+
+        def run_scanned(x, *args):
+            return scanned(x, *args)[0]
+
+        return run_scanned
+    layers = [layer_cls(config, name=f"layers_{i}", **kwargs) for i in range(num_layers)]
+
+    def run(x, *args):
+        shared, per_layer = args[:broadcast_args], args[broadcast_args:]
+        for i, layer in enumerate(layers):
+            x = layer(x, *shared, *(a[i] for a in per_layer))[0]
+        return x
+
+    return run
+
+
+def limit_vocab(logits: Array, vocab_limit: Optional[int]) -> Array:
+    """Masks logits [..., v] of ids >= vocab_limit: embedding rows past the tokenizer's
+    vocabulary (T5 pads 32,100 ids to 32,128 rows; resized copies are padded with zeros)
+    must never be generated."""
+    if vocab_limit is None or vocab_limit >= logits.shape[-1]:
+        return logits
+    allowed = jnp.arange(logits.shape[-1]) < vocab_limit
+    return jnp.where(allowed, logits, jnp.finfo(logits.dtype).min)

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import seqio
 
-from ptune import atomic, data, prompts, selection
+from ptune import atomic, data, memory, prompts, selection
 from ptune import buckets as buckets_lib
 from ptune import family as family_lib
 from ptune import partitioning as partitioning_lib
@@ -248,19 +248,14 @@ class Evaluation:
             return np.full((tokens.shape[0],), prompt_index[task], np.int32)
 
         family = family_lib.family_of(model.config)
+        decode = family_lib.Decoding(num_beams=num_beams or 1, vocab_limit=self.vocab_limit)
         if num_beams:
             family_lib.require(family, "beam_search", "eval_num_beams / NUM_BEAMS")
 
         def generate(tokens, task=None):
             return np.asarray(
                 family.generate(
-                    model,
-                    params,
-                    tokens,
-                    targets,
-                    num_beams=num_beams or 1,
-                    vocab_limit=self.vocab_limit,
-                    prompt_index=index_of(tokens, task),
+                    model, params, tokens, targets, decode, prompt_index=index_of(tokens, task)
                 )
             )
 
@@ -371,6 +366,12 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
         mesh=cfg.partitioning,
         frozen_dtype=cfg.frozen_dtype,
         causal_layout=layout,
+    )
+    memory.check_serving_fits(
+        run,
+        batch_size=cfg.batch_size,
+        feature_lengths=evaluator.lengths,
+        prompt_length=0 if prompt is None else int(np.shape(prompt)[-2]),
     )
     params = run.load_frozen(cfg.checkpoint_path)
     if prompt is not None:

@@ -5,7 +5,7 @@
     frozen = family.load_frozen(config, path, shardings=..., dtype=...)
     logits = family.logits(model, params, batch...)   # [b, lt, vocab] at the target positions
     scores = score(model, params, inputs, targets)     # [b] log-likelihoods, either family
-    tokens = family.generate(model, params, inputs, max_length, num_beams=..., ...)
+    tokens = family.generate(model, params, inputs, max_length, Decoding(num_beams=4))
     require(family, "beam_search")              # one refusal, one message, for every command
 
 After t5x's `EncoderDecoderModel` / `DecoderOnlyModel`. Every batch arrives in seqio's
@@ -45,6 +45,20 @@ CAPABILITIES = {
     "export_model": "export_model (the trained model as a ptune checkpoint)",
     "convert": "ptune convert",
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoding:
+    """How generation decodes: greedily (the default), the best of `num_beams` beams with
+    T5's length penalty `alpha`, or sampled (`temperature` > 0, then top-k / top-p); ids at or
+    past `vocab_limit` (embedding rows beyond the tokenizer's vocabulary) never decode."""
+
+    num_beams: int = 1
+    alpha: float = 0.6
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    vocab_limit: Optional[int] = None
 
 
 class Family:
@@ -137,29 +151,30 @@ class Family:
         params: PyTree,
         inputs: Array,
         max_length: int,
+        decode: Decoding = Decoding(),
         *,
-        num_beams: int = 1,
-        alpha: float = 0.6,
-        temperature: float = 0.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
         rng: Optional[Array] = None,
         prompt_index: Optional[Array] = None,
-        vocab_limit: Optional[int] = None,
     ) -> Array:
-        """inputs [b, ls] -> [b, max_length] tokens: greedy, the best of `num_beams` beams
-        (length penalty `alpha`), or sampled (temperature / top-k / top-p, from `rng`)."""
+        """inputs [b, ls] -> [b, max_length] tokens, as `decode` says (sampling from `rng`)."""
         raise NotImplementedError
 
+    def require_decoding(self, decode: Decoding) -> None:
+        """Refuses what this family cannot decode (one line, `require`)."""
+        if decode.num_beams > 1:
+            require(self, "beam_search")
+        if decode.temperature > 0:
+            require(self, "sampling")
+
     def bank_generator(self, model, frozen: PyTree, bank: Any) -> Callable:
-        """`fn(inputs, prompt_index, max_length, **generate_options) -> tokens` serving a
-        bank of prompts (`bank.prompts` [K, P, E], `bank.lengths`, `bank.placement`) over
-        `model` (built with the bank's prompt module) and its `frozen` weights."""
+        """`fn(inputs, prompt_index, max_length, decode, rng=None) -> tokens` serving a bank
+        of prompts (`bank.prompts` [K, P, E], `bank.lengths`, `bank.placement`) over `model`
+        (built with the bank's prompt module) and its `frozen` weights."""
         params = prompts.with_prompt(frozen, bank.prompts)
 
-        def generate(inputs, prompt_index, max_length, **options):
+        def generate(inputs, prompt_index, max_length, decode, rng=None):
             return self.generate(
-                model, params, inputs, max_length, prompt_index=prompt_index, **options
+                model, params, inputs, max_length, decode, rng=rng, prompt_index=prompt_index
             )
 
         return generate
@@ -234,31 +249,18 @@ class EncoderDecoder(Family):
         return params
 
     def generate(
-        self,
-        model,
-        params,
-        inputs,
-        max_length,
-        *,
-        num_beams=1,
-        alpha=0.6,
-        temperature=0.0,
-        top_k=0,
-        top_p=1.0,
-        rng=None,
-        prompt_index=None,
-        vocab_limit=None,
+        self, model, params, inputs, max_length, decode=Decoding(), *, rng=None, prompt_index=None
     ):
-        if num_beams > 1:
+        if decode.num_beams > 1:
             beams, _ = decoding.beam_search(
                 model,
                 params,
                 inputs,
                 max_length=max_length,
-                num_beams=num_beams,
-                alpha=alpha,
+                num_beams=decode.num_beams,
+                alpha=decode.alpha,
                 prompt_index=prompt_index,
-                vocab_limit=vocab_limit,
+                vocab_limit=decode.vocab_limit,
             )
             return beams[:, 0]
         return decoding.generate(
@@ -266,12 +268,12 @@ class EncoderDecoder(Family):
             params,
             inputs,
             max_length=max_length,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
+            temperature=decode.temperature,
+            top_k=decode.top_k,
+            top_p=decode.top_p,
             rng=rng,
             prompt_index=prompt_index,
-            vocab_limit=vocab_limit,
+            vocab_limit=decode.vocab_limit,
         )
 
 
@@ -376,36 +378,17 @@ class DecoderOnly(Family):
         return (steps[None] < llama.real_length(targets)[:, None]).astype(jnp.float32)
 
     def generate(
-        self,
-        model,
-        params,
-        inputs,
-        max_length,
-        *,
-        num_beams=1,
-        alpha=0.6,
-        temperature=0.0,
-        top_k=0,
-        top_p=1.0,
-        rng=None,
-        prompt_index=None,
-        vocab_limit=None,
+        self, model, params, inputs, max_length, decode=Decoding(), *, rng=None, prompt_index=None
     ):
-        self._check_options(num_beams=num_beams, temperature=temperature)
+        self.require_decoding(decode)
         return llama.seq2seq_generate(
             model,
             params,
             inputs,
             max_length,
             prompt_index=prompt_index,
-            vocab_limit=vocab_limit,
+            vocab_limit=decode.vocab_limit,
         )
-
-    def _check_options(self, num_beams: int = 1, temperature: float = 0.0, **_) -> None:
-        if num_beams > 1:
-            require(self, "beam_search")
-        if temperature > 0:
-            require(self, "sampling")
 
     def bank_generator(self, model, frozen, bank) -> "PromptCacheGenerator":
         return PromptCacheGenerator(self, model, frozen, bank)
@@ -427,7 +410,7 @@ class PromptCacheGenerator:
         self.bos = model.bos_id if bank.placement == "after_bos" else None
         self.caches: dict[int, list] = {}
 
-    def __call__(self, inputs, prompt_index, max_length: int, **options) -> Array:
+    def __call__(self, inputs, prompt_index, max_length: int, decode: Decoding, rng=None):
         model, bank, bos = self.model, self.bank, self.bos
         empty = jnp.zeros((inputs.shape[0], 0), jnp.int32)
         sequence, valid, _ = llama.seq2seq_layout(inputs, empty, model.bos_id, model.drop_input_eos)
@@ -437,9 +420,9 @@ class PromptCacheGenerator:
         requests = jax.device_get(inputs).any(axis=1)  # padding rows are all 0
         if (bank.placement != "prefix" and bos is None) or (requests & ~valid.any(axis=1)).any():
             return self.family.generate(
-                model, self.params, inputs, max_length, prompt_index=prompt_index, **options
+                model, self.params, inputs, max_length, decode, prompt_index=prompt_index
             )
-        self.family._check_options(**options)
+        self.family.require_decoding(decode)
         length = _cache_length(
             max(bank.lengths) + (bos is not None) + sequence.shape[1] + max_length
         )
@@ -456,7 +439,7 @@ class PromptCacheGenerator:
             valid,
             max_length,
             cache=cache,
-            vocab_limit=options.get("vocab_limit"),
+            vocab_limit=decode.vocab_limit,
         )
 
 

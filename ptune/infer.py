@@ -23,7 +23,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from ptune import atomic, buckets, data, evaluation, prompts, recipe, selection
+from ptune import atomic, buckets, data, evaluation, memory, prompts, recipe, selection
 from ptune import partitioning as partitioning_lib
 from ptune import server as server_lib
 from ptune.errors import UserError
@@ -127,9 +127,21 @@ def _frozen_run(cfg) -> recipe.Run:
 
 
 def _frozen_server(
-    cfg, run: recipe.Run, bank: server_lib.Bank, vocab_limit: Optional[int], eos_id: int
+    cfg,
+    run: recipe.Run,
+    bank: server_lib.Bank,
+    vocab_limit: Optional[int],
+    eos_id: int,
+    lengths: Mapping[str, int],
 ) -> server_lib.Server:
-    """`run`'s frozen model, its weights read into their shards, serving `bank`."""
+    """`run`'s frozen model, its weights read into their shards, serving `bank`; refused
+    first if its weights and a batch's attention cannot fit (`ptune.memory`)."""
+    memory.check_serving_fits(
+        run,
+        batch_size=cfg.batch_size,
+        feature_lengths=lengths,
+        prompt_length=max(bank.lengths),
+    )
     return server_lib.Server(
         run,
         run.load_frozen(cfg.checkpoint_path),
@@ -197,6 +209,7 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
         bank,
         vocab_limit=max(int(v.vocab_size) for v in targets),
         eos_id=int(targets[0].eos_id),
+        lengths=cfg.task_feature_lengths,
     )
     results = []
     chunk = cfg.batch_size * 8
@@ -276,7 +289,8 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
         buckets=ev.length_buckets,
     )
     eos_id = int(data.output_vocabulary(ev.mixture_or_task_name).eos_id)
-    server = _frozen_server(ev, run, bank, vocab_limit=evaluator.vocab_limit, eos_id=eos_id)
+    # One pass holds batch_size rows, each (example, prompt) pair a row.
+    server = _frozen_server(ev, run, bank, evaluator.vocab_limit, eos_id, lengths=evaluator.lengths)
     members = list(range(len(names)))
 
     def generate(tokens):

@@ -3,6 +3,7 @@ the figure and the `ptune plan --fit` command to run, before anything is allocat
 
     check_attention_fits(family, config, batch_size=..., feature_lengths=..., prompt_length=...)
     check_training_fits(run, batch_size=..., feature_lengths=..., loss=...)
+    check_serving_fits(run, batch_size=..., feature_lengths=..., prompt_length=...)
 
 The bound, per device: the arguments of the step (trainable parameters, optimizer state,
 frozen weights, each device's shards) plus the widest attention scores of one layer in
@@ -91,6 +92,31 @@ def lower_bound_bytes(run: Any, batch_size: int, feature_lengths: Mapping[str, i
     return arguments + _scores_bytes(run.family, run.config, rows, feature_lengths, prompt)
 
 
+def check_serving_fits(
+    run: Any, *, batch_size: int, feature_lengths: Mapping[str, int], prompt_length: int
+) -> None:
+    """`eval`, `infer`, `ensemble`: the frozen weights in their dtype, each device's shards,
+    plus one layer's widest attention scores for a batch refuse a run that cannot fit (the
+    lower bound alone: no step of theirs is compiled ahead)."""
+    available = device_memory_bytes()
+    if available is None or os.environ.get("PTUNE_MEMORY_CHECK") == "off":
+        return
+    abstract = prompts.without_prompt(run.abstract_params)
+    if run.frozen_dtype:
+        abstract = jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, run.frozen_dtype), abstract
+        )
+    weights = plan.shard_bytes(abstract, prompts.without_prompt(run.shardings))
+    rows = -(-batch_size // run.partitioner.data_size)
+    scores = _scores_bytes(run.family, run.config, rows, feature_lengths, prompt_length)
+    _refuse_above(
+        weights + scores,
+        available,
+        "at least",
+        "lower BATCH_SIZE or the lengths, or set the frozen dtype to bfloat16",
+    )
+
+
 def check_training_fits(
     run: Any,
     *,
@@ -118,13 +144,15 @@ def check_training_fits(
     _refuse_above(needed, available, what)
 
 
-def _refuse_above(needed: int, available: int, what: str) -> None:
+def _refuse_above(needed: int, available: int, what: str, remedy: str = "") -> None:
     if needed <= available:
         return
     where = "of host memory available" if jax.local_devices()[0].platform == "cpu" else "per device"
+    remedy = remedy or (
+        f"find settings that fit with `ptune plan --fit={max(available // GIB, 1)}GiB` and the "
+        "same gin files and flags"
+    )
     raise UserError(
         f"this run does not fit: {what} {needed / GIB:.2f} GiB per device, and there are "
-        f"{available / GIB:.2f} GiB {where}; find settings that fit with `ptune plan "
-        f"--fit={max(available // GIB, 1)}GiB` and the same gin files and flags "
-        "(PTUNE_MEMORY_CHECK=off skips this check)"
+        f"{available / GIB:.2f} GiB {where}; {remedy} (PTUNE_MEMORY_CHECK=off skips this check)"
     )

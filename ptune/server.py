@@ -146,25 +146,15 @@ class Server:
                 f"sampling needs temperature >= 0, top_k >= 0 and 0 < top_p <= 1, got "
                 f"{temperature}, {top_k}, {top_p}"
             )
-        if num_beams > 1:
-            family_lib.require(self.family, "beam_search", "NUM_BEAMS")
-        if temperature > 0:
-            family_lib.require(self.family, "sampling", "TEMPERATURE")
+        decode = family_lib.Decoding(
+            num_beams, alpha, temperature, top_k, top_p, vocab_limit=self.vocab_limit
+        )
+        self.family.require_decoding(decode)
         calls = iter(range(1 << 30))
 
         def fn(tokens, index):
-            return self.generator(
-                tokens,
-                index,
-                max_length,
-                num_beams=num_beams,
-                alpha=alpha,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                rng=jax.random.fold_in(jax.random.PRNGKey(seed), next(calls)),
-                vocab_limit=self.vocab_limit,
-            )
+            rng = jax.random.fold_in(jax.random.PRNGKey(seed), next(calls))
+            return self.generator(tokens, index, max_length, decode, rng=rng)
 
         out = self._batched(fn, [encoder_input_tokens], prompt_index)
         return after_eos_zeroed(out, self.eos_id)

@@ -1,11 +1,12 @@
 """Memory before work: a training run whose step cannot fit is refused in one line, before
 anything is allocated or written, from a lower bound or from its compiled step."""
 
+import numpy as np
 import pytest
 
 import ptune.tasks  # noqa: F401  registers the tasks
-from conftest import tiny_run_config
-from ptune import memory, prompts, recipe, trainer
+from conftest import REPO, tiny_run_config
+from ptune import evaluation, infer, memory, prompts, recipe, trainer
 from ptune.errors import UserError
 
 
@@ -40,3 +41,35 @@ def test_near_the_limit_the_compiled_step_decides(tmp_path, monkeypatch, spare, 
             memory.check_training_fits(_run(cfg), loss=cfg.loss, **kwargs)
     else:
         memory.check_training_fits(_run(cfg), loss=cfg.loss, **kwargs)
+
+
+def test_eval_and_infer_refuse_what_cannot_fit_before_reading_weights(tmp_path, monkeypatch):
+    """The frozen weights (the demo model's, about 1 MB) plus a batch's attention scores above
+    a device of 1 KiB: one line, before any weight is read, and nothing is written."""
+    monkeypatch.setattr(memory, "device_memory_bytes", lambda: 1024)
+    prompt = tmp_path / "p.npy"
+    np.save(prompt, np.zeros((4, 64), np.float32))
+    demo = "tasks/data/demo/model"
+    cfg = evaluation.EvalConfig(
+        mixture_or_task_name="ptune_demo_rank_classification",
+        checkpoint_path=f"{REPO}/{demo}",
+        prompt_file=str(prompt),
+        task_feature_lengths={"inputs": 64, "targets": 8},
+        batch_size=8,
+        output_dir=str(tmp_path / "out"),
+    )
+    with pytest.raises(UserError, match=r"does not fit: at least .* lower BATCH_SIZE"):
+        evaluation.run_eval(cfg)
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text('{"task": "ptune_demo", "inputs": "sentence: fine."}\n')
+    icfg = infer.InferConfig(
+        checkpoint_path=f"{REPO}/{demo}",
+        prompt_files={"ptune_demo": str(prompt)},
+        input_file=str(requests),
+        output_file=str(tmp_path / "out.jsonl"),
+        task_feature_lengths={"inputs": 64, "targets": 8},
+        batch_size=8,
+    )
+    with pytest.raises(UserError, match=r"does not fit: at least .* lower BATCH_SIZE"):
+        infer.run_infer(icfg, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.npy", "requests.jsonl"]

@@ -203,10 +203,11 @@ class RunDir:
         try:
             yield
         finally:
-            os.unlink(self.file(LOCK))
+            with contextlib.suppress(FileNotFoundError):  # MODEL_DIR removed under the run
+                os.unlink(self.file(LOCK))
             os.close(self._lock_fd)
             self._lock_fd = None
-            if self._created and not os.listdir(self.path):
+            if self._created and os.path.isdir(self.path) and not os.listdir(self.path):
                 os.rmdir(self.path)
 
 

@@ -11,6 +11,7 @@ from flax import linen as nn
 import ptune.tasks  # noqa: F401  registers the tasks
 from conftest import DEMO_TINY, DROPOUT, tiny_run_config, tiny_t5
 from ptune import cli, evaluation, prompts, recipe, trainable, trainer
+from ptune.checkpoints import prompt_io
 from ptune.errors import UserError
 from ptune.models import t5
 
@@ -166,4 +167,4 @@ def test_a_deep_run_exports_one_array_that_eval_reads_and_peft_export_refuses(tm
     assert code == 2 and len(lines) == 1 and "PEFT has no equivalent for T5 encoders" in lines[0]
     assert not (tmp_path / "peft").exists()
     with pytest.raises(UserError, match=r"holds a deep \(per-layer\) prompt"):
-        prompts.load_prompt_file(str(exported))  # infer, similar, from_file: [P, E] only
+        prompt_io.load_prompt_file(str(exported))  # infer, similar, from_file: [P, E] only

@@ -9,6 +9,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from ptune import cli, export, prompts
+from ptune.checkpoints import prompt_io
 from ptune.errors import UserError
 
 
@@ -62,7 +63,7 @@ def test_plain_files_round_trip(prompt_file, tmp_path, suffix):
     path, value = prompt_file
     out = str(tmp_path / f"exported{suffix}")
     assert export.export_prompt(path, out, suffix[1:]) == out
-    np.testing.assert_array_equal(prompts.load_prompt_file(out), value)
+    np.testing.assert_array_equal(prompt_io.load_prompt_file(out), value)
     if suffix == ".safetensors":
         assert list(load_file(out)) == ["prompt"]
 
@@ -73,9 +74,9 @@ def test_refuses_to_overwrite_unless_asked(prompt_file, tmp_path):
     export.export_prompt(path, str(out), "peft")
     with pytest.raises(UserError, match=r"already exists; pass --overwrite"):
         export.export_prompt(np.zeros((3, 8), np.float32), str(out), "peft")
-    np.testing.assert_array_equal(prompts.load_prompt_file(str(out)), value)
+    np.testing.assert_array_equal(prompt_io.load_prompt_file(str(out)), value)
     export.export_prompt(np.ones((3, 8), np.float32), str(out), "peft", overwrite=True)
-    np.testing.assert_array_equal(prompts.load_prompt_file(str(out)), np.ones((3, 8)))
+    np.testing.assert_array_equal(prompt_io.load_prompt_file(str(out)), np.ones((3, 8)))
     assert json.loads((out / "adapter_config.json").read_text())["num_virtual_tokens"] == 3
     assert not _leftovers(tmp_path)
 
@@ -119,7 +120,7 @@ def test_cli_export(prompt_file, tmp_path, capsys):
         == 0
     )
     assert capsys.readouterr().out.strip() == f"wrote {out}"
-    np.testing.assert_array_equal(prompts.load_prompt_file(out), value)
+    np.testing.assert_array_equal(prompt_io.load_prompt_file(out), value)
     assert cli.main(["export", "--format", "peft", "--prompt", path, "--to", out]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("ptune: error: ") and "--overwrite" in err

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ptune import recipe
-from ptune.checkpoints import hf_causal
+from ptune.checkpoints import hf_causal, prompt_io
 from ptune.errors import UserError
 from ptune.models import llama
 
@@ -556,7 +556,7 @@ def test_prompts_move_between_ptune_and_peft_for_a_causal_lm(tmp_path):
     rows = np.concatenate([np.ones((3, 3), bool), valid], axis=1)
     assert np.abs(got[rows] - expected[rows]).max() < TOLERANCE
     loaded.save_pretrained(str(tmp_path / "saved"))
-    np.testing.assert_array_equal(prompts.load_prompt_file(str(tmp_path / "saved")), prompt)
+    np.testing.assert_array_equal(prompt_io.load_prompt_file(str(tmp_path / "saved")), prompt)
     with pytest.raises(UserError, match="PEFT task type must be one of"):
         export.export_prompt(prompt, str(tmp_path / "x"), "peft", task_type="TOKEN_CLS")
     assert not (tmp_path / "x").exists()

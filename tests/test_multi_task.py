@@ -14,6 +14,7 @@ import ptune.tasks  # noqa: F401  registers the tasks
 from conftest import tiny_run_config, tiny_t5
 from ptune import data, evaluation, infer, prompts, trainer
 from ptune import step as step_lib
+from ptune.checkpoints import prompt_io
 from ptune.errors import UserError
 from ptune.models import t5
 from ptune.tasks import demo
@@ -226,11 +227,11 @@ def test_a_task_not_in_the_bank_and_the_bank_as_one_prompt_are_refused(bank_run)
     root, _, _ = bank_run
     best = root / "run" / "numpy_checkpoints" / "best"
     with pytest.raises(UserError, match=r"does not exist: the prompt bank .* holds the tasks"):
-        prompts.load_prompt_file(str(best / "super_glue_rte_v102.npy"))
+        prompt_io.load_prompt_file(str(best / "super_glue_rte_v102.npy"))
     with pytest.raises(UserError, match="is a multi-task prompt bank: name one task's prompt"):
-        prompts.load_prompt_file(str(best))
+        prompt_io.load_prompt_file(str(best))
     # A bank entry initialises a single-task run (prompt transfer by task name).
-    value = prompts.load_prompt_file(str(best / f"{TASKS[0]}.npy"))
+    value = prompt_io.load_prompt_file(str(best / f"{TASKS[0]}.npy"))
     assert value.shape == (4, 16)
 
 

@@ -15,6 +15,7 @@ import pytest
 import ptune.tasks  # noqa: F401  registers the tasks
 from conftest import REPO, tiny_run_config, tiny_t5
 from ptune import evaluation, ginconfig, optimizers, prompts, train_setup, trainer
+from ptune.checkpoints import prompt_io
 from ptune.errors import UserError
 from ptune.models import llama, t5
 
@@ -218,7 +219,7 @@ def test_training_run_writes_what_it_promises(finished_run):
         directory = model_dir / "numpy_checkpoints" / f"checkpoint_{step}"
         npy = np.load(directory / "encoder.prompt.prompt.npy")
         assert npy.shape == (4, 16)
-        loaded = prompts.load_prompt_file(str(directory / "encoder.prompt.prompt.safetensors"))
+        loaded = prompt_io.load_prompt_file(str(directory / "encoder.prompt.prompt.safetensors"))
         np.testing.assert_array_equal(npy, loaded)
     final = np.asarray(prompts.get_prompt(summary.state.params))
     np.testing.assert_array_equal(

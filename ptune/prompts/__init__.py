@@ -78,21 +78,7 @@ from ptune.prompts.slot import (
     without_prompt,
 )
 
-# Prompt files moved to `ptune.checkpoints.prompt_io`; these names stay readable here, loaded
-# on first use so that importing the prompts does not bring `ptune.checkpoints` (Orbax).
-_PROMPT_IO = ("BANK_FILE", "load_prompt_file")
-
-
-def __getattr__(name: str):
-    if name in _PROMPT_IO:
-        from ptune.checkpoints import prompt_io
-
-        return getattr(prompt_io, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
-    "BANK_FILE",
     "COMBINATIONS",
     "PLACEMENTS",
     "PROMPT_INDEX",
@@ -126,7 +112,6 @@ __all__ = [
     "has_prompt",
     "initialize",
     "insert_prompt",
-    "load_prompt_file",
     "module_parameters",
     "multi_task_factory",
     "prompt_factory",

@@ -122,10 +122,9 @@ def _read_header(path: str) -> str:
     )
 
 
-def test_a_refused_gs_read_is_one_line_naming_the_credentials_variable(tmp_path, gcs_server):
-    port, handler = gcs_server
-    handler.status = 403
-    path = f"gs://{BUCKET}/ckpt"
+def _header_error(tmp_path, port: int, path: str) -> str:
+    """The one error line of reading `path`'s header in a fresh process against the local
+    stand-in GCS server on `port`."""
     done = subprocess.run(
         [sys.executable, "-c", _read_header(path)],
         env=_offline_env(tmp_path, port),
@@ -134,6 +133,14 @@ def test_a_refused_gs_read_is_one_line_naming_the_credentials_variable(tmp_path,
         timeout=180,
     )
     (line,) = _errors(done.stdout)
+    return line
+
+
+def test_a_refused_gs_read_is_one_line_naming_the_credentials_variable(tmp_path, gcs_server):
+    port, handler = gcs_server
+    handler.status = 403
+    path = f"gs://{BUCKET}/ckpt"
+    line = _header_error(tmp_path, port, path)
     assert f"{path}/checkpoint: cannot read it: PERMISSION_DENIED" in line
     assert "GOOGLE_APPLICATION_CREDENTIALS" in line and "http_response" not in line
 
@@ -154,14 +161,7 @@ def test_zarr_arrays_that_never_answer_fail_in_bounded_time(tmp_path, gcs_server
     handler.files = {"ckpt/checkpoint": msgpack.packb(checkpoint)}
     handler.status = None
     path = f"gs://{BUCKET}/ckpt"
-    done = subprocess.run(
-        [sys.executable, "-c", _read_header(path)],
-        env=_offline_env(tmp_path, port),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    (line,) = _errors(done.stdout)
+    line = _header_error(tmp_path, port, path)
     assert f"{path}/target.encoder.kernel: no answer within {TIMEOUT_S} s" in line
     assert "GOOGLE_APPLICATION_CREDENTIALS" in line
 

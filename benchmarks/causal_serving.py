@@ -7,7 +7,7 @@ recomputing the prompt in every request, one mixed batch vs a batch per prompt.
 A random Llama-style model (width 256, 4 layers, 8 heads over 2 key/value heads, vocab
 8,000, float32) serves `batch` requests spread evenly over `prompts` soft prompts; each
 request has `input_length` tokens (the last quarter of rows shorter, right-padded) and
-decodes `new_tokens` greedily (`ptune.models.llama.generate`). Three ways:
+decodes `new_tokens` greedily (`ptune.models.causal_decoding.generate`). Three ways:
 
   recompute, grouped: one batch per prompt, the prompt in the input (its keys and values
     computed again for every request);
@@ -30,7 +30,7 @@ import numpy as np
 from flax import linen as nn
 
 from ptune import prompts
-from ptune.models import llama
+from ptune.models import causal_decoding, llama
 
 
 def main() -> int:
@@ -69,14 +69,14 @@ def main() -> int:
     tokens[~valid] = 0
     which = np.arange(args.batch) % args.prompts
     length = args.prompt_length + args.input_length + args.new_tokens
-    caches = [llama.prompt_cache(config, params, p, length) for p in bank]
+    caches = [causal_decoding.prompt_cache(config, params, p, length) for p in bank]
     prompted = llama.CausalLM(config, prompts.prompt_factory(args.prompt_length))
     plain = llama.CausalLM(config)
 
     def recompute_grouped():
         for k in range(args.prompts):
             rows = which == k
-            out = llama.generate(
+            out = causal_decoding.generate(
                 prompted,
                 prompts.with_prompt(params, bank[k]),
                 tokens[rows],
@@ -88,13 +88,15 @@ def main() -> int:
     def cached_grouped():
         for k in range(args.prompts):
             rows = which == k
-            cache = llama.bank_cache(config, caches, np.full(rows.sum(), k))
-            out = llama.generate(plain, params, tokens[rows], valid[rows], args.new_tokens, cache)
+            cache = causal_decoding.bank_cache(config, caches, np.full(rows.sum(), k))
+            out = causal_decoding.generate(
+                plain, params, tokens[rows], valid[rows], args.new_tokens, cache
+            )
         return out.block_until_ready()
 
     def cached_mixed():
-        cache = llama.bank_cache(config, caches, which)
-        return llama.generate(
+        cache = causal_decoding.bank_cache(config, caches, which)
+        return causal_decoding.generate(
             plain, params, tokens, valid, args.new_tokens, cache
         ).block_until_ready()
 

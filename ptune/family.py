@@ -31,7 +31,7 @@ from flax import linen as nn
 
 from ptune import decoding, prompts
 from ptune.errors import UserError
-from ptune.models import llama, t5
+from ptune.models import causal_decoding, llama, t5
 
 Array = jax.Array
 PyTree = Any
@@ -277,16 +277,6 @@ class EncoderDecoder(Family):
         )
 
 
-# The decoder-only key/value cache lengths a bank's prompts are computed for: powers of two
-# and their midpoints (from 16), so requests of nearby widths and output lengths share the
-# bank's keys and values and the compiled decoding step; at most a third of a cache is slots
-# no row reaches.
-def _cache_length(needed: int) -> int:
-    from ptune import buckets
-
-    return buckets.LengthBuckets(smallest=16).round_up(needed)
-
-
 class DecoderOnly(Family):
     """Llama, Mistral, Qwen2 (t5x's `DecoderOnlyModel`): the prompt goes in front of (or
     after the BOS of) one causal sequence, inputs then targets (`llama.CausalLM.seq2seq`)."""
@@ -381,7 +371,7 @@ class DecoderOnly(Family):
         self, model, params, inputs, max_length, decode=Decoding(), *, rng=None, prompt_index=None
     ):
         self.require_decoding(decode)
-        return llama.seq2seq_generate(
+        return causal_decoding.seq2seq_generate(
             model,
             params,
             inputs,
@@ -390,57 +380,8 @@ class DecoderOnly(Family):
             vocab_limit=decode.vocab_limit,
         )
 
-    def bank_generator(self, model, frozen, bank) -> "PromptCacheGenerator":
-        return PromptCacheGenerator(self, model, frozen, bank)
-
-
-class PromptCacheGenerator:
-    """A decoder-only bank's generation: each row continues from its prompt's keys and values
-    (after the BOS with placement "after_bos"), computed once per cache length for the whole
-    bank (`llama.prompt_cache`; `caches` {length: one cache per prompt}). Recomputed with each
-    request instead: a prompt after the first token of a model without a BOS, and a batch with
-    a request whose input text is empty (its first new token reads the prompt's last
-    position, which the cache holds only as keys and values)."""
-
-    def __init__(self, family: DecoderOnly, model: llama.CausalLM, frozen: PyTree, bank: Any):
-        self.family, self.model, self.bank = family, model, bank
-        self.params = jax.device_put(prompts.with_prompt(frozen, bank.prompts))
-        self.frozen = jax.device_put(frozen)
-        self.bare = llama.CausalLM(model.config, None, model.bos_id, model.drop_input_eos)
-        self.bos = model.bos_id if bank.placement == "after_bos" else None
-        self.caches: dict[int, list] = {}
-
-    def __call__(self, inputs, prompt_index, max_length: int, decode: Decoding, rng=None):
-        model, bank, bos = self.model, self.bank, self.bos
-        empty = jnp.zeros((inputs.shape[0], 0), jnp.int32)
-        sequence, valid, _ = llama.seq2seq_layout(inputs, empty, model.bos_id, model.drop_input_eos)
-        sequence, valid = jax.device_get((sequence, valid))
-        if bos is not None:  # each prompt's cache starts with the BOS
-            sequence, valid = sequence[:, 1:], valid[:, 1:]
-        requests = jax.device_get(inputs).any(axis=1)  # padding rows are all 0
-        if (bank.placement != "prefix" and bos is None) or (requests & ~valid.any(axis=1)).any():
-            return self.family.generate(
-                model, self.params, inputs, max_length, decode, prompt_index=prompt_index
-            )
-        self.family.require_decoding(decode)
-        length = _cache_length(
-            max(bank.lengths) + (bos is not None) + sequence.shape[1] + max_length
-        )
-        if length not in self.caches:
-            self.caches[length] = [
-                llama.prompt_cache(model.config, self.frozen, p[:n], length, bos)
-                for p, n in zip(bank.prompts, bank.lengths)
-            ]
-        cache = llama.bank_cache(model.config, self.caches[length], prompt_index)
-        return llama.generate(
-            self.bare,
-            self.frozen,
-            sequence,
-            valid,
-            max_length,
-            cache=cache,
-            vocab_limit=decode.vocab_limit,
-        )
+    def bank_generator(self, model, frozen, bank) -> causal_decoding.PromptCacheGenerator:
+        return causal_decoding.PromptCacheGenerator(self, model, frozen, bank)
 
 
 T5 = EncoderDecoder()

@@ -277,7 +277,7 @@ def test_infer_serves_a_mixed_batch_from_each_prompts_keys_and_values(trained, l
     what decoding with each prompt in its input gives."""
     from conftest import REPO
     from ptune import data, infer, prompts, recipe
-    from ptune.models import llama
+    from ptune.models import causal_decoding, llama
 
     _, model_dir = trained
     first = os.path.join(model_dir, "numpy_checkpoints", "best", "encoder.prompt.prompt.npy")
@@ -305,7 +305,9 @@ def test_infer_serves_a_mixed_batch_from_each_prompts_keys_and_values(trained, l
         value = np.load(first if r["prompt"] == "class_labels" else second)
         model = llama.CausalLM(config, prompts.prompt_factory(len(value)), **layout)
         tokens = infer._tokenize(tokenizer, r["inputs"], 40)[None]
-        alone = llama.seq2seq_generate(model, prompts.with_prompt(frozen, value), tokens, 4)
+        alone = causal_decoding.seq2seq_generate(
+            model, prompts.with_prompt(frozen, value), tokens, 4
+        )
         assert r["prediction"] == tokenizer.decode([int(i) for i in np.asarray(alone)[0]])
 
 

@@ -10,7 +10,7 @@ import pytest
 from ptune import recipe
 from ptune.checkpoints import hf_causal, prompt_io
 from ptune.errors import UserError
-from ptune.models import llama
+from ptune.models import causal_decoding, llama
 
 torch = pytest.importorskip("torch", reason="transformers parity needs the [test] extra")
 transformers = pytest.importorskip("transformers", reason="needs the [test] extra")
@@ -382,12 +382,12 @@ def test_greedy_decoding_with_the_cache_equals_rerunning_the_full_model(case, pr
         params = prompts.with_prompt(params, value)
     model = llama.CausalLM(config, factory)
     tokens, valid = _batch()  # rows of 11, 7 and 4 real tokens, right-padded
-    traced = llama._cache_shapes.cache_info().misses
-    got = np.asarray(llama.generate(model, params, tokens, valid, max_new_tokens=5))
-    again = np.asarray(llama.generate(model, params, tokens, valid, max_new_tokens=5))
+    traced = causal_decoding._cache_shapes.cache_info().misses
+    got = np.asarray(causal_decoding.generate(model, params, tokens, valid, max_new_tokens=5))
+    again = np.asarray(causal_decoding.generate(model, params, tokens, valid, max_new_tokens=5))
     np.testing.assert_array_equal(again, got)
     # The cache's shapes come from tracing the model once, not once per call.
-    assert llama._cache_shapes.cache_info().misses == traced + 1
+    assert causal_decoding._cache_shapes.cache_info().misses == traced + 1
     full = jax.jit(lambda p, t: model.apply({"params": p}, t))
     width = tokens.shape[1] + 5  # one compile: zeros after a causal sequence change nothing
     for row in range(3):  # the reference: each row alone, the whole sequence every step
@@ -411,19 +411,19 @@ def test_decoding_from_precomputed_prompt_keys_and_values_equals_the_prompt_in_t
     bank = [rng.uniform(-0.5, 0.5, (n, 32)).astype(np.float32) for n in (4, 2)]
     tokens, valid = _batch()
     length = 4 + tokens.shape[1] + 5
-    caches = [llama.prompt_cache(config, params, p, length) for p in bank]
+    caches = [causal_decoding.prompt_cache(config, params, p, length) for p in bank]
     which = np.array([1, 0, 1])
-    got = llama.generate(
+    got = causal_decoding.generate(
         llama.CausalLM(config),
         params,
         tokens,
         valid,
         max_new_tokens=5,
-        cache=llama.bank_cache(config, caches, which),
+        cache=causal_decoding.bank_cache(config, caches, which),
     )
     for row, k in enumerate(which):
         model = llama.CausalLM(config, prompts.prompt_factory(len(bank[k])))
-        alone = llama.generate(
+        alone = causal_decoding.generate(
             model,
             prompts.with_prompt(params, bank[k]),
             tokens[row : row + 1],
@@ -456,7 +456,7 @@ def test_the_server_computes_the_banks_keys_and_values_once_for_nearby_request_w
         which = np.array([1, 0])
         got = server.generate(tokens, which, max_length=5)
         for row, prompt in enumerate((bank[2], bank[4])):
-            alone = llama.generate(
+            alone = causal_decoding.generate(
                 llama.CausalLM(config, prompts.prompt_factory(len(prompt))),
                 prompts.with_prompt(params, prompt),
                 tokens[row : row + 1],
@@ -497,7 +497,7 @@ def test_the_server_decodes_as_each_request_with_its_prompt_in_its_input(placeme
     def alone(row):
         prompt = bank[(4, 2)[which[row]]]
         model = llama.CausalLM(config, prompts.prompt_factory(len(prompt), placement), **layout)
-        out = llama.seq2seq_generate(
+        out = causal_decoding.seq2seq_generate(
             model, prompts.with_prompt(params, prompt), tokens[row : row + 1], 5
         )
         return server_lib.after_eos_zeroed(np.asarray(out), 1)[0]

@@ -33,7 +33,6 @@ seqio or gin.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any, Mapping, Optional
 
@@ -207,11 +206,12 @@ class SelfAttention(nn.Module):
     """Grouped-query causal self-attention with RoPE: each key/value head serves
     heads / kv_heads query heads (head i uses key/value head i // group).
 
-    With `decode`, keys and values live in a cache of fixed length (`init_cache`); each call
-    writes its positions (a right-padded prefix, or one new token) at each row's next slot,
-    and a row's real positions fill slots 0, 1, ... in order, so a slot is its position.
-    Rows of different lengths decode together; no padding sits between a prompt, its input
-    and the new tokens; a prompt's keys and values can be computed once (`prompt_cache`).
+    With `decode`, keys and values live in a cache of fixed length
+    (`causal_decoding.init_cache`); each call writes its positions (a right-padded prefix, or
+    one new token) at each row's next slot, and a row's real positions fill slots 0, 1, ...
+    in order, so a slot is its position. Rows of different lengths decode together; no
+    padding sits between a prompt, its input and the new tokens; a prompt's keys and values
+    can be computed once (`causal_decoding.prompt_cache`).
     """
 
     config: LlamaConfig
@@ -255,7 +255,7 @@ class SelfAttention(nn.Module):
         return layers.Dense(cfg.hidden_size, ("joined_kv", "embed"), dtype, name="o_proj")(out)
 
     def _cache(self, k, v, valid) -> Optional[dict]:
-        """The cache variables; None on the call that creates them (`init_cache`: shapes)."""
+        """The cache variables; None on the call that creates them (shapes only)."""
         ready = self.has_variable("cache", "key")
         cache = {
             "key": self.variable("cache", "key", jnp.zeros, k.shape, k.dtype),
@@ -362,11 +362,11 @@ class CausalLM(nn.Module):
         """tokens [b, l] int; valid [b, l] bool (default: every position); positions [b, l']
         (default: 0, 1, ... per row, as transformers without position_ids) -> logits
         [b, l', vocab] float32, l' = l (+ P with a prompt). Each position attends to the
-        valid positions up to itself. `decode` uses the key/value cache (`generate`);
-        `add_prompt=False` leaves the prompt out (a decoding step after the prefix);
-        `prompt_index` [b] picks each row's prompt of a bank. `select` [b, k]: logits only at
-        these token positions (each moved past its row's prompt; -1 is the position before
-        the first token: the prompt's last vector) -> [b, k, vocab]."""
+        valid positions up to itself. `decode` uses the key/value cache
+        (`causal_decoding`); `add_prompt=False` leaves the prompt out (a decoding step after
+        the prefix); `prompt_index` [b] picks each row's prompt of a bank. `select` [b, k]:
+        logits only at these token positions (each moved past its row's prompt; -1 is the
+        position before the first token: the prompt's last vector) -> [b, k, vocab]."""
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
         b, length = tokens.shape
@@ -469,165 +469,3 @@ def abstract_params(config: LlamaConfig, prompt_factory: Optional[Any] = None) -
 def parameter_count(config: LlamaConfig) -> int:
     leaves = jax.tree_util.tree_leaves(nn.unbox(abstract_params(config)))
     return int(sum(np.prod(x.shape) for x in leaves))
-
-
-def _abstract(params: Any) -> tuple:
-    """`params` as a hashable key of shapes and dtypes: (treedef, ShapeDtypeStruct leaves)."""
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    return treedef, tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves)
-
-
-def prompt_length(model: CausalLM, params: Any) -> int:
-    """How many positions `model`'s prompt module adds (0 without one); computes nothing."""
-    if model.prompt_factory is None:
-        return 0
-    return _prompt_length(model, *_abstract(params))
-
-
-@functools.lru_cache(maxsize=64)
-def _prompt_length(model: CausalLM, treedef, leaves: tuple) -> int:
-    params = jax.tree_util.tree_unflatten(treedef, leaves)
-    tokens = jnp.zeros((1, 1), jnp.int32)
-    index = jnp.zeros((1,), jnp.int32) if prompts.takes_index(model.prompt_factory) else None
-    out = jax.eval_shape(lambda p: model.apply({"params": p}, tokens, prompt_index=index), params)
-    return out.shape[1] - 1
-
-
-def init_cache(model: CausalLM, params: Any, batch: int, length: int) -> Any:
-    """An empty key/value cache for `batch` rows of `length` positions in all (prompt,
-    input and generated tokens): zeros, shaped by tracing the model once per model, parameter
-    shapes, batch and length (nothing is computed; later calls reuse the shapes)."""
-    shapes = _cache_shapes(model, *_abstract(params), batch, length)
-    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-
-@functools.lru_cache(maxsize=64)
-def _cache_shapes(model: CausalLM, treedef, leaves: tuple, batch: int, length: int) -> Any:
-    params = jax.tree_util.tree_unflatten(treedef, leaves)
-    tokens = jnp.zeros((batch, length - prompt_length(model, params)), jnp.int32)
-    index = jnp.zeros((batch,), jnp.int32) if prompts.takes_index(model.prompt_factory) else None
-
-    def create(p):
-        _, variables = model.apply(
-            {"params": p}, tokens, decode=True, prompt_index=index, mutable=["cache"]
-        )
-        return variables["cache"]
-
-    return jax.eval_shape(create, params)
-
-
-def prompt_cache(
-    config: LlamaConfig, params: Any, prompt: Array, length: int, bos_id: Optional[int] = None
-) -> Any:
-    """The keys and values of `prompt` [P, E] alone (with `bos_id`: of that token followed by
-    the prompt, placement "after_bos"), computed once, in a one-row cache of `length` slots:
-    with a causal model and the prompt first, they do not depend on what follows. `params`
-    are the model's, without a prompt."""
-    placement = "prefix" if bos_id is None else "after_bos"
-    model = CausalLM(config, prompts.prompt_factory(int(prompt.shape[0]), placement))
-    params = prompts.with_prompt(params, prompt)
-    cache = init_cache(model, params, 1, length)
-    # [BOS,] the prompt and one invalid placeholder token, which the next write replaces.
-    head = [] if bos_id is None else [bos_id]
-    tokens = jnp.asarray([head + [0]], jnp.int32)
-    valid = jnp.asarray([[True] * len(head) + [False]])
-    _, cache = _cached_apply(model, params, cache, tokens, valid, True, None)
-    return cache
-
-
-def bank_cache(config: LlamaConfig, caches: list, prompt_index: Array) -> Any:
-    """A batch's cache from per-prompt caches (`prompt_cache`, the same length): row i
-    starts from prompt `prompt_index[i]`'s keys and values."""
-    axis = 1 if config.scan_layers else 0  # scanned caches carry the layer axis first
-    stacked = jax.tree_util.tree_map(lambda *c: jnp.concatenate(c, axis=axis), *caches)
-    index = jnp.asarray(prompt_index, jnp.int32)
-    return jax.tree_util.tree_map(lambda c: jnp.take(c, index, axis=axis), stacked)
-
-
-def generate(
-    model: CausalLM,
-    params: Any,
-    tokens: Array,
-    valid: Array,
-    max_new_tokens: int,
-    cache: Optional[Any] = None,
-    *,
-    prompt_index: Optional[Array] = None,
-    vocab_limit: Optional[int] = None,
-) -> Array:
-    """Greedy decoding with the key/value cache. tokens [b, l] right-padded with `valid`
-    [b, l] -> the next `max_new_tokens` tokens of each row [b, max_new_tokens].
-
-    Without `cache`, each row reads the model's prompt (if any; of a bank, row i's
-    `prompt_index[i]`) + its tokens. With `cache` (`prompt_cache`/`bank_cache`: each row's
-    prompt already in it, computed once), the rows continue from it and `model` takes no
-    prompt. Rows of different lengths decode together. `vocab_limit`: ids at or past it
-    (embedding rows beyond the tokenizer's vocabulary) are never chosen."""
-    b, length = tokens.shape
-    valid = jnp.asarray(valid, bool)
-    if cache is None:
-        prompt = prompt_length(model, params)
-        cache = init_cache(model, params, b, prompt + length + max_new_tokens)
-    index = None if prompt_index is None else jnp.asarray(prompt_index, jnp.int32)
-    before = _filled(cache)
-    logits, cache = _cached_apply(model, params, cache, tokens, valid, True, index)
-    # Each row's last real position among the logits: the prompt (its own length, in a bank
-    # of prompts of different lengths) and its tokens fill slots from the first, in order.
-    last = _filled(cache) - before - 1
-    logits = jnp.take_along_axis(logits, last[:, None, None], axis=1)
-    out = [jnp.argmax(layers.limit_vocab(logits[:, 0], vocab_limit), axis=-1)]
-    for _ in range(max_new_tokens - 1):
-        step = out[-1][:, None].astype(jnp.int32)
-        ones = jnp.ones((b, 1), bool)
-        logits, cache = _cached_apply(model, params, cache, step, ones, False, None)
-        out.append(jnp.argmax(layers.limit_vocab(logits[:, 0], vocab_limit), axis=-1))
-    return jnp.stack(out, axis=1).astype(jnp.int32)
-
-
-def _filled(cache: Any) -> Array:
-    """[b]: how many slots of each row a cache holds (the same in every layer)."""
-    for path, leaf in jax.tree_util.tree_leaves_with_path(cache):
-        if getattr(path[-1], "key", None) == "index":
-            return leaf[0] if leaf.ndim == 2 else leaf  # scanned: the layer axis first
-    raise ValueError("not a decoding cache: it has no index")
-
-
-def seq2seq_generate(
-    model: CausalLM,
-    params: Any,
-    encoder_input_tokens: Array,
-    max_length: int,
-    *,
-    prompt_index: Optional[Array] = None,
-    vocab_limit: Optional[int] = None,
-) -> Array:
-    """Greedy targets for seqio inputs [b, li] (`seq2seq_layout` without targets, so each
-    row continues right after its input text) -> [b, max_length]."""
-    empty = jnp.zeros((encoder_input_tokens.shape[0], 0), encoder_input_tokens.dtype)
-    tokens, valid, _ = seq2seq_layout(
-        jnp.asarray(encoder_input_tokens), empty, model.bos_id, model.drop_input_eos
-    )
-    return generate(
-        model,
-        params,
-        tokens,
-        valid,
-        max_length,
-        prompt_index=prompt_index,
-        vocab_limit=vocab_limit,
-    )
-
-
-@functools.partial(jax.jit, static_argnames=("model", "add_prompt"))
-def _cached_apply(model, params, cache, tokens, valid, add_prompt, prompt_index):
-    """One compiled call per shape: (logits, the updated cache)."""
-    logits, variables = model.apply(
-        {"params": params, "cache": cache},
-        tokens,
-        valid,
-        decode=True,
-        add_prompt=add_prompt,
-        prompt_index=prompt_index,
-        mutable=["cache"],
-    )
-    return logits, variables["cache"]

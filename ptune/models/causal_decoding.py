@@ -1,0 +1,243 @@
+"""Decoder-only decoding with a key/value cache (`llama.SelfAttention`'s `decode`): greedy
+generation from a prefix, the prompt's keys and values computed once (`prompt_cache`) and
+shared by the rows of a batch (`bank_cache`), and a bank's generation over them
+(`PromptCacheGenerator`).
+
+A cache holds, per layer, keys and values [b, slots, kv_heads, head_dim], their validity
+[b, slots] and each row's next slot `index` [b]; a row's real positions fill slots 0, 1, ...
+in order. The numerical core: jax, flax; no TensorFlow, seqio or gin.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+
+from ptune import buckets, prompts
+from ptune.models import llama
+from ptune.models.layers import limit_vocab
+
+Array = jax.Array
+PyTree = Any
+
+
+def _abstract(params: Any) -> tuple:
+    """`params` as a hashable key of shapes and dtypes: (treedef, ShapeDtypeStruct leaves)."""
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    return treedef, tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves)
+
+
+def prompt_length(model: llama.CausalLM, params: Any) -> int:
+    """How many positions `model`'s prompt module adds (0 without one); computes nothing."""
+    if model.prompt_factory is None:
+        return 0
+    return _prompt_length(model, *_abstract(params))
+
+
+@functools.lru_cache(maxsize=64)
+def _prompt_length(model: llama.CausalLM, treedef, leaves: tuple) -> int:
+    params = jax.tree_util.tree_unflatten(treedef, leaves)
+    tokens = jnp.zeros((1, 1), jnp.int32)
+    index = jnp.zeros((1,), jnp.int32) if prompts.takes_index(model.prompt_factory) else None
+    out = jax.eval_shape(lambda p: model.apply({"params": p}, tokens, prompt_index=index), params)
+    return out.shape[1] - 1
+
+
+def init_cache(model: llama.CausalLM, params: Any, batch: int, length: int) -> Any:
+    """An empty key/value cache for `batch` rows of `length` positions in all (prompt,
+    input and generated tokens): zeros, shaped by tracing the model once per model, parameter
+    shapes, batch and length (nothing is computed; later calls reuse the shapes)."""
+    shapes = _cache_shapes(model, *_abstract(params), batch, length)
+    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+@functools.lru_cache(maxsize=64)
+def _cache_shapes(model: llama.CausalLM, treedef, leaves: tuple, batch: int, length: int) -> Any:
+    params = jax.tree_util.tree_unflatten(treedef, leaves)
+    tokens = jnp.zeros((batch, length - prompt_length(model, params)), jnp.int32)
+    index = jnp.zeros((batch,), jnp.int32) if prompts.takes_index(model.prompt_factory) else None
+
+    def create(p):
+        _, variables = model.apply(
+            {"params": p}, tokens, decode=True, prompt_index=index, mutable=["cache"]
+        )
+        return variables["cache"]
+
+    return jax.eval_shape(create, params)
+
+
+def prompt_cache(
+    config: llama.LlamaConfig, params: Any, prompt: Array, length: int, bos_id: Optional[int] = None
+) -> Any:
+    """The keys and values of `prompt` [P, E] alone (with `bos_id`: of that token followed by
+    the prompt, placement "after_bos"), computed once, in a one-row cache of `length` slots:
+    with a causal model and the prompt first, they do not depend on what follows. `params`
+    are the model's, without a prompt."""
+    placement = "prefix" if bos_id is None else "after_bos"
+    model = llama.CausalLM(config, prompts.prompt_factory(int(prompt.shape[0]), placement))
+    params = prompts.with_prompt(params, prompt)
+    cache = init_cache(model, params, 1, length)
+    # [BOS,] the prompt and one invalid placeholder token, which the next write replaces.
+    head = [] if bos_id is None else [bos_id]
+    tokens = jnp.asarray([head + [0]], jnp.int32)
+    valid = jnp.asarray([[True] * len(head) + [False]])
+    _, cache = _cached_apply(model, params, cache, tokens, valid, True, None)
+    return cache
+
+
+def bank_cache(config: llama.LlamaConfig, caches: list, prompt_index: Array) -> Any:
+    """A batch's cache from per-prompt caches (`prompt_cache`, the same length): row i
+    starts from prompt `prompt_index[i]`'s keys and values."""
+    axis = 1 if config.scan_layers else 0  # scanned caches carry the layer axis first
+    stacked = jax.tree_util.tree_map(lambda *c: jnp.concatenate(c, axis=axis), *caches)
+    index = jnp.asarray(prompt_index, jnp.int32)
+    return jax.tree_util.tree_map(lambda c: jnp.take(c, index, axis=axis), stacked)
+
+
+def generate(
+    model: llama.CausalLM,
+    params: Any,
+    tokens: Array,
+    valid: Array,
+    max_new_tokens: int,
+    cache: Optional[Any] = None,
+    *,
+    prompt_index: Optional[Array] = None,
+    vocab_limit: Optional[int] = None,
+) -> Array:
+    """Greedy decoding with the key/value cache. tokens [b, l] right-padded with `valid`
+    [b, l] -> the next `max_new_tokens` tokens of each row [b, max_new_tokens].
+
+    Without `cache`, each row reads the model's prompt (if any; of a bank, row i's
+    `prompt_index[i]`) + its tokens. With `cache` (`prompt_cache`/`bank_cache`: each row's
+    prompt already in it, computed once), the rows continue from it and `model` takes no
+    prompt. Rows of different lengths decode together. `vocab_limit`: ids at or past it
+    (embedding rows beyond the tokenizer's vocabulary) are never chosen."""
+    b, length = tokens.shape
+    valid = jnp.asarray(valid, bool)
+    if cache is None:
+        prompt = prompt_length(model, params)
+        cache = init_cache(model, params, b, prompt + length + max_new_tokens)
+    index = None if prompt_index is None else jnp.asarray(prompt_index, jnp.int32)
+    before = _filled(cache)
+    logits, cache = _cached_apply(model, params, cache, tokens, valid, True, index)
+    # Each row's last real position among the logits: the prompt (its own length, in a bank
+    # of prompts of different lengths) and its tokens fill slots from the first, in order.
+    last = _filled(cache) - before - 1
+    logits = jnp.take_along_axis(logits, last[:, None, None], axis=1)
+    out = [jnp.argmax(limit_vocab(logits[:, 0], vocab_limit), axis=-1)]
+    for _ in range(max_new_tokens - 1):
+        step = out[-1][:, None].astype(jnp.int32)
+        ones = jnp.ones((b, 1), bool)
+        logits, cache = _cached_apply(model, params, cache, step, ones, False, None)
+        out.append(jnp.argmax(limit_vocab(logits[:, 0], vocab_limit), axis=-1))
+    return jnp.stack(out, axis=1).astype(jnp.int32)
+
+
+def _filled(cache: Any) -> Array:
+    """[b]: how many slots of each row a cache holds (the same in every layer)."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(cache):
+        if getattr(path[-1], "key", None) == "index":
+            return leaf[0] if leaf.ndim == 2 else leaf  # scanned: the layer axis first
+    raise ValueError("not a decoding cache: it has no index")
+
+
+def seq2seq_generate(
+    model: llama.CausalLM,
+    params: Any,
+    encoder_input_tokens: Array,
+    max_length: int,
+    *,
+    prompt_index: Optional[Array] = None,
+    vocab_limit: Optional[int] = None,
+) -> Array:
+    """Greedy targets for seqio inputs [b, li] (`seq2seq_layout` without targets, so each
+    row continues right after its input text) -> [b, max_length]."""
+    empty = jnp.zeros((encoder_input_tokens.shape[0], 0), encoder_input_tokens.dtype)
+    tokens, valid, _ = llama.seq2seq_layout(
+        jnp.asarray(encoder_input_tokens), empty, model.bos_id, model.drop_input_eos
+    )
+    return generate(
+        model,
+        params,
+        tokens,
+        valid,
+        max_length,
+        prompt_index=prompt_index,
+        vocab_limit=vocab_limit,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("model", "add_prompt"))
+def _cached_apply(model, params, cache, tokens, valid, add_prompt, prompt_index):
+    """One compiled call per shape: (logits, the updated cache)."""
+    logits, variables = model.apply(
+        {"params": params, "cache": cache},
+        tokens,
+        valid,
+        decode=True,
+        add_prompt=add_prompt,
+        prompt_index=prompt_index,
+        mutable=["cache"],
+    )
+    return logits, variables["cache"]
+
+
+# The decoder-only key/value cache lengths a bank's prompts are computed for: powers of two
+# and their midpoints (from 16), so requests of nearby widths and output lengths share the
+# bank's keys and values and the compiled decoding step; at most a third of a cache is slots
+# no row reaches.
+def _cache_length(needed: int) -> int:
+    return buckets.LengthBuckets(smallest=16).round_up(needed)
+
+
+class PromptCacheGenerator:
+    """A decoder-only bank's generation: each row continues from its prompt's keys and values
+    (after the BOS with placement "after_bos"), computed once per cache length for the whole
+    bank (`prompt_cache`; `caches` {length: one cache per prompt}). Recomputed with each
+    request instead: a prompt after the first token of a model without a BOS, and a batch with
+    a request whose input text is empty (its first new token reads the prompt's last
+    position, which the cache holds only as keys and values)."""
+
+    def __init__(self, family: Any, model: llama.CausalLM, frozen: PyTree, bank: Any):
+        self.family, self.model, self.bank = family, model, bank
+        self.params = jax.device_put(prompts.with_prompt(frozen, bank.prompts))
+        self.frozen = jax.device_put(frozen)
+        self.bare = llama.CausalLM(model.config, None, model.bos_id, model.drop_input_eos)
+        self.bos = model.bos_id if bank.placement == "after_bos" else None
+        self.caches: dict[int, list] = {}
+
+    def __call__(self, inputs, prompt_index, max_length: int, decode: Any, rng=None):
+        model, bank, bos = self.model, self.bank, self.bos
+        empty = jnp.zeros((inputs.shape[0], 0), jnp.int32)
+        sequence, valid, _ = llama.seq2seq_layout(inputs, empty, model.bos_id, model.drop_input_eos)
+        sequence, valid = jax.device_get((sequence, valid))
+        if bos is not None:  # each prompt's cache starts with the BOS
+            sequence, valid = sequence[:, 1:], valid[:, 1:]
+        requests = jax.device_get(inputs).any(axis=1)  # padding rows are all 0
+        if (bank.placement != "prefix" and bos is None) or (requests & ~valid.any(axis=1)).any():
+            return self.family.generate(
+                model, self.params, inputs, max_length, decode, prompt_index=prompt_index
+            )
+        self.family.require_decoding(decode)
+        length = _cache_length(
+            max(bank.lengths) + (bos is not None) + sequence.shape[1] + max_length
+        )
+        if length not in self.caches:
+            self.caches[length] = [
+                prompt_cache(model.config, self.frozen, p[:n], length, bos)
+                for p, n in zip(bank.prompts, bank.lengths)
+            ]
+        cache = bank_cache(model.config, self.caches[length], prompt_index)
+        return generate(
+            self.bare,
+            self.frozen,
+            sequence,
+            valid,
+            max_length,
+            cache=cache,
+            vocab_limit=decode.vocab_limit,
+        )

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -85,12 +85,22 @@ def _as_prompt(prompt: Union[str, os.PathLike, np.ndarray]) -> np.ndarray:
     return value
 
 
-def _check_destination(path: str, overwrite: bool) -> None:
+def _check_destination(path: str, overwrite: bool, source: Any = None) -> None:
+    """Refuses, before anything is written, a destination that is (or holds) the prompt being
+    exported, one that exists without `overwrite`, and one whose directory cannot be written."""
+    if isinstance(source, (str, os.PathLike)):
+        target, read = os.path.realpath(path), os.path.realpath(os.fspath(source))
+        if read == target or read.startswith(target + os.sep):
+            raise UserError(
+                f"--to {path} is the prompt being exported (--prompt {os.fspath(source)}): "
+                "writing would replace it; name another destination"
+            )
     if os.path.lexists(path) and not overwrite:
         raise UserError(f"{path} already exists; pass --overwrite to replace it")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise UserError(f"cannot write {path}: its parent directory {parent} does not exist")
+    atomic.check_writable_dir(parent, f"--to {path}: its directory")
 
 
 WIDTH_FIELDS = ("d_model", "hidden_size", "n_embd")  # a config.json's model width: T5, Llama, GPT-2
@@ -141,7 +151,7 @@ def write_peft(
     peft_adapter_config(1, 1, task_type=task_type)  # a bad task type fails before writing
     value = _as_prompt(prompt)
     directory = os.fspath(directory)
-    _check_destination(directory, overwrite)
+    _check_destination(directory, overwrite, prompt)
     _check_base_model_width(base_model, value.shape[1])
 
     def write(tmp: str) -> None:
@@ -168,7 +178,7 @@ def write_file(
     path = os.fspath(path)
     if not path.endswith((".npy", ".safetensors")):
         raise UserError(f"{path}: the file name must end in .npy or .safetensors")
-    _check_destination(path, overwrite)
+    _check_destination(path, overwrite, prompt)
     if os.path.isdir(path):
         raise UserError(f"{path} is a directory; a .npy or .safetensors export is one file")
 

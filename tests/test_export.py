@@ -100,6 +100,19 @@ def test_bad_inputs_are_one_line_user_errors(prompt_file, tmp_path):
     assert not os.path.exists(tmp_path / "a") and not _leftovers(tmp_path)
 
 
+@pytest.mark.parametrize("fmt", ["peft", "npy"])
+def test_the_destination_may_not_be_the_prompt_even_with_overwrite(prompt_file, tmp_path, fmt):
+    """`--to` naming the prompt file itself (or a directory holding it) would replace the
+    user's prompt with its export: refused before anything is written, the file intact."""
+    path, value = prompt_file
+    before = open(path, "rb").read()
+    for to in (path, str(tmp_path)) if fmt == "peft" else (path,):
+        with pytest.raises(UserError, match=r"is the prompt being exported"):
+            export.export_prompt(path, to, fmt, overwrite=True)
+    assert open(path, "rb").read() == before
+    assert sorted(os.listdir(tmp_path)) == ["prompt.npy"]
+
+
 def test_cli_export(prompt_file, tmp_path, capsys):
     path, value = prompt_file
     out = str(tmp_path / "adapter")

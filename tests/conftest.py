@@ -285,3 +285,42 @@ def tiny_hf_llama(directory, vocab_size=320, seed=0, **changes):
         json.dumps({"add_bos_token": True, "bos_token": "<s>", "eos_token": "</s>"})
     )
     return str(directory)
+
+
+def tiny_hf_qwen3(directory, vocab_size=336, seed=0, **changes):
+    """A Hugging Face Qwen3 directory as `save_pretrained` writes it, with a Qwen-shaped
+    tokenizer trained on the demo's sentences (a byte-level BPE of 320 ids, then the special
+    tokens <|endoftext|> <|im_start|> <|im_end|>; no BOS; the model's embedding has spare rows
+    past them, as Qwen's do): a random 2-layer model, 32 wide, grouped-query attention, heads
+    16 wide (4 x 16 = 64, not the model width), tied embeddings."""
+    import json
+
+    import torch
+    import transformers
+
+    from ptune.tasks import demo
+
+    corpus = [f"sentence: {r['sentence']} {r['label']}" for r in demo.read("train")]
+    tokenizer = tiny_bpe_tokenizer(corpus)
+    tokenizer.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    fields = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=256,
+        eos_token_id=tokenizer.token_to_id("<|endoftext|>"),
+        tie_word_embeddings=True,
+    )
+    config = transformers.Qwen3Config(**dict(fields, **changes))
+    config.architectures = ["Qwen3ForCausalLM"]
+    torch.manual_seed(seed)
+    transformers.Qwen3ForCausalLM(config).save_pretrained(str(directory), safe_serialization=True)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps({"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"})
+    )
+    return str(directory)

@@ -1,4 +1,4 @@
-"""Hugging Face decoder-only directories (Llama, Mistral, Qwen2): `config.json` +
+"""Hugging Face decoder-only directories (Llama, Mistral, Qwen2, Qwen3): `config.json` +
 `model.safetensors` or shards with `model.safetensors.index.json`.
 
 The configuration comes from `config.json` (`ptune.models.llama.from_hf_config`). Names and
@@ -7,11 +7,12 @@ or mis-shaped tensor named), then tensors are read straight from the safetensors
 (`hf.read_safetensors_index`; bfloat16 included, cast to the target dtype as it is read),
 with a device mesh each device reading only its own slices. The weight mapping:
 
-    model.embed_tokens.weight                   -> embed_tokens
-    model.layers.{i}.{self_attn|mlp}.{p}.weight -> layers_{i}/{self_attn|mlp}/{p}/kernel (.T)
-    model.layers.{i}.self_attn.{p}.bias         -> layers_{i}/self_attn/{p}/bias
-    model.layers.{i}.{norm}.weight              -> layers_{i}/{norm}/scale
-    model.norm.weight, lm_head.weight           -> norm/scale, lm_head/kernel (.T)
+    model.embed_tokens.weight                    -> embed_tokens
+    model.layers.{i}.{self_attn|mlp}.{p}.weight  -> layers_{i}/{self_attn|mlp}/{p}/kernel (.T)
+    model.layers.{i}.self_attn.{p}.bias          -> layers_{i}/self_attn/{p}/bias
+    model.layers.{i}.{norm}.weight               -> layers_{i}/{norm}/scale
+    model.layers.{i}.self_attn.{q|k}_norm.weight -> layers_{i}/self_attn/{q|k}_norm/scale
+    model.norm.weight, lm_head.weight            -> norm/scale, lm_head/kernel (.T)
 
 (with `scan_layers`: stacked on axis 1 as `layers/...`). `params_from_hf` maps an in-memory
 state dict the same way.
@@ -215,6 +216,8 @@ def _ptune_name(name: str) -> Optional[str]:
     layer, rest = f"layers_{parts[2]}", parts[3:]
     if rest in (["input_layernorm", "weight"], ["post_attention_layernorm", "weight"]):
         return f"{layer}/{rest[0]}/scale"
+    if rest in (["self_attn", "q_norm", "weight"], ["self_attn", "k_norm", "weight"]):
+        return f"{layer}/self_attn/{rest[1]}/scale"
     if len(rest) == 3 and rest[0] in ("self_attn", "mlp") and rest[2] in ("weight", "bias"):
         return f"{layer}/{rest[0]}/{rest[1]}/{'kernel' if rest[2] == 'weight' else 'bias'}"
     return None

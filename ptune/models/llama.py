@@ -1,5 +1,6 @@
 """Decoder-only Llama-family models in Flax: Llama (1-3, with Llama 3's RoPE scaling),
-Mistral (sliding window off) and Qwen2 (q/k/v biases), as transformers computes them.
+Mistral (sliding window off), Qwen2 (q/k/v biases) and Qwen3 (RMSNorm on each head's
+queries and keys), as transformers computes them.
 
     RMSNorm -> self-attention (RoPE, grouped-query) -> residual
     RMSNorm -> SwiGLU MLP (down(silu(gate(x)) * up(x)))  -> residual
@@ -11,12 +12,15 @@ Parameter tree (Flax kernels are [in, out], the transpose of transformers' `weig
     layers_{i}/input_layernorm/scale      [embed]
     layers_{i}/self_attn/{q,k,v}_proj/kernel  [embed, heads*head_dim] (k, v: kv_heads*head_dim)
     layers_{i}/self_attn/{q,k,v}_proj/bias    (Qwen2's `attention_bias`)
+    layers_{i}/self_attn/{q,k}_norm/scale [head_dim]  (Qwen3's `qk_norm`)
     layers_{i}/self_attn/o_proj/kernel    [heads*head_dim, embed]
     layers_{i}/post_attention_layernorm/scale
     layers_{i}/mlp/{gate,up}_proj/kernel  [embed, mlp];  mlp/down_proj/kernel [mlp, embed]
     norm/scale                            [embed]
     lm_head/kernel                        [embed, vocab]  (absent with tied embeddings)
-    encoder/prompt/...                    the prompt module, with a prompt (ptune's one slot)
+    encoder/prompt/...                    the prompt module, with a prompt (ptune's one slot):
+                                          [P, embed]; a bank's [K, P, embed]; a deep
+                                          prompt's [layers, P, embed]
 
 `CausalLM.seq2seq` reads seqio's encoder-decoder batches (what every ptune task gives), laid
 out as one sequence per row (`seq2seq_layout`), so the trainer, the evaluation and the
@@ -47,8 +51,8 @@ from ptune.models import attention, layers
 
 Array = jax.Array
 
-ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
-MODEL_TYPES = ("llama", "mistral", "qwen2")
+ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 ROPE_TYPES = ("default", "linear", "llama3")
 # What a model file or a checkpoint states; the rest (dtype, scan, remat) is how to run it.
 ARCHITECTURE_FIELDS = (
@@ -63,6 +67,7 @@ ARCHITECTURE_FIELDS = (
     "rope_theta",
     "tie_word_embeddings",
     "attention_bias",
+    "qk_norm",
     "rope_scaling",
 )
 
@@ -75,6 +80,8 @@ class LlamaConfig:
       (a dict is accepted and frozen): "linear" divides positions by `factor`; "llama3"
       rescales the frequencies as Llama 3.1 does.
     attention_bias: biases on q/k/v (Qwen2), none on o.
+    qk_norm: an RMSNorm over each head's queries and keys (scale [head_dim], shared by the
+      heads) after the projection, before RoPE (Qwen3).
     """
 
     vocab_size: int
@@ -88,6 +95,7 @@ class LlamaConfig:
     rope_theta: float
     tie_word_embeddings: bool
     attention_bias: bool = False
+    qk_norm: bool = False
     rope_scaling: Optional[tuple] = None
     dtype: str = "float32"
     scan_layers: bool = False
@@ -132,6 +140,11 @@ def from_hf_config(hf: Mapping[str, Any]) -> LlamaConfig:
         )
     if hf.get("hidden_act", "silu") != "silu" or hf.get("mlp_bias"):
         raise UserError("only SwiGLU MLPs (hidden_act silu, no MLP bias) are supported")
+    qwen2, qwen3 = "Qwen2ForCausalLM" in architectures, "Qwen3ForCausalLM" in architectures
+    if hf.get("attention_bias") and not qwen2:  # Llama's and Qwen3's bias o_proj too
+        raise UserError(
+            f"attention_bias on {architectures[0]} (biases on q, k, v and o) is not supported"
+        )
     rope = dict(hf.get("rope_parameters") or {})
     theta = rope.pop("rope_theta", hf.get("rope_theta", 10000.0))
     scaling = dict(hf.get("rope_scaling") or rope)
@@ -140,7 +153,8 @@ def from_hf_config(hf: Mapping[str, Any]) -> LlamaConfig:
     if scaling.get("rope_type", "default") == "default":
         scaling = None
     heads = hf["num_attention_heads"]
-    qwen2 = "Qwen2ForCausalLM" in architectures
+    # transformers' Qwen3Config defaults head_dim to 128, not hidden_size / heads
+    head_dim = hf.get("head_dim") or (128 if qwen3 else hf["hidden_size"] // heads)
     return LlamaConfig(
         vocab_size=hf["vocab_size"],
         hidden_size=hf["hidden_size"],
@@ -148,11 +162,12 @@ def from_hf_config(hf: Mapping[str, Any]) -> LlamaConfig:
         num_hidden_layers=hf["num_hidden_layers"],
         num_attention_heads=heads,
         num_key_value_heads=hf.get("num_key_value_heads") or heads,
-        head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
+        head_dim=head_dim,
         rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
         rope_theta=float(theta),
         tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
         attention_bias=bool(hf.get("attention_bias", qwen2)),
+        qk_norm=qwen3,
         rope_scaling=scaling,
     )
 
@@ -191,12 +206,17 @@ def apply_rope(x: Array, positions: Array, inv_freq: np.ndarray) -> Array:
 
 
 class RMSNorm(nn.Module):
+    """Over the last axis, whose logical name is `axis` (`kv`: a head's width)."""
+
     eps: float
     dtype: Any = jnp.float32
+    axis: str = "embed"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        scale = layers.param(self, "scale", nn.initializers.ones_init(), (x.shape[-1],), ("embed",))
+        scale = layers.param(
+            self, "scale", nn.initializers.ones_init(), (x.shape[-1],), (self.axis,)
+        )
         y = x.astype(jnp.float32)
         y = y * jax.lax.rsqrt(jnp.mean(jnp.square(y), axis=-1, keepdims=True) + self.eps)
         return (scale * y.astype(self.dtype)).astype(self.dtype)
@@ -232,6 +252,9 @@ class SelfAttention(nn.Module):
             return layer(x).reshape(b, length, heads, d)
 
         q, k, v = project("q_proj", h), project("k_proj", kv), project("v_proj", kv)
+        if cfg.qk_norm:  # before RoPE, so the cache holds normalised, rotated keys
+            q = RMSNorm(cfg.rms_norm_eps, dtype, "kv", name="q_norm")(q)
+            k = RMSNorm(cfg.rms_norm_eps, dtype, "kv", name="k_norm")(k)
         query_slot = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
         cache = self._cache(k, v, valid) if self.decode else None
         if cache is not None:  # a row's slots are its positions: real tokens from slot 0

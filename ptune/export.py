@@ -211,9 +211,10 @@ def export_prompt(
         if isinstance(prompt, (str, os.PathLike)):
             shape = prompt_io.load_prompt_file(os.fspath(prompt), deep=True).shape
             if len(shape) == 3:
+                model = "T5 encoders" if task_type == "SEQ_2_SEQ_LM" else "decoder-only models"
                 raise UserError(
                     f"{os.fspath(prompt)} is a deep (per-layer) prompt {shape}: PEFT has no "
-                    "equivalent for T5 encoders (its prefix tuning adds keys and values to "
+                    f"equivalent for {model} (its prefix tuning adds keys and values to "
                     "attention, not hidden states at each layer's input); export it as .npy "
                     "or .safetensors"
                 )

@@ -147,11 +147,14 @@ def test_bad_inputs_of_a_decoder_only_run_are_one_line(llama_dir, tmp_path, caps
     small = tiny_hf_llama(tmp_path / "small_embedding", vocab_size=300)
     line = _error(capsys, base + [f"--gin.INITIAL_CHECKPOINT_PATH='{small}'"])
     assert "300" in line and "vocabulary" in line
+    # Deep prompts train (tests/test_causal_deep_prompts.py), first in the sequence only.
     line = _error(
         capsys,
-        base + [f"--gin.INITIAL_CHECKPOINT_PATH='{llama_dir}'", "--gin_file=prompts/deep.gin"],
+        base
+        + [f"--gin.INITIAL_CHECKPOINT_PATH='{llama_dir}'", "--gin_file=prompts/deep.gin"]
+        + ["--gin.prompts.PromptConfig.placement='after_bos'"],
     )
-    assert "deep prompts" in line
+    assert "deep prompts take prefix placement only" in line
     # T5's sentinel tasks need <extra_id_0>, which a tokenizer.json does not have.
     line = _error(
         capsys,

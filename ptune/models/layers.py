@@ -8,6 +8,8 @@
                                             faster kernel gradient on CPU
     layer_stack(layer_cls, config, n, ...)  n layers, unrolled (`layers_{i}`) or scanned
                                             (`layers`, parameters stacked on axis 1)
+    replace_prefix(x, prompt, replace)      a deep prompt's layer input: the prompt
+                                            positions hold this layer's prompt
     limit_vocab(logits, vocab_limit)        logits [..., vocab] with ids past the
                                             tokenizer's vocabulary masked out
 
@@ -136,6 +138,15 @@ def layer_stack(
         return x
 
     return run
+
+
+def replace_prefix(x: Array, prompt: Array, replace: Array) -> Array:
+    """Deep prompts at a layer's input: x [b, l, e] whose first p positions (a prefix
+    prompt's) become this layer's `prompt` [p, e] where `replace` (a bool scalar: not the
+    first layer, whose prompt came in with the embeddings) holds."""
+    b, p = x.shape[0], prompt.shape[0]
+    own = jnp.broadcast_to(prompt.astype(x.dtype)[None], (b,) + prompt.shape)
+    return jnp.where(replace, jnp.concatenate([own, x[:, p:]], axis=1), x)
 
 
 def limit_vocab(logits: Array, vocab_limit: Optional[int]) -> Array:

@@ -323,10 +323,22 @@ class DecoderLayer(nn.Module):
     decode: bool = False
 
     @nn.compact
-    def __call__(self, x: Array, valid: Array, positions: Array):
-        """x [b, l, e], valid [b, l] bool, positions [b, l] -> ([b, l, e], None)"""
+    def __call__(
+        self,
+        x: Array,
+        valid: Array,
+        positions: Array,
+        prompt: Optional[Array] = None,
+        replace: Optional[Array] = None,
+    ):
+        """x [b, l, e], valid [b, l] bool, positions [b, l] -> ([b, l, e], None).
+
+        Deep prompts: with `prompt` [p, e] and `replace` (a bool scalar) true, the first p
+        positions of x (a prefix prompt's) are this layer's prompt instead."""
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
+        if prompt is not None:
+            x = layers.replace_prefix(x, prompt, replace)
         y = RMSNorm(cfg.rms_norm_eps, dtype, name="input_layernorm")(x)
         x = x + SelfAttention(cfg, self.decode, name="self_attn")(y, valid, positions)
         y = RMSNorm(cfg.rms_norm_eps, dtype, name="post_attention_layernorm")(x)
@@ -337,18 +349,22 @@ class DecoderLayer(nn.Module):
 class PromptSlot(nn.Module):
     """Holds the prompt module at ptune's one prompt slot (`prompts.PROMPT_PATH`), as T5's
     encoder does, so checkpoints, trainable patterns and exports read one path whatever the
-    model family (PEFT likewise names its prompt encoder the same for every task type)."""
+    model family (PEFT likewise names its prompt encoder the same for every task type).
+    A deep prompt (`prompts.DeepPrompt`, prefix placement) spans `num_layers` layers."""
 
     factory: Any
+    num_layers: int
 
     @nn.compact
     def __call__(self, x: Array, valid: Array, prompt_index: Optional[Array] = None):
+        """x [b, l, e], valid [b, l] -> (x [b, P + l, e], valid [b, P + l], the layers'
+        prompts [layers, P, e] of a deep prompt, else None)"""
         module = self.factory(name=prompts.PROMPT_PATH[1])
-        if isinstance(module, prompts.DeepPrompt):
-            raise UserError("deep prompts are T5-only: a decoder-only model takes one prompt")
+        if getattr(module, "per_layer", False):
+            return module(x, valid, num_layers=self.num_layers)
         if getattr(module, "placement", "prefix") not in ("prefix", "after_bos"):
             raise UserError("a decoder-only model's prompt goes first, or after the BOS")
-        return module(x, valid, prompt_index=prompt_index)
+        return (*module(x, valid, prompt_index=prompt_index), None)
 
 
 class CausalLM(nn.Module):
@@ -358,7 +374,11 @@ class CausalLM(nn.Module):
     module at `prompts.PROMPT_PATH` (`prompts.with_prompt`) goes in front of the embedded
     tokens (or after the first, BOS, with placement "after_bos"), as PEFT's prompt tuning for
     causal LMs does: the prompt positions are always attended, positions count from the
-    sequence's first vector, and the logits cover P + l positions.
+    sequence's first vector, and the logits cover P + l positions. A deep prompt
+    (`prompts.deep_factory(P)`, [layers, P, E]) is layer 0's prompt in front of the tokens,
+    and at the input of each later layer i the P prompt positions' hidden states are layer
+    i's prompt instead (P-tuning v2, as T5's encoder applies it); a decoding cache holds each
+    layer's keys and values of the replaced states.
 
     `seq2seq` reads seqio's encoder-decoder batches (`ptune.data`): see `seq2seq_layout` for
     how inputs and targets become one sequence; `bos_id` (the tokenizer's, None when it adds
@@ -403,17 +423,23 @@ class CausalLM(nn.Module):
         )
         x = jnp.take(embed, tokens, axis=0).astype(dtype)
         row_prompt = jnp.zeros((b,), jnp.int32)  # each row's own prompt length (of a bank)
+        layer_prompts = None  # deep prompts: [layers, P, e], layer i's prompt
+        n = cfg.num_hidden_layers
         if self.prompt_factory is not None and (add_prompt or self.is_initializing()):
-            slot = PromptSlot(self.prompt_factory, name=prompts.PROMPT_PATH[0])
+            slot = PromptSlot(self.prompt_factory, n, name=prompts.PROMPT_PATH[0])
             before = jnp.sum(valid, axis=1, dtype=jnp.int32)
-            x, valid = slot(x, valid, prompt_index)
+            x, valid, layer_prompts = slot(x, valid, prompt_index)
             row_prompt = jnp.sum(valid, axis=1, dtype=jnp.int32) - before
         length = x.shape[1]
         x = layers.constrain(x, ("batch", "length", "embed"))
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length))
-        stack = layers.layer_stack(DecoderLayer, cfg, cfg.num_hidden_layers, 2, decode=decode)
-        x = stack(x, valid, positions)
+        if layer_prompts is None:
+            stack = layers.layer_stack(DecoderLayer, cfg, n, 2, decode=decode)
+            x = stack(x, valid, positions)
+        else:  # layer 0's prompt came in with the embeddings; each later layer's replaces it
+            stack = layers.layer_stack(DecoderLayer, cfg, n, 2, 2, decode=decode)
+            x = stack(x, valid, positions, layer_prompts, jnp.arange(n) > 0)
         if select is not None:
             at = jnp.maximum(select + row_prompt[:, None], 0)
             x = jnp.take_along_axis(x, at[..., None], axis=1)

@@ -420,9 +420,7 @@ class EncoderLayer(nn.Module):
         positions of x (a prefix prompt's) are this layer's prompt instead."""
         cfg, det = self.config, self.deterministic
         if prompt is not None:
-            b, p = x.shape[0], prompt.shape[0]
-            own = jnp.broadcast_to(prompt.astype(x.dtype)[None], (b,) + prompt.shape)
-            x = jnp.where(replace, jnp.concatenate([own, x[:, p:]], axis=1), x)
+            x = layers.replace_prefix(x, prompt, replace)
         y = LayerNorm(cfg.dtype, name="pre_attention_layer_norm")(x)
         y = MultiHeadAttention(
             cfg.num_heads, cfg.head_dim, cfg.dtype, cfg.dropout_rate, name="attention"

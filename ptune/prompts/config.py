@@ -78,7 +78,8 @@ class PromptConfig:
     placement: `prefix` | `after_bos` | `suffix` (see `insert_prompt`).
     residual: None, or the residual reparameterisation used while training (`Residual`).
     multi_task: None, or one prompt per task of a mixture (`MultiTask`).
-    deep: a prompt at the input of every encoder layer (`DeepPrompt`; prefix placement).
+    deep: a prompt at the input of every layer (T5: of the encoder; `DeepPrompt`; prefix
+      placement).
     """
 
     length: int = dataclasses.field(default=100, metadata={"min": 1})

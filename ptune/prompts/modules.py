@@ -8,7 +8,7 @@ positions; the prompt does not count against the task's input length.
 
     Prompt           one prompt [P, E] for the whole batch (optionally `Residual`)
     PromptBank       K prompts [K, max P, E], one per example by `prompt_index` [b]
-    DeepPrompt       one prompt per encoder layer [layers, P, E] (P-tuning v2)
+    DeepPrompt       one prompt per layer [layers, P, E] (P-tuning v2; T5: the encoder's)
     MultiTaskPrompt  task prompts [tasks, P, E] with a shared one [S, E] (`MultiTask`)
 
 Their parameters sit in the slot `ptune.prompts.slot` names. `effective_prompt` and
@@ -224,11 +224,13 @@ class PromptBank(nn.Module):
 
 
 class DeepPrompt(nn.Module):
-    """Deep (per-layer) prompts, P-tuning v2 style on the encoder: [layers, length, embed] at
-    `encoder/prompt/prompt`. Layer 0's prompt is a prefix prompt on the embedded inputs (as
-    `Prompt`); at the input of each later encoder layer i, the prompt positions are replaced
-    by layer i's prompt, so the sequence stays length + inputs long. Prefix placement only.
-    The encoder passes its layer count and applies the replacement (`t5.EncoderLayer`)."""
+    """Deep (per-layer) prompts, P-tuning v2 style: [layers, length, embed] at
+    `encoder/prompt/prompt`, one per layer of T5's encoder or of a decoder-only model. Layer
+    0's prompt is a prefix prompt on the embedded inputs (as `Prompt`); at the input of each
+    later layer i, the prompt positions are replaced by layer i's prompt, so the sequence
+    stays length + inputs long. Prefix placement only. The model passes its layer count and
+    applies the replacement (`layers.replace_prefix`, in `t5.EncoderLayer` and
+    `llama.DecoderLayer`)."""
 
     length: int
     per_layer = True  # the encoder gives each layer its own slice
@@ -354,6 +356,12 @@ def stack_bank(
     names = list(names) if names is not None else [f"prompt {i}" for i in range(len(values))]
     if not values:
         raise UserError("a prompt bank needs at least one prompt")
+    for name, value in zip(names, values):
+        if np.ndim(value) != 2:  # a deep prompt's layers are no bank's entries
+            raise UserError(
+                f"prompt bank entry {name} has shape {np.shape(value)}: a bank holds prompts "
+                "[length, embed] (a deep prompt [layers, length, embed] evaluates alone)"
+            )
     widths = {name: int(np.shape(v)[1]) for name, v in zip(names, values)}
     if len(set(widths.values())) > 1:
         raise UserError(

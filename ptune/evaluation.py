@@ -78,15 +78,11 @@ class Evaluation:
                 sequence_length=dict(feature_lengths) if feature_lengths else None,
                 use_memory_cache=True,
             )
-        # Ids past the tokenizer's vocabulary (padding rows of the embedding) never decode.
-        self.vocab_limit = (
-            max(
-                int(t.output_features["targets"].vocabulary.vocab_size)
-                for t in self._evaluator.eval_tasks
-            )
-            if self._evaluator.eval_tasks
-            else None
-        )
+        # Ids past the tokenizer's vocabulary (padding rows of the embedding) never decode;
+        # its EOS ends a generated row (a decoder-only model's is its tokenizer's).
+        targets = [t.output_features["targets"].vocabulary for t in self._evaluator.eval_tasks]
+        self.vocab_limit = max(int(v.vocab_size) for v in targets) if targets else None
+        self.eos_id = int(targets[0].eos_id) if targets else None
         if feature_lengths:
             self.lengths = dict(feature_lengths)
             self._log_truncation()
@@ -248,7 +244,9 @@ class Evaluation:
             return np.full((tokens.shape[0],), prompt_index[task], np.int32)
 
         family = family_lib.family_of(model.config)
-        decode = family_lib.Decoding(num_beams=num_beams or 1, vocab_limit=self.vocab_limit)
+        decode = family_lib.Decoding(
+            num_beams=num_beams or 1, vocab_limit=self.vocab_limit, eos_id=self.eos_id
+        )
         if num_beams:
             family_lib.require(family, "beam_search", "eval_num_beams / NUM_BEAMS")
 
@@ -423,8 +421,13 @@ def _eval_prompt(cfg: EvalConfig, config):
             family_lib.require(family, "deep_prompts", f"prompt file {cfg.prompt_file}")
         if value.ndim == 3 and value.shape[0] != family.prompt_layers(config):
             raise UserError(
-                f"prompt file {cfg.prompt_file}: a deep prompt for {value.shape[0]} encoder "
-                f"layers; the model has {family.prompt_layers(config)}"
+                f"prompt file {cfg.prompt_file}: a deep prompt for {value.shape[0]} layers; "
+                f"the model takes one for {family.prompt_layers(config)}"
+            )
+        if value.ndim == 3 and cfg.prompt.placement != "prefix":
+            raise UserError(
+                f"prompt file {cfg.prompt_file} is a deep prompt, which takes prefix placement "
+                f"only, got placement {cfg.prompt.placement!r}"
             )
         factory = (
             prompts.deep_factory(value.shape[1])

@@ -32,6 +32,7 @@ from flax import linen as nn
 from ptune import decoding, prompts
 from ptune.errors import UserError
 from ptune.models import causal_decoding, llama, t5
+from ptune.models.search import Decoding  # how generation decodes, re-exported
 
 Array = jax.Array
 PyTree = Any
@@ -45,20 +46,6 @@ CAPABILITIES = {
     "export_model": "export_model (the trained model as a ptune checkpoint)",
     "convert": "ptune convert",
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class Decoding:
-    """How generation decodes: greedily (the default), the best of `num_beams` beams with
-    T5's length penalty `alpha`, or sampled (`temperature` > 0, then top-k / top-p); ids at or
-    past `vocab_limit` (embedding rows beyond the tokenizer's vocabulary) never decode."""
-
-    num_beams: int = 1
-    alpha: float = 0.6
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-    vocab_limit: Optional[int] = None
 
 
 class Family:
@@ -251,6 +238,7 @@ class EncoderDecoder(Family):
     def generate(
         self, model, params, inputs, max_length, decode=Decoding(), *, rng=None, prompt_index=None
     ):
+        eos_id = 1 if decode.eos_id is None else decode.eos_id  # T5's vocabularies' EOS
         if decode.num_beams > 1:
             beams, _ = decoding.beam_search(
                 model,
@@ -259,6 +247,7 @@ class EncoderDecoder(Family):
                 max_length=max_length,
                 num_beams=decode.num_beams,
                 alpha=decode.alpha,
+                eos_id=eos_id,
                 prompt_index=prompt_index,
                 vocab_limit=decode.vocab_limit,
             )
@@ -268,6 +257,7 @@ class EncoderDecoder(Family):
             params,
             inputs,
             max_length=max_length,
+            eos_id=eos_id,
             temperature=decode.temperature,
             top_k=decode.top_k,
             top_p=decode.top_p,
@@ -283,6 +273,7 @@ class DecoderOnly(Family):
 
     name = "decoder-only"
     config_type = llama.LlamaConfig
+    capabilities = frozenset({"beam_search", "deep_prompts", "sampling"})
     tokenizer_from_checkpoint = True
 
     def layers(self, config: llama.LlamaConfig) -> str:
@@ -370,14 +361,8 @@ class DecoderOnly(Family):
     def generate(
         self, model, params, inputs, max_length, decode=Decoding(), *, rng=None, prompt_index=None
     ):
-        self.require_decoding(decode)
         return causal_decoding.seq2seq_generate(
-            model,
-            params,
-            inputs,
-            max_length,
-            prompt_index=prompt_index,
-            vocab_limit=decode.vocab_limit,
+            model, params, inputs, max_length, decode, rng=rng, prompt_index=prompt_index
         )
 
     def bank_generator(self, model, frozen, bank) -> causal_decoding.PromptCacheGenerator:

@@ -147,7 +147,13 @@ class Server:
                 f"{temperature}, {top_k}, {top_p}"
             )
         decode = family_lib.Decoding(
-            num_beams, alpha, temperature, top_k, top_p, vocab_limit=self.vocab_limit
+            num_beams,
+            alpha,
+            temperature,
+            top_k,
+            top_p,
+            vocab_limit=self.vocab_limit,
+            eos_id=self.eos_id,
         )
         self.family.require_decoding(decode)
         calls = iter(range(1 << 30))

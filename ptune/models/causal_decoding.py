@@ -1,11 +1,16 @@
-"""Decoder-only decoding with a key/value cache (`llama.SelfAttention`'s `decode`): greedy
-generation from a prefix, the prompt's keys and values computed once (`prompt_cache`) and
-shared by the rows of a batch (`bank_cache`), and a bank's generation over them
-(`PromptCacheGenerator`).
+"""Decoder-only decoding with a key/value cache (`llama.SelfAttention`'s `decode`): greedy,
+sampled or beam-searched generation from a prefix (`generate`, `beam_search`), the prompt's
+keys and values computed once (`prompt_cache`) and shared by the rows of a batch
+(`bank_cache`), and a bank's generation over them (`PromptCacheGenerator`).
 
-A cache holds, per layer, keys and values [b, slots, kv_heads, head_dim], their validity
-[b, slots] and each row's next slot `index` [b]; a row's real positions fill slots 0, 1, ...
-in order. The numerical core: jax, flax; no TensorFlow, seqio or gin.
+    first, cache = prefill(prompt + tokens)        # once per row, the logits of its next token
+    search.sample(step, cache, first=first)        # or, the cache rows and `first` repeated
+    search.beam_search(step, cache, first=first)   # per beam, T5's beam search
+
+The loops are `ptune.models.search`'s, the ones T5 decodes with. A cache holds, per layer,
+keys and values [b, slots, kv_heads, head_dim], their validity [b, slots] and each row's next
+slot `index` [b]; a row's real positions fill slots 0, 1, ... in order. The numerical core:
+jax, flax; no TensorFlow, seqio or gin.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from ptune import buckets, prompts
-from ptune.models import llama
-from ptune.models.layers import limit_vocab
+from ptune.models import llama, search
+from ptune.models.search import Decoding
 
 Array = jax.Array
 PyTree = Any
@@ -91,7 +96,7 @@ def prompt_cache(
 def bank_cache(config: llama.LlamaConfig, caches: list, prompt_index: Array) -> Any:
     """A batch's cache from per-prompt caches (`prompt_cache`, the same length): row i
     starts from prompt `prompt_index[i]`'s keys and values."""
-    axis = 1 if config.scan_layers else 0  # scanned caches carry the layer axis first
+    axis = _batch_axis(config)
     stacked = jax.tree_util.tree_map(lambda *c: jnp.concatenate(c, axis=axis), *caches)
     index = jnp.asarray(prompt_index, jnp.int32)
     return jax.tree_util.tree_map(lambda c: jnp.take(c, index, axis=axis), stacked)
@@ -104,18 +109,50 @@ def generate(
     valid: Array,
     max_new_tokens: int,
     cache: Optional[Any] = None,
+    decode: Decoding = Decoding(),
     *,
+    rng: Optional[Array] = None,
     prompt_index: Optional[Array] = None,
-    vocab_limit: Optional[int] = None,
 ) -> Array:
-    """Greedy decoding with the key/value cache. tokens [b, l] right-padded with `valid`
-    [b, l] -> the next `max_new_tokens` tokens of each row [b, max_new_tokens].
+    """Decoding with the key/value cache as `decode` says: greedy (the default), sampled from
+    `rng`, or the best of its beams (`beam_search`). tokens [b, l] right-padded with `valid`
+    [b, l] -> the next `max_new_tokens` tokens of each row [b, max_new_tokens], 0 after the
+    row's `decode.eos_id` (without one, every row decodes them all).
 
     Without `cache`, each row reads the model's prompt (if any; of a bank, row i's
     `prompt_index[i]`) + its tokens. With `cache` (`prompt_cache`/`bank_cache`: each row's
     prompt already in it, computed once), the rows continue from it and `model` takes no
-    prompt. Rows of different lengths decode together. `vocab_limit`: ids at or past it
-    (embedding rows beyond the tokenizer's vocabulary) are never chosen."""
+    prompt. Rows of different lengths decode together."""
+    if decode.num_beams > 1:
+        beams, _ = beam_search(
+            model, params, tokens, valid, max_new_tokens, cache, decode, prompt_index=prompt_index
+        )
+        return beams[:, 0]
+    first, cache = _prefill(model, params, tokens, valid, max_new_tokens, cache, prompt_index)
+    return _sample(model, params, cache, first, rng, decode, max_new_tokens)
+
+
+def beam_search(
+    model: llama.CausalLM,
+    params: Any,
+    tokens: Array,
+    valid: Array,
+    max_new_tokens: int,
+    cache: Optional[Any] = None,
+    decode: Decoding = Decoding(num_beams=4),
+    *,
+    prompt_index: Optional[Array] = None,
+) -> tuple[Array, Array]:
+    """`search.beam_search` after one prefill: each row's prompt and tokens are read once (as
+    `generate` reads them), then its cache rows and first logits are repeated per beam ->
+    (tokens [b, num_beams, max_new_tokens], scores [b, num_beams]), best first."""
+    first, cache = _prefill(model, params, tokens, valid, max_new_tokens, cache, prompt_index)
+    return _beams(model, params, cache, first, decode, max_new_tokens)
+
+
+def _prefill(model, params, tokens, valid, max_new_tokens, cache, prompt_index):
+    """Reads each row's prompt (unless `cache` holds it) and tokens into the cache ->
+    (the logits of each row's first new token [b, vocab], the cache)."""
     b, length = tokens.shape
     valid = jnp.asarray(valid, bool)
     if cache is None:
@@ -127,14 +164,48 @@ def generate(
     # Each row's last real position among the logits: the prompt (its own length, in a bank
     # of prompts of different lengths) and its tokens fill slots from the first, in order.
     last = _filled(cache) - before - 1
-    logits = jnp.take_along_axis(logits, last[:, None, None], axis=1)
-    out = [jnp.argmax(limit_vocab(logits[:, 0], vocab_limit), axis=-1)]
-    for _ in range(max_new_tokens - 1):
-        step = out[-1][:, None].astype(jnp.int32)
-        ones = jnp.ones((b, 1), bool)
-        logits, cache = _cached_apply(model, params, cache, step, ones, False, None)
-        out.append(jnp.argmax(limit_vocab(logits[:, 0], vocab_limit), axis=-1))
-    return jnp.stack(out, axis=1).astype(jnp.int32)
+    return jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0], cache
+
+
+def _stepper(model: llama.CausalLM, params: Any) -> search.Step:
+    """One new token per row against the cache (`search.Step`): tokens [n] -> (logits
+    [n, vocab], cache)."""
+
+    def step(tokens, cache):
+        ones = jnp.ones((tokens.shape[0], 1), bool)
+        logits, cache = _cached_apply(model, params, cache, tokens[:, None], ones, False, None)
+        return logits[:, 0], cache
+
+    return step
+
+
+@functools.partial(jax.jit, static_argnames=("model", "decode", "max_new_tokens"))
+def _sample(model, params, cache, first, rng, decode, max_new_tokens):
+    step = _stepper(model, params)
+    batch = first.shape[0]
+    return search.sample(
+        step, cache, decode, batch=batch, max_length=max_new_tokens, rng=rng, first=first
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("model", "decode", "max_new_tokens"))
+def _beams(model, params, cache, first, decode, max_new_tokens):
+    k, axis = decode.num_beams, _batch_axis(model.config)
+    cache = jax.tree_util.tree_map(lambda c: jnp.repeat(c, k, axis=axis), cache)
+    return search.beam_search(
+        _stepper(model, params),
+        cache,
+        decode,
+        batch=first.shape[0],
+        max_length=max_new_tokens,
+        batch_axis_of=lambda leaf: axis,
+        first=jnp.repeat(first, k, axis=0),
+    )
+
+
+def _batch_axis(config: llama.LlamaConfig) -> int:
+    """The rows' axis of every cache leaf: scanned caches carry the layer axis first."""
+    return 1 if config.scan_layers else 0
 
 
 def _filled(cache: Any) -> Array:
@@ -150,24 +221,19 @@ def seq2seq_generate(
     params: Any,
     encoder_input_tokens: Array,
     max_length: int,
+    decode: Decoding = Decoding(),
     *,
+    rng: Optional[Array] = None,
     prompt_index: Optional[Array] = None,
-    vocab_limit: Optional[int] = None,
 ) -> Array:
-    """Greedy targets for seqio inputs [b, li] (`seq2seq_layout` without targets, so each
-    row continues right after its input text) -> [b, max_length]."""
+    """Targets for seqio inputs [b, li] (`seq2seq_layout` without targets, so each row
+    continues right after its input text) -> [b, max_length], decoded as `generate` does."""
     empty = jnp.zeros((encoder_input_tokens.shape[0], 0), encoder_input_tokens.dtype)
     tokens, valid, _ = llama.seq2seq_layout(
         jnp.asarray(encoder_input_tokens), empty, model.bos_id, model.drop_input_eos
     )
     return generate(
-        model,
-        params,
-        tokens,
-        valid,
-        max_length,
-        prompt_index=prompt_index,
-        vocab_limit=vocab_limit,
+        model, params, tokens, valid, max_length, None, decode, rng=rng, prompt_index=prompt_index
     )
 
 
@@ -200,7 +266,8 @@ class PromptCacheGenerator:
     bank (`prompt_cache`; `caches` {length: one cache per prompt}). Recomputed with each
     request instead: a prompt after the first token of a model without a BOS, and a batch with
     a request whose input text is empty (its first new token reads the prompt's last
-    position, which the cache holds only as keys and values)."""
+    position, which the cache holds only as keys and values). Beams and samples decode from
+    the same caches: each row's input is read once, then its cache rows repeat per beam."""
 
     def __init__(self, family: Any, model: llama.CausalLM, frozen: PyTree, bank: Any):
         self.family, self.model, self.bank = family, model, bank
@@ -220,9 +287,8 @@ class PromptCacheGenerator:
         requests = jax.device_get(inputs).any(axis=1)  # padding rows are all 0
         if (bank.placement != "prefix" and bos is None) or (requests & ~valid.any(axis=1)).any():
             return self.family.generate(
-                model, self.params, inputs, max_length, decode, prompt_index=prompt_index
+                model, self.params, inputs, max_length, decode, rng=rng, prompt_index=prompt_index
             )
-        self.family.require_decoding(decode)
         length = _cache_length(
             max(bank.lengths) + (bos is not None) + sequence.shape[1] + max_length
         )
@@ -232,12 +298,4 @@ class PromptCacheGenerator:
                 for p, n in zip(bank.prompts, bank.lengths)
             ]
         cache = bank_cache(model.config, self.caches[length], prompt_index)
-        return generate(
-            self.bare,
-            self.frozen,
-            sequence,
-            valid,
-            max_length,
-            cache=cache,
-            vocab_limit=decode.vocab_limit,
-        )
+        return generate(self.bare, self.frozen, sequence, valid, max_length, cache, decode, rng=rng)

@@ -324,3 +324,23 @@ def tiny_hf_qwen3(directory, vocab_size=336, seed=0, **changes):
         json.dumps({"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"})
     )
     return str(directory)
+
+
+def tiny_causal_run(*gin_files: str, steps: int = 2, log_period: int = 1) -> list:
+    """The flags of a few-step prompt-tuning run over a tiny decoder-only directory (add
+    INITIAL_CHECKPOINT_PATH and MODEL_DIR): the demo's rank-classification task, 40/4 tokens,
+    batch 8, a 3-vector prompt, evaluated and saved every 2 steps. The first five flags (the
+    run file, `gin_files`, task, lengths, batch) are what `ptune plan` needs."""
+    return [
+        "--gin_file=runs/prompt_tuning.gin",
+        *(f"--gin_file={f}" for f in gin_files),
+        "--gin.MIXTURE_OR_TASK_NAME='ptune_demo_rank_classification'",
+        "--gin.TASK_FEATURE_LENGTHS={'inputs': 40, 'targets': 4}",
+        "--gin.BATCH_SIZE=8",
+        "--gin.PROMPT_LENGTH=3",
+        f"--gin.TRAIN_STEPS={steps}",
+        "--gin.EVAL_PERIOD=2",
+        "--gin.CHECKPOINT_PERIOD=2",
+        f"--gin.LOG_PERIOD={log_period}",
+        "--gin.trainer.TrainConfig.eval_batch_size=40",
+    ]

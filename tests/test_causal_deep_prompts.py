@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import tiny_hf_llama
+from conftest import tiny_causal_run, tiny_hf_llama
 from ptune import cli, prompts
 from ptune import server as server_lib
 from ptune.checkpoints import hf_causal
@@ -168,19 +168,7 @@ def test_cached_greedy_decoding_with_a_deep_prompt_equals_recomputing_the_sequen
 
 # End to end over a Hugging Face Llama directory, as tests/test_causal_runs.py.
 TASK = "ptune_demo_rank_classification"
-RUN = [
-    "--gin_file=runs/prompt_tuning.gin",
-    "--gin_file=prompts/deep.gin",
-    f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
-    "--gin.TASK_FEATURE_LENGTHS={'inputs': 40, 'targets': 4}",
-    "--gin.BATCH_SIZE=8",
-    "--gin.PROMPT_LENGTH=3",
-    "--gin.TRAIN_STEPS=2",
-    "--gin.EVAL_PERIOD=2",
-    "--gin.CHECKPOINT_PERIOD=2",
-    "--gin.LOG_PERIOD=1",
-    "--gin.trainer.TrainConfig.eval_batch_size=40",
-]
+RUN = tiny_causal_run("prompts/deep.gin")
 
 
 @pytest.fixture(autouse=True)

@@ -13,24 +13,13 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import simulated_devices_env, tiny_hf_llama
+from conftest import simulated_devices_env, tiny_causal_run, tiny_hf_llama
 from ptune import cli
 from ptune.tasks import vocab
 
 pytest.importorskip("transformers", reason="the tiny Llama is made by the [test] extra")
 TASK = "ptune_demo_rank_classification"
-RUN = [
-    "--gin_file=runs/prompt_tuning.gin",
-    f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
-    "--gin.TASK_FEATURE_LENGTHS={'inputs': 40, 'targets': 4}",
-    "--gin.BATCH_SIZE=8",
-    "--gin.TRAIN_STEPS=4",
-    "--gin.PROMPT_LENGTH=3",
-    "--gin.EVAL_PERIOD=2",
-    "--gin.CHECKPOINT_PERIOD=2",
-    "--gin.LOG_PERIOD=2",
-    "--gin.trainer.TrainConfig.eval_batch_size=40",
-]
+RUN = tiny_causal_run(steps=4, log_period=2)
 
 
 @pytest.fixture(autouse=True)

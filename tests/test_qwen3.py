@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import tiny_hf_qwen3
+from conftest import tiny_causal_run, tiny_hf_qwen3
 from ptune import cli, ginconfig, prompts, recipe
 from ptune.checkpoints import hf_causal, prompt_io
 from ptune.errors import UserError
@@ -226,18 +226,7 @@ def test_info_and_plan_read_the_model_files(capsys):
 
 # End to end, as tests/test_causal_runs.py runs a Llama: the paper's recipe, a few steps.
 TASK = "ptune_demo_rank_classification"
-RUN = [
-    "--gin_file=runs/prompt_tuning.gin",
-    f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
-    "--gin.TASK_FEATURE_LENGTHS={'inputs': 40, 'targets': 4}",
-    "--gin.BATCH_SIZE=8",
-    "--gin.PROMPT_LENGTH=3",
-    "--gin.TRAIN_STEPS=2",
-    "--gin.EVAL_PERIOD=2",
-    "--gin.CHECKPOINT_PERIOD=2",
-    "--gin.LOG_PERIOD=1",
-    "--gin.trainer.TrainConfig.eval_batch_size=40",
-]
+RUN = tiny_causal_run()
 
 
 @pytest.fixture(autouse=True)

@@ -31,10 +31,10 @@ def cmd_explain(argv: Sequence[str], gin_args) -> int:
 
     vocabulary, labels = None, None
     if family.of_checkpoint(args.checkpoint).tokenizer_from_checkpoint:  # decodes, feeds tasks
-        from ptune import data
+        from ptune import frozen_model
         from ptune.tasks import vocab
 
-        data.causal_layout(args.checkpoint)
+        frozen_model.causal_layout(args.checkpoint)
         vocabulary = vocab.active_tokenizer()
     if args.task:
         import ptune.tasks  # noqa: F401

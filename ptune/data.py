@@ -240,46 +240,6 @@ def check_vocabulary_fits(task_name: str, embedding_rows: int) -> None:
             )
 
 
-def model_layout(config, checkpoint_path: Optional[str]) -> Optional[dict]:
-    """What a run's model needs from the data before any task is read: for a family whose
-    tasks tokenize with the checkpoint's tokenizer, `causal_layout` of its checkpoint; else
-    None, with every task back on its own vocabulary (an earlier decoder-only run in this
-    process may have switched them)."""
-    from ptune import family
-    from ptune.tasks import vocab
-
-    if not family.family_of(config).tokenizer_from_checkpoint:
-        vocab.use_tokenizer(None)
-        return None
-    if checkpoint_path is None:
-        raise UserError(
-            "a decoder-only model needs INITIAL_CHECKPOINT_PATH: its Hugging Face directory "
-            "(weights and tokenizer)"
-        )
-    return causal_layout(checkpoint_path)
-
-
-def causal_layout(checkpoint_path: str) -> dict:
-    """A decoder-only run's data: every task tokenizes with the tokenizer in the model's
-    Hugging Face directory (`ptune.tasks.vocab.use_tokenizer`; a directory without
-    tokenizer.json is one error) -> `llama.CausalLM`'s layout fields (its BOS, if the
-    tokenizer adds one; seqio's input EOS dropped so targets follow the input text)."""
-    from ptune.checkpoints import hub
-    from ptune.tasks import vocab
-
-    directory = hub.resolve(checkpoint_path)
-    vocab.use_tokenizer(directory)
-    tokenizer = vocab.active_tokenizer()
-    log.info(
-        "vocabulary: every task tokenizes with %s's tokenizer (%d ids, BOS %s, EOS %d)",
-        checkpoint_path,
-        tokenizer.vocab_size,
-        tokenizer.bos_id,
-        tokenizer.eos_id,
-    )
-    return {"bos_id": tokenizer.bos_id, "drop_input_eos": True}
-
-
 def output_vocabulary(task_name: str):
     return get_task(task_name).output_features["targets"].vocabulary
 

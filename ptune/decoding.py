@@ -3,8 +3,8 @@ of `ptune.models.search` over the decoder's step (scoring of given targets, for 
 family, is `ptune.family.score`).
 
 The encoder runs once; the decoder consumes one position per step against its cache (see
-`t5.MultiHeadAttention`), with the prompt in place on the encoder side. Everything here is
-jittable with static lengths. Token id 0 starts decoding (T5's convention) and is padding;
+`t5_layers.MultiHeadAttention`), with the prompt in place on the encoder side. Everything here
+is jittable with static lengths. Token id 0 starts decoding (T5's convention) and is padding;
 decoding stops at `eos_id`, after which outputs are 0.
 """
 

@@ -19,10 +19,9 @@ import jax
 import numpy as np
 import seqio
 
-from ptune import atomic, data, memory, prompts, selection
+from ptune import atomic, data, frozen_model, memory, prompts, selection
 from ptune import buckets as buckets_lib
 from ptune import family as family_lib
-from ptune import partitioning as partitioning_lib
 from ptune.errors import UserError
 
 log = logging.getLogger("ptune")
@@ -226,10 +225,10 @@ class Evaluation:
         self,
         model: Any,
         params: PyTree,
-        num_beams: Optional[int] = None,
+        num_beams: int = 1,
         prompt_index: Optional[Mapping[str, int]] = None,
     ) -> dict[str, dict[str, float]]:
-        """Predictions (greedy; with `num_beams`, t5x's beam search with its length penalty,
+        """Predictions (greedy; with `num_beams` > 1, t5x's beam search with its length penalty,
         alpha 0.6) and target scores of `model` with `params` -> metrics. `prompt_index`
         ({task: k}, multi-task prompts) gives each task's examples its own prompt."""
         targets = self.lengths["targets"]
@@ -245,9 +244,9 @@ class Evaluation:
 
         family = family_lib.family_of(model.config)
         decode = family_lib.Decoding(
-            num_beams=num_beams or 1, vocab_limit=self.vocab_limit, eos_id=self.eos_id
+            num_beams=num_beams, vocab_limit=self.vocab_limit, eos_id=self.eos_id
         )
-        if num_beams:
+        if num_beams > 1:
             family_lib.require(family, "beam_search", "eval_num_beams / NUM_BEAMS")
 
         def generate(tokens, task=None):
@@ -301,40 +300,31 @@ def write_results(path: str, step: int, results: Mapping, extra: Optional[dict] 
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalConfig:
-    """`ptune eval`: a frozen model, a saved prompt (or `no_prompt`), one task or mixture.
+class EvalConfig(frozen_model.FrozenModel):
+    """`ptune eval`: a saved prompt (or `no_prompt`) over the frozen model
+    (`frozen_model.FrozenModel`'s fields, keyword-only), on one task or mixture.
 
     prompt_file: a prompt, a deep prompt, or a multi-task bank directory (each task of the
       mixture evaluated with its own prompt).
-    model: None takes the checkpoint's configuration (see `ptune.recipe`).
     prompt: its placement applies (the prompt file decides the length).
-    task_feature_lengths: None evaluates every example whole (see `Evaluation`).
+    eval_feature_lengths: None evaluates every example whole (see `Evaluation`).
     """
 
     mixture_or_task_name: str
-    checkpoint_path: str  # the frozen model (t5x, HF, ptune; a demo run's random_init)
-    model: Any = None
     prompt_file: Optional[str] = None
     no_prompt: bool = False  # evaluate the bare checkpoint (needs saying: prompts are the point)
-    prompt: prompts.PromptConfig = prompts.PromptConfig()
-    task_feature_lengths: Optional[Mapping[str, int]] = dataclasses.field(
+    eval_feature_lengths: Optional[Mapping[str, int]] = dataclasses.field(
         default=None, metadata={"min": 1, "keys": ("inputs", "targets")}
     )
     batch_size: int = dataclasses.field(default=32, metadata={"min": 1})
     eval_split: str = "validation"
-    # None: greedy; n: beam search (t5x's decoding, alpha 0.6)
-    num_beams: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
+    # 1: greedy; n > 1: beam search (t5x's decoding, alpha 0.6)
+    num_beams: int = dataclasses.field(default=1, metadata={"min": 1})
     output_dir: Optional[str] = None  # where eval_<split>.json goes (default: beside prompt)
-    # Each batch padded to its length bucket (`ptune.buckets`); None: one padded shape.
-    length_buckets: Optional[buckets_lib.LengthBuckets] = buckets_lib.LengthBuckets()
-    frozen_dtype: Optional[str] = None  # e.g. "bfloat16" halves the frozen model's memory
-    partitioning: partitioning_lib.MeshConfig = partitioning_lib.MeshConfig()  # mesh, rules
 
 
 def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
     """Loads the frozen model and the prompt, evaluates, writes JSON; returns the results."""
-    from ptune import recipe
-
     if cfg.prompt_file is None and not cfg.no_prompt:
         raise UserError(
             "no prompt to evaluate: pass --gin.PROMPT_FILE=\"'prompt.npy'\", or "
@@ -346,25 +336,18 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
         os.path.dirname(os.path.abspath(cfg.prompt_file)) if cfg.prompt_file else os.getcwd()
     )
     atomic.check_writable_dir(output_dir, "the eval output directory (EVAL_OUTPUT_DIR)")
-    config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path)
-    layout = data.model_layout(config, cfg.checkpoint_path)
-    data.check_task(cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.eval_split)
-    data.check_vocabulary_fits(cfg.mixture_or_task_name, config.vocab_size)
-    prompt, factory, prompt_index = _eval_prompt(cfg, config)
+    model = cfg.resolve(what="ptune eval")
+    data.check_task(cfg.mixture_or_task_name, cfg.eval_feature_lengths, cfg.eval_split)
+    data.check_vocabulary_fits(cfg.mixture_or_task_name, model.config.vocab_size)
+    prompt, factory, prompt_index = _eval_prompt(cfg, model.config)
     evaluator = Evaluation(
         cfg.mixture_or_task_name,
-        cfg.task_feature_lengths,
+        cfg.eval_feature_lengths,
         cfg.batch_size,
         cfg.eval_split,
         buckets=cfg.length_buckets,
     )
-    run = recipe.assemble(
-        config,
-        prompt_factory=factory,
-        mesh=cfg.partitioning,
-        frozen_dtype=cfg.frozen_dtype,
-        causal_layout=layout,
-    )
+    run = model.assemble(prompt_factory=factory)
     memory.check_serving_fits(
         run,
         batch_size=cfg.batch_size,
@@ -411,7 +394,7 @@ def _eval_prompt(cfg: EvalConfig, config):
                 f"(it holds {', '.join(named)})"
             )
         value, lengths = prompts.stack_bank([prompt_io.load_prompt_file(named[t]) for t in tasks])
-        factory = prompts.bank_factory(lengths, cfg.prompt.placement)
+        factory = prompts.bank_factory(lengths, cfg.placement())
         index = {t: k for k, t in enumerate(tasks)}
     else:
         value = prompt_io.load_prompt_file(cfg.prompt_file, deep=True)
@@ -424,15 +407,15 @@ def _eval_prompt(cfg: EvalConfig, config):
                 f"prompt file {cfg.prompt_file}: a deep prompt for {value.shape[0]} layers; "
                 f"the model takes one for {family.prompt_layers(config)}"
             )
-        if value.ndim == 3 and cfg.prompt.placement != "prefix":
+        if value.ndim == 3 and cfg.placement() != "prefix":
             raise UserError(
                 f"prompt file {cfg.prompt_file} is a deep prompt, which takes prefix placement "
-                f"only, got placement {cfg.prompt.placement!r}"
+                f"only, got placement {cfg.placement()!r}"
             )
         factory = (
             prompts.deep_factory(value.shape[1])
             if value.ndim == 3
-            else prompts.prompt_factory(value.shape[0], cfg.prompt.placement)
+            else prompts.prompt_factory(value.shape[0], cfg.placement())
         )
     if value.shape[-1] != config.emb_dim:
         raise UserError(

@@ -282,7 +282,7 @@ def model_fields() -> dict:
     return next(iter(bound.values()), {})
 
 
-_MACRO_USE = re.compile(r"%([A-Za-z_][A-Za-z0-9_]*)")
+_MACRO_USE = re.compile(r"%([A-Za-z_][A-Za-z0-9_]*)(?![A-Za-z0-9_.])")  # not %gin.REQUIRED
 _MACRO_DEF = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=", re.MULTILINE)
 _INCLUDE = re.compile(r"^include\s+['\"]([^'\"]+)['\"]", re.MULTILINE)
 

@@ -10,8 +10,8 @@ the model's input text in the task's format (e.g. `boolq passage: ... question: 
 metrics, their mean, the best single prompt and the ensemble (majority vote over decoded
 labels; mean log-likelihood for rank classification), laid out as the paper's Table 3.
 
-Both load the frozen model through `ptune.recipe` (model configuration from the model gin file
-or the checkpoint) and put the bank into the prompt slot.
+Both load the frozen model as every command does (`ptune.frozen_model`: model configuration
+from the model gin file or the checkpoint) and put the bank into the prompt slot.
 """
 
 from __future__ import annotations
@@ -19,29 +19,29 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from ptune import atomic, buckets, data, evaluation, memory, prompts, recipe, selection
-from ptune import partitioning as partitioning_lib
+from ptune import atomic, buckets, data, evaluation, frozen_model, memory, recipe, selection
 from ptune import server as server_lib
 from ptune.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
-class InferConfig:
-    """`ptune infer`. Decoding: greedy by default; `num_beams` > 1 is beam search with T5's
-    length penalty `alpha`; `temperature` > 0 samples (optionally top-k / top-p)."""
+class InferConfig(frozen_model.FrozenModel):
+    """`ptune infer`: requests served with named prompts over the frozen model
+    (`frozen_model.FrozenModel`'s fields, keyword-only; the prompt's placement applies).
+    Decoding: greedy by default; `num_beams` > 1 is beam search with T5's length penalty
+    `alpha`; `temperature` > 0 samples (optionally top-k / top-p). `length_buckets`: requests
+    padded to the bucket of each group's longest instead of task_feature_lengths["inputs"]."""
 
-    checkpoint_path: str  # the frozen model
     # prompt name -> .npy / .safetensors / PEFT dir; or a multi-task bank directory (each
     # task's prompt under the task's name)
     prompt_files: Union[Mapping[str, str], str]
     input_file: str  # JSONL or TSV requests
     output_file: str  # JSONL results
-    model: Any = None  # None: the checkpoint's configuration
-    prompt: prompts.PromptConfig = prompts.PromptConfig()  # its placement applies
+    # requests are cut to "inputs" tokens; "targets" bounds decoding
     task_feature_lengths: Mapping[str, int] = dataclasses.field(
         default_factory=lambda: {"inputs": 512, "targets": 8},
         metadata={"min": 1, "keys": ("inputs", "targets")},
@@ -53,11 +53,6 @@ class InferConfig:
     top_k: int = dataclasses.field(default=0, metadata={"min": 0, "zero": "every token"})
     top_p: float = dataclasses.field(default=1.0, metadata={"min": 0, "max": 1})
     seed: int = dataclasses.field(default=0, metadata={"min": 0})
-    # Requests padded to the length bucket of each group's longest (`ptune.buckets`) instead
-    # of TASK_FEATURE_LENGTHS["inputs"]; None: one padded shape.
-    length_buckets: Optional[buckets.LengthBuckets] = buckets.LengthBuckets()
-    frozen_dtype: Optional[str] = None  # e.g. "bfloat16" halves the frozen model's memory
-    partitioning: partitioning_lib.MeshConfig = partitioning_lib.MeshConfig()  # mesh, rules
 
 
 def read_requests(path: str) -> list[dict]:
@@ -116,16 +111,6 @@ def named_prompt_files(prompt_files: Union[Mapping[str, str], str]) -> dict[str,
     )
 
 
-def _frozen_run(cfg) -> recipe.Run:
-    """The frozen model's run (`ptune.recipe`: configuration, data layout (a decoder-only
-    model's tokenizer feeds the tasks), mesh, frozen dtype), resolved before any work."""
-    config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path)
-    layout = data.model_layout(config, cfg.checkpoint_path)
-    return recipe.assemble(
-        config, mesh=cfg.partitioning, frozen_dtype=cfg.frozen_dtype, causal_layout=layout
-    )
-
-
 def _frozen_server(
     cfg,
     run: recipe.Run,
@@ -167,8 +152,8 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
         cfg.output_file, "INFER_OUTPUT_FILE", "JSONL", {"INFER_INPUT_FILE": cfg.input_file}
     )
     requests = read_requests(cfg.input_file)
-    run = _frozen_run(cfg)
-    bank = server_lib.Bank.from_files(named_prompt_files(cfg.prompt_files), cfg.prompt.placement)
+    run = cfg.resolve(what="ptune infer").assemble()
+    bank = server_lib.Bank.from_files(named_prompt_files(cfg.prompt_files), cfg.placement())
     vocabularies = {}
     for r in requests:
         r.setdefault("prompt", r["task"])
@@ -273,17 +258,17 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
     ev = cfg.eval
     if len(cfg.prompt_files) < 2:
         raise UserError("ensembling needs at least two prompt files")
-    run = _frozen_run(ev)
-    data.check_task(ev.mixture_or_task_name, ev.task_feature_lengths, ev.eval_split)
+    run = ev.resolve(what="ptune ensemble").assemble()
+    data.check_task(ev.mixture_or_task_name, ev.eval_feature_lengths, ev.eval_split)
     if cfg.output_file:
         atomic.check_output_file(
             cfg.output_file, "--output", "JSON", dict(enumerate(cfg.prompt_files))
         )
     names = [f"prompt_{i + 1}" for i in range(len(cfg.prompt_files))]
-    bank = server_lib.Bank.from_files(dict(zip(names, cfg.prompt_files)), ev.prompt.placement)
+    bank = server_lib.Bank.from_files(dict(zip(names, cfg.prompt_files)), ev.placement())
     evaluator = evaluation.Evaluation(
         ev.mixture_or_task_name,
-        ev.task_feature_lengths,
+        ev.eval_feature_lengths,
         ev.batch_size,
         ev.eval_split,
         buckets=ev.length_buckets,
@@ -296,7 +281,7 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
     def generate(tokens):
         length = evaluator.lengths["targets"]
         per_prompt, voted = server_lib.ensemble_generate(
-            server, tokens, members, max_length=length, num_beams=ev.num_beams or 1
+            server, tokens, members, max_length=length, num_beams=ev.num_beams
         )
         return per_prompt, _padded(voted, length)
 

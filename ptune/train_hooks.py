@@ -133,7 +133,7 @@ class Evaluating:
     period: int
     task: str
     split: str
-    num_beams: Optional[int]
+    num_beams: int
     prompt_index: Optional[dict]
     model_dir: str
     metrics_log: Any

@@ -79,13 +79,13 @@ def setup(cfg: TrainConfig, primary: bool) -> Setup:
             "drop random_init to freeze the checkpoint"
         )
     atomic.check_writable_dir(cfg.model_dir, "MODEL_DIR")
-    config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path)
+    model = cfg.resolve(needs_checkpoint=False)  # from here the tasks read as the model does
+    config = model.config
     run_dir = run_dir_lib.RunDir(
         cfg.model_dir, cfg.fingerprint(config), overwrite=cfg.overwrite, primary=primary
     )
     run_dir.check()
     require_capabilities(cfg, family_lib.family_of(config))
-    layout = data.model_layout(config, cfg.checkpoint_path)
     data.check_task(
         cfg.mixture_or_task_name,
         cfg.task_feature_lengths,
@@ -114,14 +114,10 @@ def setup(cfg: TrainConfig, primary: bool) -> Setup:
         feature_lengths=cfg.task_feature_lengths,
         prompt_length=cfg.prompt.length if cfg.prompt is not None else 0,
     )
-    run = recipe.assemble(
-        config,
+    run = model.assemble(
         prompt_factory=cfg.prompt.factory(len(bank or ())) if cfg.prompt is not None else None,
-        mesh=cfg.partitioning,
         trainable=cfg.trainable,
         optimizer=cfg.optimizer,
-        frozen_dtype=cfg.frozen_dtype,
-        causal_layout=layout,
     )
     run.partitioner.check_batch_size(cfg.batch_size)
     distributed.check_same_on_all_hosts(cfg.seed, "the seed")  # data order, dropout, init
@@ -200,7 +196,7 @@ def require_capabilities(cfg: TrainConfig, family: family_lib.Family) -> None:
         family_lib.require(family, "export_model")
     if cfg.prompt is not None and cfg.prompt.deep:
         family_lib.require(family, "deep_prompts")
-    if cfg.eval_num_beams:
+    if cfg.eval_num_beams > 1:
         family_lib.require(family, "beam_search", "eval_num_beams")
 
 

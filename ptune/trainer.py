@@ -32,10 +32,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import jax
 
 from ptune import (
-    buckets,
     data,
-    partitioning,
-    prompts,
+    frozen_model,
     recipe,
     selection,
     train_setup,
@@ -52,11 +50,13 @@ PyTree = Any
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """One prompt-tuning (or model-tuning) run. Gin binds these fields from the outside.
+class TrainConfig(frozen_model.FrozenModel):
+    """One prompt-tuning (or model-tuning) run over the frozen model (`frozen_model.FrozenModel`'s
+    fields, keyword-only: checkpoint, model, frozen dtype, partitioning, prompt, length
+    buckets). Gin binds these fields from the outside.
 
-    model: None takes the checkpoint's configuration; a model gin file's fields (or a whole
-    T5Config) must agree with it (see `ptune.recipe.resolve_model_config`).
+    prompt: None tunes no prompt (model tuning: `trainable` names the weights).
+    length_buckets: None pads every batch to task_feature_lengths.
     eval_metric: None selects the best prompt by the task's score (the mean of its primary
     metrics; for a mixture the mean over its tasks); or one reported metric, 'metric' or
     'task/metric'.
@@ -64,8 +64,6 @@ class TrainConfig:
 
     model_dir: str
     mixture_or_task_name: str
-    model: recipe.ModelSpec = None
-    checkpoint_path: Optional[str] = None
     # No checkpoint: weights from `seed` (the demo's contrast run; with a checkpoint, refused
     # unless every weight trains, where it means "from scratch when no checkpoint is given").
     random_init: bool = False
@@ -77,15 +75,9 @@ class TrainConfig:
     train_steps: int = dataclasses.field(
         default=30000, metadata={"min": 0, "zero": "saves the initial state only"}
     )
-    # Each batch padded to the smallest bucket holding its longest example (None: every batch
-    # padded to task_feature_lengths); see `ptune.buckets.LengthBuckets`.
-    length_buckets: Optional[buckets.LengthBuckets] = buckets.LengthBuckets()
-    prompt: Optional[prompts.PromptConfig] = prompts.PromptConfig()
     trainable: Sequence[str] = trainable_lib.PROMPT_ONLY
     optimizer: Any = None  # None: optimizers.prompt_tuning_adafactor()
     loss: step_lib.LossConfig = step_lib.LossConfig()
-    frozen_dtype: Optional[str] = None  # e.g. "bfloat16" halves the frozen model's memory
-    partitioning: partitioning.MeshConfig = partitioning.MeshConfig()  # mesh and axis rules
     seed: int = dataclasses.field(default=0, metadata={"min": 0})
     train_split: str = "train"
     eval_split: str = "validation"
@@ -95,8 +87,8 @@ class TrainConfig:
         default=None, metadata={"min": 1, "keys": ("inputs", "targets")}
     )  # None: each example whole
     eval_metric: Optional[str] = None
-    # None: greedy; n: beam search (t5x's decoding)
-    eval_num_beams: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
+    # 1: greedy; n > 1: beam search (t5x's decoding)
+    eval_num_beams: int = dataclasses.field(default=1, metadata={"min": 1})
     optimizer_step_from_checkpoint: bool = False  # Adafactor's counter from the checkpoint
     # evaluations without improvement
     early_stopping_patience: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})

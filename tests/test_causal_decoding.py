@@ -343,12 +343,13 @@ def test_infer_and_eval_of_a_decoder_only_model_decode_with_beams_and_sampling(
     argv = [
         "eval",
         "--gin_file=runs/eval.gin",
-        *common,
+        f"--gin.INITIAL_CHECKPOINT_PATH='{llama_dir}'",
+        "--gin.EVAL_FEATURE_LENGTHS={'inputs': 40, 'targets': 4}",
         f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
         f"--gin.PROMPT_FILE='{files['class_labels']}'",
         f"--gin.EVAL_OUTPUT_DIR='{tmp_path}'",
         "--gin.LENGTH_BUCKETS=None",
-        "--gin.evaluation.EvalConfig.num_beams=2",
+        "--gin.NUM_BEAMS=2",
     ]
     assert cli.main(argv) == 0
     results = json.load(open(tmp_path / "eval_validation.json"))["results"]

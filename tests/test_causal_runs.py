@@ -268,7 +268,7 @@ def test_infer_serves_a_mixed_batch_from_each_prompts_keys_and_values(trained, l
     one mixed batch, each row decoding from its prompt's precomputed keys and values, give
     what decoding with each prompt in its input gives."""
     from conftest import REPO
-    from ptune import data, infer, prompts, recipe
+    from ptune import frozen_model, infer, prompts, recipe
     from ptune.models import causal_decoding, llama
 
     _, model_dir = trained
@@ -289,8 +289,8 @@ def test_infer_serves_a_mixed_batch_from_each_prompts_keys_and_values(trained, l
     served = [json.loads(line) for line in open(out)]
     assert [r["prompt"] for r in served] == ["class_labels", "sampled_vocab"] * 2
     # The reference: each request alone, its prompt in its input (no cache reuse).
-    config = recipe.resolve_model_config(None, llama_dir)
-    layout = data.model_layout(config, llama_dir)
+    resolved = frozen_model.FrozenModel(checkpoint_path=llama_dir).resolve()
+    config, layout = resolved.config, resolved.layout
     frozen = recipe.load_frozen(config, llama_dir)
     tokenizer = vocab.active_tokenizer()
     for r in served:

@@ -37,7 +37,7 @@ def _valid(cls):
         "prompt_files": {"ptune_demo": "p.npy"},
         "input_file": "in.jsonl",
         "output_file": "out.jsonl",
-        "eval": evaluation.EvalConfig("ptune_demo", "model"),
+        "eval": evaluation.EvalConfig(mixture_or_task_name="ptune_demo", checkpoint_path="model"),
     }
     fields = [f for f in dataclasses.fields(cls) if f.init]
     missing = [
@@ -296,7 +296,7 @@ def test_a_bad_training_value_is_one_line_before_any_work(tmp_path, capsys, args
         (
             DEMO_EVAL,
             ["--gin.evaluation.EvalConfig.num_beams=0"],
-            "evaluation.EvalConfig.num_beams must be a positive int or None, got 0",
+            "evaluation.EvalConfig.num_beams must be a positive int, got 0",
         ),
         (
             ["ensemble", *DEMO_EVAL[1:]],

@@ -153,7 +153,7 @@ def test_a_deep_run_exports_one_array_that_eval_reads_and_peft_export_refuses(tm
             mixture_or_task_name=cfg.mixture_or_task_name,
             checkpoint_path=str(tmp_path / "run" / "random_init"),
             prompt_file=str(exported),
-            task_feature_lengths=dict(cfg.eval_feature_lengths),
+            eval_feature_lengths=dict(cfg.eval_feature_lengths),
             batch_size=cfg.eval_batch_size,
             output_dir=str(tmp_path / "eval"),
         )

@@ -269,7 +269,7 @@ def test_ensemble_table(saved):
         eval=evaluation.EvalConfig(
             mixture_or_task_name="ptune_demo_rank_classification",
             checkpoint_path=str(root / "model"),
-            task_feature_lengths={"inputs": 64, "targets": 9},
+            eval_feature_lengths={"inputs": 64, "targets": 9},
             batch_size=32,
         ),
         prompt_files=[files["a"], files["b"], files["a"]],

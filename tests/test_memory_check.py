@@ -54,7 +54,7 @@ def test_eval_and_infer_refuse_what_cannot_fit_before_reading_weights(tmp_path, 
         mixture_or_task_name="ptune_demo_rank_classification",
         checkpoint_path=f"{REPO}/{demo}",
         prompt_file=str(prompt),
-        task_feature_lengths={"inputs": 64, "targets": 8},
+        eval_feature_lengths={"inputs": 64, "targets": 8},
         batch_size=8,
         output_dir=str(tmp_path / "out"),
     )

@@ -176,7 +176,7 @@ def test_each_exported_task_prompt_scores_what_the_run_scored(bank_run, tmp_path
                 mixture_or_task_name=task,
                 checkpoint_path=str(root / "run" / "random_init"),
                 prompt_file=str(best / f"{task}.npy"),
-                task_feature_lengths=dict(cfg.eval_feature_lengths),
+                eval_feature_lengths=dict(cfg.eval_feature_lengths),
                 batch_size=cfg.eval_batch_size,
                 output_dir=str(tmp_path / task),
             )
@@ -190,7 +190,7 @@ def test_eval_of_the_bank_directory_on_the_mixture_reproduces_the_run(bank_run, 
         mixture_or_task_name=MIXTURE,
         checkpoint_path=str(root / "run" / "random_init"),
         prompt_file=str(root / "run" / "numpy_checkpoints" / "best"),
-        task_feature_lengths=dict(cfg.eval_feature_lengths),
+        eval_feature_lengths=dict(cfg.eval_feature_lengths),
         batch_size=cfg.eval_batch_size,
         output_dir=str(tmp_path),
     )

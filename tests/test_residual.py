@@ -136,7 +136,7 @@ def test_a_residual_run_trains_the_mlp_and_exports_the_materialised_prompt(tmp_p
             mixture_or_task_name=cfg.mixture_or_task_name,
             checkpoint_path=str(tmp_path / "run" / "random_init"),
             prompt_file=str(exported),
-            task_feature_lengths=dict(cfg.eval_feature_lengths),
+            eval_feature_lengths=dict(cfg.eval_feature_lengths),
             batch_size=cfg.eval_batch_size,
             output_dir=str(tmp_path / "eval"),
         )

@@ -241,7 +241,7 @@ def test_eval_of_the_exported_prompt_reproduces_training_numbers(finished_run, t
         prompt_file=str(
             model_dir / "numpy_checkpoints" / "checkpoint_6" / "encoder.prompt.prompt.npy"
         ),
-        task_feature_lengths={"inputs": 64, "targets": 8},
+        eval_feature_lengths={"inputs": 64, "targets": 8},
         batch_size=16,
         output_dir=str(tmp_path),
     )

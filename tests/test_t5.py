@@ -12,7 +12,7 @@ import pytest
 from flax import linen as nn
 
 from conftest import DROPOUT, REPO, tiny_t5
-from ptune.models import layers, t5
+from ptune.models import layers, t5, t5_layers
 
 TINY_11 = tiny_t5(dropout_rate=DROPOUT)
 TINY_10 = TINY_11.replace(mlp_activations=("relu",), logits_via_embedding=True)
@@ -177,7 +177,7 @@ def test_relative_position_buckets_match_t5_definition():
     rel = np.arange(-300, 301)
     for bidirectional in (True, False):
         for nb, md in ((32, 128), (4, 8), (8, 16), (64, 256)):
-            got = t5.relative_position_bucket(rel, bidirectional, nb, md)
+            got = t5_layers.relative_position_bucket(rel, bidirectional, nb, md)
             want = [reference(int(r), bidirectional, nb, md) for r in rel]
             np.testing.assert_array_equal(got, want)
 

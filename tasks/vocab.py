@@ -26,6 +26,8 @@ import os
 import seqio
 import tensorflow as tf
 
+from ptune import remote
+from ptune.errors import UserError
 from ptune.tasks.hf_vocab import TokenizerVocabulary
 
 DEFAULT_SPM_PATH = "gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model"
@@ -146,8 +148,13 @@ class LazySentencePieceVocabulary(_FollowsActiveTokenizer, seqio.SentencePieceVo
 def _check_exists(path: str) -> None:
     """Raises one clear error naming `path` and the ways to change it, if the file is absent."""
     if "://" in path:
-        try:
-            exists = tf.io.gfile.exists(path)
+        try:  # bounded: offline, TensorFlow's GCS file system may retry for minutes
+            exists = remote.bounded(lambda: tf.io.gfile.exists(path), f"SentencePiece model {path}")
+        except UserError as e:
+            raise FileNotFoundError(
+                f"{e}; or set {ENV_VAR} or ptune.tasks.vocab.set_sentencepiece_path() to a "
+                "local copy"
+            ) from None
         except Exception as e:  # no network, no credentials, unknown scheme.
             raise FileNotFoundError(
                 f"SentencePiece model {path!r} is unreachable ({type(e).__name__}); "

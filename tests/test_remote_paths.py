@@ -1,5 +1,6 @@
-"""A remote checkpoint that cannot be reached or read fails in bounded time, in one line naming
-the path and the credentials variable (`ptune.checkpoints.t5x`, PTUNE_REMOTE_TIMEOUT).
+"""A remote checkpoint or SentencePiece model that cannot be reached or read fails in bounded
+time, in one line naming the path and the credentials variable (`ptune.remote`,
+PTUNE_REMOTE_TIMEOUT).
 
 No network: tensorstore's gcs kvstore is pointed at 127.0.0.1 (`TENSORSTORE_GCS_HTTP_URL`), and
 so is the GCE metadata server it asks for credentials (`GCE_METADATA_ROOT`), with no gcloud
@@ -19,7 +20,7 @@ import time
 import msgpack
 import pytest
 
-from ptune.checkpoints import t5x
+from ptune import remote
 from ptune.errors import UserError
 
 BUCKET = "ptune-test-bucket"
@@ -168,13 +169,70 @@ def test_zarr_arrays_that_never_answer_fail_in_bounded_time(tmp_path, gcs_server
 
 @pytest.mark.parametrize("value", ["abc", "0", "-5", "inf", "nan"])
 def test_a_bad_remote_timeout_is_refused_in_one_line(monkeypatch, value):
-    monkeypatch.setenv(t5x.TIMEOUT_ENV, value)
+    monkeypatch.setenv(remote.TIMEOUT_ENV, value)
     with pytest.raises(UserError, match="PTUNE_REMOTE_TIMEOUT must be a positive number"):
-        t5x.remote_timeout()
+        remote.remote_timeout()
 
 
 def test_the_remote_timeout_defaults_to_a_minute(monkeypatch):
-    monkeypatch.delenv(t5x.TIMEOUT_ENV, raising=False)
-    assert t5x.remote_timeout() == 60.0
-    monkeypatch.setenv(t5x.TIMEOUT_ENV, "2.5")
-    assert t5x.remote_timeout() == 2.5
+    monkeypatch.delenv(remote.TIMEOUT_ENV, raising=False)
+    assert remote.remote_timeout() == 60.0
+    monkeypatch.setenv(remote.TIMEOUT_ENV, "2.5")
+    assert remote.remote_timeout() == 2.5
+
+
+@pytest.fixture
+def silent_server():
+    """A local port that accepts connections and never answers (a metadata server, or any
+    endpoint, on a network that drops replies)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted = []
+
+    def accept():
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:  # closed
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+    for connection in accepted:
+        connection.close()
+
+
+def test_an_unreachable_gs_sentencepiece_model_fails_in_bounded_time_in_one_line(
+    tmp_path, silent_server
+):
+    """T5's vocabulary defaults to gs://t5-data/...; TensorFlow's GCS file system waits 61 s
+    per try on a metadata server that never answers, and tries again. Loading it stops after
+    PTUNE_REMOTE_TIMEOUT instead, naming the path, the credentials and the local way out."""
+    env = _offline_env(tmp_path, _free_port(), GCE_METADATA_HOST=f"127.0.0.1:{silent_server}")
+    env.pop("PTUNE_SPM_PATH", None)
+    started = time.monotonic()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from ptune.tasks import vocab\n"
+            "try:\n    vocab.get_vocabulary().vocab_size\n"
+            "except FileNotFoundError as e:\n    print(e)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,  # a hang fails here rather than stalling the suite
+        cwd=tmp_path,
+    )
+    waited = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    line = done.stdout.strip()
+    assert line.startswith(
+        "SentencePiece model gs://t5-data/vocabs/cc_all.32000.100extra/sentencepiece.model: "
+        f"no answer within {TIMEOUT_S} s"
+    ), line
+    assert "GOOGLE_APPLICATION_CREDENTIALS" in line and "PTUNE_SPM_PATH" in line
+    assert TIMEOUT_S <= waited < 60

@@ -15,7 +15,7 @@ Format version 2 wrote bfloat16 arrays as uint16; they are reinterpreted as bflo
 
 Remote reads are bounded: a `gs://` checkpoint that cannot be reached or authenticated (no
 network, no credentials: tensorstore then retries for many minutes, silently) fails after
-`PTUNE_REMOTE_TIMEOUT` seconds (default 60) in one line naming the path and
+`PTUNE_REMOTE_TIMEOUT` seconds (default 60; `ptune.remote`) in one line naming the path and
 GOOGLE_APPLICATION_CREDENTIALS. The bound covers the first accesses (the msgpack file and each
 zarr array's metadata), which prove the path reachable; array data is read unbounded, since a
 large read over a slow link may rightly take longer.
@@ -34,6 +34,7 @@ import msgpack
 import numpy as np
 import tensorstore as ts
 
+from ptune import remote
 from ptune.checkpoints import lazy_arrays
 from ptune.checkpoints.lazy_arrays import LazyArray
 from ptune.checkpoints.restore import CheckpointSource
@@ -42,36 +43,6 @@ from ptune.errors import UserError
 CHECKPOINT_FILE = "checkpoint"
 _GCS = re.compile(r"^gs://([^/]+)/?(.*)$", re.DOTALL)
 _MSGPACK_NDARRAY, _MSGPACK_NPSCALAR = 1, 3
-TIMEOUT_ENV = "PTUNE_REMOTE_TIMEOUT"
-DEFAULT_TIMEOUT_S = 60.0
-CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
-
-
-def remote_timeout() -> float:
-    """Seconds a first remote access may take: `$PTUNE_REMOTE_TIMEOUT`, else 60."""
-    raw = os.environ.get(TIMEOUT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise UserError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {raw!r}")
-    return value
-
-
-def _credentials_hint() -> str:
-    """Where Google Cloud credentials would come from, or that none were found."""
-    if os.environ.get(CREDENTIALS_ENV):
-        return f"{CREDENTIALS_ENV} is {os.environ[CREDENTIALS_ENV]}"
-    gcloud = os.environ.get("CLOUDSDK_CONFIG") or os.path.expanduser("~/.config/gcloud")
-    if os.path.isfile(os.path.join(gcloud, "application_default_credentials.json")):
-        return "credentials from `gcloud auth application-default login`"
-    return (
-        f"no credentials found: set {CREDENTIALS_ENV} to a service-account key file or run "
-        "`gcloud auth application-default login`"
-    )
 
 
 def _remote(future, where: str, deadline: Optional[float]):
@@ -83,10 +54,7 @@ def _remote(future, where: str, deadline: Optional[float]):
         return future.result(timeout=max(deadline - time.monotonic(), 0.0))
     except TimeoutError:
         future.cancel()
-        raise UserError(
-            f"{where}: no answer within {remote_timeout():g} s (no network, or no usable Google "
-            f"Cloud credentials: {_credentials_hint()}; {TIMEOUT_ENV} sets the wait)"
-        ) from None
+        raise remote.no_answer(where) from None
 
 
 def _reason(e: Exception) -> str:
@@ -130,14 +98,16 @@ def _read_file(directory: str, name: str) -> bytes:
         spec = kvstore_spec(directory)
         spec["path"] = spec["path"] + "/" if spec["path"] else ""
         where = f"{directory.rstrip('/')}/{name}"
-        deadline = time.monotonic() + remote_timeout()
+        deadline = time.monotonic() + remote.remote_timeout()
         try:
             store = _remote(ts.KvStore.open(spec), where, deadline)
             result = _remote(store.read(name), where, deadline)
         except UserError:
             raise
         except (ValueError, RuntimeError) as e:  # refused: bad credentials, no such bucket
-            raise UserError(f"{where}: cannot read it: {_reason(e)} ({_credentials_hint()})") from e
+            raise UserError(
+                f"{where}: cannot read it: {_reason(e)} ({remote.credentials_hint()})"
+            ) from e
         if result.state != "value":
             raise UserError(f"{directory}/{name} does not exist")
         return bytes(result.value)
@@ -295,7 +265,7 @@ def open_checkpoint(path: str) -> CheckpointSource:
             pending[name] = (where, ts.open(spec, open=True, read=True))
         else:
             unexpected.append(f"{name} (a {type(leaf).__name__}, not an array, in {origin})")
-    deadline = time.monotonic() + remote_timeout() if _GCS.match(directory) else None
+    deadline = time.monotonic() + remote.remote_timeout() if _GCS.match(directory) else None
     try:
         for name, (where, future) in pending.items():
             try:

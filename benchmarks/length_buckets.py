@@ -1,4 +1,5 @@
-"""Length buckets vs fixed padding vs PEFT's per-batch padding, on a realistic length mix.
+"""Length buckets (and batches grouped by length) vs fixed padding vs PEFT's per-batch padding,
+on a realistic length mix.
 
     .venv-bench/bin/python benchmarks/length_buckets.py [--config t5-1.1-small] [--mix rte]
     .venv-bench/bin/python benchmarks/length_buckets.py --device gpu   # ptune side only
@@ -16,6 +17,11 @@ every contender, each pass over them is timed whole, `--rounds` alternating pass
                  `LengthBuckets(midpoints=False)`), every bucket compiled before timing;
   ptune_buckets  the default `ptune.buckets.LengthBuckets`: powers of two and the midpoints
                  between them (32, 48, 64, 96, ..., 384, 512);
+  ptune_grouped  the pass's examples grouped by length first (`ptune.buckets.group_by_length`,
+                 training's default; one window of --batches batches here, where training's
+                 window is 32 batches and groups tighter), then cut to the default buckets;
+                 the same examples in other batches, so its first loss is not compared (the
+                 per-example computation is that of ptune_buckets);
   peft_longest   PEFT prompt tuning with each batch cut to its own longest example (what a
                  PyTorch user's DataCollator with padding='longest' does), eager, on the
                  CPU or CUDA (there with TF32 matmuls, as JAX's default float32 on a GPU).
@@ -160,12 +166,18 @@ def main(argv=None) -> int:
     fixed = length_mix(args.mix, args.batches, args.batch, args.inputs, args.seed)
     cut = [buckets.cut_to_buckets(b, buckets.LengthBuckets()) for b in fixed]
     pow2 = [buckets.cut_to_buckets(b, buckets.LengthBuckets(midpoints=False)) for b in fixed]
+    window = {k: np.concatenate([b[k] for b in fixed]) for k in fixed[0]}
+    grouped = [
+        buckets.cut_to_buckets(b, buckets.LengthBuckets())
+        for b in buckets.group_by_length(window, args.batch, (args.seed, 0))
+    ]
     longest = [_cut_longest(b) for b in fixed]
     contenders = {}
     started = time.perf_counter()
     contenders["ptune_fixed"], loss_fixed = _ptune_pass(config, params, prompt, fixed, device)
     contenders["ptune_pow2"], loss_pow2 = _ptune_pass(config, params, prompt, pow2, device)
     contenders["ptune_buckets"], loss_cut = _ptune_pass(config, params, prompt, cut, device)
+    contenders["ptune_grouped"], _ = _ptune_pass(config, params, prompt, grouped, device)
     for loss in (loss_pow2, loss_cut):
         if abs(loss - loss_fixed) > LOSS_RTOL * abs(loss_fixed):
             print(f"length buckets change the loss: {loss} vs {loss_fixed}", file=sys.stderr)
@@ -215,6 +227,7 @@ def main(argv=None) -> int:
         "ptune_fixed": [b["encoder_input_tokens"].shape[1] for b in fixed],
         "ptune_pow2": [b["encoder_input_tokens"].shape[1] for b in pow2],
         "ptune_buckets": [b["encoder_input_tokens"].shape[1] for b in cut],
+        "ptune_grouped": [b["encoder_input_tokens"].shape[1] for b in grouped],
         "peft_longest": [b["encoder_input_tokens"].shape[1] for b in longest],
     }
     rows = {}

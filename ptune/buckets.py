@@ -1,5 +1,6 @@
 """Length buckets: each batch padded to the smallest of a few lengths that holds its longest
-example, instead of the task's full feature length.
+example, instead of the task's full feature length; and training batches grouped by length
+(`group_by_length`), so a batch holds examples of similar length and pads little.
 
 numpy only (and jax for the multi-host agreement), so the benchmark's GPU path, which has no
 seqio, uses the same code as training (`ptune.data`) and evaluation (`ptune.evaluation`).
@@ -131,6 +132,33 @@ def cut_to_buckets(
         maximum = value.shape[1]
         out[key] = value[:, : buckets.width(feature, longest[feature], maximum)]
     return out
+
+
+def group_by_length(
+    window: Mapping[str, np.ndarray], batch_size: int, seed: Sequence[int]
+) -> list[dict[str, np.ndarray]]:
+    """A window of consecutive stream examples (each feature [w * b, ...]) -> w batches of b
+    examples of similar length: rows ordered by real input length, then real target length
+    (stable: equal lengths keep stream order), cut into consecutive batches, and the batches
+    in an order drawn from `seed` (so a short batch is as likely to come first as a long one;
+    hosts that share `seed` take the same rank of their own windows at each step). Every
+    example of the window is in exactly one batch: over a window, a mixture's rates are
+    exactly the stream's."""
+    rows = next(iter(window.values())).shape[0]
+    if rows % batch_size:
+        raise ValueError(f"a window of {rows} examples is not a multiple of batch {batch_size}")
+
+    def real(key: str) -> np.ndarray:
+        if key not in window:
+            return np.zeros(rows, np.int64)
+        present = np.asarray(window[key]) != 0
+        last = present.shape[1] - np.argmax(present[:, ::-1], axis=1)
+        return np.where(present.any(axis=1), last, 0)
+
+    order = np.lexsort((real("decoder_target_tokens"), real("encoder_input_tokens")))
+    batches = order.reshape(-1, batch_size)
+    ranks = np.random.default_rng(list(seed)).permutation(len(batches))
+    return [{key: np.asarray(v)[batches[r]] for key, v in window.items()} for r in ranks]
 
 
 def agree_across_hosts(longest: Mapping[str, int]) -> dict[str, int]:

@@ -296,10 +296,14 @@ def train_batches(
     pack: bool = False,
     use_cached: bool = False,
     buckets: Optional[buckets_lib.LengthBuckets] = None,
+    group_by_length: int = 0,
     prompt_index: bool = False,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Endless shuffled batches, starting after `start_batch` already-consumed batches; with
-    `buckets`, each cut to its length bucket (the same on every host). With `prompt_index`
+    `buckets`, each cut to its length bucket (the same on every host), and with
+    `group_by_length` = w > 0 each w consecutive batches' examples regrouped by length
+    (`buckets.group_by_length`; the window and the batch's rank in it are exact positions, so
+    a resume continues the same stream). With `prompt_index`
     (a mixture's multi-task prompts), each batch also holds `prompt_index` [b], each
     example's task (`bank_tasks`); the examples are those the mixture alone gives."""
     get_task(task_name)
@@ -325,10 +329,9 @@ def train_batches(
                 feature_converter=feature_converter(pack),
             )
         )
-    ds = ds.batch(batch_size // num_shards, drop_remainder=True)
-    if start_batch:
-        ds = ds.skip(start_batch)
-    for batch in ds.as_numpy_iterator():
+    local = batch_size // num_shards
+    window = group_by_length if buckets is not None and not pack else 0
+    for batch in _batched(ds, local, window, start_batch, seed):
         tags = batch.get(PROMPT_INDEX)
         batch = {k: np.asarray(batch[k], np.int32) for k in MODEL_FEATURES if k in batch}
         if tags is not None:
@@ -339,6 +342,20 @@ def train_batches(
                 longest = buckets_lib.agree_across_hosts(longest)
             batch = buckets_lib.cut_to_buckets(batch, buckets, longest)
         yield batch
+
+
+def _batched(ds, batch_size: int, window: int, start_batch: int, seed: int):
+    """`ds`'s examples in batches of `batch_size` from batch `start_batch` on: in stream
+    order, or (window > 0) grouped by length within each `window` batches' examples."""
+    if not window:
+        ds = ds.batch(batch_size, drop_remainder=True)
+        yield from (ds.skip(start_batch) if start_batch else ds).as_numpy_iterator()
+        return
+    first, offset = divmod(start_batch, window)
+    ds = ds.batch(batch_size * window, drop_remainder=True)
+    for number, examples in enumerate((ds.skip(first) if first else ds).as_numpy_iterator()):
+        grouped = buckets_lib.group_by_length(examples, batch_size, (seed, first + number))
+        yield from grouped[offset if number == 0 else 0 :]
 
 
 def padded_batches(

@@ -75,6 +75,12 @@ class TrainConfig(frozen_model.FrozenModel):
     train_steps: int = dataclasses.field(
         default=30000, metadata={"min": 0, "zero": "saves the initial state only"}
     )
+    # With length buckets: each window of this many batches regrouped so a batch holds
+    # examples of similar length (`buckets.group_by_length`; the window's examples, and so a
+    # mixture's rates, are the stream's; batch composition changes). 0: stream order.
+    group_by_length: int = dataclasses.field(
+        default=32, metadata={"min": 0, "zero": "batches in stream order"}
+    )
     trainable: Sequence[str] = trainable_lib.PROMPT_ONLY
     optimizer: Any = None  # None: optimizers.prompt_tuning_adafactor()
     loss: step_lib.LossConfig = step_lib.LossConfig()
@@ -110,6 +116,7 @@ class TrainConfig(frozen_model.FrozenModel):
             "random_init": self.random_init,
             "task_feature_lengths": dict(self.task_feature_lengths),
             "batch_size": self.batch_size,
+            "group_by_length": self.group_by_length if self.length_buckets is not None else 0,
             "prompt": None if self.prompt is None else self.prompt.describe(),
             "initializer": train_setup.initializer_name(self.prompt),
             "trainable": list(self.trainable),
@@ -242,6 +249,7 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
             shard_index=jax.process_index(),
             num_shards=jax.process_count(),
             buckets=cfg.length_buckets,
+            group_by_length=cfg.group_by_length,
             prompt_index=setup.bank is not None,
         )
         result = TrainResult(start, state, None, None, best.best, False)

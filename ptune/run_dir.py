@@ -70,6 +70,11 @@ LOCK = ".lock"
 REPLACED = ".replaced_run"
 
 
+# Fingerprint keys added after runs were recorded without them: the value that reproduces how
+# such a run ran, and the flag that resumes it so.
+LATER_KEYS = {"group_by_length": (0, "--gin.GROUP_BY_LENGTH=0")}
+
+
 class RunDir:
     """One training run's MODEL_DIR, for the command that writes it.
 
@@ -103,17 +108,23 @@ class RunDir:
         if os.path.isdir(self.file(REPLACED)) and self.primary:
             with self._locked():
                 _recover(self.path)
-        previous = self.previous_fingerprint()
-        self._had_run = previous is not None
-        # A key the run did not record (a record from an older ptune) is not a change.
+        recorded = self.previous_fingerprint()
+        self._had_run = recorded is not None
+        previous = recorded  # a record from an older ptune ran as that version did:
+        if recorded is not None:
+            previous = {**{k: v for k, (v, _) in LATER_KEYS.items()}, **recorded}
+        # any other key the run did not record is not a change.
         changed = sorted(k for k in previous or {} if previous.get(k) != self.fingerprint.get(k))
         if not changed:
             return
         if not self.overwrite:
+            resume = [LATER_KEYS[k][1] for k in changed if k in LATER_KEYS and k not in recorded]
             raise UserError(
                 f"MODEL_DIR {self.path} holds a run with a different configuration (changed: "
-                f"{', '.join(changed)}); choose another MODEL_DIR, or pass --overwrite to "
-                "replace that run (it is kept until the new run's first checkpoint is written)"
+                f"{', '.join(changed)}); "
+                + (f"to resume it as it ran, pass {' '.join(resume)}; or " if resume else "")
+                + "choose another MODEL_DIR, or pass --overwrite to replace that run (it is "
+                "kept until the new run's first checkpoint is written)"
             )
         self.replacing = True
 

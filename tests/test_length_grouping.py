@@ -4,6 +4,7 @@ window's examples are exactly the stream's (a mixture's rates hold over it), a r
 batch continues the same stream, and padding falls."""
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -114,3 +115,24 @@ def test_without_buckets_or_with_a_zero_window_batches_keep_stream_order():
         4,
     )
     assert [_rows(b) for b in order] == [_rows(b) for b in off] == [_rows(b) for b in zero]
+
+
+def test_a_run_recorded_before_grouping_resumes_only_as_it_ran(tmp_path):
+    """A run.json from before GROUP_BY_LENGTH ran in stream order: resuming it with grouping
+    would change its data mid-run, so it is refused naming the flag that resumes it as it
+    ran; with that flag it resumes."""
+    from ptune import run_dir
+    from ptune.errors import UserError
+
+    old = {"task": TASK, "batch_size": 4}
+    (tmp_path / "run.json").write_text(json.dumps(old))
+    with pytest.raises(UserError) as e:
+        run_dir.RunDir(str(tmp_path), {**old, "group_by_length": 32}, overwrite=False).check()
+    assert "(changed: group_by_length); to resume it as it ran, pass --gin.GROUP_BY_LENGTH=0;" in (
+        str(e.value)
+    )
+    run_dir.RunDir(str(tmp_path), {**old, "group_by_length": 0}, overwrite=False).check()
+    (tmp_path / "run.json").write_text(json.dumps({**old, "group_by_length": 32}))
+    with pytest.raises(UserError) as e:  # a run that recorded it: no resume hint
+        run_dir.RunDir(str(tmp_path), {**old, "group_by_length": 0}, overwrite=False).check()
+    assert "changed: group_by_length" in str(e.value) and "as it ran" not in str(e.value)

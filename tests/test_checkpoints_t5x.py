@@ -233,3 +233,17 @@ def test_checkpoint_of_another_architecture(tmp_path):
     assert f"{tmp_path} is not a T5 encoder-decoder checkpoint" in (_error(tmp_path, config=None))
     message = _error(tmp_path)
     assert "unexpected: bert/embeddings/word" in message and "missing" in message
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_a_cast_load_equals_numpys_cast_of_every_array(tiny_path, tiny_params, dtype):
+    """zarr arrays are cast by tensorstore as they are decoded (no float32 copy of a chunk);
+    the result is numpy's round-to-nearest-even cast, bit for bit, inline arrays too."""
+    _, params = checkpoints.load(tiny_path, TINY, dtype=dtype)
+    cast, full = _flat(params), _flat(tiny_params)
+    assert cast.keys() == full.keys() and len(cast) > 0
+    for name, value in cast.items():
+        assert value.dtype == dtype, name
+        np.testing.assert_array_equal(
+            value.view(np.uint16), full[name].astype(dtype).view(np.uint16), err_msg=name
+        )

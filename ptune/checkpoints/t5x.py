@@ -221,16 +221,20 @@ def _tensorstore_array(store: ts.TensorStore, origin: str, version: int) -> Lazy
         if not index:
             out[...] = _values(store.read().result())
             return out
-        target = ts.array(out, copy=False, write=True) if want == dtype else None
+        # Decoded straight into the output, cast on the way (float32 -> bfloat16 rounds to
+        # nearest even, as numpy does): no second copy of a chunk in the stored dtype.
+        target = None if reinterpret else ts.array(out, copy=False, write=True)
         first, start = index[0], index[0].start
         while start < first.stop:
             stop = min((start // rows + 1) * rows, first.stop) if rows else first.stop
             block = store[(slice(start, stop),) + index[1:]]
             rows_out = slice(start - first.start, stop - first.start)
-            if target is not None:  # same dtype: decode straight into the output
-                target[rows_out].write(block.translate_to[(0,) * len(index)]).result()
-            else:
+            if target is None:
                 out[rows_out] = _values(block.read().result())
+            else:
+                if want != dtype:
+                    block = ts.cast(block, ts.dtype(want.name))
+                target[rows_out].write(block.translate_to[(0,) * len(index)]).result()
             start = stop
         return out
 

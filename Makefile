@@ -15,10 +15,11 @@ $(STAMP): setup.py constraints.txt
 install: $(STAMP)
 
 # The suite runs on every core (pytest-xdist; each test module stays on one worker, so its
-# compiled tiny models are shared); TEST_WORKERS=0 runs it in this process.
+# compiled tiny models are shared, the slowest modules first: tests/conftest.py's
+# SLOWEST_MODULES); TEST_WORKERS=0 runs it in this process.
 TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder tests
 
 # The offline demo, on the embedded ptune_demo task and the small demo T5 whose pretrained
 # weights ship in tasks/data/demo/model (see `pretrain-demo`): prompt tuning with the paper's

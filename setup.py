@@ -1,7 +1,8 @@
 """ptune: soft prompt tuning of frozen T5 models in JAX/Flax.
 
-`tasks/` installs as `ptune.tasks` and `gin/` as the data folder `ptune/gin` (no `__init__.py`, so it never shadows gin-config), so an
-installed wheel finds its seqio tasks and gin files without the source tree.
+`tasks/` installs as `ptune.tasks` and `gin/` as the data folder `ptune/gin` (no
+`__init__.py`, so it never shadows gin-config), so an installed wheel finds its seqio tasks
+and gin files without the source tree.
 """
 
 import setuptools

@@ -17,11 +17,13 @@ every contender, each pass over them is timed whole, `--rounds` alternating pass
                  `LengthBuckets(midpoints=False)`), every bucket compiled before timing;
   ptune_buckets  the default `ptune.buckets.LengthBuckets`: powers of two and the midpoints
                  between them (32, 48, 64, 96, ..., 384, 512);
-  ptune_grouped  the pass's examples grouped by length first (`ptune.buckets.group_by_length`,
-                 training's default; one window of --batches batches here, where training's
-                 window is 32 batches and groups tighter), then cut to the default buckets;
-                 the same examples in other batches, so its first loss is not compared (the
-                 per-example computation is that of ptune_buckets);
+  ptune_grouped  batches grouped by length (`ptune.buckets.group_by_length`, training's
+                 default): --window batches of the same mix (the first --batches of them are
+                 the others' batches) regrouped, and --batches of the grouped batches timed,
+                 one from each equal stratum of the window's length order (a sample whose
+                 padding is the window's average), cut to the default buckets. Its examples
+                 differ from the others', so its real tokens are its own and its first loss is
+                 not compared (the per-example computation is ptune_buckets');
   peft_longest   PEFT prompt tuning with each batch cut to its own longest example (what a
                  PyTorch user's DataCollator with padding='longest' does), eager, on the
                  CPU or CUDA (there with TF32 matmuls, as JAX's default float32 on a GPU).
@@ -88,6 +90,25 @@ def real_tokens(batches: list[dict]) -> int:
     )
 
 
+def grouped_sample(args, fixed: list[dict]) -> list[dict]:
+    """`args.batches` batches grouped by length over a window of `args.window` batches of the
+    mix, one from each equal stratum of the window's length order, cut to buckets."""
+    from ptune import buckets
+
+    if args.window % args.batches:
+        raise SystemExit(f"--window {args.window} is not a multiple of --batches {args.batches}")
+    pool = (
+        fixed + length_mix(args.mix, args.window, args.batch, args.inputs, args.seed)[len(fixed) :]
+    )
+    window = {k: np.concatenate([b[k] for b in pool]) for k in pool[0]}
+    grouped = buckets.group_by_length(window, args.batch, (args.seed, 0))
+    grouped.sort(key=lambda b: buckets.longest_rows(b)["inputs"])
+    stride = args.window // args.batches
+    return [
+        buckets.cut_to_buckets(b, buckets.LengthBuckets()) for b in grouped[stride // 2 :: stride]
+    ]
+
+
 def _cut_longest(batch: dict) -> dict:
     from ptune import buckets
 
@@ -146,6 +167,9 @@ def main(argv=None) -> int:
     parser.add_argument("--inputs", type=int, default=512)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--batches", type=int, default=8, help="batches per timed pass")
+    parser.add_argument(
+        "--window", type=int, default=32, help="batches grouped by length together (training's)"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"))
@@ -166,11 +190,7 @@ def main(argv=None) -> int:
     fixed = length_mix(args.mix, args.batches, args.batch, args.inputs, args.seed)
     cut = [buckets.cut_to_buckets(b, buckets.LengthBuckets()) for b in fixed]
     pow2 = [buckets.cut_to_buckets(b, buckets.LengthBuckets(midpoints=False)) for b in fixed]
-    window = {k: np.concatenate([b[k] for b in fixed]) for k in fixed[0]}
-    grouped = [
-        buckets.cut_to_buckets(b, buckets.LengthBuckets())
-        for b in buckets.group_by_length(window, args.batch, (args.seed, 0))
-    ]
+    grouped = grouped_sample(args, fixed)
     longest = [_cut_longest(b) for b in fixed]
     contenders = {}
     started = time.perf_counter()
@@ -223,6 +243,7 @@ def main(argv=None) -> int:
             run()
             times[name].append(time.perf_counter() - start)
     tokens = real_tokens(fixed)
+    own_tokens = {"ptune_grouped": real_tokens(grouped)}
     widths = {
         "ptune_fixed": [b["encoder_input_tokens"].shape[1] for b in fixed],
         "ptune_pow2": [b["encoder_input_tokens"].shape[1] for b in pow2],
@@ -238,16 +259,17 @@ def main(argv=None) -> int:
             "pass_min_s": min(t),
             "pass_max_s": max(t),
             "steps_per_s": args.batches / median,
-            "real_tokens_per_s": tokens / median,
+            "real_tokens_per_s": own_tokens.get(name, tokens) / median,
             "padded_input_tokens": int(sum(w * args.batch for w in widths[name])),
             "input_widths": widths[name],
         }
-    base = rows["ptune_fixed"]["pass_median_s"]
+    # Ratios of real-token throughput (of time, for contenders that share their examples).
+    base = rows["ptune_fixed"]["real_tokens_per_s"]
     for row in rows.values():
-        row["speedup_vs_ptune_fixed"] = base / row["pass_median_s"]
+        row["speedup_vs_ptune_fixed"] = row["real_tokens_per_s"] / base
         if "peft_longest" in rows:
             row["speedup_vs_peft_longest"] = (
-                rows["peft_longest"]["pass_median_s"] / row["pass_median_s"]
+                row["real_tokens_per_s"] / rows["peft_longest"]["real_tokens_per_s"]
             )
     results = {
         "date": datetime.date.today().isoformat(),
@@ -271,7 +293,9 @@ def main(argv=None) -> int:
             "prompt": bench.prompt,
             "batches_per_pass": args.batches,
             "rounds": args.rounds,
+            "group_window": args.window,
             "real_tokens_per_pass": tokens,
+            "grouped_real_tokens": own_tokens["ptune_grouped"],
             "buckets": list(buckets.LengthBuckets().lengths("inputs", args.inputs)),
             "pow2_buckets": list(
                 buckets.LengthBuckets(midpoints=False).lengths("inputs", args.inputs)
@@ -306,7 +330,9 @@ def markdown(results: dict) -> str:
         "",
         f"`{results['command']}`, {results['date']}; {s['batches_per_pass']} batches per pass, "
         f"{s['rounds']} alternating passes, medians; {s['real_tokens_per_pass']} real tokens per "
-        f"pass; buckets {s['buckets']} (pow2: {s.get('pow2_buckets')}).",
+        f"pass; buckets {s['buckets']} (pow2: {s.get('pow2_buckets')}); ptune_grouped: grouped "
+        f"over {s.get('group_window')} batches, its own {s.get('grouped_real_tokens')} real "
+        "tokens per pass; ratios are of real tokens/s.",
         "",
         "| contender | steps/s | real tokens/s | padded input tokens | vs ptune_fixed "
         "| vs peft_longest |",

@@ -24,22 +24,44 @@ TRAIN = [
 RANDOM_FROZEN = ["--gin.INITIAL_CHECKPOINT_PATH=None", "--gin.trainer.TrainConfig.random_init=True"]
 
 
-def _train(model_dir, *extra):
-    """`ptune train` in its own process: 300 steps, where running, not compiling, takes the
-    time, so it compiles as users do (`users_compiler_env`)."""
-    command = [sys.executable, "-m", "ptune.cli", *TRAIN, f"--gin.MODEL_DIR='{model_dir}'", *extra]
-    proc = subprocess.run(
-        command, capture_output=True, text=True, cwd="/", timeout=600, env=users_compiler_env()
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with open(model_dir / "summary.json") as f:
-        return json.load(f)["best"]
+# Both runs, one `ptune train` command after the other, in one process (one start-up).
+TRAIN_BOTH = """
+import sys
+from ptune import cli
+for argv in {argvs!r}:
+    code = cli.main(argv)
+    if code:
+        sys.exit(code)
+"""
 
 
 @pytest.fixture(scope="module")
-def pretrained_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("demo") / "pretrained"
-    return run, _train(run)
+def demo_runs(tmp_path_factory):
+    """The two runs, each a `ptune train` command: 300 steps, where running, not compiling,
+    takes the time, so in their own process, compiled as users compile (`users_compiler_env`).
+    Returns each run's directory and best validation result."""
+    root = tmp_path_factory.mktemp("demo")
+    extras = {"pretrained": [], "random": RANDOM_FROZEN}
+    argvs = [[*TRAIN, f"--gin.MODEL_DIR='{root / name}'", *extra] for name, extra in extras.items()]
+    proc = subprocess.run(
+        [sys.executable, "-c", TRAIN_BOTH.format(argvs=argvs)],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        timeout=900,
+        env=users_compiler_env(),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = {}
+    for name in extras:
+        with open(root / name / "summary.json") as f:
+            runs[name] = root / name, json.load(f)["best"]
+    return runs
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(demo_runs):
+    return demo_runs["pretrained"]
 
 
 def test_prompt_tuning_over_the_pretrained_model_reaches_90(pretrained_run):
@@ -68,6 +90,6 @@ def test_the_best_prompt_decodes_the_labels(pretrained_run, tmp_path):
     assert accuracy >= 90.0
 
 
-def test_prompt_tuning_over_random_frozen_weights_stays_near_chance(tmp_path):
-    best = _train(tmp_path / "random", *RANDOM_FROZEN)
+def test_prompt_tuning_over_random_frozen_weights_stays_near_chance(demo_runs):
+    _, best = demo_runs["random"]
     assert best["value"] < 75.0, best  # 80 balanced examples: chance is 50

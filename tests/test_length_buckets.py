@@ -193,7 +193,8 @@ def test_evaluation_metrics_equal_fixed_padding():
 
 def test_training_with_buckets_follows_the_fixed_length_run(tmp_path):
     """Three steps of the tiny demo run (dropout 0), bucketed by default and fixed with
-    length_buckets=None: the same losses at every step, to float tolerance."""
+    length_buckets=None, both in stream order (grouping by length regroups the batches by
+    design; `test_length_grouping`): the same losses at every step, to float tolerance."""
     import json
 
     from conftest import tiny_run_config
@@ -208,6 +209,7 @@ def test_training_with_buckets_follows_the_fixed_length_run(tmp_path):
             eval_period=0,
             log_period=1,
             length_buckets=chosen,
+            group_by_length=0,
             model=tiny_t5(**DEMO_TINY, dropout_rate=0.0),
         )
         trainer.train(cfg)

@@ -3,6 +3,8 @@ logits on padded batches (Llama with Llama 3 RoPE scaling, Mistral without slidi
 Qwen2 with q/k/v biases; grouped-query attention throughout), scanned layers, and parameter
 counts of published models from their configs."""
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -494,6 +496,7 @@ def test_the_server_decodes_as_each_request_with_its_prompt_in_its_input(placeme
     tokens[2, :1] = [1]  # an empty text: only its EOS
     which = np.array([1, 0, 1])
 
+    @functools.cache  # rows 0 and 1 are compared twice: decoded (compiled) once
     def alone(row):
         prompt = bank[(4, 2)[which[row]]]
         model = llama.CausalLM(config, prompts.prompt_factory(len(prompt), placement), **layout)

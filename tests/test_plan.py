@@ -31,17 +31,47 @@ def _bytes(stdout: str, name: str) -> int:
     return int(re.search(rf"{name}:\s+([\d,]+) bytes", stdout).group(1).replace(",", ""))
 
 
+# Both plans on the 2x4 mesh, one `ptune plan` command after the other in one process (one
+# start-up, the same 8 simulated devices); a line before each names it.
+PLANS_2X4 = """
+import sys
+from ptune import cli
+for name, argv in {plans!r}.items():
+    print("=== plan", name, flush=True)
+    code = cli.main(["plan", *argv])
+    if code:
+        sys.exit(code)
+"""
+
+
 @pytest.fixture(scope="module")
-def prompt_plan():
-    proc = _plan(
-        *TINY,
-        "--gin_file=runs/prompt_tuning.gin",
-        "--gin.PROMPT_LENGTH=4",
-        "--mesh_shape=2,4",
-        "--gin.trainer.TrainConfig.frozen_dtype='bfloat16'",
+def plans_2x4():
+    mesh = "--mesh_shape=2,4"
+    plans = {
+        "prompt": [
+            *TINY,
+            "--gin_file=runs/prompt_tuning.gin",
+            "--gin.PROMPT_LENGTH=4",
+            mesh,
+            "--gin.trainer.TrainConfig.frozen_dtype='bfloat16'",
+        ],
+        "model": [*TINY, "--gin_file=runs/model_tuning.gin", mesh],
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", PLANS_2X4.format(plans=plans)],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+    _, prompt, model = re.split(r"^=== plan (?:prompt|model)\n", proc.stdout, flags=re.MULTILINE)
+    return {"prompt": prompt, "model": model}
+
+
+@pytest.fixture(scope="module")
+def prompt_plan(plans_2x4):
+    return plans_2x4["prompt"]
 
 
 def test_plan_reports_per_device_memory_on_a_simulated_mesh(prompt_plan):
@@ -56,13 +86,12 @@ def test_plan_reports_per_device_memory_on_a_simulated_mesh(prompt_plan):
     assert _bytes(prompt_plan, "arguments") >= _bytes(prompt_plan, "frozen params")
 
 
-def test_model_tuning_holds_more_per_device_than_prompt_tuning(prompt_plan):
-    proc = _plan(*TINY, "--gin_file=runs/model_tuning.gin", "--mesh_shape=2,4")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert _bytes(proc.stdout, "frozen params") == 0
-    assert _bytes(proc.stdout, "optimizer state") > 10 * _bytes(prompt_plan, "optimizer state")
+def test_model_tuning_holds_more_per_device_than_prompt_tuning(plans_2x4, prompt_plan):
+    model_plan = plans_2x4["model"]
+    assert _bytes(model_plan, "frozen params") == 0
+    assert _bytes(model_plan, "optimizer state") > 10 * _bytes(prompt_plan, "optimizer state")
     # On this tiny model activations dominate the peak; the weights' share shows the saving.
-    assert _bytes(proc.stdout, "arguments") > 1.5 * _bytes(prompt_plan, "arguments")
+    assert _bytes(model_plan, "arguments") > 1.5 * _bytes(prompt_plan, "arguments")
 
 
 def test_bad_plan_input_is_one_line(capsys):

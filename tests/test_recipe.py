@@ -226,6 +226,8 @@ def test_note_non_finite_keeps_the_first_bad_step():
         finite.check()
 
 
+# For each signal, in its own model directory: the command, preempted at step 3, then the
+# same command again. Both signals in one process (one start-up); each pair prints its codes.
 PREEMPT = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
@@ -233,36 +235,48 @@ from ptune import cli, trainer
 
 train = trainer.train
 
-def preempted_at_step_3(cfg, **kwargs):
-    def send(context):
-        if context.step == 3:
-            os.kill(os.getpid(), signal.{signal})
-    return train(cfg, hooks=[trainer.Hook(every=1, fn=send)], **kwargs)
+def preempted_at_step_3(signum):
+    def run(cfg, **kwargs):
+        def send(context):
+            if context.step == 3:
+                os.kill(os.getpid(), signum)
+        return train(cfg, hooks=[trainer.Hook(every=1, fn=send)], **kwargs)
+    return run
 
-args = ["train", "--gin_file=runs/demo.gin", "--gin.MODEL_DIR='{model_dir}'",
-        "--gin.TRAIN_STEPS=6", "--gin.EVAL_PERIOD=0", "--gin.BATCH_SIZE=4"]
-trainer.train = preempted_at_step_3
-first = cli.main(args)
-trainer.train = train
-second = cli.main(args)
-print("EXIT", first, second)
+for name in {names!r}:
+    args = ["train", "--gin_file=runs/demo.gin", f"--gin.MODEL_DIR='{root}/{{name}}'",
+            "--gin.TRAIN_STEPS=6", "--gin.EVAL_PERIOD=0", "--gin.BATCH_SIZE=4"]
+    trainer.train = preempted_at_step_3(getattr(signal, name))
+    first = cli.main(args)
+    trainer.train = train
+    second = cli.main(args)
+    print("EXIT", name, first, second, flush=True)
 """
+PREEMPTIONS = [("SIGTERM", 143), ("SIGINT", 130)]
 
 
-@pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGINT", 130)])
-def test_preemption_writes_a_checkpoint_and_the_same_command_resumes(name, code, tmp_path):
-    model_dir = tmp_path / "run"
-    script = PREEMPT.format(tests=os.path.dirname(__file__), signal=name, model_dir=str(model_dir))
+@pytest.fixture(scope="module")
+def preempted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("preempted")
+    names = [name for name, _ in PREEMPTIONS]
+    script = PREEMPT.format(tests=os.path.dirname(__file__), names=names, root=str(root))
     proc = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO
     )
-    assert proc.stdout.strip().splitlines()[-1] == f"EXIT {code} 0", proc.stderr[-3000:]
+    return root, proc
+
+
+@pytest.mark.parametrize("name, code", PREEMPTIONS)
+def test_preemption_writes_a_checkpoint_and_the_same_command_resumes(name, code, preempted):
+    root, proc = preempted
+    model_dir = root / name
+    assert f"EXIT {name} {code} 0" in proc.stdout.strip().splitlines(), proc.stderr[-3000:]
     assert (
         f"ptune: error: {name} at step 3: checkpoint written to {model_dir}/checkpoints/3; "
         "rerun the same command to resume" in proc.stderr
     )
     assert "Traceback" not in proc.stderr
-    assert "resumed from" in proc.stderr
+    assert f"resumed from {model_dir}" in proc.stderr
     assert sorted(os.listdir(model_dir / "checkpoints")) == ["3", "6"]
     summary = json.load(open(model_dir / "summary.json"))
     assert summary["steps"] == 6 and summary["prompt_length"] == 20

@@ -151,16 +151,6 @@ def test_no_value_is_bound_in_two_shipped_files():
         assert not set(base) & set(_bindings(run)), run
 
 
-def _ptune(*args, cwd="/"):
-    return subprocess.run(
-        [sys.executable, "-m", "ptune.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
-
-
 def test_a_listing_read_by_head_ends_quietly_and_sigpipe_is_left_to_python():
     # `ptune tasks | head -1`: the closed pipe ends the command without a traceback. The CLI
     # must not set SIGPIPE to its default action: a library writing to a closed socket would
@@ -388,18 +378,23 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path):
     assert sorted(os.listdir(model_dir / "checkpoints")) == ["3", "4"]
 
 
-def test_missing_vocabulary_fails_before_anything_is_written(tmp_path):
+def test_missing_vocabulary_fails_before_anything_is_written(tmp_path, capsys):
+    import ptune.cli
+
     model_dir = tmp_path / "run"
-    proc = _ptune(
-        "train",
-        "--gin_file=models/t5_1_1_tiny.gin",
-        "--gin_file=runs/demo.gin",
-        f"--gin.MODEL_DIR='{model_dir}'",
-        "--gin.MIXTURE_OR_TASK_NAME='taskless_super_glue_rte_v102'",
-        f"--spm_path={tmp_path / 'missing.model'}",
+    capsys.readouterr()
+    code = ptune.cli.main(
+        [
+            "train",
+            "--gin_file=models/t5_1_1_tiny.gin",
+            "--gin_file=runs/demo.gin",
+            f"--gin.MODEL_DIR='{model_dir}'",
+            "--gin.MIXTURE_OR_TASK_NAME='taskless_super_glue_rte_v102'",
+            f"--spm_path={tmp_path / 'missing.model'}",
+        ]
     )
-    assert proc.returncode == 2
-    last = proc.stderr.strip().splitlines()[-1]
+    assert code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(
         "ptune: error: task taskless_super_glue_rte_v102: SentencePiece "
         f"model not found: '{tmp_path / 'missing.model'}'"

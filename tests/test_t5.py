@@ -132,7 +132,7 @@ def test_every_model_gin_file_parses():
     for name in sorted(set(files) - set(decoder_only)):
         ginconfig.parse(ginconfig.GinArgs(files=[f"models/{name}"]))
         cfg = gin.get_configurable(t5.T5Config)()
-        assert t5.parameter_count(cfg) > 0, name
+        assert t5.parameter_count(cfg) > 0, name  # counted over scanned layers: fast
         gin.clear_config()
 
 
@@ -383,10 +383,14 @@ def _ptune(*args):
     )
 
 
-def test_cli_info_xxl_total_params_abstractly():
-    proc = _ptune("info", "--gin_file=models/t5_1_1_xxl.gin")
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
+def test_cli_info_xxl_total_params_abstractly(capsys):
+    from ptune import cli
+
+    capsys.readouterr()
+    code = cli.main(["info", "--gin_file=models/t5_1_1_xxl.gin"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    lines = out.out.strip().splitlines()
     assert lines[-1] == "total_params: 11135332352"
     # models/t5_1_1_xxl.gin scans its layers: 24 stacked on axis 1 (flaxformer's layout).
     assert any(

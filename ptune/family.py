@@ -31,7 +31,7 @@ from flax import linen as nn
 
 from ptune import decoding, prompts
 from ptune.errors import UserError
-from ptune.models import causal_decoding, llama, t5
+from ptune.models import attention, causal_decoding, llama, t5
 from ptune.models.search import Decoding  # how generation decodes, re-exported
 
 Array = jax.Array
@@ -290,7 +290,8 @@ class DecoderOnly(Family):
 
     def attention_scores(self, config, lengths, prompt):
         sequence = prompt + 1 + lengths["inputs"] + lengths["targets"]  # [prompt] BOS in out
-        return config.num_attention_heads, sequence, sequence
+        queries = min(sequence, attention.query_chunk(sequence))  # one chunk's at a time
+        return config.num_attention_heads, queries, sequence
 
     def build(self, config, prompt_factory=None, layout=None) -> llama.CausalLM:
         return llama.CausalLM(config, prompt_factory, **(layout or {}))

@@ -7,7 +7,8 @@ the figure and the `ptune plan --fit` command to run, before anything is allocat
 
 The bound, per device: the arguments of the step (trainable parameters, optimizer state,
 frozen weights, each device's shards) plus the widest attention scores of one layer in
-float32 (`Family.attention_scores`), a lower bound of what the step holds at its peak.
+float32 (`Family.attention_scores`: a decoder-only model's one query chunk of them), a lower
+bound of what the step holds at its peak.
 Above the device's memory, the run is refused without compiling. Below 1/64 of it
 (`UNCHECKED_BELOW`), the run proceeds without a compile of its own: the compiled peaks seen
 are 4.4x the bound for the tests' tiny T5 and 16.7x for TinyLlama prompt tuning at batch

@@ -73,3 +73,28 @@ def test_eval_and_infer_refuse_what_cannot_fit_before_reading_weights(tmp_path, 
     with pytest.raises(UserError, match=r"does not fit: at least .* lower BATCH_SIZE"):
         infer.run_infer(icfg, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.npy", "requests.jsonl"]
+
+
+def test_a_decoder_only_bound_counts_one_query_chunk_of_scores():
+    """Causal attention holds one query chunk's scores at a time (`attend_causal`), so the
+    lower bound counts that chunk, not every query: short sequences are one chunk."""
+    from ptune import family
+    from ptune.models import attention, llama
+
+    config = llama.from_hf_config(
+        dict(
+            architectures=["LlamaForCausalLM"],
+            vocab_size=320,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=32,
+            num_key_value_heads=4,
+        )
+    )
+    causal = family.family_of(config)
+    # [prompt 100] BOS inputs targets: 100 + 1 + 200 + 8 = 309 positions, one chunk.
+    assert causal.attention_scores(config, {"inputs": 200, "targets": 8}, 100) == (32, 309, 309)
+    heads, queries, keys = causal.attention_scores(config, {"inputs": 4000, "targets": 8}, 100)
+    assert (heads, keys) == (32, 4109)
+    assert queries == attention.query_chunk(4109) == 64  # 64 x 4109 <= 512 x 1024 < 128 x 4109

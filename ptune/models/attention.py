@@ -1,5 +1,11 @@
 """Dot-product attention after the projections: one function for T5 and the decoder-only models.
 
+`attend_causal` (decoder-only models) takes long inputs in query chunks (`CHUNK_LOGITS`), each
+recomputed in the backward pass, so attention's activation memory grows with the chunk, not
+with the square of the length: TinyLlama prompt tuning at batch 8 x 2048 on one device needs
+65.9 GiB in `ptune plan`'s estimate, 278.4 GiB with whole scores
+(benchmarks/results/2026-12-05-plan-memory-cpu.md).
+
 `attend` computes softmax(q·kᵀ [/ scale] + bias, masked) · v over every head. On XLA's CPU
 backend it takes the heads one at a time (a [b, q, d] x [b, k, d] product each) once their
 logits are 64 x 64 or more, elsewhere all heads in one batched product; the same values up to
@@ -22,6 +28,12 @@ import jax
 import jax.numpy as jnp
 
 Array = jax.Array
+
+# Causal attention takes its queries in chunks of at most this many logits per head and row
+# (512 queries over 1,024 keys, 128 over 4,096), each chunk's scores recomputed in the backward
+# pass: a layer's float32 [b, h, q, k] scores never exist at once, only one chunk's. Shorter
+# inputs (up to about 724 x 724, so prompt 100 + inputs 512) take one chunk, as before.
+CHUNK_LOGITS = 512 * 1024
 
 # Head by head pays once each head's logits are this large: forward and backward on 2 CPU
 # cores (batch 8, 6 heads of 64) take 0.83x the batched time at 64 x 64 and 128 x 128, 0.63x
@@ -145,3 +157,58 @@ def _by_head(query, key, value, bias, mask, keep, **opts):
         weights = _weights(logits.astype(jnp.float32), head(bias), head(mask), head(keep), **opts)
         outs.append(jnp.einsum("bqk,bkd->bqd", weights, jnp.asarray(v, opts["dtype"])))
     return jnp.stack(outs, axis=2)
+
+
+def query_chunk(keys: int) -> int:
+    """The query rows `attend_causal` takes at once over `keys` keys: the largest power of two
+    with at most `CHUNK_LOGITS` logits per head, at least 16."""
+    return max(16, 1 << max(0, (CHUNK_LOGITS // keys).bit_length() - 1))
+
+
+def attend_causal(
+    query: Array,
+    key: Array,
+    value: Array,
+    *,
+    query_slot: Array,
+    key_valid: Array,
+    scale: Optional[float],
+    dtype: Any = jnp.float32,
+) -> Array:
+    """Causal `attend`: query [b, q, h, d], key and value [b, k, g, d], query_slot [b, q]
+    int (query i sees the keys at slots 0..query_slot[i]), key_valid [b, k] bool -> [b, q, h,
+    d] in `dtype`.
+
+    Queries go in chunks of a power of two rows, the most with at most `CHUNK_LOGITS` logits
+    per head (at least 16), the last padded with rows whose outputs are dropped: a `lax.map`
+    over chunks whose body is rematerialised, so only its inputs are kept for the backward
+    pass. Each row's softmax is over all its keys, as in one chunk: the same values up to
+    summation order (tests/test_attention.py).
+    """
+    b, length, h, d = query.shape
+    chunk = query_chunk(key.shape[1])
+    key_slot = jnp.arange(key.shape[1], dtype=jnp.int32)
+
+    def attend_chunk(q_part: Array, slot_part: Array) -> Array:
+        mask = (key_slot[None, None, :] <= slot_part[:, :, None]) & key_valid[:, None, :]
+        return attend(
+            q_part,
+            key,
+            value,
+            mask=mask[:, None],
+            mask_value=float(jnp.finfo(jnp.float32).min),
+            scale=scale,
+            dtype=dtype,
+        )
+
+    if chunk >= length:
+        return attend_chunk(query, query_slot)
+    pad = -length % chunk  # rows that see slot 0 only; their outputs are dropped
+    query = jnp.pad(query, ((0, 0), (0, pad), (0, 0), (0, 0)))
+    query_slot = jnp.pad(query_slot, ((0, 0), (0, pad)))
+    n = (length + pad) // chunk
+    parts = query.reshape(b, n, chunk, h, d).swapaxes(0, 1)
+    slots = query_slot.reshape(b, n, chunk).swapaxes(0, 1)
+    body = jax.checkpoint(lambda xs: attend_chunk(*xs), prevent_cse=False)
+    out = jax.lax.map(body, (parts, slots))  # [n, b, chunk, h, d]
+    return out.swapaxes(0, 1).reshape(b, n * chunk, h, d)[:, :length]

@@ -264,16 +264,8 @@ class SelfAttention(nn.Module):
         key_valid = valid
         if cache is not None:
             k, v, key_valid = self._write(cache, k, v, valid)
-        key_slot = jnp.arange(k.shape[1], dtype=jnp.int32)
-        mask = (key_slot[None, None, :] <= query_slot[:, :, None]) & key_valid[:, None, :]
-        out = attention.attend(
-            q,
-            k,
-            v,
-            mask=mask[:, None],
-            mask_value=float(jnp.finfo(jnp.float32).min),
-            scale=np.sqrt(d),
-            dtype=dtype,
+        out = attention.attend_causal(
+            q, k, v, query_slot=query_slot, key_valid=key_valid, scale=np.sqrt(d), dtype=dtype
         ).reshape(b, length, h * d)
         return layers.Dense(cfg.hidden_size, ("joined_kv", "embed"), dtype, name="o_proj")(out)
 

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test demo pretrain-demo lint format bench clean
+.PHONY: install test demo pretrain-demo lint format bench gpu-check clean
 
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -96,6 +96,13 @@ $(BENCH_STAMP): setup.py constraints.txt
 bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/run.py $(BENCH_ARGS)
 	$(BENCH_VENV)/bin/python benchmarks/causal_step.py
+
+# Everything worth measuring on a GPU in one command (benchmarks/gpu_check.py), run with the
+# GPU machine's own Python (JAX with CUDA; PyTorch, transformers and peft for the peer side);
+# results in benchmarks/results/<date>-gpu-check/. `--dry_run` runs it tiny on a CPU.
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

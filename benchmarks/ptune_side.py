@@ -152,13 +152,15 @@ def make_step(
 
 
 def matmul_peak_flops(
-    device: Optional[jax.Device] = None, n: int = 2048, repeats: int = 10
+    device: Optional[jax.Device] = None, n: int = 2048, repeats: int = 10, dtype: str = "float32"
 ) -> float:
-    """Measured float32 matmul throughput (FLOP/s): median of `repeats` jitted n x n dots,
+    """Measured matmul throughput (FLOP/s) in `dtype`: median of `repeats` jitted n x n dots,
     the denominator of MFU, taken in the same process as the steps it judges."""
     device = device or jax.devices()[0]
-    a = jax.device_put(jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32), device)
-    b = jax.device_put(jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32), device)
+    a, b = (
+        jax.device_put(jax.random.normal(jax.random.PRNGKey(seed), (n, n), dtype), device)
+        for seed in (0, 1)
+    )
     dot = jax.jit(jnp.dot).lower(a, b).compile()
     timing = time_steps(lambda i: dot(a, b).block_until_ready(), 2, repeats)
     return 2.0 * n**3 / timing.median_s

@@ -51,14 +51,19 @@ def ratios(steps: dict) -> dict:
     return out
 
 
+def dtype_tag(results: dict) -> str:
+    """'f32' or 'bf16': the dtype of the run's steps and of its matmul peak."""
+    return {"float32": "f32", "bfloat16": "bf16"}[results["settings"].get("dtype", "float32")]
+
+
 def add_mfu(results: dict) -> None:
     """MFU of every step (median and fastest) against the run's matmul peak of its framework."""
     peaks = results["peak_flops"]
+    tag = dtype_tag(results)
     for config in results["configs"].values():
         for st in config["steps"].values():
-            peak = peaks[
-                "jax_matmul_f32_2048" if st["framework"] == "ptune" else "torch_matmul_f32_2048"
-            ]
+            framework = "jax" if st["framework"] == "ptune" else "torch"
+            peak = peaks.get(f"{framework}_matmul_{tag}_2048")
             flops = config["model_flops"][st["kind"]]
             st["mfu"] = flops / st["median_s"] / peak if peak else None
             st["mfu_min"] = flops / st["min_s"] / peak if peak else None
@@ -103,6 +108,17 @@ def _fmt(value, spec: str, missing: str = "-") -> str:
     return missing if value is None else format(value, spec)
 
 
+def _precision(results: dict) -> str:
+    """How the run computed: float32 (TF32 matmuls on a GPU, both sides) or bfloat16."""
+    if results["settings"].get("dtype", "float32") == "bfloat16":
+        return "bfloat16 activations (ptune) and PyTorch autocast to bfloat16, float32 weights"
+    if results["machine"]["jax_platform"] != "gpu":
+        return "float32"
+    if all(config.get("torch_tf32") for config in results["configs"].values()):
+        return "float32 (TF32 matmuls on both sides)"
+    return "float32 (TF32 matmuls in JAX; PyTorch in full float32)"
+
+
 def markdown(results: dict) -> str:
     m = results["machine"]
     peaks = results["peak_flops"]
@@ -112,7 +128,8 @@ def markdown(results: dict) -> str:
         f"{m['cores']} cores), ptune on {m['jax_platform']}",
         "",
         f"`{results['command']}`: median step time (timed steps after warm-up in "
-        f"{s['rounds']} alternating rounds, counts per row), float32, dropout off. "
+        f"{s['rounds']} alternating rounds, counts per row), {_precision(results)}, "
+        "dropout off. "
         "jax "
         + m["jax"]
         + (
@@ -124,11 +141,11 @@ def markdown(results: dict) -> str:
         + ".",
         f"Load average (1 min) at start / end: {m['load_average_at_start'][0]:.1f} / "
         f"{m['load_average_at_end'][0]:.1f} on {m['cores']} cores (others' jobs share them).",
-        f"float32 matmul peak (2048 x 2048, best of the run's medians): JAX "
-        f"{peaks['jax_matmul_f32_2048'] / 1e9:.1f} GFLOP/s"
+        f"{s.get('dtype', 'float32')} matmul peak (2048 x 2048, best of the run's medians): JAX "
+        f"{peaks[f'jax_matmul_{dtype_tag(results)}_2048'] / 1e9:.1f} GFLOP/s"
         + (
-            f", PyTorch {peaks['torch_matmul_f32_2048'] / 1e9:.1f} GFLOP/s"
-            if peaks.get("torch_matmul_f32_2048")
+            f", PyTorch {peaks[f'torch_matmul_{dtype_tag(results)}_2048'] / 1e9:.1f} GFLOP/s"
+            if peaks.get(f"torch_matmul_{dtype_tag(results)}_2048")
             else ""
         )
         + ".",

@@ -13,8 +13,10 @@ prompt 100, batch 8):
      prompt tuning and model tuning (jitted, compile excluded, blocked on state and loss),
      PEFT prompt tuning and full fine-tuning (PEFT model with every weight unfrozen, so the
      sequence length equals prompt tuning's). Dropout is 0 on both sides throughout.
-Model FLOPs (`flops.py`) over the median step time, divided by a float32 matmul peak measured
-in the same run (the best of several measurements), give MFU. Results go to
+Model FLOPs (`flops.py`) over the median step time, divided by a matmul peak of the steps'
+dtype measured in the same run (the best of several measurements), give MFU. `--dtype
+bfloat16` times bfloat16 activations in ptune against PyTorch's autocast to bfloat16 (float32
+weights on both sides; parity still runs in float32 first). Results go to
 `benchmarks/results/<date>-<machine>.json` and `.md`; the Markdown table is printed last.
 
 `--device gpu` runs the ptune side on the GPU (the ptune path needs only jax, flax, optax);
@@ -61,8 +63,13 @@ NUMERICAL_CORE = (
     "ptune.errors",
     "ptune.models",
     "ptune.models.attention",
+    "ptune.models.layers",
     "ptune.models.t5",
+    "ptune.models.t5_layers",
     "ptune.models.llama",
+    "ptune.models.search",
+    "ptune.models.causal_decoding",
+    "ptune.buckets",
     "ptune.step",
     "ptune.trainable",
     "ptune.optimizers",
@@ -172,21 +179,23 @@ def _parity(bench, config, params, prompt, batch, wrapped) -> dict:
     return result
 
 
-def measure_peaks(peaks: dict, jax_device, torch_module, device: str) -> None:
-    """Appends a float32 matmul peak measurement (FLOP/s) for JAX, and for PyTorch on CPU.
+def measure_peaks(peaks: dict, jax_device, torch_module, device: str, dtype: str) -> None:
+    """Appends a matmul peak measurement (FLOP/s) in `dtype` for JAX, and for PyTorch on CPU.
 
     Peak is the best the machine does, so the run keeps the best of several measurements
     spread over it: one taken while a neighbour's job held the cores would understate it
     and flatter MFU."""
     from benchmarks import ptune_side
 
-    peaks["jax"].append(ptune_side.matmul_peak_flops(jax_device))
-    if torch_module is not None and device == "cpu":
+    peaks["jax"].append(ptune_side.matmul_peak_flops(jax_device, dtype=dtype))
+    # PyTorch's bfloat16 matmuls on a CPU without bfloat16 units take minutes at 2048^2:
+    # its bfloat16 MFU is left out there.
+    if torch_module is not None and device == "cpu" and dtype == "float32":
         from benchmarks import torch_side
 
         peaks["torch"].append(torch_side.matmul_peak_flops())
     print(
-        f"float32 matmul (2048^2, median): jax {peaks['jax'][-1] / 1e9:.1f} GFLOP/s"
+        f"{dtype} matmul (2048^2, median): jax {peaks['jax'][-1] / 1e9:.1f} GFLOP/s"
         + (f", torch {peaks['torch'][-1] / 1e9:.1f} GFLOP/s" if peaks["torch"] else ""),
         flush=True,
     )
@@ -229,9 +238,10 @@ def run_config(bench, args, jax_device, torch_module) -> dict:
             params = ptune_side.random_params(config, args.seed)
             out["parity"] = {"ok": None, "skipped": "torch is not installed here"}
     steps = {}
+    timed_config = config.replace(dtype=args.dtype)  # parity above ran in float32
     for kind in ("prompt", "model"):
         start = time.perf_counter()
-        step = ptune_side.make_step(kind, config, params, prompt, batches, jax_device)
+        step = ptune_side.make_step(kind, timed_config, params, prompt, batches, jax_device)
         steps[f"ptune_{kind}"] = {
             "compile_s": time.perf_counter() - start,
             "xla_flops": step.xla_flops,
@@ -257,7 +267,9 @@ def run_config(bench, args, jax_device, torch_module) -> dict:
             ("peft_prompt", wrapped, 0.3, "prompt"),
             ("hf_full", full, 1e-3, "model"),
         ):
-            runs[name] = torch_side.make_step(model.to(torch_device), batches, lr, torch_device)
+            runs[name] = torch_side.make_step(
+                model.to(torch_device), batches, lr, torch_device, args.dtype == "bfloat16"
+            )
             steps[name] = {
                 "trainable_params": torch_side.trainable_count(model),
                 "kind": kind,
@@ -300,7 +312,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument(
-        "--configs", nargs="+", default=list(workloads.CONFIGS), choices=list(workloads.CONFIGS)
+        "--configs",
+        nargs="+",
+        default=list(workloads.CPU_CONFIGS),
+        choices=list(workloads.CONFIGS),
     )
     parser.add_argument(
         "--steps",
@@ -309,6 +324,13 @@ def main(argv=None) -> int:
         help="timed steps per contender (default: per configuration, workloads.CONFIGS)",
     )
     parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="the timed steps' precision: bfloat16 activations in ptune, torch.autocast to "
+        "bfloat16 in PyTorch (parity runs in float32 first either way)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
     parser.add_argument("--batches", type=int, default=4, help="distinct batches cycled")
     parser.add_argument("--seed", type=int, default=0)
@@ -350,6 +372,8 @@ def main(argv=None) -> int:
     if not args.machine:
         kind = f"{_cores()}cpu" if args.device == "cpu" else jax_device.device_kind
         args.machine = f"{socket.gethostname()}-{kind}".replace(" ", "_").replace("/", "_")
+        if args.dtype == "bfloat16":
+            args.machine += "-bf16"
 
     try:
         import torch
@@ -358,7 +382,7 @@ def main(argv=None) -> int:
     if torch is not None:
         torch.set_num_threads(_cores())
     peaks = {"jax": [], "torch": []}
-    measure_peaks(peaks, jax_device, torch, args.device)
+    measure_peaks(peaks, jax_device, torch, args.device, args.dtype)
     started = time.time()
     results = {
         "date": datetime.date.today().isoformat(),
@@ -368,7 +392,7 @@ def main(argv=None) -> int:
             "rounds": args.rounds,
             "distinct_batches": args.batches,
             "dropout": 0.0,
-            "dtype": "float32",
+            "dtype": args.dtype,
             "seed": args.seed,
             "ptune_path_modules": ptune_modules,
             "flops": "analytic matmul model FLOPs (benchmarks/flops.py); "
@@ -379,7 +403,7 @@ def main(argv=None) -> int:
     try:
         for name in args.configs:
             results["configs"][name] = run_config(workloads.CONFIGS[name], args, jax_device, torch)
-            measure_peaks(peaks, jax_device, torch, args.device)
+            measure_peaks(peaks, jax_device, torch, args.device, args.dtype)
     except ParityError as e:
         print(f"benchmarks: parity check failed, no table: {e}", file=sys.stderr)
         return 1
@@ -389,11 +413,12 @@ def main(argv=None) -> int:
         .get(INFERENCE_CONFIG, {})
         .get("inference", {"status": "not run", "reason": why})
     )
+    tag = report.dtype_tag(results)
     results["peak_flops"] = {
-        "jax_matmul_f32_2048": max(peaks["jax"]),
-        "torch_matmul_f32_2048": max(peaks["torch"], default=None),
+        f"jax_matmul_{tag}_2048": max(peaks["jax"]),
+        f"torch_matmul_{tag}_2048": max(peaks["torch"], default=None),
         "measurements": peaks,
-        "how": "median of 10 jitted 2048x2048 float32 dots, measured before the first and "
+        "how": f"median of 10 jitted 2048x2048 {args.dtype} dots, measured before the first and "
         "after each configuration; the best of those medians is the peak",
     }
     report.add_mfu(results)

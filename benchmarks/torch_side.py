@@ -114,16 +114,19 @@ def adafactor(params, lr: float):
     )
 
 
-def make_step(wrapped, batches: list[dict], lr: float, device: str = "cpu"):
+def make_step(wrapped, batches: list[dict], lr: float, device: str = "cpu", bfloat16: bool = False):
     """`run(i)`: one optimizer step on batch i % len(batches) over the trainable parameters;
-    reading the loss back (`float`) waits for the step on any device."""
+    reading the loss back (`float`) waits for the step on any device. `bfloat16`: the forward
+    pass under `torch.autocast` to bfloat16 (float32 weights and optimizer, as mixed-precision
+    training in PyTorch is done)."""
     optimizer = adafactor([p for p in wrapped.parameters() if p.requires_grad], lr)
     inputs = [torch_batch(b, device) for b in batches]
     wrapped.train()
 
     def run(i: int):
         optimizer.zero_grad(set_to_none=True)
-        loss = wrapped(**inputs[i % len(inputs)]).loss
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bfloat16):
+            loss = wrapped(**inputs[i % len(inputs)]).loss
         loss.backward()
         optimizer.step()
         return float(loss.detach())

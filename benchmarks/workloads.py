@@ -87,7 +87,41 @@ CONFIGS = {
         warmup=2,
         full_steps=3,
     ),
+    # T5 1.1 Base (google/t5-v1_1-base): d_model 768, 12 heads of 64, gated MLP 2048, 12+12,
+    # at the paper's input length and batch 32: an accelerator's workload
+    # (benchmarks/gpu_check.py), not in a CPU run by default.
+    "t5-1.1-base": BenchConfig(
+        "t5-1.1-base",
+        d_model=768,
+        d_kv=64,
+        num_heads=12,
+        d_ff=2048,
+        num_layers=12,
+        inputs=512,
+        batch=32,
+        steps=6,
+        warmup=2,
+        full_steps=3,
+    ),
 }
+CPU_CONFIGS = ("d256-4L", "t5-1.1-small")  # run.py's default
+# For `gpu_check.py --dry_run` only (every step once, on a CPU): PyTorch's bfloat16 autocast
+# on a CPU without bfloat16 matmuls takes seconds per step even at d256-4L. Figures from it
+# mean nothing.
+CONFIGS["dry-run"] = BenchConfig(
+    "dry-run",
+    d_model=32,
+    d_kv=16,
+    num_heads=2,
+    d_ff=64,
+    num_layers=1,
+    inputs=64,
+    prompt=4,
+    batch=4,
+    steps=1,
+    warmup=1,
+    full_steps=1,
+)
 # The configuration whose figures become the top-level `speedup_vs_peft`, `mfu`, ... keys.
 HEADLINE = "t5-1.1-small"
 

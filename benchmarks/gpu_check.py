@@ -20,7 +20,10 @@ alone). No TensorFlow, seqio or gin. Each step runs as its own process, its outp
                   step compiled here (a smaller T5 on the CPU), its HLO searched for the
                   head-by-head products (XLA:CPU's choice), the batched ones (every other
                   platform's) and cuDNN's fused attention (not routed yet; shows if XLA
-                  chose it)
+                  chose it); then a probe: does `jax.nn.dot_product_attention` with
+                  implementation 'cudnn' take T5's position bias and a decoder-only causal
+                  grouped-query mask, with padding, in bfloat16, and how far are its values
+                  from ptune's (on a CPU the probe runs XLA's implementation)
 
 A failed step is reported and the others still run. The end: one summary table (step,
 seconds, status, headline figures), also written as DIR/summary.md; exit status 1 if any
@@ -104,8 +107,69 @@ def attention_form(device: str) -> int:
     fused = "cudnn$fmha" in text or "__cudnn$fmha" in text
     form = "cudnn fused" if fused else "head by head" if by_head else "batched" if batched else "?"
     expected = ("head by head",) if target.platform == "cpu" else ("batched", "cudnn fused")
-    print(f"attention form: {form} on {target.platform} ({target.device_kind})")
+    # On a CPU the probe runs with XLA's implementation: the same code, checked.
+    probe = fused_attention_probe(target, "cudnn" if target.platform == "gpu" else "xla")
+    print(f"attention form: {form} on {target.platform} ({target.device_kind}); {probe}")
     return 0 if form in expected else 1
+
+
+def fused_attention_probe(target, implementation: str) -> str:
+    """Whether `jax.nn.dot_product_attention(implementation=...)` ('cudnn': cuDNN's fused
+    attention) takes what ptune's attention needs, in bfloat16: T5's relative-position bias
+    [1, h, q, k] with a padding mask, and a decoder-only model's grouped-query causal mask
+    with padding; each against `attention.attend`'s values (max abs difference over the
+    real query rows)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from ptune.models import attention
+
+    rng = np.random.default_rng(0)
+    b, q, h, g, d = 4, 256, 8, 2, 64
+
+    def arr(*shape):
+        return jax.device_put(jnp.asarray(rng.standard_normal(shape), jnp.bfloat16), target)
+
+    valid = np.ones((b, q), bool)
+    valid[1, q // 2 :] = False
+    valid = jax.device_put(valid, target)
+    cases = {
+        "T5 bias + padding": (arr(b, q, h, d), arr(b, q, h, d), arr(b, q, h, d), arr(1, h, q, q)),
+        "causal GQA + padding": (arr(b, q, h, d), arr(b, q, g, d), arr(b, q, g, d), None),
+    }
+    out = []
+    for name, (query, key, value, bias) in cases.items():
+        causal = bias is None
+        mask = valid[:, None, None, :]
+        if causal:
+            mask = mask & jnp.tril(jnp.ones((q, q), bool))[None, None]
+        mask = jnp.broadcast_to(mask, (b, 1, q, q))
+        mine = attention.attend(
+            query,
+            key,
+            value,
+            bias=bias,
+            mask=mask,
+            mask_value=-1e9,
+            dtype=jnp.bfloat16,
+            scale=None if bias is not None else float(np.sqrt(d)),
+        )
+        try:
+            fused = jax.jit(
+                lambda *a: jax.nn.dot_product_attention(
+                    *a,
+                    scale=1.0 if bias is not None else 1 / float(np.sqrt(d)),
+                    implementation=implementation,
+                )
+            )(query, key, value, bias, mask)
+        except Exception as e:  # noqa: BLE001 - the probe reports what cuDNN refuses
+            out.append(f"{name}: {implementation} refuses ({type(e).__name__}: {str(e)[:80]})")
+            continue
+        rows = np.asarray(valid)[:, :, None, None]  # padded queries' outputs are unused
+        diff = np.abs(np.asarray(fused, np.float32) - np.asarray(mine, np.float32)) * rows
+        out.append(f"{name}: {implementation} ok, max diff {diff.max():.3g}")
+    return "; ".join(out)
 
 
 # --- headline figures, read from what each step wrote -----------------------------------

@@ -37,6 +37,8 @@ def test_the_gpu_check_runs_every_step_on_the_cpu_and_prints_one_table(tmp_path)
         assert "| ok |" in row and "no results file" not in row, row
         assert (out / (name.replace(" ", "-") + ".log")).is_file()
     assert "head by head on cpu" in rows["attention form"]  # XLA:CPU's form, as documented
+    # The fused-attention probe (cuDNN on a GPU) ran with XLA's implementation here.
+    assert rows["attention form"].count("xla ok, max diff") == 2
     results = [json.loads(p.read_text()) for p in out.glob("*.json")]
     t5_runs = {r["settings"]["dtype"]: r for r in results if "configs" in r}
     assert sorted(t5_runs) == ["bfloat16", "float32"]

@@ -7,7 +7,8 @@ parity first (loss and prompt gradient on the same batch), then step times.
 
 transformers builds a random Llama (`--shape small`: width 512, 4 layers, 8 query heads over
 2 key/value heads, SwiGLU 1,376, vocabulary 32,000, untied output layer; `--shape tinyllama`:
-TinyLlama 1.1B's published shape; seed 0) and saves it as safetensors; ptune reads that
+TinyLlama 1.1B's published shape; `--shape tiny`: width 64, 2 layers, for
+`gpu_check.py --dry_run`; seed 0) and saves it as safetensors; ptune reads that
 directory (`hf_causal.load`). The batch is seqio's encoder-decoder layout (8 examples, inputs
 up to 128 tokens with their EOS, targets up to 8), which ptune lays out as [prompt] BOS inputs
 targets (`llama.CausalLM.seq2seq`); PEFT gets the same token sequences
@@ -69,6 +70,11 @@ SHAPES = {
         num_attention_heads=32,
         num_key_value_heads=4,
         max_position_embeddings=2048,
+    ),
+    # For `gpu_check.py --dry_run` on a CPU: every code path, tiny (width 64, 2 layers, 4 query
+    # heads over 2 key/value heads); SMALL's vocabulary
+    "tiny": dict(
+        SMALL, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4
     ),
 }
 BATCH, INPUTS, TARGETS, PROMPT = 8, 128, 8, 100

@@ -56,7 +56,7 @@ def steps(dry_run: bool) -> list[tuple[str, list[str]]]:
         t5_args += ONE_ROUND + ["--no_inference"]
         length_args = ["--config", "dry-run", "--inputs", "64", "--batch", "4", "--batches", "2"]
         length_args += ["--window", "4"] + ONE_ROUND
-        causal_args = ["--shape", "small", "--steps", "1", "--warmup", "1"] + ONE_ROUND
+        causal_args = ["--shape", "tiny", "--steps", "1", "--warmup", "1"] + ONE_ROUND
         serving_args = ["--prompts", "2", "--prompt_length", "8", "--batch", "4"]
         serving_args += ["--input_length", "8", "--new_tokens", "2"] + ONE_ROUND
     else:

@@ -317,7 +317,7 @@ def main(argv=None) -> int:
             json.dump(results, f, indent=1)
         with open(os.path.join(args.out, tag + ".md"), "w") as f:
             f.write(table)
-        print("wrote benchmarks/results/" + tag + ".{json,md}")
+        print(f"wrote {os.path.join(args.out, tag)}.{{json,md}}")
     print(table)
     return 0
 

@@ -16,8 +16,10 @@ install: $(STAMP)
 
 # The suite runs on every core (pytest-xdist; each test module stays on one worker, so its
 # compiled tiny models are shared, the slowest modules first: tests/conftest.py's
-# SLOWEST_MODULES); TEST_WORKERS=0 runs it in this process.
-TEST_WORKERS ?= auto
+# SLOWEST_MODULES), one worker more than there are cores: a worker waiting on a `ptune`
+# subprocess or on disk leaves its core to another (2 cores, 2026-12-06: 652 s with 2 workers,
+# 581 s with 3); TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(os.cpu_count() + 1)')
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder tests
 

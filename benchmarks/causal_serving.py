@@ -33,7 +33,7 @@ from ptune import prompts
 from ptune.models import causal_decoding, llama
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--prompt_length", type=int, default=100)
@@ -41,7 +41,7 @@ def main() -> int:
     parser.add_argument("--input_length", type=int, default=32)
     parser.add_argument("--new_tokens", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     config = llama.LlamaConfig(
         vocab_size=8000,
         hidden_size=256,

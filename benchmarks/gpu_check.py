@@ -6,8 +6,10 @@
 
 Needs the numerical core's dependencies only: jax, flax, optax and numpy on the ptune side;
 PyTorch, transformers and peft for the peer side (where they are missing, run.py times ptune
-alone). No TensorFlow, seqio or gin. Each step runs as its own process, its output in
-`DIR/<step>.log`, its results files in DIR:
+alone). No TensorFlow, seqio or gin. On a GPU each step runs as its own process (so the
+GPU memory JAX preallocates is handed back before PyTorch's turn); the dry run runs them all in
+this process (imports and compiled helpers shared). Each step's output goes to
+`DIR/<step>.log`, its results files to DIR:
 
   t5 float32      run.py: T5 1.1 Small (batch 8, inputs 128) and Base (batch 32, inputs 512)
                   prompt and model steps vs PEFT / transformers, TF32 matmuls on both sides
@@ -27,22 +29,26 @@ alone). No TensorFlow, seqio or gin. Each step runs as its own process, its outp
 
 A failed step is reported and the others still run. The end: one summary table (step,
 seconds, status, headline figures), also written as DIR/summary.md; exit status 1 if any
-step failed. `--dry_run` runs every step on the CPU with tiny shapes and one timing round,
-to keep this script working where no GPU is at hand (tests/test_gpu_check.py); its figures
-mean nothing.
+step failed. `--dry_run` runs every step on the CPU with tiny shapes, one timing round and a
+256 x 256 peak matmul, to keep this script working where no GPU is at hand
+(tests/test_gpu_check.py); its figures mean nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import glob
+import importlib
+import io
 import json
 import os
 import re
 import subprocess
 import sys
 import time
+import traceback
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ONE_ROUND = ["--rounds", "1"]
@@ -53,7 +59,7 @@ def steps(dry_run: bool) -> list[tuple[str, list[str]]]:
     device = "cpu" if dry_run else "gpu"
     if dry_run:
         t5_args = ["--configs", "dry-run", "--steps", "1", "--warmup", "1", "--batches", "1"]
-        t5_args += ONE_ROUND + ["--no_inference"]
+        t5_args += ONE_ROUND + ["--no_inference", "--peak_size", "256"]
         length_args = ["--config", "dry-run", "--inputs", "64", "--batch", "4", "--batches", "2"]
         length_args += ["--window", "4"] + ONE_ROUND
         causal_args = ["--shape", "tiny", "--steps", "1", "--warmup", "1"] + ONE_ROUND
@@ -248,6 +254,27 @@ def headline(name: str, out: str, log: str) -> str:
     return found.group(1) if found else "-"
 
 
+def run_here(step_argv: list[str]) -> tuple[int, str]:
+    """Runs one step's script (`benchmarks/<name>.py ARGS`) in this process: its `main(ARGS)`,
+    with what it prints captured. Returns (exit status, output); an exception is status 1,
+    its traceback in the output."""
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    module = importlib.import_module(
+        "benchmarks." + os.path.splitext(os.path.basename(step_argv[0]))[0]
+    )
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+        try:
+            returncode = module.main(step_argv[1:]) or 0
+        except SystemExit as e:  # argparse, or a script's sys.exit
+            returncode = e.code if isinstance(e.code, int) else 1
+        except Exception:  # noqa: BLE001 - a failed step is reported, the others still run
+            traceback.print_exc()
+            returncode = 1
+    return returncode, captured.getvalue()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="results folder (default: a dated one)")
@@ -265,23 +292,28 @@ def main(argv=None) -> int:
     os.makedirs(out, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     if args.dry_run:
-        env["JAX_PLATFORMS"] = "cpu"
+        os.environ["JAX_PLATFORMS"] = "cpu"  # before any step imports jax
     chosen = set(args.only.split(",")) if args.only else None
     rows = []
     for name, step_argv in steps(args.dry_run):
         if chosen is not None and name not in chosen:
             continue
         has_out = step_argv[0].endswith(("run.py", "length_buckets.py", "causal_step.py"))
-        command = [sys.executable] + step_argv + (["--out", out] if has_out else [])
-        print(f"[{name}] {' '.join(command[1:])}", flush=True)
+        step_argv = step_argv + (["--out", out] if has_out else [])
+        print(f"[{name}] {' '.join(step_argv)}", flush=True)
         start = time.perf_counter()
-        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+        if args.dry_run:
+            returncode, log = run_here(step_argv)
+        else:
+            done = subprocess.run(
+                [sys.executable] + step_argv, cwd=REPO, env=env, capture_output=True, text=True
+            )
+            returncode, log = done.returncode, done.stdout + done.stderr
         seconds = time.perf_counter() - start
-        log = done.stdout + done.stderr
         with open(os.path.join(out, name.replace(" ", "-") + ".log"), "w") as f:
             f.write(log)
-        status = "ok" if done.returncode == 0 else f"failed ({done.returncode})"
-        figures = headline(name, out, log) if done.returncode == 0 else log.strip()[-200:]
+        status = "ok" if returncode == 0 else f"failed ({returncode})"
+        figures = headline(name, out, log) if returncode == 0 else log.strip()[-200:]
         rows.append((name, seconds, status, figures.replace("|", "/").replace("\n", " ")))
         print(f"[{name}] {status} in {seconds:.0f} s: {rows[-1][3]}", flush=True)
     lines = [

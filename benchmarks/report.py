@@ -56,17 +56,22 @@ def dtype_tag(results: dict) -> str:
     return {"float32": "f32", "bfloat16": "bf16"}[results["settings"].get("dtype", "float32")]
 
 
+def peak(results: dict, framework: str):
+    """The run's matmul peak (FLOP/s) of `framework` ('jax' or 'torch'), or None."""
+    peaks = results["peak_flops"]
+    n = peaks.get("matmul_size", 2048)  # files written before --peak_size: 2048
+    return peaks.get(f"{framework}_matmul_{dtype_tag(results)}_{n}")
+
+
 def add_mfu(results: dict) -> None:
     """MFU of every step (median and fastest) against the run's matmul peak of its framework."""
-    peaks = results["peak_flops"]
-    tag = dtype_tag(results)
     for config in results["configs"].values():
         for st in config["steps"].values():
             framework = "jax" if st["framework"] == "ptune" else "torch"
-            peak = peaks.get(f"{framework}_matmul_{tag}_2048")
+            best = peak(results, framework)
             flops = config["model_flops"][st["kind"]]
-            st["mfu"] = flops / st["median_s"] / peak if peak else None
-            st["mfu_min"] = flops / st["min_s"] / peak if peak else None
+            st["mfu"] = flops / st["median_s"] / best if best else None
+            st["mfu_min"] = flops / st["min_s"] / best if best else None
 
 
 def headline(results: dict, name: str) -> dict:
@@ -121,7 +126,7 @@ def _precision(results: dict) -> str:
 
 def markdown(results: dict) -> str:
     m = results["machine"]
-    peaks = results["peak_flops"]
+    n = results["peak_flops"].get("matmul_size", 2048)
     s = results["settings"]
     lines = [
         f"### ptune vs PEFT: {results['date']}, machine `{m['tag']}` ({m['cpu']}, "
@@ -141,11 +146,11 @@ def markdown(results: dict) -> str:
         + ".",
         f"Load average (1 min) at start / end: {m['load_average_at_start'][0]:.1f} / "
         f"{m['load_average_at_end'][0]:.1f} on {m['cores']} cores (others' jobs share them).",
-        f"{s.get('dtype', 'float32')} matmul peak (2048 x 2048, best of the run's medians): JAX "
-        f"{peaks[f'jax_matmul_{dtype_tag(results)}_2048'] / 1e9:.1f} GFLOP/s"
+        f"{s.get('dtype', 'float32')} matmul peak ({n} x {n}, best of the run's medians): JAX "
+        f"{peak(results, 'jax') / 1e9:.1f} GFLOP/s"
         + (
-            f", PyTorch {peaks[f'torch_matmul_{dtype_tag(results)}_2048'] / 1e9:.1f} GFLOP/s"
-            if peaks.get(f"torch_matmul_{dtype_tag(results)}_2048")
+            f", PyTorch {peak(results, 'torch') / 1e9:.1f} GFLOP/s"
+            if peak(results, "torch")
             else ""
         )
         + ".",

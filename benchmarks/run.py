@@ -179,23 +179,26 @@ def _parity(bench, config, params, prompt, batch, wrapped) -> dict:
     return result
 
 
-def measure_peaks(peaks: dict, jax_device, torch_module, device: str, dtype: str) -> None:
-    """Appends a matmul peak measurement (FLOP/s) in `dtype` for JAX, and for PyTorch on CPU.
+def measure_peaks(
+    peaks: dict, jax_device, torch_module, device: str, dtype: str, n: int = 2048
+) -> None:
+    """Appends a matmul peak measurement (FLOP/s) in `dtype`, n x n, for JAX, and for PyTorch
+    on CPU.
 
     Peak is the best the machine does, so the run keeps the best of several measurements
     spread over it: one taken while a neighbour's job held the cores would understate it
     and flatter MFU."""
     from benchmarks import ptune_side
 
-    peaks["jax"].append(ptune_side.matmul_peak_flops(jax_device, dtype=dtype))
+    peaks["jax"].append(ptune_side.matmul_peak_flops(jax_device, n=n, dtype=dtype))
     # PyTorch's bfloat16 matmuls on a CPU without bfloat16 units take minutes at 2048^2:
     # its bfloat16 MFU is left out there.
     if torch_module is not None and device == "cpu" and dtype == "float32":
         from benchmarks import torch_side
 
-        peaks["torch"].append(torch_side.matmul_peak_flops())
+        peaks["torch"].append(torch_side.matmul_peak_flops(n=n))
     print(
-        f"{dtype} matmul (2048^2, median): jax {peaks['jax'][-1] / 1e9:.1f} GFLOP/s"
+        f"{dtype} matmul ({n}^2, median): jax {peaks['jax'][-1] / 1e9:.1f} GFLOP/s"
         + (f", torch {peaks['torch'][-1] / 1e9:.1f} GFLOP/s" if peaks["torch"] else ""),
         flush=True,
     )
@@ -352,6 +355,13 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--no_inference", action="store_true", help="skip inference workloads")
     parser.add_argument("--dump_hlo", metavar="DIR", help="write each compiled ptune step's HLO")
+    parser.add_argument(
+        "--peak_size",
+        type=int,
+        default=2048,
+        help="n of the n x n matmul that measures peak FLOP/s (the MFU denominator); "
+        "smaller only for smoke runs",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.warmup, args.rounds, args.inference_steps = 3, 1, 1, 2
@@ -382,11 +392,11 @@ def main(argv=None) -> int:
     if torch is not None:
         torch.set_num_threads(_cores())
     peaks = {"jax": [], "torch": []}
-    measure_peaks(peaks, jax_device, torch, args.device, args.dtype)
+    measure_peaks(peaks, jax_device, torch, args.device, args.dtype, args.peak_size)
     started = time.time()
     results = {
         "date": datetime.date.today().isoformat(),
-        "command": " ".join([os.path.relpath(sys.argv[0], REPO)] + list(sys.argv[1:])),
+        "command": " ".join(["benchmarks/run.py"] + list(sys.argv[1:] if argv is None else argv)),
         "machine": _machine(args, jax_device, torch),
         "settings": {
             "rounds": args.rounds,
@@ -403,7 +413,7 @@ def main(argv=None) -> int:
     try:
         for name in args.configs:
             results["configs"][name] = run_config(workloads.CONFIGS[name], args, jax_device, torch)
-            measure_peaks(peaks, jax_device, torch, args.device, args.dtype)
+            measure_peaks(peaks, jax_device, torch, args.device, args.dtype, args.peak_size)
     except ParityError as e:
         print(f"benchmarks: parity check failed, no table: {e}", file=sys.stderr)
         return 1
@@ -415,11 +425,13 @@ def main(argv=None) -> int:
     )
     tag = report.dtype_tag(results)
     results["peak_flops"] = {
-        f"jax_matmul_{tag}_2048": max(peaks["jax"]),
-        f"torch_matmul_{tag}_2048": max(peaks["torch"], default=None),
+        f"jax_matmul_{tag}_{args.peak_size}": max(peaks["jax"]),
+        f"torch_matmul_{tag}_{args.peak_size}": max(peaks["torch"], default=None),
+        "matmul_size": args.peak_size,
         "measurements": peaks,
-        "how": f"median of 10 jitted 2048x2048 {args.dtype} dots, measured before the first and "
-        "after each configuration; the best of those medians is the peak",
+        "how": f"median of 10 jitted {args.peak_size}x{args.peak_size} {args.dtype} dots, "
+        "measured before the first and after each configuration; the best of those medians "
+        "is the peak",
     }
     report.add_mfu(results)
     results["wall_s"] = time.time() - started

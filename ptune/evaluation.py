@@ -308,6 +308,9 @@ class EvalConfig(frozen_model.FrozenModel):
       mixture evaluated with its own prompt).
     prompt: its placement applies (the prompt file decides the length).
     eval_feature_lengths: None evaluates every example whole (see `Evaluation`).
+    instruction, shots, shots_seed: prompt design (the paper's GPT-3-style baseline): a
+      hand-written instruction and/or `shots` solved training examples (drawn with
+      `shots_seed`) before every input (`ptune.tasks.prompt_design`).
     """
 
     mixture_or_task_name: str
@@ -321,6 +324,9 @@ class EvalConfig(frozen_model.FrozenModel):
     # 1: greedy; n > 1: beam search (t5x's decoding, alpha 0.6)
     num_beams: int = dataclasses.field(default=1, metadata={"min": 1})
     output_dir: Optional[str] = None  # where eval_<split>.json goes (default: beside prompt)
+    instruction: Optional[str] = None  # text before every input (prompt design)
+    shots: int = dataclasses.field(default=0, metadata={"min": 0})  # train examples before it
+    shots_seed: int = 0  # which train examples
 
 
 def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
@@ -340,8 +346,17 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
     data.check_task(cfg.mixture_or_task_name, cfg.eval_feature_lengths, cfg.eval_split)
     data.check_vocabulary_fits(cfg.mixture_or_task_name, model.config.vocab_size)
     prompt, factory, prompt_index = _eval_prompt(cfg, model.config)
+    task_name, original = cfg.mixture_or_task_name, {}
+    if cfg.instruction is not None or cfg.shots:
+        from ptune.tasks import prompt_design
+
+        task_name, original = prompt_design.designed(
+            task_name, cfg.instruction, cfg.shots, cfg.shots_seed
+        )
+    if prompt_index is not None:
+        prompt_index = {new: prompt_index[task] for new, task in original.items()}
     evaluator = Evaluation(
-        cfg.mixture_or_task_name,
+        task_name,
         cfg.eval_feature_lengths,
         cfg.batch_size,
         cfg.eval_split,
@@ -359,6 +374,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
         params = run.place_prompt(params, prompt)
     with run.partitioner.context():
         results = evaluator(run.model, params, cfg.num_beams, prompt_index)
+    results = {original.get(task, task): metrics for task, metrics in results.items()}
     write_results(
         os.path.join(output_dir, f"eval_{cfg.eval_split}.json"),
         -1,
@@ -366,6 +382,9 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
         {
             "checkpoint_path": cfg.checkpoint_path,
             "prompt_file": cfg.prompt_file,
+            "instruction": cfg.instruction,
+            "shots": cfg.shots,
+            "shots_seed": cfg.shots_seed if cfg.shots else None,
             selection.SCORE: selection.score(results, cfg.mixture_or_task_name)
             if selection.primary_metrics(cfg.mixture_or_task_name)
             else None,

@@ -258,6 +258,11 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
     ev = cfg.eval
     if len(cfg.prompt_files) < 2:
         raise UserError("ensembling needs at least two prompt files")
+    if ev.instruction is not None or ev.shots:
+        raise UserError(
+            "INSTRUCTION and SHOTS (prompt design) are for `ptune eval`: `ptune ensemble` "
+            "evaluates the prompt files over the task's own inputs"
+        )
     run = ev.resolve(what="ptune ensemble").assemble()
     data.check_task(ev.mixture_or_task_name, ev.eval_feature_lengths, ev.eval_split)
     if cfg.output_file:

@@ -42,6 +42,18 @@ def add_task(
     return task
 
 
+def add_variant(name: str, original: str, preprocessors: Sequence) -> seqio.Task:
+    """Registers `name`: task `original` with other `preprocessors` (seqio's `Task.replace`),
+    and with its records (label names, primary metrics, or their absence) carried over."""
+    seqio.TaskRegistry.remove(name)
+    task = seqio.get_mixture_or_task(original).replace(name=name, preprocessors=preprocessors)
+    seqio.TaskRegistry.add_provider(name, task)
+    if original in _OURS:
+        _record(name, _LABELS.get(original))
+        _PRIMARY[name] = _PRIMARY[original]
+    return task
+
+
 def add_mixture(name: str, tasks: Sequence, *, default_rate: float | None = None) -> seqio.Mixture:
     """`seqio.MixtureRegistry.add` that overwrites. `tasks` are names or (name, rate) pairs; their
     order is kept for `label_names` and `primary_metrics` (seqio sorts them by name)."""

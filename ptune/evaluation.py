@@ -353,7 +353,7 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
         task_name, original = prompt_design.designed(
             task_name, cfg.instruction, cfg.shots, cfg.shots_seed
         )
-    if prompt_index is not None:
+    if prompt_index is not None and original:
         prompt_index = {new: prompt_index[task] for new, task in original.items()}
     evaluator = Evaluation(
         task_name,

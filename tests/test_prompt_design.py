@@ -12,6 +12,7 @@ import seqio
 import ptune.tasks  # noqa: F401  registers the demo tasks
 from conftest import REPO
 from ptune import cli, evaluation
+from ptune.checkpoints import prompt_io
 from ptune.errors import UserError
 from ptune.tasks import demo, prompt_design, registry
 
@@ -93,6 +94,31 @@ def test_eval_scores_the_frozen_model_given_an_instruction_and_shots(tmp_path):
         evaluation.Evaluation(name, None, 8).lengths["inputs"]
         > (evaluation.Evaluation(RANK, None, 8).lengths["inputs"])
     )
+
+
+def test_a_mixtures_prompt_bank_meets_each_tasks_designed_copy(tmp_path):
+    """With a bank (one prompt per task of the mixture), each designed copy of a task is
+    evaluated with that task's prompt, and the results carry the mixture's task names."""
+    bank = tmp_path / "bank"
+    rng = np.random.default_rng(0)
+    tasks = registry.task_names(demo.MIXTURE)
+    prompt_io.save_bank(str(bank), {t: rng.uniform(-0.5, 0.5, (2, 64)) for t in tasks})
+    out = tmp_path / "out"
+    out.mkdir()
+    code = cli.main(
+        [
+            "eval",
+            "--gin_file=runs/eval.gin",
+            f"--gin.MIXTURE_OR_TASK_NAME='{demo.MIXTURE}'",
+            f"--gin.INITIAL_CHECKPOINT_PATH='{DEMO_MODEL}'",
+            f"--gin.PROMPT_FILE='{bank}'",
+            f"--gin.EVAL_OUTPUT_DIR='{out}'",
+            "--gin.SHOTS=1",
+        ]
+    )
+    assert code == 0
+    written = json.loads((out / "eval_validation.json").read_text())
+    assert sorted(written["results"]) == sorted(tasks)
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,8 @@ Registered: `ptune_demo` (generate the label) and `ptune_demo_rank_classificatio
 A second task over the same sentences, `ptune_demo_negation` (and its rank classification):
 does the sentence say "not"? (`plain` / `negated`). `ptune_demo_mixture` mixes the two rank
 classification tasks equally: identical inputs, different questions, so only the prompt tells
-a model which one to answer (the multi-task prompt demonstration).
+a model which one to answer (the multi-task prompt demonstration). `ptune_demo_shifted` (and its
+rank classification): the demo's question in another domain (`CARE`), for domain transfer.
 
 Also here: the demo's frozen model, pretrained and shipped in `tasks/data/demo/model`
 (`pretrained_model()`), and the generated corpus it was pretrained on (`corpus()`,
@@ -24,6 +25,7 @@ Also here: the demo's frozen model, pretrained and shipped in `tasks/data/demo/m
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -47,7 +49,7 @@ PRETRAINED_MODEL = os.path.join(DATA_DIR, "model")
 # Longest formatted input is 49 bytes + EOS; "positive"/"negative" are 8 bytes + EOS.
 SEQUENCE_LENGTH = {"inputs": 64, "targets": 9}
 
-_SUBJECTS = (
+_SUBJECTS = (  # the demo's domain: everyday reviews
     "the soup", "the movie", "this phone", "the hotel", "our trip", "the concert", "my chair",
     "the service", "that book", "the coffee", "the game", "her song", "the park", "his car",
     "the lesson", "the weather", "the bread", "this show", "the room", "the staff",
@@ -58,24 +60,51 @@ _NEGATIVE = ("bad", "awful", "boring", "terrible", "dull", "poor", "sad", "horri
 _ADVERBS = ("", "very ", "really ", "quite ")
 
 
-def _sentence(rng: random.Random, negation: float = 0.4) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Domain:
+    """The words a domain's sentences are made of (the verbs and adverbs are shared)."""
+
+    name: str
+    subjects: tuple[str, ...]
+    positive: tuple[str, ...]
+    negative: tuple[str, ...]
+
+
+REVIEWS = Domain("reviews", _SUBJECTS, _POSITIVE, _NEGATIVE)
+# The shifted domain (the paper's Table 1 at this scale): the same grammar and labels over
+# health care, with subjects and adjectives the reviews never use.
+CARE = Domain(
+    "care",
+    (
+        "the dentist", "the clinic", "the nurse", "the surgery", "the checkup", "the doctor",
+        "the treatment", "the pharmacy", "the therapy", "the ward", "the recovery", "the scan",
+        "the injection", "the midwife", "the physio", "the waiting room",
+    ),
+    ("painless", "gentle", "caring", "thorough", "reassuring", "quick", "clean", "effective"),
+    ("painful", "careless", "rushed", "cold", "confusing", "slow", "unhelpful", "dirty"),
+)  # fmt: skip
+SHIFTED_TASK = "ptune_demo_shifted"
+SHIFTED_DATA_DIR = os.path.join(os.path.dirname(DATA_DIR), "demo_shifted")
+
+
+def _sentence(rng: random.Random, negation: float = 0.4, domain: Domain = REVIEWS) -> dict:
     negated = rng.random() < negation
     positive_word = rng.random() < 0.5
-    adjective = rng.choice(_POSITIVE if positive_word else _NEGATIVE)
+    adjective = rng.choice(domain.positive if positive_word else domain.negative)
     text = (
-        f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {'not ' if negated else ''}"
+        f"{rng.choice(domain.subjects)} {rng.choice(_VERBS)} {'not ' if negated else ''}"
         f"{rng.choice(_ADVERBS)}{adjective}."
     )
     return {"sentence": text, "label": LABELS[int(positive_word != negated)]}
 
 
-def generate(seed: int = 0) -> dict[str, list[dict]]:
+def generate(seed: int = 0, domain: Domain = REVIEWS) -> dict[str, list[dict]]:
     """The shipped data: distinct sentences, validation disjoint from train, balanced labels."""
     rng = random.Random(seed)
     seen, per_label = set(), {name: [] for name in LABELS}
     total = sum(SPLITS.values())
     while min(len(v) for v in per_label.values()) < total // 2:
-        example = _sentence(rng)
+        example = _sentence(rng, domain=domain)
         if example["sentence"] not in seen:
             seen.add(example["sentence"])
             per_label[example["label"]].append(example)
@@ -87,10 +116,11 @@ def generate(seed: int = 0) -> dict[str, list[dict]]:
     return out
 
 
-def write(data_dir: str = DATA_DIR, seed: int = 0) -> None:
-    """Regenerates the JSONL files (one record per line, keys sorted)."""
+def write(data_dir: str = DATA_DIR, seed: int = 0, domain: Domain = REVIEWS) -> None:
+    """Regenerates the JSONL files (one record per line, keys sorted); the shifted task's:
+    `write(SHIFTED_DATA_DIR, domain=CARE)`."""
     os.makedirs(data_dir, exist_ok=True)
-    for split, rows in generate(seed).items():
+    for split, rows in generate(seed, domain).items():
         with open(os.path.join(data_dir, f"{split}.jsonl"), "w", encoding="utf-8") as f:
             f.writelines(json.dumps(row, sort_keys=True) + "\n" for row in rows)
 
@@ -124,7 +154,9 @@ _VERDICT_LATER = (
 _VERDICT_FIRST = ("{verdict}, all things considered.", "{verdict}, if you ask me.")
 
 
-def corpus(seed: int = 0, documents: int = CORPUS_DOCUMENTS) -> list[str]:
+def corpus(
+    seed: int = 0, documents: int = CORPUS_DOCUMENTS, domains: tuple[Domain, ...] = (REVIEWS,)
+) -> list[str]:
     """Plain-text documents (one line each) for the demo model's pretraining: an opinion in the
     demo's grammar (its subjects, verbs, adverbs and adjectives; "not" in a quarter of them),
     after an optional "honestly, ", then a reaction that agrees with it and names the verdict,
@@ -139,13 +171,19 @@ def corpus(seed: int = 0, documents: int = CORPUS_DOCUMENTS) -> list[str]:
     from what the encoder read, the knowledge a prompt has to reach. The long fixed clause puts
     most splits there, and costs nothing to learn.
 
-    Never in it: a sentence of the demo's train or validation split, the demo's "sentence:"
-    format, or a document that ends at the verdict word. Longest: 135 bytes."""
+    With several `domains`, each document's domain is drawn uniformly (the default, reviews
+    alone, is the shipped model's corpus, unchanged).
+
+    Never in it: a sentence of a domain's train or validation split, the demo's "sentence:"
+    format, or a document that ends at the verdict word. Longest: 135 bytes (reviews)."""
     rng = random.Random(seed)
-    held_out = {ex["sentence"] for rows in generate().values() for ex in rows}
+    held_out = {
+        ex["sentence"] for d in domains for rows in generate(domain=d).values() for ex in rows
+    }
     out = []
     while len(out) < documents:
-        example = _sentence(rng, negation=CORPUS_NEGATION)
+        domain = rng.choice(domains) if len(domains) > 1 else domains[0]
+        example = _sentence(rng, negation=CORPUS_NEGATION, domain=domain)
         if example["sentence"] in held_out:
             continue
         template = rng.choice(_VERDICT_LATER if rng.random() < 0.7 else _VERDICT_FIRST)
@@ -154,10 +192,12 @@ def corpus(seed: int = 0, documents: int = CORPUS_DOCUMENTS) -> list[str]:
     return out
 
 
-def write_corpus(path: str, seed: int = 0, documents: int = CORPUS_DOCUMENTS) -> None:
+def write_corpus(
+    path: str, seed: int = 0, documents: int = CORPUS_DOCUMENTS, domains=(REVIEWS,)
+) -> None:
     """`corpus()` as a text file, one document per line (the `--corpus` flag's format)."""
     with open(path, "w", encoding="utf-8") as f:
-        f.writelines(line + "\n" for line in corpus(seed, documents))
+        f.writelines(line + "\n" for line in corpus(seed, documents, tuple(domains)))
 
 
 class ShippedSource(seqio.DataSource):
@@ -234,6 +274,24 @@ def register() -> None:
             label_names=label_names,
             output_features=features,
         )
+    shifted = ShippedSource(data_dir=SHIFTED_DATA_DIR)
+    registry.add_t5_task(
+        SHIFTED_TASK,
+        source=shifted,
+        text_preprocessors=_steps(SHIFTED_TASK),
+        postprocess_fn=postprocessors.class_id(LABELS),
+        metric_fns=[metrics.accuracy],
+        primary_metrics=("accuracy",),
+        label_names=LABELS,
+        output_features=features,
+    )
+    registry.add_rank_classification_task(
+        f"{SHIFTED_TASK}_rank_classification",
+        source=shifted,
+        text_preprocessors=_steps(f"{SHIFTED_TASK}_rank_classification"),
+        label_names=LABELS,
+        output_features=features,
+    )
     registry.add_mixture(
         MIXTURE,
         [f"{TASK}_rank_classification", f"{NEGATION_TASK}_rank_classification"],

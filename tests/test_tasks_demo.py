@@ -130,6 +130,53 @@ def test_pretraining_corpus_states_opinions_and_agreeing_reactions():
     assert 0.2 < negated / len(documents) < 0.3  # demo.CORPUS_NEGATION
 
 
+# The shifted domain's words, written here too.
+CARE_POSITIVE = {"painless", "gentle", "caring", "thorough", "reassuring", "quick", "clean"}
+CARE_POSITIVE |= {"effective"}
+CARE_NEGATIVE = {"painful", "careless", "rushed", "cold", "confusing", "slow", "unhelpful"}
+CARE_NEGATIVE |= {"dirty"}
+
+
+def test_the_shifted_domain_has_the_demos_labels_over_words_the_demo_never_uses():
+    """ptune_demo_shifted (the paper's Table 1 at this scale): the same grammar, labels and
+    format over health care; its shipped data is what the generator writes."""
+    shipped = {s: demo.read(s, demo.SHIFTED_DATA_DIR) for s in ("train", "validation")}
+    assert shipped == demo.generate(domain=demo.CARE)
+    rows = shipped["train"] + shipped["validation"]
+    demo_words = {w for r in demo.read("train") for w in r["sentence"].rstrip(".").split()}
+    for row in rows:
+        words = row["sentence"].rstrip(".").split()
+        assert words[-1] in CARE_POSITIVE | CARE_NEGATIVE and words[-1] not in demo_words, row
+        positive = (words[-1] in CARE_POSITIVE) != ("not" in words)
+        assert row["label"] == ("positive" if positive else "negative"), row
+    assert collections.Counter(r["label"] for r in shipped["validation"]) == {
+        "negative": 40,
+        "positive": 40,
+    }
+    assert registry.label_names(demo.SHIFTED_TASK) == ["negative", "positive"]
+    ex = run(demo.SHIFTED_TASK, {**rows[0], "label": 1})
+    assert texts(ex) == (f"sentence: {rows[0]['sentence']}", "positive")
+    rank = seqio.get_mixture_or_task(f"{demo.SHIFTED_TASK}_rank_classification")
+    assert len(list(rank.get_dataset(split="validation", shuffle=False))) == 2 * 80
+
+
+def test_a_two_domain_corpus_draws_each_document_from_either_and_holds_out_both():
+    documents = demo.corpus(documents=2000, domains=(demo.REVIEWS, demo.CARE))
+    held_out = {
+        r["sentence"].rstrip(".")
+        for d in (demo.DATA_DIR, demo.SHIFTED_DATA_DIR)
+        for s in ("train", "validation")
+        for r in demo.read(s, d)
+    }
+    care = 0
+    for doc in documents:
+        opinion = doc.split(". ", 1)[0]
+        assert not any(opinion.endswith(s) for s in held_out), doc
+        assert opinion.split()[-1] in POSITIVE | NEGATIVE | CARE_POSITIVE | CARE_NEGATIVE
+        care += opinion.split()[-1] in CARE_POSITIVE | CARE_NEGATIVE
+    assert 0.45 < care / len(documents) < 0.55
+
+
 def test_the_pretrained_model_ships_and_its_absence_is_one_line(monkeypatch, tmp_path):
     from ptune import checkpoints
     from ptune.errors import UserError

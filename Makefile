@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test demo pretrain-demo lint format bench gpu-check clean
+.PHONY: install test demo pretrain-demo findings-models lint format bench gpu-check clean
 
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,34 @@ pretrain-demo: $(STAMP)
 	  --corpus=ptune_demo_reviews:train=$(PRETRAIN_DEMO_DIR)/corpus.txt,objective=prefix_lm,vocabulary=byte
 	rm -rf $(DEMO_MODEL)
 	cp -r $(PRETRAIN_DEMO_DIR)/run/model $(DEMO_MODEL)
+
+# The frozen models of the paper's findings at small scale (issue #33; 34 minutes on 2 CPU
+# cores): the two-domain corpus (reviews and health care, `demo.corpus(domains=...)`), then
+# models/findings_{small,medium,large}.gin (18,672 / 74,240 / 345,408 parameters) pretrained on
+# it from random weights with the prefix-LM objective (runs/pretrain_findings.gin, 5,000 steps);
+# findings_medium also with span corruption only, and that model LM-adapted (prefix LM,
+# continued from it) for 500 and 2,000 steps. Each replaces tasks/data/findings/<name>.
+FINDINGS_DIR ?= findings_models_run
+FINDINGS_MODELS := tasks/data/findings
+FINDINGS_NAMES := small medium large medium_span medium_span_lm500 medium_span_lm2000
+findings_pretrain = $(BIN)/ptune pretrain --gin_file=runs/pretrain_findings.gin \
+  --gin_file=models/findings_$(1).gin --gin.MODEL_DIR="'$(FINDINGS_DIR)/$(2)'" $(4) \
+  --corpus=ptune_findings_corpus:train=$(FINDINGS_DIR)/corpus.txt,objective=$(3),vocabulary=byte
+
+findings-models: $(STAMP)
+	rm -rf $(FINDINGS_DIR)
+	mkdir -p $(FINDINGS_DIR) $(FINDINGS_MODELS)
+	$(BIN)/python -c "from ptune.tasks import demo; demo.write_corpus('$(FINDINGS_DIR)/corpus.txt', domains=(demo.REVIEWS, demo.CARE))"
+	$(call findings_pretrain,small,small,prefix_lm)
+	$(call findings_pretrain,medium,medium,prefix_lm)
+	$(call findings_pretrain,large,large,prefix_lm)
+	$(call findings_pretrain,medium,medium_span,span_corruption)
+	$(call findings_pretrain,medium,medium_span_lm500,prefix_lm,--gin.TRAIN_STEPS=500 \
+	  --gin.INITIAL_CHECKPOINT_PATH="'$(FINDINGS_DIR)/medium_span/model'")
+	$(call findings_pretrain,medium,medium_span_lm2000,prefix_lm,--gin.TRAIN_STEPS=2000 \
+	  --gin.INITIAL_CHECKPOINT_PATH="'$(FINDINGS_DIR)/medium_span/model'")
+	for name in $(FINDINGS_NAMES); do rm -rf $(FINDINGS_MODELS)/$$name; \
+	  cp -r $(FINDINGS_DIR)/$$name/model $(FINDINGS_MODELS)/$$name; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check ptune tasks tests benchmarks

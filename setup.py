@@ -62,8 +62,8 @@ setuptools.setup(
     package_dir={"ptune": "ptune", "ptune.tasks": "tasks", "ptune.gin": "gin"},
     package_data={
         "ptune.gin": ["*.gin", "models/*.gin", "prompts/*.gin", "presets/*.gin", "runs/*.gin"],
-        # data/demo/model: the demo's pretrained model, an Orbax tree of nested folders
-        "ptune.tasks": ["data/*", "data/*/*", "data/demo/model/**/*"],
+        # data/demo/model, data/findings/*: pretrained models, Orbax trees of nested folders
+        "ptune.tasks": ["data/*", "data/*/*", "data/demo/model/**/*", "data/findings/**/*"],
     },
     install_requires=_CORE,
     extras_require={

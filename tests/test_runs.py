@@ -39,6 +39,7 @@ RUNS = [
     "runs/demo.gin",
     "runs/demo_model_tuning.gin",
     "runs/pretrain_demo.gin",
+    "runs/pretrain_findings.gin",
     "runs/eval.gin",
 ]
 # Runs that name their model (the demo's) and their task.

@@ -58,7 +58,7 @@ def designed(
     if isinstance(registry.get_task_or_mixture(name), seqio.Task):
         return next(iter(renamed)), renamed
     mixture = f"{name}_designed_{key}"
-    registry.add_mixture(mixture, list(renamed), default_rate=1.0)
+    registry.add_mixture(mixture, list(renamed), default_rate=1.0, listed=False)
     return mixture, renamed
 
 

@@ -44,22 +44,32 @@ def add_task(
 
 def add_variant(name: str, original: str, preprocessors: Sequence) -> seqio.Task:
     """Registers `name`: task `original` with other `preprocessors` (seqio's `Task.replace`),
-    and with its records (label names, primary metrics, or their absence) carried over."""
+    and with its records (label names, primary metrics, or their absence) carried over. A
+    variant is made on request (prompt design's copies), so `list_tasks(only_ptune=True)`
+    leaves it out."""
     seqio.TaskRegistry.remove(name)
     task = seqio.get_mixture_or_task(original).replace(name=name, preprocessors=preprocessors)
     seqio.TaskRegistry.add_provider(name, task)
-    if original in _OURS:
-        _record(name, _LABELS.get(original))
+    _LABELS.pop(name, None)
+    if original in _LABELS:
+        _LABELS[name] = _LABELS[original]
+    if original in _PRIMARY:
         _PRIMARY[name] = _PRIMARY[original]
     return task
 
 
-def add_mixture(name: str, tasks: Sequence, *, default_rate: float | None = None) -> seqio.Mixture:
+def add_mixture(
+    name: str, tasks: Sequence, *, default_rate: float | None = None, listed: bool = True
+) -> seqio.Mixture:
     """`seqio.MixtureRegistry.add` that overwrites. `tasks` are names or (name, rate) pairs; their
-    order is kept for `label_names` and `primary_metrics` (seqio sorts them by name)."""
+    order is kept for `label_names` and `primary_metrics` (seqio sorts them by name). `listed`
+    False: made on request (of `add_variant` tasks), left out of `list_tasks(only_ptune=True)`."""
     seqio.MixtureRegistry.remove(name)
     mixture = seqio.MixtureRegistry.add(name, list(tasks), default_rate=default_rate)
-    _record(name, None)
+    if listed:
+        _record(name, None)
+    else:
+        _LABELS.pop(name, None)
     _MEMBERS[name] = tuple(t if isinstance(t, str) else t[0] for t in tasks)
     return mixture
 

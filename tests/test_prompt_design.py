@@ -30,6 +30,7 @@ def _texts(name, split="validation", key="inputs_pretokenized"):
 def test_every_input_gets_the_instruction_then_the_shots_in_the_tasks_own_format():
     name, original = prompt_design.designed(RANK, "Is it positive or negative?", 2, seed=3)
     assert original == {name: RANK} and name != RANK
+    assert name not in registry.list_tasks(only_ptune=True)  # made on request, not listed
     train = demo.read("train")
     # The documented draw: 2 of the train split's examples, numpy's generator seeded with 3.
     shots = [train[i] for i in np.random.default_rng(3).choice(len(train), 2, replace=False)]
@@ -57,6 +58,7 @@ def test_a_mixtures_tasks_each_draw_shots_from_their_own_train_split():
     name, original = prompt_design.designed(demo.MIXTURE, None, 1, seed=0)
     assert sorted(original.values()) == sorted(registry.task_names(demo.MIXTURE))
     assert sorted(registry.task_names(name)) == sorted(original)
+    assert name not in registry.list_tasks(only_ptune=True)
     for task, source in original.items():
         labels = registry.label_names(source)
         shot = _texts(task)[0][: -len(_texts(source)[0]) - 1]
@@ -138,17 +140,20 @@ def test_bad_prompt_design_input_is_one_line_and_writes_nothing(tmp_path, capsys
 
 
 def test_a_task_without_a_train_split_has_no_shots_to_draw():
+    """A plain seqio task (not registered by ptune.tasks) whose source has a validation split
+    only: the demo's task over such a source."""
     name = "ptune_test_validation_only"
     shipped = demo.ShippedSource()
-    registry.add_t5_task(
+    seqio.TaskRegistry.remove(name)
+    seqio.TaskRegistry.add_provider(
         name,
-        source=seqio.FunctionDataSource(
-            lambda split, shuffle_files: shipped.get_dataset(split, shuffle=False),
-            splits=["validation"],
+        seqio.get_mixture_or_task(demo.TASK).replace(
+            name=name,
+            source=seqio.FunctionDataSource(
+                lambda split, shuffle_files: shipped.get_dataset(split, shuffle=False),
+                splits=["validation"],
+            ),
         ),
-        text_preprocessors=demo._steps(name),
-        output_features=seqio.get_mixture_or_task(RANK).output_features,
-        primary_metrics=(),
     )
     with pytest.raises(UserError, match=f"^task {name} has no train split to draw SHOTS from"):
         prompt_design.designed(name, None, 2)

@@ -60,6 +60,13 @@ BASES.update(
             "positive",
             None,
         ),
+        "ptune_demo_shifted": (
+            {"sentence": "the nurse was not gentle.", "label": 0, "idx": 0},
+            "validation",
+            "sentence: the nurse was not gentle.",
+            "negative",
+            None,
+        ),
         "ptune_demo_negation": (
             {"sentence": "the park is not nice.", "label": 1, "idx": 0},
             "validation",
@@ -93,7 +100,7 @@ def base_of(name: str) -> tuple[str, bool]:
 
 
 def test_every_registered_task_is_covered():
-    assert len(TASKS) == 123
+    assert len(TASKS) == 125
     assert {base_of(name)[0] for name in TASKS} == set(BASES)
 
 

@@ -15,7 +15,7 @@ def test_every_ptune_name_resolves_and_mixtures_point_at_registered_tasks():
     names = registry.list_tasks(only_ptune=True)
     ours = files.registered() | pretraining.registered()  # other tests add file/corpus tasks
     builtin = [n for n in names if n not in ours]
-    assert names == sorted(names) and len(builtin) == 147
+    assert names == sorted(names) and len(builtin) == 149
     for name in names:
         assert registry.get_task_or_mixture(name).name == name
     for name in registry.list_mixtures():
@@ -26,7 +26,7 @@ def test_every_ptune_name_resolves_and_mixtures_point_at_registered_tasks():
     tasks = registry.list_tasks(only_ptune=True, include_mixtures=False)
     mixtures = registry.list_mixtures(only_ptune=True)
     ours = files.registered() | pretraining.registered()
-    assert (len(set(tasks) - ours), len(mixtures)) == (123, 24)
+    assert (len(set(tasks) - ours), len(mixtures)) == (125, 24)
     assert sorted(tasks + mixtures) == names
     assert set(tasks) <= set(seqio.TaskRegistry.names())
 

@@ -252,11 +252,11 @@ def _steps(name: str, label_names=LABELS) -> list:
 
 def register() -> None:
     features = vocab.output_features(vocab.get_byte_vocabulary())
-    for name, question, label_names in (
-        (TASK, "sentiment", LABELS),
-        (NEGATION_TASK, "negation", NEGATION_LABELS),
+    for name, source, label_names in (
+        (TASK, ShippedSource(question="sentiment"), LABELS),
+        (NEGATION_TASK, ShippedSource(question="negation"), NEGATION_LABELS),
+        (SHIFTED_TASK, ShippedSource(data_dir=SHIFTED_DATA_DIR), LABELS),
     ):
-        source = ShippedSource(question=question)
         registry.add_t5_task(
             name,
             source=source,
@@ -274,24 +274,6 @@ def register() -> None:
             label_names=label_names,
             output_features=features,
         )
-    shifted = ShippedSource(data_dir=SHIFTED_DATA_DIR)
-    registry.add_t5_task(
-        SHIFTED_TASK,
-        source=shifted,
-        text_preprocessors=_steps(SHIFTED_TASK),
-        postprocess_fn=postprocessors.class_id(LABELS),
-        metric_fns=[metrics.accuracy],
-        primary_metrics=("accuracy",),
-        label_names=LABELS,
-        output_features=features,
-    )
-    registry.add_rank_classification_task(
-        f"{SHIFTED_TASK}_rank_classification",
-        source=shifted,
-        text_preprocessors=_steps(f"{SHIFTED_TASK}_rank_classification"),
-        label_names=LABELS,
-        output_features=features,
-    )
     registry.add_mixture(
         MIXTURE,
         [f"{TASK}_rank_classification", f"{NEGATION_TASK}_rank_classification"],

@@ -57,6 +57,7 @@ REQUIRED_MACROS = {
     "MODEL_DIR": "'runs/my_run'",
     "MIXTURE_OR_TASK_NAME": "'taskless_super_glue_boolq_v102'",
     "INITIAL_CHECKPOINT_PATH": "'gs://.../checkpoint_1100000'",
+    "PROMPT_LENGTH": "20",
     "INITIAL_PROMPT_FILE": "'prompt.npy'",
     "PROMPT_FILES": "{'task_name': 'prompt.npy'}",
     "INFER_INPUT_FILE": "'requests.jsonl'",
@@ -65,20 +66,36 @@ REQUIRED_MACROS = {
 
 
 def check_required_macros() -> None:
-    """t5x-style macros bound to %gin.REQUIRED fail here, before any work, in one line."""
+    """Macros and parameters bound to %gin.REQUIRED (t5x-style run macros, and any other a gin
+    file leaves for the command line, e.g. experiments/figure3a_prompt_length.gin's
+    PROMPT_LENGTH) fail here, before any work, in one line."""
     import gin
+    from ptune import ginconfig
 
-    for name, example in REQUIRED_MACROS.items():
-        try:
-            value = gin.query_parameter(f"{name}/macro.value")
-        except (ValueError, KeyError):
-            continue
-        if (
+    def required(value) -> bool:
+        return (
             value is gin.REQUIRED
             or type(value).__name__ == "_GinRequired"
             or (hasattr(value, "selector") and "REQUIRED" in str(value))
-        ):
+        )
+
+    bound = {
+        name: params.get("value")
+        for (name, selector), params in gin.config._CONFIG.items()
+        if selector == "gin.macro"
+    }
+    for name in [*REQUIRED_MACROS, *sorted(set(bound) - set(REQUIRED_MACROS))]:
+        if name in bound and required(bound[name]):
+            example = REQUIRED_MACROS.get(name, "VALUE")
             raise UserError(f'{name} is required: pass --gin.{name}="{example}"')
+    for (scope, selector), params in gin.config._CONFIG.items():
+        for param, value in params.items() if selector != "gin.macro" else ():
+            if required(value):
+                where = ".".join(p for p in (scope, ginconfig.short_selector(selector), param) if p)
+                raise UserError(
+                    f"{where} is required: bind it on the command line, or add the gin file "
+                    "that chooses it after the one that leaves it %gin.REQUIRED"
+                )
 
 
 DATA_FLAGS = {

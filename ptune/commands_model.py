@@ -184,9 +184,10 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
     )
     parser.add_argument(
         "--mesh_shape",
-        required=True,
+        default=None,
         metavar="DATA,MODEL",
-        help="mesh to plan for, e.g. 4,4 (simulated on CPU devices)",
+        help="mesh to plan for, e.g. 4,4 (simulated on CPU devices); default: the gin files' "
+        "partitioning.MeshConfig.mesh_shape",
     )
     parser.add_argument(
         "--scan_layers",
@@ -208,12 +209,16 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
         "that fits",
     )
     args = parser.parse_args(argv)
-    try:
-        data, model = (int(n) for n in args.mesh_shape.split(","))
-    except ValueError:
-        raise UserError(f"--mesh_shape must be DATA,MODEL (e.g. 4,4), got {args.mesh_shape!r}")
-    if data < 1 or model < 1:
-        raise UserError(f"--mesh_shape sizes must be positive, got {args.mesh_shape!r}")
+    mesh = None
+    if args.mesh_shape is not None:
+        try:
+            mesh = tuple(int(n) for n in args.mesh_shape.split(","))
+        except ValueError:
+            mesh = ()
+        if len(mesh) != 2:
+            raise UserError(f"--mesh_shape must be DATA,MODEL (e.g. 4,4), got {args.mesh_shape!r}")
+        if min(mesh) < 1:
+            raise UserError(f"--mesh_shape sizes must be positive, got {args.mesh_shape!r}")
     budget = None
     if args.fit is not None:
         from ptune import plan as plan_lib
@@ -227,13 +232,23 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
             budget = plan_lib.parse_bytes(args.fit)
         except ValueError as e:
             raise UserError(f"--fit needs {e}")
-    if not args.real_devices:
-        runtime.simulate_cpu_devices(data * model)
+    # The gin files are read before jax starts (nothing in them starts it): their mesh, when
+    # --mesh_shape names none, decides how many devices to simulate.
     runtime.setup_logging()
     from ptune import family, ginconfig, plan, recipe, trainer
 
     parse_gin(gin_args, defaults=PLAN_PLACEHOLDERS)
     cfg = ginconfig.call(trainer.TrainConfig, model=ginconfig.model_fields() or None)
+    if mesh is None:
+        if cfg.partitioning.mesh_shape is None:
+            raise UserError(
+                "give --mesh_shape=DATA,MODEL: the gin files set no "
+                "partitioning.MeshConfig.mesh_shape to plan for"
+            )
+        mesh = tuple(int(n) for n in cfg.partitioning.mesh_shape)
+    data, model = mesh
+    if not args.real_devices:
+        runtime.simulate_cpu_devices(data * model)
     model_config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path, what="the plan")
     if args.scan_layers:
         model_config = model_config.replace(scan_layers=True)

@@ -203,7 +203,7 @@ def check_bindings(fn, selector: str = "", path: tuple = ()) -> dict[tuple, str]
     from ptune import config_check
 
     declared = config_check.declarations(fn)
-    owner = _short_selector(selector) if selector else config_check.gin_name(fn)
+    owner = short_selector(selector) if selector else config_check.gin_name(fn)
     try:
         bound = gin.get_bindings(selector or fn, resolve_references=False)
     except (ValueError, KeyError):
@@ -256,7 +256,7 @@ def _holds_reference(value) -> bool:
     return False
 
 
-def _short_selector(selector: str) -> str:
+def short_selector(selector: str) -> str:
     """`scope/ptune.prompts.PromptConfig` or `prompts.PromptConfig` -> `prompts.PromptConfig`,
     as a gin file names it (`from ptune import prompts`)."""
     *scopes, name = selector.split("/")

@@ -101,6 +101,12 @@ def test_bad_plan_input_is_one_line(capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "ptune: error: --mesh_shape must be DATA,MODEL (e.g. 4,4), got '4'"
     )
+    # No --mesh_shape and no mesh in the gin files (experiments/*.gin set one): said, no plan.
+    assert cli.main(["plan", *TINY, "--gin_file=runs/prompt_tuning.gin"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "ptune: error: give --mesh_shape=DATA,MODEL: the gin files set no "
+        "partitioning.MeshConfig.mesh_shape to plan for"
+    )
     proc = _plan(*TINY, "--gin_file=runs/prompt_tuning.gin", "--mesh_shape=3,1")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (

@@ -61,7 +61,14 @@ setuptools.setup(
     ],
     package_dir={"ptune": "ptune", "ptune.tasks": "tasks", "ptune.gin": "gin"},
     package_data={
-        "ptune.gin": ["*.gin", "models/*.gin", "prompts/*.gin", "presets/*.gin", "runs/*.gin"],
+        "ptune.gin": [
+            "*.gin",
+            "models/*.gin",
+            "prompts/*.gin",
+            "presets/*.gin",
+            "runs/*.gin",
+            "experiments/*.gin",
+        ],
         # data/demo/model, data/findings/*: pretrained models, Orbax trees of nested folders
         "ptune.tasks": ["data/*", "data/*/*", "data/demo/model/**/*", "data/findings/**/*"],
     },

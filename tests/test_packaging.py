@@ -33,6 +33,7 @@ def test_wheel_ships_gin_files_tasks_and_demo_data_and_runs_outside_the_tree(tmp
     assert "ptune/gin/models/t5_1_1_xxl.gin" in names
     assert "ptune/gin/runs/prompt_tuning.gin" in names
     assert "ptune/gin/prompts/class_labels.gin" in names
+    assert "ptune/gin/experiments/figure1_prompt_tuning_xxl.gin" in names
     assert "ptune/tasks/superglue.py" in names
     assert "ptune/tasks/data/demo/train.jsonl" in names
     shipped_model = {  # the demo's pretrained model, every file of it

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test demo pretrain-demo findings-models lint format bench gpu-check clean
+.PHONY: install test demo paper pretrain-demo findings-models lint format bench gpu-check clean
 
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,16 @@ demo: $(STAMP)
 	$(BIN)/ptune report $(DEMO_DIR)/class_labels $(DEMO_DIR)/sampled_vocab \
 	  $(DEMO_DIR)/random_frozen $(DEMO_DIR)/model_tuning $(DEMO_DIR)/ensemble.json \
 	  --output=$(DEMO_DIR)/report
+
+# The paper's six findings at small scale (issue #33): every point of ptune/findings/design.py
+# (prompt design, prompt and model tuning over the three shipped findings models, prompt
+# lengths, initialisers, pretraining objectives, the shifted domain, ensembles), 3 seeds each,
+# in one process; then $(PAPER_DIR)/report: findings.md and one PNG per finding.
+PAPER_DIR ?= paper_run
+
+paper: $(STAMP)
+	rm -rf $(PAPER_DIR)
+	$(BIN)/python -m ptune.findings --output=$(PAPER_DIR)
 
 # The demo's pretrained model, remade from scratch (about 25 minutes on 2 CPU cores): writes
 # the generated review corpus, pretrains the demo T5 on it with the prefix-LM objective

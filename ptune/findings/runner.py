@@ -17,10 +17,14 @@ import sys
 import time
 from typing import Callable, Iterator, Sequence
 
+from ptune.checkpoints import prompt_io
 from ptune.errors import UserError
 from ptune.findings import design
 
-PROMPT_FILE = os.path.join("numpy_checkpoints", "best", "encoder.prompt.prompt.npy")
+
+def _best_prompt(run_dir: str) -> str:
+    """The best prompt a `ptune train` run in `run_dir` saved (.npy)."""
+    return os.path.join(prompt_io.best_directory(run_dir), prompt_io.PROMPT_STEM + ".npy")
 
 
 @contextlib.contextmanager
@@ -73,7 +77,7 @@ def _shifted(point: design.Point, run_dir: str, logs: str) -> float:
         argv += ["--gin.NO_PROMPT=True"]
     else:
         argv += [f"--gin.INITIAL_CHECKPOINT_PATH='{point.checkpoint}'"]
-        argv += [f"--gin.PROMPT_FILE='{os.path.join(run_dir, PROMPT_FILE)}'"]
+        argv += [f"--gin.PROMPT_FILE='{_best_prompt(run_dir)}'"]
     _ptune(argv, os.path.join(logs, f"{point.name}_shifted.log"))
     return _accuracy(os.path.join(out, "eval_validation.json"), design.SHIFTED_TASK)
 
@@ -101,7 +105,7 @@ def run_point(point: design.Point, output: str) -> dict:
 def run_ensemble(model: str, prompt_dirs: Sequence[str], output: str) -> dict:
     """`ptune ensemble` of the prompts trained in `prompt_dirs` over shipped model `model`."""
     path = os.path.join(output, "runs", f"ensemble_{model}.json")
-    files = ",".join(os.path.join(d, PROMPT_FILE) for d in prompt_dirs)
+    files = ",".join(_best_prompt(d) for d in prompt_dirs)
     argv = [
         "ensemble",
         "--gin_file=runs/eval.gin",

@@ -70,10 +70,12 @@ def shared_data():
 # one worker finishing a long module (xdist's own order, most tests first, put the one-test
 # test_resume.py near the end) while the other has nothing left. The rest keep their order.
 SLOWEST_MODULES = (
+    "test_experiments.py",
     "test_gpu_check.py",
     "test_recipes_on_tasks.py",
     "test_demo_learns.py",
     "test_runs.py",
+    "test_findings.py",
     "test_llama.py",
     "test_causal_runs.py",
     "test_resume.py",

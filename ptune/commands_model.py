@@ -175,6 +175,21 @@ PLAN_PLACEHOLDERS = [
 ]
 
 
+def _mesh(sizes, given, gin: bool = False) -> tuple[int, int]:
+    """(data, model) from --mesh_shape's parts or the gin files' mesh_shape; one line if not."""
+    flag = "partitioning.MeshConfig.mesh_shape" if gin else "--mesh_shape"
+    example = "(4, 4)" if gin else "4,4"
+    try:
+        mesh = tuple(int(n) for n in sizes)
+    except (TypeError, ValueError):
+        mesh = ()
+    if len(mesh) != 2:
+        raise UserError(f"{flag} must be DATA,MODEL (e.g. {example}), got {given!r}")
+    if min(mesh) < 1:
+        raise UserError(f"{flag} sizes must be positive, got {given!r}")
+    return mesh
+
+
 def cmd_plan(argv: Sequence[str], gin_args) -> int:
     parser = argparse.ArgumentParser(
         prog="ptune plan",
@@ -209,16 +224,7 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
         "that fits",
     )
     args = parser.parse_args(argv)
-    mesh = None
-    if args.mesh_shape is not None:
-        try:
-            mesh = tuple(int(n) for n in args.mesh_shape.split(","))
-        except ValueError:
-            mesh = ()
-        if len(mesh) != 2:
-            raise UserError(f"--mesh_shape must be DATA,MODEL (e.g. 4,4), got {args.mesh_shape!r}")
-        if min(mesh) < 1:
-            raise UserError(f"--mesh_shape sizes must be positive, got {args.mesh_shape!r}")
+    mesh = None if args.mesh_shape is None else _mesh(args.mesh_shape.split(","), args.mesh_shape)
     budget = None
     if args.fit is not None:
         from ptune import plan as plan_lib
@@ -245,7 +251,8 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
                 "give --mesh_shape=DATA,MODEL: the gin files set no "
                 "partitioning.MeshConfig.mesh_shape to plan for"
             )
-        mesh = tuple(int(n) for n in cfg.partitioning.mesh_shape)
+        shape = cfg.partitioning.mesh_shape
+        mesh = _mesh(shape if isinstance(shape, (list, tuple)) else [shape], shape, gin=True)
     data, model = mesh
     if not args.real_devices:
         runtime.simulate_cpu_devices(data * model)

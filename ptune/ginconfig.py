@@ -119,6 +119,28 @@ class _NoSearchPathNoise(logging.Filter):
 logging.getLogger().addFilter(_NoSearchPathNoise())
 
 
+def _package_reader_check(exists):
+    """gin's second file reader looks an include up as a file inside a Python package: for
+    `include 'runs/base.gin'` the package `runs`. A plain folder of that name on sys.path (a
+    user's runs/ beside `python -m ptune`, as MODEL_DIR='runs/...' makes) is a namespace
+    package with no file, and gin's check then raises TypeError instead of saying "not
+    here", so the include never reaches ptune's gin folder. Wrapped: not here."""
+
+    def check(path: str) -> bool:
+        try:
+            return exists(path)
+        except TypeError:
+            return False
+
+    return check
+
+
+gin.config._FILE_READERS[:] = [
+    (reader, exists if reader is open else _package_reader_check(exists))
+    for reader, exists in gin.config._FILE_READERS
+]
+
+
 def parse(args: GinArgs) -> list[str]:
     """Clears gin, then parses files (in order) and bindings. Returns the resolved files."""
     gin.clear_config(clear_constants=True)

@@ -97,6 +97,20 @@ def test_every_shipped_gin_combination_parses(run):
         gin.clear_config()
 
 
+def test_a_runs_folder_on_the_python_path_leaves_the_shipped_includes_found(tmp_path, monkeypatch):
+    """`python -m ptune train --gin_file=runs/prompt_tuning.gin` from a folder holding the
+    user's runs/ (sys.path[0] is that folder): its `include 'runs/base.gin'` still resolves."""
+    import gin
+
+    (tmp_path / "runs").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    files = ["runs/prompt_tuning.gin", "experiments/figure1_prompt_tuning_xxl.gin"]
+    for run in files:
+        ginconfig.parse(ginconfig.GinArgs(files=[run], bindings=RUN_MACROS[:2]))
+        assert ginconfig.macro("BATCH_SIZE") == 32, run  # bound in the included files
+        gin.clear_config()
+
+
 def test_paper_recipe_is_the_prompt_tuning_default():
     import gin
 

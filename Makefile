@@ -65,12 +65,16 @@ demo: $(STAMP)
 # The paper's six findings at small scale (issue #33): every point of ptune/findings/design.py
 # (prompt design, prompt and model tuning over the three shipped findings models, prompt
 # lengths, initialisers, pretraining objectives, the shifted domain, ensembles), 3 seeds each,
-# in one process; then $(PAPER_DIR)/report: findings.md and one PNG per finding.
+# in one process; then $(PAPER_DIR)/report: findings.md and one PNG per finding. The last
+# finished run waits in $(PAPER_DIR).previous until the new one finishes (a failed or
+# interrupted run loses nothing; the next `make paper` replaces the partial one).
 PAPER_DIR ?= paper_run
 
 paper: $(STAMP)
-	rm -rf $(PAPER_DIR)
+	if [ -e $(PAPER_DIR).previous ]; then rm -rf $(PAPER_DIR); \
+	elif [ -e $(PAPER_DIR) ]; then mv $(PAPER_DIR) $(PAPER_DIR).previous; fi
 	$(BIN)/python -m ptune.findings --output=$(PAPER_DIR)
+	rm -rf $(PAPER_DIR).previous
 
 # The demo's pretrained model, remade from scratch (about 25 minutes on 2 CPU cores): writes
 # the generated review corpus, pretrains the demo T5 on it with the prefix-LM objective

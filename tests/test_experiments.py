@@ -1,6 +1,6 @@
-"""The paper's full-scale experiments (gin/experiments/): every Figure 1 file plans within the
-slice its comment names (`ptune plan`, mesh from the file, on simulated CPU devices, real
-T5 1.1 shapes), and every file trains a step at tiny size: the file as shipped, then only the
+"""The paper's full-scale experiments (gin/experiments/): every Figure 1 file, and the largest
+runs of the files layered on them, plans within the slice its comment names (`ptune plan`,
+mesh from the file, on simulated CPU devices, real T5 1.1 shapes), and every file trains a step at tiny size: the file as shipped, then only the
 model (the shared tiny t5x checkpoint), batch, steps and mesh changed, on BoolQ from the
 official SuperGLUE layout. Table 1's SQuAD/MRQA data are TFDS datasets that cannot be made
 offline: its file trains on BoolQ too, and its task and metric are checked against the
@@ -59,29 +59,39 @@ def test_every_size_has_both_methods_and_every_file_is_tested():
 PLANS = """
 import sys
 from ptune import cli
-for name in {names!r}:
+for name, extra in {plans!r}:
     print("=== plan", name, flush=True)
-    if cli.main(["plan", f"--gin_file=experiments/{{name}}.gin"]):
+    if cli.main(["plan", f"--gin_file=experiments/{{name}}.gin", *extra]):
         sys.exit(1)
 """
+# The layered files' largest runs, planned on their Figure 1 file's slice: Table 1's longer
+# targets over model tuning at XXL, and Figure 3a's longest prompt at XL (the fullest slice).
+LAYERED_PLANS = [
+    ("figure1_model_tuning_xxl", ["--gin_file=experiments/table1_domain_shift.gin"]),
+    ("figure1_prompt_tuning_xl",
+     ["--gin_file=experiments/figure3a_prompt_length.gin", "--gin.PROMPT_LENGTH=150"]),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("devices", [8, 16])
 def test_figure1_files_fit_the_slice_they_name(devices):
     names = [n for n in FIGURE1 if _slice(n)[0] == devices]
     assert names  # each slice size is shipped
+    plans = [(n, []) for n in names] + [p for p in LAYERED_PLANS if _slice(p[0])[0] == devices]
     proc = subprocess.run(
-        [sys.executable, "-c", PLANS.format(names=names)],
+        [sys.executable, "-c", PLANS.format(plans=plans)],
         capture_output=True, text=True, cwd="/", timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    plans = re.split(r"^=== plan (\S+)\n", proc.stdout, flags=re.M)[1:]
-    assert [plans[i] for i in range(0, len(plans), 2)] == names
-    for name, out in zip(plans[::2], plans[1::2]):
+    outs = re.split(r"^=== plan (\S+)\n", proc.stdout, flags=re.M)[1:]
+    assert outs[::2] == [name for name, _ in plans]
+    for (name, extra), out in zip(plans, outs[1::2]):
         assert f"model: {SHAPES[name.rsplit('_', 1)[1]]}," in out, (name, out)
         assert f", {devices} devices" in out and "scanned True" in out, (name, out)
+        if extra:  # the layered file took effect
+            assert "'targets': 32" in out or "trainable params: 307,200 " in out, (name, out)
         peak = int(re.search(r"^per_device_bytes: (\d+)$", out, re.M).group(1))
-        assert 0 < peak <= _slice(name)[1] * 2**30, (name, peak / 2**30)
+        assert 0 < peak <= _slice(name)[1] * 2**30, (name, extra, peak / 2**30)
 
 
 @pytest.fixture(scope="module")

@@ -74,6 +74,7 @@ def draw(finding, path: str) -> None:
         groups = list(series["rows"])
         _bars(ax, [g.replace(", ", "\n") for g in groups], ["in domain", "shifted"],
               [list(series["rows"][g]) for g in groups])  # fmt: skip
+        ax.tick_params(axis="x", labelsize=7)  # six two-line labels side by side
     elif finding.key == "ensembles":
         rows = series["rows"]  # size -> [Stat of the prompts, best prompt, majority vote]
         _bars(ax, list(rows), ["prompts", "best prompt", "majority vote"], list(rows.values()))

@@ -175,18 +175,16 @@ PLAN_PLACEHOLDERS = [
 ]
 
 
-def _mesh(sizes, given, gin: bool = False) -> tuple[int, int]:
-    """(data, model) from --mesh_shape's parts or the gin files' mesh_shape; one line if not."""
-    flag = "partitioning.MeshConfig.mesh_shape" if gin else "--mesh_shape"
-    example = "(4, 4)" if gin else "4,4"
+def _mesh_flag(text: str) -> tuple[int, int]:
+    """(data, model) from --mesh_shape=DATA,MODEL; one line if it is not that."""
     try:
-        mesh = tuple(int(n) for n in sizes)
-    except (TypeError, ValueError):
+        mesh = tuple(int(n) for n in text.split(","))
+    except ValueError:
         mesh = ()
     if len(mesh) != 2:
-        raise UserError(f"{flag} must be DATA,MODEL (e.g. {example}), got {given!r}")
+        raise UserError(f"--mesh_shape must be DATA,MODEL (e.g. 4,4), got {text!r}")
     if min(mesh) < 1:
-        raise UserError(f"{flag} sizes must be positive, got {given!r}")
+        raise UserError(f"--mesh_shape sizes must be positive, got {text!r}")
     return mesh
 
 
@@ -224,7 +222,7 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
         "that fits",
     )
     args = parser.parse_args(argv)
-    mesh = None if args.mesh_shape is None else _mesh(args.mesh_shape.split(","), args.mesh_shape)
+    mesh = None if args.mesh_shape is None else _mesh_flag(args.mesh_shape)
     budget = None
     if args.fit is not None:
         from ptune import plan as plan_lib
@@ -246,13 +244,12 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
     parse_gin(gin_args, defaults=PLAN_PLACEHOLDERS)
     cfg = ginconfig.call(trainer.TrainConfig, model=ginconfig.model_fields() or None)
     if mesh is None:
-        if cfg.partitioning.mesh_shape is None:
+        mesh = cfg.partitioning.explicit_shape()
+        if mesh is None:
             raise UserError(
                 "give --mesh_shape=DATA,MODEL: the gin files set no "
                 "partitioning.MeshConfig.mesh_shape to plan for"
             )
-        shape = cfg.partitioning.mesh_shape
-        mesh = _mesh(shape if isinstance(shape, (list, tuple)) else [shape], shape, gin=True)
     data, model = mesh
     if not args.real_devices:
         runtime.simulate_cpu_devices(data * model)

@@ -112,15 +112,25 @@ class MeshConfig:
             return STANDARD_RULES
         return tuple((n, "data") if n == "embed" else (n, m) for n, m in STANDARD_RULES)
 
+    def explicit_shape(self) -> Optional[tuple[int, int]]:
+        """`mesh_shape` checked as (data, model), or None when unset (`ptune plan` simulates
+        this many devices); a `UserError` naming it otherwise."""
+        if self.mesh_shape is None:
+            return None
+        given = self.mesh_shape
+        try:
+            shape = tuple(int(n) for n in given)
+        except (TypeError, ValueError):
+            shape = ()
+        if len(shape) != 2 or min(shape) < 1:
+            shown = tuple(given) if isinstance(given, (list, tuple)) else given
+            raise UserError(f"mesh_shape must be two positive sizes (data, model), got {shown}")
+        return shape
+
     def shape(self, num_devices: int) -> tuple[int, int]:
         """(data, model) for `num_devices` devices; a `UserError` when they do not fit."""
-        if self.mesh_shape is not None:
-            shape = tuple(int(n) for n in self.mesh_shape)
-            if len(shape) != 2 or min(shape) < 1:
-                raise UserError(
-                    f"mesh_shape must be two positive sizes (data, model), got "
-                    f"{tuple(self.mesh_shape)}"
-                )
+        shape = self.explicit_shape()
+        if shape is not None:
             if shape[0] * shape[1] != num_devices:
                 raise UserError(
                     f"mesh_shape {shape[0]}x{shape[1]} needs {shape[0] * shape[1]} "

@@ -110,8 +110,7 @@ def test_bad_plan_input_is_one_line(capsys):
     bad_mesh = "--gin.partitioning.MeshConfig.mesh_shape=(8,)"
     assert cli.main(["plan", *TINY, "--gin_file=runs/prompt_tuning.gin", bad_mesh]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "ptune: error: partitioning.MeshConfig.mesh_shape must be DATA,MODEL (e.g. (4, 4)), "
-        "got (8,)"
+        "ptune: error: mesh_shape must be two positive sizes (data, model), got (8,)"
     )
     proc = _plan(*TINY, "--gin_file=runs/prompt_tuning.gin", "--mesh_shape=3,1")
     assert proc.returncode == 2

@@ -61,7 +61,8 @@ class Point:
 
     name: its directory under the run's runs/ (unique). model: a shipped findings model's
     name; arch: the models/findings_<arch>.gin it was built from. `length`/`init`: the prompt's.
-    `shots`: None for the instruction, else the number of examples. `seed`: the run's."""
+    `shots`: None for the instruction, else the number of examples. `seed`: the run's.
+    `steps`: training steps (0 for prompt design: nothing trains)."""
 
     name: str
     kind: str
@@ -139,9 +140,9 @@ def points(seeds=SEEDS, steps: int = STEPS, sizes=SIZES, ablations: bool = True)
     runs, model tuning, then (with `ablations`) prompt lengths, initialisers, objectives."""
     out = []
     for size in sizes:
-        out.append(Point(f"design_{size}_instruction", "design", size, size))
+        out.append(Point(f"design_{size}_instruction", "design", size, size, steps=0))
         out += [
-            Point(f"design_{size}_shots_s{s}", "design", size, size, seed=s, shots=SHOTS)
+            Point(f"design_{size}_shots_s{s}", "design", size, size, seed=s, shots=SHOTS, steps=0)
             for s in seeds
         ]
         out += [_prompt(size, size, s, steps=steps) for s in seeds]

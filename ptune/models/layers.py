@@ -12,6 +12,8 @@
                                             positions hold this layer's prompt
     limit_vocab(logits, vocab_limit)        logits [..., vocab] with ids past the
                                             tokenizer's vocabulary masked out
+    abstract_once(key, trace)               `trace()`'s abstract variables, traced once
+                                            per hashable `key` in this process
 
 Logical axis names (`embed`, `mlp`, `joined_kv`, `vocab`, `layers`, ...) are mapped to mesh
 axes by one rule table (`ptune.partitioning`); outside a mesh they cost nothing. What a family
@@ -21,7 +23,8 @@ module. The numerical core: no TensorFlow, seqio or gin.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+import collections
+from typing import Any, Callable, Hashable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -157,3 +160,26 @@ def limit_vocab(logits: Array, vocab_limit: Optional[int]) -> Array:
         return logits
     allowed = jnp.arange(logits.shape[-1]) < vocab_limit
     return jnp.where(allowed, logits, jnp.finfo(logits.dtype).min)
+
+
+_ABSTRACT: collections.OrderedDict = collections.OrderedDict()
+_ABSTRACT_KEPT = 32  # the most recent distinct models; a process rarely builds more
+
+
+def abstract_once(key: Hashable, trace: Callable[[], Any]) -> Any:
+    """`trace()` (a `jax.eval_shape` of a model's init: boxed ShapeDtypeStructs), traced once
+    per `key` (the model's config, prompt factory and input shapes) in this process: flax
+    traces the whole model to find its variables' shapes (about 0.4 s for a tiny T5), and a
+    run asks for them several times (restore, sharding, counting), as does each run a process
+    makes. Each call gets its own containers (the leaves are immutable); an unhashable key
+    (a prompt factory holding an array) is traced every time."""
+    try:
+        hash(key)
+    except TypeError:
+        return trace()
+    if key not in _ABSTRACT:
+        _ABSTRACT[key] = trace()
+        if len(_ABSTRACT) > _ABSTRACT_KEPT:
+            _ABSTRACT.popitem(last=False)
+    _ABSTRACT.move_to_end(key)
+    return jax.tree_util.tree_map(lambda leaf: leaf, _ABSTRACT[key])

@@ -502,9 +502,13 @@ def seq2seq_layout(
 def abstract_params(config: LlamaConfig, prompt_factory: Optional[Any] = None) -> Any:
     """Boxed abstract parameters (logical names on each leaf), the prompt slot included
     with `prompt_factory`; allocates nothing."""
-    tokens = jax.ShapeDtypeStruct((1, 1), jnp.int32)
-    model = CausalLM(config, prompt_factory)
-    return jax.eval_shape(lambda t: model.init(jax.random.PRNGKey(0), t), tokens)["params"]
+
+    def trace():
+        tokens = jax.ShapeDtypeStruct((1, 1), jnp.int32)
+        model = CausalLM(config, prompt_factory)
+        return jax.eval_shape(lambda t: model.init(jax.random.PRNGKey(0), t), tokens)["params"]
+
+    return layers.abstract_once(("llama", config, prompt_factory), trace)
 
 
 def parameter_count(config: LlamaConfig) -> int:

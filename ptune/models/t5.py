@@ -481,12 +481,17 @@ def abstract_variables(
     target_length: int = 1,
 ):
     """Boxed abstract parameters (ShapeDtypeStructs carrying logical names); allocates nothing."""
-    model = Transformer(config, prompt_factory)
-    enc = jax.ShapeDtypeStruct((batch, input_length), jnp.int32)
-    dec = jax.ShapeDtypeStruct((batch, target_length), jnp.int32)
-    return jax.eval_shape(
-        lambda e, d: model.init(jax.random.PRNGKey(0), e, d, d, enable_dropout=False), enc, dec
-    )
+
+    def trace():
+        model = Transformer(config, prompt_factory)
+        enc = jax.ShapeDtypeStruct((batch, input_length), jnp.int32)
+        dec = jax.ShapeDtypeStruct((batch, target_length), jnp.int32)
+        return jax.eval_shape(
+            lambda e, d: model.init(jax.random.PRNGKey(0), e, d, d, enable_dropout=False), enc, dec
+        )
+
+    key = ("t5", config, prompt_factory, batch, input_length, target_length)
+    return layers.abstract_once(key, trace)
 
 
 def parameter_count(config: T5Config) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import logging
 import os
 import re
@@ -151,13 +152,49 @@ def parse(args: GinArgs) -> list[str]:
         try:
             gin.parse_config_file(path)
         except _GIN_ERRORS as e:
-            raise UserError(f"gin file {path}: {_one_line(e)}") from e
+            raise UserError(f"gin file {path}: {_with_closest(_one_line(e), e)}") from e
     for binding in args.bindings:
         try:
             gin.parse_config(_MODEL_IMPORTS + binding if binding.startswith(_MODELS) else binding)
         except _GIN_ERRORS as e:
-            raise UserError(f"gin binding {binding!r}: {_one_line(e)}") from e
+            # gin's "In bindings string line N ..." repeats the binding named first.
+            cause = re.sub(r"\s*In bindings string line \d+.*$", "", _one_line(e))
+            raise UserError(f"gin binding {binding!r}: {_with_closest(cause, e)}") from e
     return files
+
+
+def _with_closest(cause: str, error: BaseException) -> str:
+    """`cause`, with '; did you mean ...?' for gin's unknown parameter or configurable: the
+    closest field of that configurable, or the closest registered configurable (as a gin file
+    spells it, `trainer.TrainConfig`), when one is close."""
+    close = _closest(error)
+    return f"{cause.rstrip('.')}; did you mean {close!r}?" if close else cause
+
+
+def _closest(error: BaseException) -> str:
+    text = str(error)
+    unknown_field = re.search(
+        r"Configurable '([\w.]+)' doesn't have a parameter named '(\w+)'", text
+    )
+    if unknown_field:
+        configurable = gin.config._REGISTRY.get_match(unknown_field.group(1))
+        if configurable is None:
+            return ""
+        wrapped = configurable.wrapped
+        if dataclasses.is_dataclass(wrapped):
+            names = [f.name for f in dataclasses.fields(wrapped)]
+        else:
+            names = list(inspect.signature(wrapped).parameters)
+        wanted = unknown_field.group(2)
+    else:
+        unknown = re.search(r"No configurable matching '([\w.]+)'", text)
+        if not unknown:
+            return ""
+        selectors = [name for name, _ in gin.config._REGISTRY.items()]
+        names = sorted({".".join(s.split(".")[-2:]) for s in selectors} | set(selectors))
+        wanted = unknown.group(1)
+    close = difflib.get_close_matches(wanted, names, n=1, cutoff=0.75)
+    return close[0] if close else ""
 
 
 # A flag binding of a model configuration (`--gin.llama.LlamaConfig.scan_layers=True`, as

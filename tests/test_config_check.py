@@ -276,6 +276,28 @@ DEMO_EVAL = [
         (["--gin_bindings=TRAIN_STEPS = (("], "gin binding 'TRAIN_STEPS = ((': EOF"),
         (["--gin_bindings=TRAIN_STEPS"], "malformed gin binding"),
         (["--gin_bindings=trainer.TrainConfig.train_steps = 3 4"], "gin binding"),
+        # A misspelt field or configurable: the closest one is named, where one is close.
+        (
+            ["--gin.trainer.TrainConfig.eval_peroid=3"],
+            "gin binding 'trainer.TrainConfig.eval_peroid=3': Configurable "
+            "'trainer.TrainConfig' doesn't have a parameter named 'eval_peroid'; did you mean "
+            "'eval_period'?",
+        ),
+        (
+            ["--gin.t5.T5Config.emb_dimm=8"],
+            "gin binding 't5.T5Config.emb_dimm=8': Configurable 't5.T5Config' doesn't have a "
+            "parameter named 'emb_dimm'; did you mean 'emb_dim'?",
+        ),
+        (
+            ["--gin_bindings=trainer.TrainConfg.eval_period = 3"],
+            "gin binding 'trainer.TrainConfg.eval_period = 3': No configurable matching "
+            "'trainer.TrainConfg'; did you mean 'trainer.TrainConfig'?",
+        ),
+        (
+            ["--gin.trainer.TrainConfig.zzz=1"],
+            "gin binding 'trainer.TrainConfig.zzz=1': Configurable 'trainer.TrainConfig' "
+            "doesn't have a parameter named 'zzz'.",
+        ),
     ],
 )
 def test_a_bad_training_value_is_one_line_before_any_work(tmp_path, capsys, args, expected):
@@ -286,6 +308,8 @@ def test_a_bad_training_value_is_one_line_before_any_work(tmp_path, capsys, args
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith(f"ptune: error: {expected}"), err
+    if expected.endswith((".", "?")):  # a whole message: nothing follows it
+        assert err[0] == f"ptune: error: {expected}", err
     assert not model_dir.exists()
 
 

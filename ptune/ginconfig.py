@@ -172,6 +172,7 @@ def _with_closest(cause: str, error: BaseException) -> str:
 
 
 def _closest(error: BaseException) -> str:
+    """The closest known name to the one gin's `error` did not know, or ''."""
     text = str(error)
     unknown_field = re.search(
         r"Configurable '([\w.]+)' doesn't have a parameter named '(\w+)'", text

@@ -3,9 +3,9 @@ runs of the files layered on them, plans within the slice its comment names (`pt
 mesh from the file, on simulated CPU devices, real T5 1.1 shapes), and every file trains a
 step at tiny size: the file as shipped, then only the model (the shared tiny t5x checkpoint),
 batch, steps and mesh changed, on BoolQ from the official SuperGLUE layout (files whose tiny
-runs bind the very same gin configuration train once). Table 1's SQuAD/MRQA data are TFDS datasets that cannot be made
-offline: its file trains on BoolQ too, and its task and metric are checked against the
-registered mixture."""
+runs bind the very same gin configuration train once). Table 1's SQuAD/MRQA data are TFDS
+datasets that cannot be made offline: its file trains on BoolQ too, and its task and metric
+are checked against the registered mixture."""
 
 import glob
 import json

@@ -10,7 +10,6 @@ from the source tree and from an installed wheel.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import logging
 import os
@@ -20,7 +19,7 @@ from typing import Sequence
 
 import gin
 import ptune
-from ptune.errors import UserError
+from ptune.errors import UserError, did_you_mean
 
 
 def _find_gin_dir() -> str:
@@ -167,12 +166,13 @@ def _with_closest(cause: str, error: BaseException) -> str:
     """`cause`, with '; did you mean ...?' for gin's unknown parameter or configurable: the
     closest field of that configurable, or the closest registered configurable (as a gin file
     spells it, `trainer.TrainConfig`), when one is close."""
-    close = _closest(error)
-    return f"{cause.rstrip('.')}; did you mean {close!r}?" if close else cause
+    wanted, names = _unknown_name(error)
+    suggestion = did_you_mean(wanted, names, cutoff=0.75)
+    return f"{cause.rstrip('.')}{suggestion}" if suggestion else cause
 
 
-def _closest(error: BaseException) -> str:
-    """The closest known name to the one gin's `error` did not know, or ''."""
+def _unknown_name(error: BaseException) -> tuple[str, list[str]]:
+    """The name gin's `error` did not know and the names it could have meant, or ('', [])."""
     text = str(error)
     unknown_field = re.search(
         r"Configurable '([\w.]+)' doesn't have a parameter named '(\w+)'", text
@@ -180,7 +180,7 @@ def _closest(error: BaseException) -> str:
     if unknown_field:
         configurable = gin.config._REGISTRY.get_match(unknown_field.group(1))
         if configurable is None:
-            return ""
+            return "", []
         wrapped = configurable.wrapped
         if dataclasses.is_dataclass(wrapped):
             names = [f.name for f in dataclasses.fields(wrapped)]
@@ -190,12 +190,11 @@ def _closest(error: BaseException) -> str:
     else:
         unknown = re.search(r"No configurable matching '([\w.]+)'", text)
         if not unknown:
-            return ""
+            return "", []
         selectors = [name for name, _ in gin.config._REGISTRY.items()]
         names = sorted({".".join(s.split(".")[-2:]) for s in selectors} | set(selectors))
         wanted = unknown.group(1)
-    close = difflib.get_close_matches(wanted, names, n=1, cutoff=0.75)
-    return close[0] if close else ""
+    return wanted, names
 
 
 # A flag binding of a model configuration (`--gin.llama.LlamaConfig.scan_layers=True`, as
@@ -375,10 +374,9 @@ def check_macros(args: GinArgs, files: Sequence[str]) -> None:
         if "." in name or "/" in name or not name.isupper():
             continue
         if name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=3)
             raise UserError(
                 f"--gin.{name}: no gin file given uses the macro {name}"
-                + (f"; did you mean {' or '.join(close)}?" if close else "")
+                + did_you_mean(name, sorted(known), n=3, quote=False)
                 + (f" (macros: {', '.join(sorted(known))})" if known else " (no gin file given)")
             )
 

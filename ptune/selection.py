@@ -7,10 +7,9 @@ and the best prompt so far with early stopping (`BestPrompt`, saved with every c
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Mapping, Optional
 
-from ptune.errors import UserError
+from ptune.errors import UserError, did_you_mean
 
 SCORE = "score"
 
@@ -54,10 +53,9 @@ def check_metric(name: str, metric: Optional[str]) -> str:
             )
         ok = bool(owners)
     if not ok:
-        close = difflib.get_close_matches(metric, known + [m.split("/", 1)[1] for m in known])
         raise UserError(
             f"eval metric {metric!r} is not reported by {name}"
-            + (f"; did you mean {close[0]!r}?" if close else "")
+            + did_you_mean(metric, known + [m.split("/", 1)[1] for m in known])
             + f" (choose 'score' or one of {', '.join(known)})"
         )
     return metric

@@ -54,6 +54,8 @@ setuptools.setup(
         "ptune",
         "ptune.models",
         "ptune.checkpoints",
+        "ptune.family",
+        "ptune.findings",
         "ptune.prompts",
         "ptune.report",
         "ptune.tasks",

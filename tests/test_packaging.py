@@ -42,6 +42,14 @@ def test_wheel_ships_gin_files_tasks_and_demo_data_and_runs_outside_the_tree(tmp
         for f in files
     }
     assert len(shipped_model) > 5 and shipped_model <= set(names)
+    sources = {  # every module of every subpackage (a package left out of setup.py's list)
+        os.path.relpath(os.path.join(d, f), REPO)
+        for d, _, files in os.walk(os.path.join(REPO, "ptune"))
+        for f in files
+        if f.endswith(".py")
+    }
+    assert "ptune/family/interface.py" in sources and "ptune/findings/design.py" in sources
+    assert sources <= set(names), sorted(sources - set(names))
     assert not any(n.startswith(("tasks/", "gin/", "tests/")) for n in names)
 
     site = tmp_path / "site"

@@ -24,6 +24,7 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 
 from ptune import atomic, buckets, data, evaluation, frozen_model, memory, recipe, selection
+from ptune import evaluator as evaluator_lib
 from ptune import server as server_lib
 from ptune.errors import UserError
 
@@ -271,7 +272,7 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
         )
     names = [f"prompt_{i + 1}" for i in range(len(cfg.prompt_files))]
     bank = server_lib.Bank.from_files(dict(zip(names, cfg.prompt_files)), ev.placement())
-    evaluator = evaluation.Evaluation(
+    evaluator = evaluator_lib.Evaluation(
         ev.mixture_or_task_name,
         ev.eval_feature_lengths,
         ev.batch_size,
@@ -302,7 +303,7 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
     table["average"] = _mean_metrics([p["metrics"] for p in table["prompts"]])
     table["best"] = _best(table["prompts"], ev.mixture_or_task_name)
     if cfg.output_file:
-        evaluation.write_results(cfg.output_file, -1, table)
+        evaluator_lib.write_results(cfg.output_file, -1, table)
     return table
 
 

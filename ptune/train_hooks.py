@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ptune import evaluation, partitioning, prompts, selection
+from ptune import evaluator, partitioning, prompts, selection
 from ptune import trainable as trainable_lib
 from ptune.checkpoints import prompt_io
 from ptune.errors import UserError
@@ -159,7 +159,7 @@ class Evaluating:
             for task, values in results.items():
                 self.metrics_log.write(step, f"{self.split}/{task}", values)
             self.metrics_log.write(step, self.split, {"score": score})
-            evaluation.write_results(
+            evaluator.write_results(
                 os.path.join(self.model_dir, "eval", f"{self.split}_step_{step}.json"),
                 step,
                 results,

@@ -17,13 +17,13 @@ from ptune import (
     atomic,
     data,
     distributed,
-    evaluation,
     initial_prompts,
     memory,
     prompts,
     recipe,
     selection,
 )
+from ptune import evaluator as evaluator_lib
 from ptune import family as family_lib
 from ptune import run_dir as run_dir_lib
 from ptune import train_hooks as hooks_lib
@@ -164,7 +164,7 @@ def evaluating(cfg, setup: Setup, metrics_log, finite, export, best, primary):
     """The periodic evaluation hook (None when `eval_period` is 0)."""
     if cfg.eval_period <= 0:
         return None
-    evaluator = evaluation.Evaluation(
+    evaluator = evaluator_lib.Evaluation(
         cfg.mixture_or_task_name,
         cfg.eval_feature_lengths,
         cfg.eval_batch_size or cfg.batch_size,

@@ -8,7 +8,8 @@ import pytest
 from flax import linen as nn
 
 from conftest import DEMO_TINY, tiny_t5
-from ptune import buckets, data, evaluation, prompts, step, trainable
+from ptune import buckets, data, prompts, step, trainable
+from ptune import evaluator as evaluator_lib
 from ptune.errors import UserError
 from ptune.models import t5
 
@@ -171,7 +172,9 @@ def test_evaluation_metrics_equal_fixed_padding():
     results = {}
     shapes = {}
     for name, chosen in (("fixed", None), ("buckets", buckets.LengthBuckets(inputs=[32, 40, 48]))):
-        evaluator = evaluation.Evaluation("ptune_demo_rank_classification", None, 4, buckets=chosen)
+        evaluator = evaluator_lib.Evaluation(
+            "ptune_demo_rank_classification", None, 4, buckets=chosen
+        )
         seen = set()
         original = evaluator._batches
 

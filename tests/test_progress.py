@@ -5,17 +5,17 @@ terminal, on the primary process; never otherwise."""
 import numpy as np
 import pytest
 
-from ptune import evaluation
+from ptune import evaluator
 
 
 @pytest.fixture(scope="module")
 def demo_eval():
     """The offline demo task's validation split in batches of 16 (its byte vocabulary needs
     no file); the model is replaced by functions of the right shapes."""
-    return evaluation.Evaluation("ptune_demo", None, 16)
+    return evaluator.Evaluation("ptune_demo", None, 16)
 
 
-def _outputs(ev: evaluation.Evaluation, **kwargs) -> dict:
+def _outputs(ev: evaluator.Evaluation, **kwargs) -> dict:
     targets = ev.lengths["targets"]
     calls = []
 
@@ -66,6 +66,6 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(demo_eval, capsys):
 
 
 def test_the_progress_setting_can_be_given_once_for_the_evaluation(capsys):
-    quiet = evaluation.Evaluation("ptune_demo", None, 16, progress=False)
+    quiet = evaluator.Evaluation("ptune_demo", None, 16, progress=False)
     _outputs(quiet)
     assert capsys.readouterr().err == ""

@@ -11,7 +11,7 @@ import seqio
 
 import ptune.tasks  # noqa: F401  registers the demo tasks
 from conftest import REPO
-from ptune import cli, evaluation
+from ptune import cli, evaluator
 from ptune.checkpoints import prompt_io
 from ptune.errors import UserError
 from ptune.tasks import demo, prompt_design, registry
@@ -93,8 +93,8 @@ def test_eval_scores_the_frozen_model_given_an_instruction_and_shots(tmp_path):
     # What was scored is the longer text: the evaluator's input length grows with it.
     name, _ = prompt_design.designed(RANK, "Positive or negative?", 3, 0)
     assert (
-        evaluation.Evaluation(name, None, 8).lengths["inputs"]
-        > (evaluation.Evaluation(RANK, None, 8).lengths["inputs"])
+        evaluator.Evaluation(name, None, 8).lengths["inputs"]
+        > (evaluator.Evaluation(RANK, None, 8).lengths["inputs"])
     )
 
 

@@ -14,7 +14,7 @@ import pytest
 
 import ptune.tasks  # noqa: F401  registers the tasks
 from conftest import REPO, tiny_run_config, tiny_t5
-from ptune import evaluation, ginconfig, optimizers, prompts, train_setup, trainer
+from ptune import evaluation, evaluator, ginconfig, optimizers, prompts, train_setup, trainer
 from ptune.checkpoints import prompt_io
 from ptune.errors import UserError
 from ptune.models import llama, t5
@@ -466,10 +466,10 @@ def test_evaluation_takes_each_example_whole_unless_lengths_are_fixed(caplog):
     task = data.get_task("ptune_demo")
     rows = list(task.get_dataset(None, split="validation", shuffle=False).as_numpy_iterator())
     longest = max(len(r["inputs"]) for r in rows)
-    whole = evaluation.Evaluation("ptune_demo", None, 16)
+    whole = evaluator.Evaluation("ptune_demo", None, 16)
     assert whole.lengths["inputs"] >= longest and whole.lengths["inputs"] < 2 * longest
     with caplog.at_level(logging.WARNING):
-        cut = evaluation.Evaluation("ptune_demo", {"inputs": 8, "targets": 4}, 16)
+        cut = evaluator.Evaluation("ptune_demo", {"inputs": 8, "targets": 4}, 16)
     assert cut.lengths == {"inputs": 8, "targets": 4}
     assert f"truncate the inputs of {len(rows)} and the targets of" in caplog.text
 

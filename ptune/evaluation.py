@@ -13,7 +13,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from ptune import atomic, data, frozen_model, memory, prompts, selection
+from ptune import atomic, data, frozen_model, memory, prompts, selection, task_checks
 from ptune import family as family_lib
 from ptune.errors import UserError
 from ptune.evaluator import Evaluation, write_results
@@ -65,8 +65,8 @@ def run_eval(cfg: EvalConfig) -> dict[str, dict[str, float]]:
     )
     atomic.check_writable_dir(output_dir, "the eval output directory (EVAL_OUTPUT_DIR)")
     model = cfg.resolve(what="ptune eval")
-    data.check_task(cfg.mixture_or_task_name, cfg.eval_feature_lengths, cfg.eval_split)
-    data.check_vocabulary_fits(cfg.mixture_or_task_name, model.config.vocab_size)
+    task_checks.check_task(cfg.mixture_or_task_name, cfg.eval_feature_lengths, cfg.eval_split)
+    task_checks.check_vocabulary_fits(cfg.mixture_or_task_name, model.config.vocab_size)
     prompt, factory, prompt_index = _eval_prompt(cfg, model.config)
     task_name, original = cfg.mixture_or_task_name, {}
     if cfg.instruction is not None or cfg.shots:

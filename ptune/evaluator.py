@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import seqio
 
-from ptune import atomic, data
+from ptune import atomic, data, task_checks
 from ptune import buckets as buckets_lib
 from ptune import family as family_lib
 from ptune.errors import UserError
@@ -61,7 +61,7 @@ class Evaluation:
         progress: Optional[bool] = None,
     ):
         data.get_task(task_name)
-        data.check_feature_lengths(feature_lengths, "eval feature lengths")
+        task_checks.check_feature_lengths(feature_lengths, "eval feature lengths")
         self.task_name = task_name
         self.batch_size = batch_size
         self.split = split

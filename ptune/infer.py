@@ -23,7 +23,17 @@ from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from ptune import atomic, buckets, data, evaluation, frozen_model, memory, recipe, selection
+from ptune import (
+    atomic,
+    buckets,
+    data,
+    evaluation,
+    frozen_model,
+    memory,
+    recipe,
+    selection,
+    task_checks,
+)
 from ptune import evaluator as evaluator_lib
 from ptune import server as server_lib
 from ptune.errors import UserError
@@ -148,7 +158,7 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
 
     from tqdm import tqdm
 
-    data.check_feature_lengths(cfg.task_feature_lengths, "TASK_FEATURE_LENGTHS")
+    task_checks.check_feature_lengths(cfg.task_feature_lengths, "TASK_FEATURE_LENGTHS")
     atomic.check_output_file(
         cfg.output_file, "INFER_OUTPUT_FILE", "JSONL", {"INFER_INPUT_FILE": cfg.input_file}
     )
@@ -265,7 +275,7 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
             "evaluates the prompt files over the task's own inputs"
         )
     run = ev.resolve(what="ptune ensemble").assemble()
-    data.check_task(ev.mixture_or_task_name, ev.eval_feature_lengths, ev.eval_split)
+    task_checks.check_task(ev.mixture_or_task_name, ev.eval_feature_lengths, ev.eval_split)
     if cfg.output_file:
         atomic.check_output_file(
             cfg.output_file, "--output", "JSON", dict(enumerate(cfg.prompt_files))

@@ -22,6 +22,7 @@ from ptune import (
     prompts,
     recipe,
     selection,
+    task_checks,
 )
 from ptune import evaluator as evaluator_lib
 from ptune import family as family_lib
@@ -86,15 +87,17 @@ def setup(cfg: TrainConfig, primary: bool) -> Setup:
     )
     run_dir.check()
     require_capabilities(cfg, family_lib.family_of(config))
-    data.check_task(
+    task_checks.check_task(
         cfg.mixture_or_task_name,
         cfg.task_feature_lengths,
         cfg.train_split,
         splits=[cfg.eval_split] if cfg.eval_period > 0 else [],
     )
-    data.check_vocabulary_fits(cfg.mixture_or_task_name, config.vocab_size)
+    task_checks.check_vocabulary_fits(cfg.mixture_or_task_name, config.vocab_size)
     if primary:
-        data.log_truncation(cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.train_split)
+        task_checks.log_truncation(
+            cfg.mixture_or_task_name, cfg.task_feature_lengths, cfg.train_split
+        )
     optimizer_step = optimizer_start(cfg)
     metric = (
         selection.check_metric(cfg.mixture_or_task_name, cfg.eval_metric)

@@ -10,7 +10,7 @@ import pytest
 import seqio
 
 from conftest import REPO
-from ptune import cli, data
+from ptune import cli, data, task_checks
 
 DEMO_DATA = os.path.join(REPO, "tasks", "data", "demo")
 
@@ -157,7 +157,9 @@ def test_a_users_own_preprocessor_keeps_autograph(tmp_path, monkeypatch):
         ds = task.get_dataset(lengths, split="train", shuffle=False)
     inputs = {ex["inputs_pretokenized"].decode() for ex in ds.as_numpy_iterator()}
     assert inputs == {"GOOD FILM", "sad film"}
-    assert data.log_truncation("shouting_task", lengths, "train")["shouting_task"]["read"] == 16
+    assert (
+        task_checks.log_truncation("shouting_task", lengths, "train")["shouting_task"]["read"] == 16
+    )
     with ag_ctx.ControlStatusCtx(status=ag_ctx.Status.DISABLED):  # what the check avoids
         with pytest.raises(Exception, match="tf.Tensor. as a Python .bool."):
             task.get_dataset(lengths, split="train", shuffle=False)

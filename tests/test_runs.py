@@ -14,7 +14,16 @@ import pytest
 
 import ptune.tasks  # noqa: F401  registers the tasks
 from conftest import REPO, tiny_run_config, tiny_t5
-from ptune import evaluation, evaluator, ginconfig, optimizers, prompts, train_setup, trainer
+from ptune import (
+    evaluation,
+    evaluator,
+    ginconfig,
+    optimizers,
+    prompts,
+    task_checks,
+    train_setup,
+    trainer,
+)
 from ptune.checkpoints import prompt_io
 from ptune.errors import UserError
 from ptune.models import llama, t5
@@ -477,19 +486,20 @@ def test_evaluation_takes_each_example_whole_unless_lengths_are_fixed(caplog):
 def test_training_says_when_its_lengths_cut_the_training_examples(caplog):
     """Targets 8 cut every demo label ("positive" + EOS is 9 bytes) to "positiv": greedy decoding
     then never produces a label. Training says so in one line before it starts."""
-    from ptune import data
     from ptune.tasks import demo
 
     with caplog.at_level("WARNING", logger="ptune"):
-        cut = data.log_truncation("ptune_demo", {"inputs": 64, "targets": 8}, "train")
+        cut = task_checks.log_truncation("ptune_demo", {"inputs": 64, "targets": 8}, "train")
     assert cut == {"ptune_demo": {"inputs": 0, "targets": 400, "read": 400}}
     (line,) = [r.getMessage() for r in caplog.records]
     assert "cut the inputs of 0 and the targets of 400 of the first 400 examples" in line
     caplog.clear()
     with caplog.at_level("WARNING", logger="ptune"):
-        cut = data.log_truncation("ptune_demo", {"inputs": 16, "targets": 9}, "train", limit=50)
+        cut = task_checks.log_truncation(
+            "ptune_demo", {"inputs": 16, "targets": 9}, "train", limit=50
+        )
     assert cut == {"ptune_demo": {"inputs": 50, "targets": 0, "read": 50}}
     caplog.clear()
     with caplog.at_level("WARNING", logger="ptune"):
-        data.log_truncation("ptune_demo", demo.SEQUENCE_LENGTH, "train")
+        task_checks.log_truncation("ptune_demo", demo.SEQUENCE_LENGTH, "train")
     assert not caplog.records  # the demo's own lengths cut nothing

@@ -10,7 +10,7 @@ import pytest
 from flax import linen as nn
 
 import ptune.tasks  # noqa: F401  registers the demo task
-from conftest import DEMO_TINY, tiny_t5
+from conftest import DEMO_TINY, DROPOUT, tiny_t5
 from ptune import decoding, evaluation, family, infer, interpret, prompts, recipe
 from ptune import server as server_lib
 from ptune.checkpoints.orbax_params import save_ptune
@@ -85,6 +85,23 @@ def test_beam_search_with_one_beam_is_greedy_and_scores_are_normalised(frozen, n
     logp = np.asarray(family.score(model, params, enc, best))
     lengths = (best > 0).sum(axis=1)
     np.testing.assert_allclose(scores[:, 0], logp / ((5.0 + lengths) / 6.0) ** 0.6, rtol=1e-4)
+
+
+def test_scoring_and_decoding_never_drop_out(frozen, named_prompts):
+    """A model configured with fine-tuning dropout (T5 1.1's and mT5's model files) scores
+    (rank classification) and decodes as the same model without: dropout is training's."""
+    model, params = _single(frozen, named_prompts["a"])
+    dropped = t5.Transformer(CFG.replace(dropout_rate=DROPOUT), model.prompt_factory)
+    enc = _inputs()
+    targets = np.random.default_rng(4).integers(3, 259, size=(len(enc), 4)).astype(np.int32)
+    np.testing.assert_array_equal(
+        np.asarray(family.score(dropped, params, enc, targets)),
+        np.asarray(family.score(model, params, enc, targets)),
+    )
+    np.testing.assert_array_equal(
+        np.asarray(decoding.generate(dropped, params, enc, max_length=MAX)),
+        np.asarray(decoding.generate(model, params, enc, max_length=MAX)),
+    )
 
 
 def test_mixed_batch_equals_per_prompt_batches(frozen, named_prompts):

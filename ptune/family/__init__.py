@@ -67,10 +67,12 @@ def of_checkpoint(path: str) -> Family:
 @functools.partial(jax.jit, static_argnames=("model",))
 def score(model, params: PyTree, inputs: Array, targets: Array, prompt_index=None) -> Array:
     """Log-likelihood of each target sequence [b] (summed over its real tokens) given inputs
-    [b, ls], targets [b, lt] (the decoder's inputs are the targets shifted right)."""
+    [b, ls], targets [b, lt] (the decoder's inputs are the targets shifted right). Without
+    dropout, whatever rate the model is configured to train with."""
     family = family_of(model.config)
     decoder_inputs = jnp.concatenate([jnp.zeros_like(targets[:, :1]), targets[:, :-1]], axis=1)
-    kwargs = {} if prompt_index is None else {"prompt_index": prompt_index}
+    kwargs = {"enable_dropout": False}
+    kwargs.update({} if prompt_index is None else {"prompt_index": prompt_index})
     logits = family.logits(model, params, inputs, decoder_inputs, targets, **kwargs)
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     token = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]

@@ -15,6 +15,13 @@ from typing import Optional
 
 import optax
 
+from ptune.memo import Memo
+
+# Equal arguments give the very same transformation (optax's are pure functions), so a
+# process's later runs with the same optimizer reuse the train step compiled for an earlier
+# one (`recipe.Run.train_step` keys on the optimizer).
+_BUILT = Memo(kept=16)
+
 
 def adafactor(
     learning_rate: float | optax.Schedule,
@@ -34,7 +41,7 @@ def adafactor(
       original implementation restored the pretrained step (1,100,000) with the frozen model,
       so its decay started near 1; a negative offset of that size reproduces it.
     """
-    return optax.adafactor(
+    arguments = dict(
         learning_rate=learning_rate,
         min_dim_size_to_factor=min_dim_size_to_factor,
         decay_rate=decay_rate,
@@ -43,6 +50,8 @@ def adafactor(
         clipping_threshold=clipping_threshold,
         weight_decay_rate=weight_decay_rate,
     )
+    key = tuple((name, type(value), value) for name, value in arguments.items())
+    return _BUILT.get(key, lambda: optax.adafactor(**arguments))
 
 
 def prompt_tuning_adafactor(

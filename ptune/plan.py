@@ -131,10 +131,10 @@ def plan_training(
         batch[prompts.PROMPT_INDEX] = jax.ShapeDtypeStruct(
             (batch_size,), jnp.int32, sharding=partitioner.batch_sharding()
         )
-    train_step = run.train_step(loss, seed=0)
     start = time.perf_counter()
     # `ptune plan` sizes an accelerator's attention (batched), not the CPU's (head by head).
     with attention.batched_on_every_platform(accelerator_attention):
+        train_step = run.train_step(loss, seed=0)
         compiled = train_step.lower(state_abstract, frozen_abstract, batch).compile()
     seconds = time.perf_counter() - start
     memory = compiled.memory_analysis()

@@ -39,11 +39,14 @@ from ptune import optimizers, partitioning, prompts
 from ptune import step as step_lib
 from ptune import trainable as trainable_lib
 from ptune.errors import UserError
-from ptune.models import llama, t5
+from ptune.memo import Memo
+from ptune.models import attention, llama, t5
 
 log = logging.getLogger("ptune")
 PyTree = Any
 ModelConfig = Union[t5.T5Config, llama.LlamaConfig]
+# The train steps of the most recent distinct runs of this process (`Run.train_step`).
+_TRAIN_STEPS = Memo(kept=8)
 ModelSpec = Union[ModelConfig, Mapping[str, Any], None]
 LLAMA_FIELDS = frozenset(f.name for f in dataclasses.fields(llama.LlamaConfig))
 
@@ -336,15 +339,27 @@ class Run:
         return state, frozen
 
     def train_step(self, loss: step_lib.LossConfig, seed: int, donate: bool = True) -> Callable:
-        """`train_step(state, frozen, batch) -> (state, metrics)`, compiled for the mesh."""
-        return step_lib.make_train_step(
-            self.model,
-            self.optimizer,
-            loss,
-            seed=seed,
-            donate=donate,
-            partitioner=self.partitioner,
-            in_shardings=(self.state_shardings, self.frozen_shardings),
+        """`train_step(state, frozen, batch) -> (state, metrics)`, compiled for the mesh.
+
+        A run equal in everything the step is built from (model, optimizer, loss, seed,
+        mesh and shardings, and the attention form traced: `ptune plan` asks for the
+        batched form on CPUs) gets the step an earlier run of this process built, traced and
+        compiled: jax then reuses its traces for the same shapes."""
+        shardings = (self.state_shardings, self.frozen_shardings)
+        leaves, structure = jax.tree_util.tree_flatten(shardings)
+        key = (self.model, self.optimizer, loss, seed, donate, self.partitioner, structure)
+        key += (attention.batched_everywhere(),)
+        return _TRAIN_STEPS.get(
+            (*key, tuple(leaves)),
+            lambda: step_lib.make_train_step(
+                self.model,
+                self.optimizer,
+                loss,
+                seed=seed,
+                donate=donate,
+                partitioner=self.partitioner,
+                in_shardings=shardings,
+            ),
         )
 
     def abstract_state(self) -> tuple[step_lib.TrainState, PyTree]:

@@ -304,3 +304,32 @@ def test_the_paper_recipe_trains_over_a_hugging_face_directory_without_a_model_f
     assert "model: from the hf checkpoint" in caplog.text
     run = json.load(open(tmp_path / "run" / "run.json"))
     assert (run["model"]["emb_dim"], run["model"]["vocab_size"]) == (16, 384)
+
+
+def test_runs_assembled_alike_in_one_process_share_one_compiled_train_step():
+    """`make paper`'s points and a sweep's runs share a process: a run equal in everything
+    its step is built from gets the step an earlier run compiled (no second trace); anything
+    that changes the step (learning rate, seed, prompt length, the attention form
+    `ptune plan` traces) gets its own."""
+    from ptune import partitioning, prompts, step, trainable
+    from ptune.models import attention
+
+    def train_step(lr=0.3, seed=0, length=4):
+        run = recipe.assemble(
+            tiny_t5(),
+            prompt_factory=prompts.prompt_factory(length),
+            trainable=trainable.PROMPT_ONLY,
+            optimizer=optimizers.prompt_tuning_adafactor(lr),
+            mesh=partitioning.MeshConfig(mesh_shape=None),
+        )
+        return run.train_step(step.LossConfig(), seed)
+
+    first = train_step()
+    assert train_step() is first
+    assert prompts.prompt_factory(4) == prompts.prompt_factory(4) != prompts.prompt_factory(5)
+    assert optimizers.prompt_tuning_adafactor(0.3) is optimizers.prompt_tuning_adafactor(0.3)
+    assert train_step(lr=0.1) is not first
+    assert train_step(seed=1) is not first
+    assert train_step(length=5) is not first
+    with attention.batched_on_every_platform():
+        assert train_step() is not first

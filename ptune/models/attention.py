@@ -57,6 +57,12 @@ def batched_on_every_platform(on: bool = True) -> Iterator[None]:
         _BATCHED_EVERYWHERE.reset(token)
 
 
+def batched_everywhere() -> bool:
+    """Whether `attend` now traces the batched form on CPUs too (`batched_on_every_platform`):
+    part of what a cached compiled function was built under (`recipe.Run.train_step`)."""
+    return _BATCHED_EVERYWHERE.get()
+
+
 @jax.custom_vjp
 def add_position_bias(logits: Array, bias: Array) -> Array:
     """logits [b, ..., q, k] + bias [1, ..., q, k] (the same for every row), as `+`, with the
@@ -113,7 +119,7 @@ def attend(
     opts = dict(mask_value=mask_value, scale=scale, keep_prob=keep_prob, dtype=dtype)
     batched = functools.partial(_batched, **opts)
     small = query.shape[1] == 1 or query.shape[1] * key.shape[1] < BY_HEAD_MIN_LOGITS
-    if small or _BATCHED_EVERYWHERE.get():
+    if small or batched_everywhere():
         return batched(*args)
     return jax.lax.platform_dependent(
         *args, cpu=functools.partial(_by_head, **opts), default=batched

@@ -23,12 +23,13 @@ module. The numerical core: no TensorFlow, seqio or gin.
 
 from __future__ import annotations
 
-import collections
 from typing import Any, Callable, Hashable, Optional
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+
+from ptune.memo import Memo
 
 Array = jax.Array
 
@@ -162,8 +163,7 @@ def limit_vocab(logits: Array, vocab_limit: Optional[int]) -> Array:
     return jnp.where(allowed, logits, jnp.finfo(logits.dtype).min)
 
 
-_ABSTRACT: collections.OrderedDict = collections.OrderedDict()
-_ABSTRACT_KEPT = 32  # the most recent distinct models; a process rarely builds more
+_ABSTRACT = Memo(kept=32)  # the most recent distinct models; a process rarely builds more
 
 
 def abstract_once(key: Hashable, trace: Callable[[], Any]) -> Any:
@@ -171,15 +171,5 @@ def abstract_once(key: Hashable, trace: Callable[[], Any]) -> Any:
     per `key` (the model's config, prompt factory and input shapes) in this process: flax
     traces the whole model to find its variables' shapes (about 0.4 s for a tiny T5), and a
     run asks for them several times (restore, sharding, counting), as does each run a process
-    makes. Each call gets its own containers (the leaves are immutable); an unhashable key
-    (a prompt factory holding an array) is traced every time."""
-    try:
-        hash(key)
-    except TypeError:
-        return trace()
-    if key not in _ABSTRACT:
-        _ABSTRACT[key] = trace()
-        if len(_ABSTRACT) > _ABSTRACT_KEPT:
-            _ABSTRACT.popitem(last=False)
-    _ABSTRACT.move_to_end(key)
-    return jax.tree_util.tree_map(lambda leaf: leaf, _ABSTRACT[key])
+    makes. Each call gets its own containers (the leaves are immutable)."""
+    return jax.tree_util.tree_map(lambda leaf: leaf, _ABSTRACT.get(key, trace))

@@ -8,7 +8,6 @@ the embedding width E and, for deep prompts, the layer count.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable, Optional, Sequence
 
 from flax import linen as nn
@@ -26,6 +25,24 @@ from ptune.prompts.modules import (
 from ptune.prompts.slot import validate_length
 
 
+@dataclasses.dataclass(frozen=True)
+class ModuleFactory:
+    """A prompt module's class with some of its fields: called (with the rest, e.g. `name`)
+    it builds the module. Equal by value, unlike `functools.partial`: two runs configured
+    alike build equal models, so what jax compiled for the first (decoding, scoring: jitted
+    with the model as a static argument) serves the second without tracing again."""
+
+    module: type
+    fields: tuple  # ((name, value), ...): hashable values
+
+    def __call__(self, *args, **kwargs) -> nn.Module:
+        return self.module(*args, **dict(self.fields), **kwargs)
+
+
+def _factory(module: type, **fields) -> ModuleFactory:
+    return ModuleFactory(module, tuple(fields.items()))
+
+
 def takes_index(factory: Optional[Callable[..., nn.Module]]) -> bool:
     """Whether the prompt module picks a prompt per example (`prompt_index` [b])."""
     return factory is not None and isinstance(factory(), (PromptBank, MultiTaskPrompt))
@@ -36,7 +53,7 @@ def bank_factory(lengths: Sequence[int], placement: str = "prefix") -> Callable[
     lengths = tuple(validate_length(n) for n in lengths)
     if not lengths:
         raise UserError("a prompt bank needs at least one prompt")
-    return functools.partial(PromptBank, lengths=lengths, placement=placement)
+    return _factory(PromptBank, lengths=lengths, placement=placement)
 
 
 def prompt_factory(
@@ -44,13 +61,13 @@ def prompt_factory(
 ) -> Callable[..., nn.Module]:
     """The `prompt_factory` argument of `t5.Transformer` for a single trainable prompt."""
     validate_length(length)
-    return functools.partial(Prompt, length=length, placement=placement, residual=residual)
+    return _factory(Prompt, length=length, placement=placement, residual=residual)
 
 
 def deep_factory(length: int) -> Callable[..., nn.Module]:
     """The `prompt_factory` argument of `t5.Transformer` for deep (per-layer) prompts."""
     validate_length(length)
-    return functools.partial(DeepPrompt, length=length)
+    return _factory(DeepPrompt, length=length)
 
 
 def multi_task_factory(
@@ -58,7 +75,7 @@ def multi_task_factory(
 ) -> Callable[..., nn.Module]:
     """The `prompt_factory` argument of `t5.Transformer` for multi-task prompts."""
     validate_length(length)
-    return functools.partial(
+    return _factory(
         MultiTaskPrompt,
         length=length,
         num_tasks=num_tasks,

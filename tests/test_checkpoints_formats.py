@@ -71,6 +71,24 @@ def test_convert_refuses_to_overwrite_and_leaves_nothing_on_failure(converted, t
     checkpoints.convert(tiny_path, str(tmp_path / "out"), TINY, overwrite=True)
     assert sorted(os.listdir(tmp_path)) == ["out"]
     assert checkpoints.detect_format(str(tmp_path / "out")) == "ptune"
+    checkpoints.convert(tiny_path, str(tmp_path / "out"), TINY, overwrite=True)  # its own
+    # --overwrite never replaces the source, a folder holding it or one holding anything else.
+    (tmp_path / "notes.txt").write_text("mine")
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    out = str(tmp_path / "out")
+    for dst, why in (
+        (out, "is the checkpoint being converted"),
+        (str(tmp_path), "holds the checkpoint being converted"),
+        (os.path.join(out, "params"), "is in the checkpoint being converted"),
+    ):
+        with pytest.raises(UserError, match=why):
+            checkpoints.convert(out, dst, overwrite=True)
+    with pytest.raises(UserError, match="holding notes.txt, out, not a ptune checkpoint"):
+        checkpoints.convert(tiny_path, str(tmp_path), TINY, overwrite=True)
+    with pytest.raises(UserError, match="is a file, not a ptune checkpoint"):
+        checkpoints.convert(tiny_path, str(tmp_path / "notes.txt"), TINY, overwrite=True)
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_t5x_orbax_layout(tiny_flat, tmp_path):

@@ -200,6 +200,35 @@ def describe(path: str, config: Optional[t5.T5Config] = None) -> Description:
     return Description(source.path, source.format, config, assumed, count, source.step)
 
 
+def _check_destination(src: str, dst: str, overwrite: bool) -> None:
+    """Refuses, before anything is read or written, a `--to` that would lose what the user
+    made: an existing path without --overwrite; the source itself, a directory holding it
+    or one inside it; with --overwrite, anything but a ptune checkpoint (which holds only
+    its parameters and `ptune_config.json`) or an empty directory."""
+    if "://" not in src and "://" not in dst:
+        source, target = os.path.realpath(src), os.path.realpath(dst)
+        common = os.path.commonpath([source, target])
+        if common in (source, target):
+            where = "is" if source == target else "holds" if common == target else "is in"
+            raise UserError(
+                f"--to {dst} {where} the checkpoint being converted (--from {src}): "
+                "choose a directory apart from it"
+            )
+    if not os.path.exists(dst):
+        return
+    if not overwrite:
+        raise UserError(f"{dst} already exists; pass --overwrite to replace it")
+    held = set(os.listdir(dst)) if os.path.isdir(dst) else None
+    checkpoint = {orbax_params.CONFIG_FILE, orbax_params.PARAMS_DIR}
+    is_checkpoint = held is not None and orbax_params.CONFIG_FILE in held <= checkpoint
+    if held is None or (held and not is_checkpoint):
+        what = "a file" if held is None else f"a directory holding {', '.join(sorted(held)[:4])}"
+        raise UserError(
+            f"--to {dst} is {what}, not a ptune checkpoint: --overwrite replaces only a "
+            "checkpoint `ptune convert` wrote; choose a new directory"
+        )
+
+
 def convert(
     src: str,
     dst: str,
@@ -208,9 +237,10 @@ def convert(
     overwrite: bool = False,
     dtype=jnp.float32,
 ) -> str:
-    """Loads `src` strictly and writes it to `dst` in the ptune format (atomically)."""
-    if os.path.exists(dst) and not overwrite:
-        raise UserError(f"{dst} already exists; pass --overwrite to replace it")
+    """Loads `src` strictly and writes it to `dst` in the ptune format (atomically).
+    `overwrite` replaces only a checkpoint this function wrote, never `src` or a directory
+    holding it."""
+    _check_destination(os.fspath(src), os.fspath(dst), overwrite)
     source, stored = open_checkpoint(src)
     loaded_config, params = load_source(source, stored, config, dtype=dtype)
     return orbax_params.save_ptune(

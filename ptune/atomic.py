@@ -32,17 +32,27 @@ def check_writable_dir(path: str, what: str) -> None:
 
 def check_output_file(path: str, what: str, kind: str, inputs: dict = None) -> None:
     """`path` must be a file this process can write, neither a directory nor one of `inputs`
-    ({name: path} the same command reads): checked before any work, one line naming `what`."""
+    ({name: path or [paths]} the same command reads: files, or directories such as a
+    checkpoint, which the output must not be inside): checked before any work, one line
+    naming `what`."""
     from ptune.errors import UserError
 
     if os.path.isdir(path):
         raise UserError(f"{what} {path} is a directory; name the {kind} file to write")
-    for name, source in (inputs or {}).items():
-        if os.path.realpath(path) == os.path.realpath(source):
-            raise UserError(
-                f"{what} {path} is {name}: writing the results would replace it; name "
-                "another output file"
-            )
+    target = os.path.realpath(path)
+    for name, sources in (inputs or {}).items():
+        listed = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources or ())
+        for source in listed:
+            if not source or "://" in os.fspath(source):
+                continue
+            source = os.path.realpath(source)
+            if target == source or os.path.commonpath([target, source]) == source:
+                where = "is" if target == source else "is inside"
+                which = name if len(listed) == 1 else f"{name} {source}"
+                raise UserError(
+                    f"{what} {path} {where} {which}: writing the results would replace what "
+                    "it reads; name another output file"
+                )
     check_writable_dir(os.path.dirname(os.path.abspath(path)), f"{what}'s directory")
 
 

@@ -160,7 +160,14 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
 
     task_checks.check_feature_lengths(cfg.task_feature_lengths, "TASK_FEATURE_LENGTHS")
     atomic.check_output_file(
-        cfg.output_file, "INFER_OUTPUT_FILE", "JSONL", {"INFER_INPUT_FILE": cfg.input_file}
+        cfg.output_file,
+        "INFER_OUTPUT_FILE",
+        "JSONL",
+        {
+            "INFER_INPUT_FILE": cfg.input_file,
+            "PROMPT_FILES": list(named_prompt_files(cfg.prompt_files).values()),
+            "INITIAL_CHECKPOINT_PATH": cfg.checkpoint_path,
+        },
     )
     requests = read_requests(cfg.input_file)
     run = cfg.resolve(what="ptune infer").assemble()
@@ -278,7 +285,13 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
     task_checks.check_task(ev.mixture_or_task_name, ev.eval_feature_lengths, ev.eval_split)
     if cfg.output_file:
         atomic.check_output_file(
-            cfg.output_file, "--output", "JSON", dict(enumerate(cfg.prompt_files))
+            cfg.output_file,
+            "--output",
+            "JSON",
+            {
+                "--prompt_files": list(cfg.prompt_files),
+                "INITIAL_CHECKPOINT_PATH": ev.checkpoint_path,
+            },
         )
     names = [f"prompt_{i + 1}" for i in range(len(cfg.prompt_files))]
     bank = server_lib.Bank.from_files(dict(zip(names, cfg.prompt_files)), ev.placement())

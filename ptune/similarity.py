@@ -109,7 +109,9 @@ def main(argv: Sequence[str]) -> int:
     if len(set(paths)) != len(paths):
         raise UserError(f"--prompts names a prompt twice: {args.prompts}")
     if args.json:
-        atomic.check_output_file(args.json, "--json", "JSON", {"--target": args.target})
+        atomic.check_output_file(
+            args.json, "--json", "JSON", {"--target": args.target, "--prompts": paths}
+        )
     sources = {path: prompt_io.load_prompt_file(path) for path in paths}
     target = prompt_io.load_prompt_file(args.target)
     rows = rank(sources, target, args.measure)

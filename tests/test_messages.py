@@ -208,13 +208,20 @@ def test_infer_refuses_an_output_that_is_its_input_or_a_directory(served, tmp_pa
     link.symlink_to(requests)
     (tmp_path / "out").mkdir()
     before = _snapshot(tmp_path)
-    for output in (requests, link):
+    served_before = _snapshot(served)
+    for output, what in (
+        (requests, "is INFER_INPUT_FILE"),
+        (link, "is INFER_INPUT_FILE"),
+        (served / "p.npy", "is PROMPT_FILES"),  # the prompt it serves
+        (served / "model" / "ptune_config.json", "is inside INITIAL_CHECKPOINT_PATH"),
+    ):
         with pytest.raises(UserError) as e:
             infer.run_infer(_infer_config(served, requests, output), progress=False)
         assert str(e.value) == (
-            f"INFER_OUTPUT_FILE {output} is INFER_INPUT_FILE: writing the results would "
-            "replace it; name another output file"
+            f"INFER_OUTPUT_FILE {output} {what}: writing the results would replace what it "
+            "reads; name another output file"
         )
+    assert _snapshot(served) == served_before
     # A missing checkpoint would fail later: the output is refused first, before any work.
     bad_model = dataclasses.replace(
         _infer_config(served, requests, tmp_path / "out"), checkpoint_path="/no/such/model"

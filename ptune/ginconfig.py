@@ -242,8 +242,8 @@ def call(fn, **kwargs):
     try:
         result = configured(**kwargs)
     except (ValueError, TypeError) as e:
-        if isinstance(e, UserError):
-            raise
+        if isinstance(e, UserError):  # a nested configurable's: gin appended its context
+            raise UserError(_one_line(e)) from e
         name = getattr(fn, "__name__", str(fn))
         message = _one_line(e)
         raise UserError(message if message.startswith(name) else f"{name}: {message}") from e

@@ -27,6 +27,7 @@ from flax import struct
 
 from ptune import family, losses, partitioning
 from ptune import trainable as trainable_lib
+from ptune.errors import UserError
 
 PyTree = Any
 
@@ -45,6 +46,15 @@ class LossConfig:
     z_loss: float = dataclasses.field(default=1e-4, metadata={"min": 0})
     label_smoothing: float = dataclasses.field(default=0.0, metadata={"min": 0, "below": 1})
     loss_normalizing_factor: losses.Normalization = losses.NUM_REAL_TARGET_TOKENS
+
+    def __post_init__(self):
+        factor = self.loss_normalizing_factor
+        number = isinstance(factor, (int, float)) and not isinstance(factor, bool)
+        if not (factor is None or factor == losses.NUM_REAL_TARGET_TOKENS or number and factor > 0):
+            raise UserError(
+                "step.LossConfig.loss_normalizing_factor must be None, "
+                f"'{losses.NUM_REAL_TARGET_TOKENS}' or a positive number, got {factor!r}"
+            )
 
 
 def init_state(trainable_params: PyTree, optimizer: optax.GradientTransformation) -> TrainState:

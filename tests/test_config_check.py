@@ -298,6 +298,11 @@ DEMO_EVAL = [
             "gin binding 'trainer.TrainConfig.zzz=1': Configurable 'trainer.TrainConfig' "
             "doesn't have a parameter named 'zzz'.",
         ),
+        (  # checked where it is built, not inside the jitted step after the model loaded
+            ["--gin.step.LossConfig.loss_normalizing_factor='NUM_TOKENS'"],
+            "step.LossConfig.loss_normalizing_factor must be None, 'NUM_REAL_TARGET_TOKENS' "
+            "or a positive number, got 'NUM_TOKENS'",
+        ),
     ],
 )
 def test_a_bad_training_value_is_one_line_before_any_work(tmp_path, capsys, args, expected):

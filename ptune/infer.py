@@ -72,8 +72,12 @@ def read_requests(path: str) -> list[dict]:
         raise UserError(f"input file {path} does not exist")
     requests = []
     tsv = not path.endswith((".jsonl", ".json"))
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{path}, line {number}: not UTF-8 text") from e
             if not line.strip():
                 continue
             if tsv:
@@ -97,7 +101,12 @@ def read_requests(path: str) -> list[dict]:
                     record = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise UserError(f"{path}, line {number}: not valid JSON ({e.msg})") from e
-                if not isinstance(record, dict) or not record.get("task"):
+                if not isinstance(record, dict):
+                    raise UserError(
+                        f"{path}, line {number}: a JSON {type(record).__name__}, expected an "
+                        'object like {"task": ..., "inputs": ...}'
+                    )
+                if not record.get("task"):
                     raise UserError(f"{path}, line {number}: no task name (a 'task' field)")
                 if not isinstance(record.get("inputs"), str):
                     raise UserError(f"{path}, line {number}: no 'inputs' text")

@@ -234,6 +234,21 @@ def test_infer_refuses_an_output_that_is_its_input_or_a_directory(served, tmp_pa
     assert _snapshot(tmp_path) == before
 
 
+def test_infer_names_the_request_line_that_is_not_utf8_or_not_an_object(tmp_path):
+    path = tmp_path / "requests.jsonl"
+    good = json.dumps({"task": "ptune_demo", "inputs": "a good film"}).encode() + b"\n"
+    path.write_bytes(good + b'{"task": "ptune_demo", "inputs": "\xff\xfe"}\n')
+    with pytest.raises(UserError) as e:
+        infer.read_requests(str(path))
+    assert str(e.value) == f"{path}, line 2: not UTF-8 text"
+    path.write_bytes(good + b'[{"task": "ptune_demo", "inputs": "x"}]\n')
+    with pytest.raises(UserError) as e:
+        infer.read_requests(str(path))
+    assert str(e.value) == (
+        f'{path}, line 2: a JSON list, expected an object like {{"task": ..., "inputs": ...}}'
+    )
+
+
 def test_infer_refuses_a_tsv_row_with_more_than_three_fields(tmp_path):
     path = tmp_path / "requests.tsv"
     path.write_text("ptune_demo\ta good film\nptune_demo\ta\ttab\tinside\n")

@@ -70,6 +70,13 @@ def test_an_unsupported_architecture_names_it_and_every_one_ptune_loads(fields, 
     assert _snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("text", ["[1, 2]", '"llama"', '{"architectures": "LlamaForCausalLM"}'])
+def test_a_config_json_that_is_not_a_model_configuration_is_one_line(text, tmp_path, capsys):
+    (tmp_path / "config.json").write_text(text)
+    line = _error(capsys, ["info", f"--checkpoint={tmp_path}", "--no_tree"])
+    assert f"{tmp_path / 'config.json'} " in line and "ptune loads T5/mT5" in line, line
+
+
 # 2. `plan --fit` without a unit.
 
 

@@ -49,8 +49,12 @@ def is_causal_dir(path: str) -> bool:
             fields = json.load(f)
     except (OSError, ValueError):
         return False
+    if not isinstance(fields, dict):  # not a model's configuration: `hf` says so
+        return False
     architectures = fields.get("architectures") or []
-    return any(a.endswith("ForCausalLM") for a in architectures) or (
+    if not isinstance(architectures, list):
+        architectures = [architectures]
+    return any(str(a).endswith("ForCausalLM") for a in architectures) or (
         fields.get("model_type") in llama.MODEL_TYPES
     )
 

@@ -152,6 +152,11 @@ def parse(args: GinArgs) -> list[str]:
             gin.parse_config_file(path)
         except _GIN_ERRORS as e:
             raise UserError(f"gin file {path}: {_with_closest(_one_line(e), e)}") from e
+        except RecursionError as e:
+            raise UserError(
+                f"gin file {path}: its includes form a cycle (a file includes itself, "
+                "directly or through the files it includes)"
+            ) from e
     for binding in args.bindings:
         try:
             gin.parse_config(_MODEL_IMPORTS + binding if binding.startswith(_MODELS) else binding)

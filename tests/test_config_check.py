@@ -318,6 +318,23 @@ def test_a_bad_training_value_is_one_line_before_any_work(tmp_path, capsys, args
     assert not model_dir.exists()
 
 
+def test_gin_files_that_include_each_other_are_one_line(tmp_path, capsys):
+    from ptune import cli
+
+    (tmp_path / "a.gin").write_text(f"include '{tmp_path / 'b.gin'}'\n")
+    (tmp_path / "b.gin").write_text(f"include '{tmp_path / 'a.gin'}'\n")
+    model_dir = tmp_path / "run"
+    code = cli.main(
+        DEMO_TRAIN + [f"--gin_file={tmp_path / 'a.gin'}", f"--gin.MODEL_DIR='{model_dir}'"]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [
+        f"ptune: error: gin file {tmp_path / 'a.gin'}: its includes form a cycle (a file "
+        "includes itself, directly or through the files it includes)"
+    ]
+    assert not model_dir.exists()
+
+
 @pytest.mark.parametrize(
     "command, args, expected",
     [

@@ -175,6 +175,10 @@ PLAN_PLACEHOLDERS = [
 ]
 
 
+# XLA's CPU client builds every simulated device up front: a million of them never finish.
+MAX_SIMULATED_DEVICES = 16384
+
+
 def _mesh_flag(text: str) -> tuple[int, int]:
     """(data, model) from --mesh_shape=DATA,MODEL; one line if it is not that."""
     try:
@@ -251,6 +255,17 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
                 "partitioning.MeshConfig.mesh_shape to plan for"
             )
     data, model = mesh
+    if not args.real_devices and data * model > MAX_SIMULATED_DEVICES:
+        raise UserError(
+            f"mesh {data},{model} is {data * model:,} devices; `ptune plan` simulates at most "
+            f"{MAX_SIMULATED_DEVICES:,} (the largest TPU pod slices have 8,960 chips)"
+        )
+    if not args.real_devices and budget is None and cfg.batch_size % data:
+        # `Partitioner.check_batch_size`'s line, said before thousands of devices are made.
+        raise UserError(
+            f"batch size {cfg.batch_size} is not divisible by the data axis ({data}); "
+            f"choose a multiple of {data}"
+        )
     if not args.real_devices:
         runtime.simulate_cpu_devices(data * model)
     model_config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path, what="the plan")

@@ -112,9 +112,17 @@ def test_bad_plan_input_is_one_line(capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "ptune: error: mesh_shape must be two positive sizes (data, model), got (8,)"
     )
-    proc = _plan(*TINY, "--gin_file=runs/prompt_tuning.gin", "--mesh_shape=3,1")
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == (
+    # Refused before jax makes the devices: a million would never finish.
+    assert (
+        cli.main(["plan", *TINY, "--gin_file=runs/prompt_tuning.gin", "--mesh_shape=1000,1000"])
+        == 2
+    )
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "ptune: error: mesh 1000,1000 is 1,000,000 devices; `ptune plan` simulates at most "
+        "16,384 (the largest TPU pod slices have 8,960 chips)"
+    )
+    assert cli.main(["plan", *TINY, "--gin_file=runs/prompt_tuning.gin", "--mesh_shape=3,1"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "ptune: error: batch size 8 is not divisible by the data axis (3); choose a multiple of 3"
     )
 

@@ -4,7 +4,8 @@ A configuration dataclass declares what each field takes. Its annotation is the 
 (a bool is not an int, nor is 16.0), `float` (an int is a number too), `bool`, `str`,
 `Optional[...]`, `Union[...]`, `Mapping[K, V]`, `Sequence[T]` (a string is not a sequence
 here), a nested configuration dataclass (checked field by field); `Any` is not checked. The
-range sits beside the field, in its metadata:
+range sits beside the field, in its metadata (a configurable function's parameter carries it
+on its annotation: `learning_rate: Annotated[float, {"min": 0}]`):
 
     batch_size: int = dataclasses.field(default=32, metadata={"min": 1})
     eval_period: int = dataclasses.field(
@@ -69,9 +70,23 @@ def declarations(fn: Any) -> dict[str, Declared]:
         }
     try:
         parameters = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception:
         return {}
-    return {name: Declared(hints[name]) for name in parameters if name in hints}
+    return {name: _parameter(fn, name, hints[name]) for name in parameters if name in hints}
+
+
+def _parameter(fn: Any, name: str, hint: Any) -> Declared:
+    """A function parameter's declaration: its range, if any, rides on the annotation as
+    `Annotated[float, {"min": 0}]` (a function has no field metadata)."""
+    if typing.get_origin(hint) is not typing.Annotated:
+        return Declared(hint)
+    ranges = [m for m in hint.__metadata__ if isinstance(m, Mapping)]
+    metadata = dict(ranges[0]) if ranges else {}
+    unknown = set(metadata) - set(RANGE_KEYS)
+    if unknown:  # a misspelt range would silently check nothing
+        raise TypeError(f"{fn.__name__}.{name}: unknown range keys {sorted(unknown)}")
+    return Declared(hint.__origin__, metadata)
 
 
 def gin_name(cls: type) -> str:

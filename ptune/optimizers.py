@@ -11,11 +11,16 @@ The numerical core: optax only.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
 import optax
 
 from ptune.memo import Memo
+
+# The ranges `ptune.config_check` checks what gin binds against, before any work.
+Rate = Annotated[float, {"min": 0}]
+Decay = Annotated[float, {"min": 0, "max": 1}]  # the second-moment decay's exponent
+MaybeRate = Annotated[Optional[float], {"min": 0}]
 
 # Equal arguments give the very same transformation (optax's are pure functions), so a
 # process's later runs with the same optimizer reuse the train step compiled for an earlier
@@ -55,11 +60,11 @@ def adafactor(
 
 
 def prompt_tuning_adafactor(
-    learning_rate: float = 0.3,
-    decay_rate: float = 0.8,
+    learning_rate: Rate = 0.3,
+    decay_rate: Decay = 0.8,
     decay_offset: int = 0,
-    weight_decay_rate: Optional[float] = 1e-5,
-    clipping_threshold: Optional[float] = 1.0,
+    weight_decay_rate: MaybeRate = 1e-5,
+    clipping_threshold: MaybeRate = 1.0,
 ) -> optax.GradientTransformation:
     """The paper's prompt-tuning optimizer (Lester et al., 2021, Section 3)."""
     return adafactor(
@@ -73,10 +78,10 @@ def prompt_tuning_adafactor(
 
 
 def model_tuning_adafactor(
-    learning_rate: float = 0.001,
-    decay_rate: float = 0.8,
+    learning_rate: Rate = 0.001,
+    decay_rate: Decay = 0.8,
     decay_offset: int = 0,
-    clipping_threshold: Optional[float] = 1.0,
+    clipping_threshold: MaybeRate = 1.0,
 ) -> optax.GradientTransformation:
     """T5's fine-tuning optimizer (the paper's model-tuning baseline): parameter-scaled
     Adafactor at a constant 0.001, no weight decay."""
@@ -91,9 +96,9 @@ def model_tuning_adafactor(
 
 
 def pretraining_adafactor(
-    warmup_steps: int = 10000,
-    decay_rate: float = 0.8,
-    clipping_threshold: Optional[float] = 1.0,
+    warmup_steps: Annotated[int, {"min": 1}] = 10000,
+    decay_rate: Decay = 0.8,
+    clipping_threshold: MaybeRate = 1.0,
 ) -> optax.GradientTransformation:
     """T5's pretraining optimizer: parameter-scaled Adafactor with the inverse square root
     learning rate 1 / sqrt(max(step, warmup_steps)) (0.01 for the first 10,000 steps, then

@@ -261,7 +261,17 @@ DEMO_EVAL = [
         (["--gin.SEED='abc'"], "SEED must be a non-negative int, got 'abc' (a string)"),
         (
             ["--gin.optimizers.prompt_tuning_adafactor.learning_rate='0.3'"],
-            "optimizers.prompt_tuning_adafactor.learning_rate must be a number, got '0.3'",
+            "optimizers.prompt_tuning_adafactor.learning_rate must be a non-negative number, "
+            "got '0.3'",
+        ),
+        (  # a configurable function's range rides on its parameter's annotation
+            ["--gin.optimizers.prompt_tuning_adafactor.decay_rate=5.0"],
+            "optimizers.prompt_tuning_adafactor.decay_rate must be a number in [0, 1], got 5.0",
+        ),
+        (
+            ["--gin.optimizers.prompt_tuning_adafactor.clipping_threshold=-1.0"],
+            "optimizers.prompt_tuning_adafactor.clipping_threshold must be a non-negative "
+            "number or None, got -1.0",
         ),
         (["--gin.LOG_PERIOD=0"], "LOG_PERIOD must be a positive int, got 0"),
         (["--gin.CHECKPOINT_PERIOD=0"], "CHECKPOINT_PERIOD must be a positive int, got 0"),

@@ -134,11 +134,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ptune: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001  only memory exhaustion is caught; the rest re-raised
+        if not _out_of_memory(e):
+            raise
+        if os.environ.get("PTUNE_DEBUG"):
+            traceback.print_exc()
+        cause = " ".join(str(e).split())[:160]
+        print(
+            f"ptune: error: out of memory ({cause}): reduce BATCH_SIZE, the feature lengths "
+            "or NUM_BEAMS; `ptune plan` estimates what a run needs",
+            file=sys.stderr,
+        )
+        return 2
     except BrokenPipeError:
         # `ptune tasks | head` closed our stdout: end quietly. SIGPIPE keeps Python's own
         # setting (ignored), since libraries that write to sockets rely on getting EPIPE.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Host memory (numpy's MemoryError) or an accelerator's (XLA's RESOURCE_EXHAUSTED)."""
+    if isinstance(error, MemoryError):
+        return True
+    text = str(error)
+    return type(error).__name__ == "JaxRuntimeError" and (
+        "RESOURCE_EXHAUSTED" in text or "Out of memory" in text
+    )
 
 
 if __name__ == "__main__":

@@ -241,6 +241,29 @@ def test_infer_refuses_an_output_that_is_its_input_or_a_directory(served, tmp_pa
     assert _snapshot(tmp_path) == before
 
 
+def test_lengths_too_large_for_memory_are_one_line_and_write_nothing(served, tmp_path, capsys):
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(json.dumps({"task": "ptune_demo", "inputs": "a good film"}) + "\n")
+    line = _error(
+        capsys,
+        [
+            "infer",
+            "--gin_file=runs/infer.gin",
+            f"--gin.INITIAL_CHECKPOINT_PATH='{served / 'model'}'",
+            f"--gin.PROMPT_FILES={{'ptune_demo': '{served / 'p.npy'}'}}",
+            f"--gin.INFER_INPUT_FILE='{requests}'",
+            f"--gin.INFER_OUTPUT_FILE='{tmp_path / 'out.jsonl'}'",
+            "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 1000000}",  # 3.6 TiB of ids
+        ],
+    )
+    assert line.startswith("ptune: error: out of memory (Unable to allocate "), line
+    assert line.endswith(
+        "reduce BATCH_SIZE, the feature lengths or NUM_BEAMS; `ptune plan` "
+        "estimates what a run needs"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["requests.jsonl"]
+
+
 def test_infer_names_the_request_line_that_is_not_utf8_or_not_an_object(tmp_path):
     path = tmp_path / "requests.jsonl"
     good = json.dumps({"task": "ptune_demo", "inputs": "a good film"}).encode() + b"\n"

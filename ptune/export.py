@@ -16,8 +16,9 @@ a PEFT adapter directory.
 
 Every export is atomic (written beside its destination, then renamed into place) and refuses
 to replace an existing destination unless `overwrite=True`. A `--base_model` found on this
-machine (a directory, or a hub id in the local cache) must be as wide as the prompt (its
-config.json's d_model / hidden_size), checked before anything is written. Imports numpy and
+machine (a directory, or a hub id in the local cache) must be a model of the task type, as
+wide as the prompt (its config.json's d_model / hidden_size), checked before anything is
+written; a path must be such a directory. Imports numpy and
 safetensors only (and ptune's hub lookup for `--base_model`).
 """
 
@@ -106,27 +107,49 @@ def _check_destination(path: str, overwrite: bool, source: Any = None) -> None:
 WIDTH_FIELDS = ("d_model", "hidden_size", "n_embd")  # a config.json's model width: T5, Llama, GPT-2
 
 
-def _check_base_model_width(base_model: Optional[str], width: int) -> None:
+def _check_base_model(base_model: Optional[str], width: int, task_type: str) -> None:
     """A base model that is a local Hugging Face directory (or a hub id in the local cache)
-    must be as wide as the prompt: PEFT cannot load a [P, E] adapter onto another width. A
+    must be one PEFT can load the adapter onto: a model of the task type, as wide as the
+    prompt. A path (absolute, or starting with ./ or ../) must be such a directory; a hub
     name with no local copy is only recorded."""
     if not base_model:
         return
     from ptune.checkpoints import hub
 
+    name = os.fspath(base_model)
+    is_path = os.path.isabs(name) or name.startswith(("./", "../")) or os.path.exists(name)
+    if is_path and not os.path.exists(name):
+        raise UserError(f"--base_model {name} does not exist")
     try:
-        directory = hub.resolve(os.fspath(base_model))
+        directory = hub.resolve(name)
     except UserError:
+        if is_path:
+            raise UserError(f"--base_model {name} does not exist") from None
         return  # not on this machine: recorded, not checked
     config = os.path.join(directory, "config.json")
     if not os.path.isfile(config):
+        if is_path:
+            raise UserError(
+                f"--base_model {name} is not a Hugging Face model directory (no config.json): "
+                "PEFT loads the adapter onto the model base_model_name_or_path names"
+            )
         return
     try:
         with open(config) as f:
             fields = json.load(f)
     except (OSError, ValueError) as e:
         raise UserError(f"--base_model {base_model}: cannot read {config} ({e})") from e
-    stated = [fields[k] for k in WIDTH_FIELDS if isinstance(fields, dict) and k in fields]
+    if not isinstance(fields, dict):
+        raise UserError(f"--base_model {base_model}: {config} is not a JSON object")
+    architectures = [str(a) for a in fields.get("architectures") or []]
+    causal = any(a.endswith("ForCausalLM") for a in architectures)
+    seq2seq = any(a.endswith("ForConditionalGeneration") for a in architectures)
+    if (task_type == "CAUSAL_LM" and seq2seq) or (task_type == "SEQ_2_SEQ_LM" and causal):
+        raise UserError(
+            f"--base_model {base_model} is a {', '.join(architectures)}, not a model for "
+            f"--task_type {task_type}"
+        )
+    stated = [fields[k] for k in WIDTH_FIELDS if k in fields]
     if stated and stated[0] != width:
         raise UserError(
             f"--base_model {base_model} is {stated[0]} wide (its config.json), but the prompt's "
@@ -152,7 +175,7 @@ def write_peft(
     value = _as_prompt(prompt)
     directory = os.fspath(directory)
     _check_destination(directory, overwrite, prompt)
-    _check_base_model_width(base_model, value.shape[1])
+    _check_base_model(base_model, value.shape[1], task_type)
 
     def write(tmp: str) -> None:
         save_file(

@@ -155,6 +155,8 @@ def test_peft_export_refuses_a_base_model_of_another_width(
     (out / "keep.txt").write_text("an earlier export")
     before = _snapshot(out)
     argv = ["export", "--format=peft", f"--prompt={prompt_8_wide}", f"--to={out}"]
+    if "LlamaForCausalLM" in fields["architectures"]:
+        argv.append("--task_type=CAUSAL_LM")
     line = _error(capsys, [*argv, f"--base_model={base}", "--overwrite"])
     assert line == (
         f"ptune: error: --base_model {base} is {width} wide (its config.json), but the "
@@ -169,6 +171,32 @@ def test_peft_export_refuses_a_base_model_of_another_width(
     assert export.export_prompt(
         prompt_8_wide, str(tmp_path / "named"), "peft", base_model="no-org/no-such-model"
     )
+
+
+def test_peft_export_refuses_a_base_model_path_that_is_no_model_of_its_task(
+    prompt_8_wide, tmp_path, capsys
+):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "t5x").mkdir()  # a folder, but not a Hugging Face model's
+    (tmp_path / "t5").mkdir()
+    (tmp_path / "t5" / "config.json").write_text(
+        json.dumps({"architectures": ["T5ForConditionalGeneration"], "d_model": 8})
+    )
+    out = tmp_path / "adapter"
+    argv = ["export", "--format=peft", f"--prompt={prompt_8_wide}", f"--to={out}"]
+    for base, extra, expected in (
+        (tmp_path / "missing", [], "does not exist"),
+        (tmp_path / "file", [], "is not a Hugging Face model directory (no config.json)"),
+        (tmp_path / "t5x", [], "is not a Hugging Face model directory (no config.json)"),
+        (
+            tmp_path / "t5",
+            ["--task_type=CAUSAL_LM"],
+            "is a T5ForConditionalGeneration, not a model for --task_type CAUSAL_LM",
+        ),
+    ):
+        line = _error(capsys, [*argv, f"--base_model={base}", *extra])
+        assert line.startswith(f"ptune: error: --base_model {base} {expected}"), line
+    assert not out.exists()
 
 
 # 5. infer and similar: outputs checked before any work; requests cut, said once.

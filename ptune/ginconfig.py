@@ -104,6 +104,8 @@ def resolve_gin_file(name: str, search_paths: Sequence[str] = ()) -> str:
     for path in candidates:
         if os.path.isfile(path):
             return os.path.abspath(path)
+    if os.path.isdir(name):
+        raise UserError(f"gin file {name!r} is a directory; name a .gin file")
     looked = ", ".join(dict.fromkeys([os.getcwd()] + list(search_paths) + [GIN_DIR]))
     raise UserError(f"gin file {name!r} not found (looked in: {looked})")
 

@@ -48,7 +48,9 @@ def measures(
             f"prompt {source_name} has width {source.shape[1]} but the target {target_name} "
             f"has {target.shape[1]}: prompts of different models cannot be compared"
         )
-    averages = _unit_rows(np.stack([source.mean(0), target.mean(0)]), f"{source_name}'s mean")
+    _unit_rows(source.mean(0)[None], f"{source_name}'s mean")  # names the prompt at fault
+    _unit_rows(target.mean(0)[None], f"{target_name}'s mean")
+    averages = _unit_rows(np.stack([source.mean(0), target.mean(0)]), "either mean")
     pairs = _unit_rows(source, source_name) @ _unit_rows(target, target_name).T  # [Ls, Lt]
     return {
         "cos_avg": float(averages[0] @ averages[1]),
@@ -58,14 +60,20 @@ def measures(
 
 
 def rank(
-    sources: Mapping[str, np.ndarray], target: np.ndarray, measure: str = "cos_avg"
+    sources: Mapping[str, np.ndarray],
+    target: np.ndarray,
+    measure: str = "cos_avg",
+    target_name: str = "target",
 ) -> list[dict]:
     """Each source's measures against `target`, most similar first by `measure`."""
     if measure not in MEASURES:
         raise UserError(f"similarity measure must be one of {', '.join(MEASURES)}, got {measure!r}")
     if not sources:
         raise UserError("no source prompts to rank")
-    rows = [{"prompt": name, **measures(value, target, name)} for name, value in sources.items()]
+    rows = [
+        {"prompt": name, **measures(value, target, name, target_name)}
+        for name, value in sources.items()
+    ]
     return sorted(rows, key=lambda row: -row[measure])
 
 
@@ -114,7 +122,7 @@ def main(argv: Sequence[str]) -> int:
         )
     sources = {path: prompt_io.load_prompt_file(path) for path in paths}
     target = prompt_io.load_prompt_file(args.target)
-    rows = rank(sources, target, args.measure)
+    rows = rank(sources, target, args.measure, args.target)
     print(f"source prompts most similar to {args.target} first (by {args.measure}):")
     print(table(rows, args.measure))
     if args.json:

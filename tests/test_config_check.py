@@ -328,6 +328,16 @@ def test_a_bad_training_value_is_one_line_before_any_work(tmp_path, capsys, args
     assert not model_dir.exists()
 
 
+def test_a_gin_file_that_is_a_directory_is_named_so(tmp_path, capsys):
+    from ptune import cli
+
+    code = cli.main(DEMO_TRAIN + [f"--gin_file={tmp_path}", f"--gin.MODEL_DIR='{tmp_path}/run'"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [
+        f"ptune: error: gin file '{tmp_path}' is a directory; name a .gin file"
+    ]
+
+
 def test_gin_files_that_include_each_other_are_one_line(tmp_path, capsys):
     from ptune import cli
 

@@ -105,3 +105,11 @@ def test_bad_input_is_one_line(case, message, tmp_path, capsys):
 def test_an_unknown_measure_is_refused():
     with pytest.raises(UserError, match="one of cos_avg, per_token_avg, max_mean"):
         similarity.rank({"a": np.ones((1, 2))}, np.ones((1, 2)), "euclid")
+
+
+def test_an_all_zero_prompt_is_named_whichever_side_it_is_on():
+    zeros, ones = np.zeros((2, 3)), np.ones((2, 3))
+    with pytest.raises(UserError, match="^prompt t.npy's mean has an all-zero vector"):
+        similarity.rank({"s.npy": ones}, zeros, target_name="t.npy")
+    with pytest.raises(UserError, match="^prompt s.npy's mean has an all-zero vector"):
+        similarity.rank({"s.npy": zeros}, ones, target_name="t.npy")

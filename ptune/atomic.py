@@ -20,14 +20,23 @@ def check_writable_dir(path: str, what: str) -> None:
     so a bad path costs nothing and is one line naming `what` it is."""
     from ptune.errors import UserError
 
+    if not str(path).strip():
+        raise UserError(f"{what} is empty; name a directory")
     path = os.path.abspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"{what} {path} exists and is not a directory")
     existing = path
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+    if not os.path.isdir(existing):
+        raise UserError(f"{what} {path}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"{what} {path}: {existing} is not writable")
+    if existing != path:  # what `access` cannot tell (/proc, a read-only mount): try it
+        try:
+            os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".ptune-probe-"))
+        except OSError as e:
+            raise UserError(f"{what} {path}: cannot create it in {existing} ({e.strerror})")
 
 
 def check_output_file(path: str, what: str, kind: str, inputs: dict = None) -> None:

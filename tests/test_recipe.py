@@ -182,6 +182,14 @@ def test_model_dir_that_is_a_file_or_not_writable(tmp_path):
     a_file.write_text("x")
     with pytest.raises(UserError, match="MODEL_DIR .* exists and is not a directory"):
         trainer.train(tiny_run_config(a_file))
+    with pytest.raises(UserError, match=f"MODEL_DIR {a_file}/run: {a_file} is a file, not a dir"):
+        trainer.train(tiny_run_config(a_file / "run"))
+    with pytest.raises(UserError, match="^MODEL_DIR is empty; name a directory$"):
+        trainer.train(tiny_run_config(""))
+    if os.path.isdir("/proc/self"):  # writable to `access` (as root), yet nothing is created there
+        with pytest.raises(UserError, match="^MODEL_DIR /proc/run: cannot create it in /proc"):
+            trainer.train(tiny_run_config("/proc/run"))
+    assert sorted(os.listdir(tmp_path)) == ["file"]
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     if os.access(locked, os.W_OK):

@@ -35,7 +35,7 @@ import traceback
 from typing import Callable, Sequence
 
 from ptune import command_config, commands_inspect, commands_model, commands_run, runtime
-from ptune.errors import UserError
+from ptune.errors import UserError, did_you_mean
 
 # tests/conftest.py points the compilation cache at a shared folder through these two names.
 from ptune.runtime import COMPILE_CACHE_ENV, enable_compilation_cache  # noqa: F401
@@ -106,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "gin" in sys.modules:  # a second command in one process starts from no bindings
         sys.modules["gin"].clear_config(clear_constants=True)
     if name not in COMMANDS:
-        print(f"ptune: error: unknown command {name!r}\n{usage}", file=sys.stderr)
+        hint = did_you_mean(name, COMMANDS) or f"; the commands: {', '.join(COMMANDS)}"
+        print(f"ptune: error: unknown command {name!r}{hint}", file=sys.stderr)
         return 2
     try:
         if name in NEEDS_DATA or any(a.startswith("--gin_file") for a in rest):

@@ -195,6 +195,19 @@ def test_a_listing_read_by_head_ends_quietly_and_sigpipe_is_left_to_python():
     assert signal.getsignal(signal.SIGPIPE) == before
 
 
+def test_a_misspelt_command_is_one_line_naming_the_closest(capsys):
+    from ptune import cli
+
+    assert cli.main(["trian", "--gin_file=runs/demo.gin"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "ptune: error: unknown command 'trian'; did you mean 'train'?"
+    ]
+    assert cli.main(["zzz"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"ptune: error: unknown command 'zzz'; the commands: {', '.join(cli.COMMANDS)}"
+    ]
+
+
 @pytest.mark.parametrize(
     "missing", ["MODEL_DIR", "MIXTURE_OR_TASK_NAME", "INITIAL_CHECKPOINT_PATH"]
 )

@@ -285,6 +285,14 @@ def run_ensemble(cfg: EnsembleConfig) -> dict:
     ev = cfg.eval
     if len(cfg.prompt_files) < 2:
         raise UserError("ensembling needs at least two prompt files")
+    twice = sorted({p for p in cfg.prompt_files if list(cfg.prompt_files).count(p) > 1})
+    if twice:
+        raise UserError(f"--prompt_files names {', '.join(twice)} twice: each prompt votes once")
+    if ev.prompt_file is not None or ev.no_prompt:
+        raise UserError(
+            "PROMPT_FILE and NO_PROMPT are for `ptune eval`: `ptune ensemble` evaluates "
+            "--prompt_files"
+        )
     if ev.instruction is not None or ev.shots:
         raise UserError(
             "INSTRUCTION and SHOTS (prompt design) are for `ptune eval`: `ptune ensemble` "

@@ -98,3 +98,26 @@ def test_ensemble_pads_to_the_eval_configs_length_buckets(saved, tmp_path, monke
     bucketed = _ensemble(root, files, tmp_path / "bucketed.json")
     assert widths and min(widths) < min(one_shape)
     assert bucketed == fixed
+
+
+def test_ensemble_refuses_a_prompt_twice_and_evals_prompt_settings(saved, tmp_path, capsys):
+    root, files = saved
+    base = [
+        "ensemble",
+        "--gin_file=runs/eval.gin",
+        f"--gin.MIXTURE_OR_TASK_NAME='{TASK}'",
+        f"--gin.INITIAL_CHECKPOINT_PATH='{root / 'model'}'",
+        f"--output={tmp_path / 'out.json'}",
+    ]
+    for extra, expected in (
+        ([f"--prompt_files={files[0]},{files[0]}"], f"names {files[0]} twice"),
+        ([f"--prompt_files={','.join(files)}", "--gin.NO_PROMPT=True"], "PROMPT_FILE and NO"),
+        (
+            [f"--prompt_files={','.join(files)}", f"--gin.PROMPT_FILE='{files[0]}'"],
+            "PROMPT_FILE and NO_PROMPT are for `ptune eval`",
+        ),
+    ):
+        assert cli.main(base + extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], err
+    assert not (tmp_path / "out.json").exists()

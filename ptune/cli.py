@@ -101,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
+        if not argv:
+            print("ptune: error: no command given", file=sys.stderr)
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if "gin" in sys.modules:  # a second command in one process starts from no bindings

@@ -5,13 +5,14 @@ vocabulary tokens), `tasks` (what is registered), `report` (plots and tables of 
 
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Sequence
 
+from ptune.errors import ArgumentParser
+
 
 def cmd_explain(argv: Sequence[str], gin_args) -> int:
-    parser = argparse.ArgumentParser(prog="ptune explain")
+    parser = ArgumentParser(prog="ptune explain")
     parser.add_argument("--prompt_file", required=True)
     parser.add_argument("--checkpoint", required=True, help="the frozen model (embedding table)")
     parser.add_argument(
@@ -56,7 +57,7 @@ def cmd_explain(argv: Sequence[str], gin_args) -> int:
 
 
 def cmd_tasks(argv: Sequence[str], gin_args) -> int:
-    parser = argparse.ArgumentParser(prog="ptune tasks")
+    parser = ArgumentParser(prog="ptune tasks")
     parser.add_argument("--all", action="store_true", help="also tasks registered by others")
     args = parser.parse_args(argv)
     import ptune.tasks  # noqa: F401

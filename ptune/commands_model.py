@@ -5,13 +5,12 @@ configuration and parameter tree), `convert` (a checkpoint into ptune's Orbax fo
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from typing import Sequence
 
 from ptune import runtime
 from ptune.command_config import parse_gin
-from ptune.errors import UserError
+from ptune.errors import ArgumentParser, UserError
 
 
 def format_parameter_tree(boxed_params) -> list[str]:
@@ -35,7 +34,7 @@ def format_parameter_tree(boxed_params) -> list[str]:
 def cmd_info(argv: Sequence[str], gin_args) -> int:
     import numpy as np
 
-    parser = argparse.ArgumentParser(prog="ptune info")
+    parser = ArgumentParser(prog="ptune info")
     parser.add_argument("--no_tree", action="store_true", help="omit the parameter tree")
     parser.add_argument(
         "--checkpoint",
@@ -85,7 +84,7 @@ def cmd_info(argv: Sequence[str], gin_args) -> int:
 
 
 def cmd_convert(argv: Sequence[str], gin_args) -> int:
-    parser = argparse.ArgumentParser(prog="ptune convert")
+    parser = ArgumentParser(prog="ptune convert")
     parser.add_argument(
         "--from",
         dest="src",
@@ -119,7 +118,7 @@ def cmd_convert(argv: Sequence[str], gin_args) -> int:
 
 
 def cmd_export(argv: Sequence[str], gin_args) -> int:
-    parser = argparse.ArgumentParser(prog="ptune export")
+    parser = ArgumentParser(prog="ptune export")
     parser.add_argument(
         "--format",
         required=True,
@@ -193,7 +192,7 @@ def _mesh_flag(text: str) -> tuple[int, int]:
 
 
 def cmd_plan(argv: Sequence[str], gin_args) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="ptune plan",
         description="Compiles the sharded train step from abstract shapes "
         "(no weights allocated) and prints per-device memory; the last line reads "

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from ptune import runtime
 from ptune.command_config import configured
-from ptune.errors import UserError
+from ptune.errors import ArgumentParser, UserError
 
 GIN_HELP = """configuration, t5x style (before or after the command's own flags):
   --gin_file=FILE         a gin file (repeatable, applied in order; found as given, on
@@ -27,7 +27,7 @@ data:
 
 
 def _parser(command_name: str) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
+    return ArgumentParser(
         prog=f"ptune {command_name}",
         epilog=GIN_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -5,6 +5,7 @@ traceback alone. Library code raises it (or a ValueError subclass of it) where t
 meant for the person who typed the command.
 """
 
+import argparse
 import difflib
 from typing import Iterable
 
@@ -20,3 +21,12 @@ def did_you_mean(name: str, known: Iterable[str], *, n: int = 1, cutoff: float =
     if not close:
         return ""
     return "; did you mean " + " or ".join(repr(c) if quote else c for c in close) + "?"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for every command's flags, with a bad flag one `UserError` line
+    (`ptune explain: argument --top_k: invalid int value: 'abc'`), not argparse's usage block
+    and its own exit; `--help` still prints the help."""
+
+    def error(self, message: str):
+        raise UserError(f"{self.prog}: {message} (`{self.prog} --help` lists the flags)")

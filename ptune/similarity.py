@@ -16,13 +16,12 @@ similarity. Numpy only; computed in float64.
 
 from __future__ import annotations
 
-import argparse
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from ptune.checkpoints import prompt_io
-from ptune.errors import UserError
+from ptune.errors import ArgumentParser, UserError
 
 MEASURES = ("cos_avg", "per_token_avg", "max_mean")
 
@@ -95,7 +94,7 @@ def main(argv: Sequence[str]) -> int:
     """`ptune similar`: ranks source prompts by their similarity to a target prompt."""
     from ptune import atomic
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="ptune similar",
         description="Rank source prompts by SPoT's similarity to a target task's prompt.",
     )

@@ -206,6 +206,14 @@ def test_a_misspelt_command_is_one_line_naming_the_closest(capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         f"ptune: error: unknown command 'zzz'; the commands: {', '.join(cli.COMMANDS)}"
     ]
+    assert cli.main([]) == 2  # the usage on stdout, the error alone on stderr
+    assert capsys.readouterr().err.strip().splitlines() == ["ptune: error: no command given"]
+    # A bad flag is argparse's cause in one line, not its usage block.
+    assert cli.main(["tasks", "foo"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "ptune: error: ptune tasks: unrecognized arguments: foo (`ptune tasks --help` lists "
+        "the flags)"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -4,16 +4,15 @@ findings at small scale (`design.points()`), then writes DIR/report (`summary`).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
-from ptune.errors import UserError
+from ptune.errors import ArgumentParser, UserError
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ptune.findings")
+    parser = ArgumentParser(prog="python -m ptune.findings")
     parser.add_argument("--output", required=True, help="a new directory for runs and report")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--steps", type=int, default=None, help="training steps per run")

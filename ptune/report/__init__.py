@@ -18,14 +18,13 @@ raises `UserError` naming the path (and line) at fault, before anything is writt
 
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Sequence
 
 from matplotlib.figure import Figure
 
 from ptune import atomic
-from ptune.errors import UserError
+from ptune.errors import ArgumentParser, UserError
 from ptune.report.comparison import (
     INITIALIZER_ORDER,
     LABEL_CHARS,
@@ -127,7 +126,7 @@ def write_report(run_dirs: Sequence[str], output_dir: str) -> list[str]:
 def main(argv: Sequence[str]) -> int:
     """`ptune report`: prints the written paths, then summary.md (the tables); bad input raises
     UserError for the CLI."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="ptune report",
         description="Plots and tables from training runs and ensemble tables.",
     )

@@ -25,8 +25,9 @@ def did_you_mean(name: str, known: Iterable[str], *, n: int = 1, cutoff: float =
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse for every command's flags, with a bad flag one `UserError` line
-    (`ptune explain: argument --top_k: invalid int value: 'abc'`), not argparse's usage block
+    (`argument --top_k: invalid int value: 'abc' (`ptune explain --help` lists the flags)`),
+    not argparse's usage block
     and its own exit; `--help` still prints the help."""
 
     def error(self, message: str):
-        raise UserError(f"{self.prog}: {message} (`{self.prog} --help` lists the flags)")
+        raise UserError(f"{message} (`{self.prog} --help` lists the flags)")

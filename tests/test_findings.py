@@ -113,6 +113,7 @@ def test_points_cover_every_finding_with_unique_names_and_three_seeds():
         (["--steps=0"], "--steps=0"),
         (["--points=nope"], "no point named nope"),
         (["--report_only"], "results.jsonl does not exist"),
+        (["--steps=many"], "argument --steps: invalid int value: 'many'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, argv, cause):

@@ -211,8 +211,7 @@ def test_a_misspelt_command_is_one_line_naming_the_closest(capsys):
     # A bad flag is argparse's cause in one line, not its usage block.
     assert cli.main(["tasks", "foo"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "ptune: error: ptune tasks: unrecognized arguments: foo (`ptune tasks --help` lists "
-        "the flags)"
+        "ptune: error: unrecognized arguments: foo (`ptune tasks --help` lists the flags)"
     ]
 
 

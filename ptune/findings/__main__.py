@@ -20,7 +20,11 @@ def main(argv=None) -> int:
     parser.add_argument("--no_ablations", action="store_true", help="scale points only")
     parser.add_argument("--points", default="", help="comma-separated point names: only these")
     parser.add_argument("--report_only", action="store_true", help="redraw the report")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UserError as e:
+        print(f"python -m ptune.findings: error: {e}", file=sys.stderr)
+        return 2
     from ptune import runtime
 
     runtime.quiet_tensorflow()  # the task modules import it

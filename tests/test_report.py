@@ -471,6 +471,14 @@ def _bad_line(tmp_path):
     return [str(run)], f"{run / 'metrics.jsonl'}, line 3: not valid JSON"
 
 
+def _bad_utf8(tmp_path):
+    run = write_run(tmp_path, "run")
+    lines = (run / "metrics.jsonl").read_bytes().splitlines()
+    lines[3] = b'{"step": 40, "split": "train", "loss": 1.0, "note": "\xff"}'
+    (run / "metrics.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    return [str(run)], f"{run / 'metrics.jsonl'}, line 4: not UTF-8 text"
+
+
 def _no_step(tmp_path):
     run = write_run(tmp_path, "run")
     metrics = run / "metrics.jsonl"
@@ -505,12 +513,13 @@ def _not_an_ensemble(tmp_path):
         lambda p: ([str(p / "missing")], f"{p / 'missing'}: no such run directory or ensemble"),
         _no_metrics,
         _bad_line,
+        _bad_utf8,
         _no_step,
         _empty,
         _bad_run_json,
         _not_an_ensemble,
     ],
-    ids=["missing", "no-metrics", "bad-line", "no-step", "empty", "bad-run-json", "not-ensemble"],
+    ids=["missing", "no-metrics", "bad-line", "bad-utf8", "no-step", "empty", "bad-run-json", "not-ensemble"],
 )
 def test_bad_input_raises_one_line_naming_the_file_and_writes_nothing(tmp_path, make):
     paths, expected = make(tmp_path)

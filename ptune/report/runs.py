@@ -120,10 +120,13 @@ def number(value) -> Optional[float]:
 def _read_metrics(path: str) -> tuple[list, dict, int]:
     """-> (train losses, scores per evaluation split, last step); every problem names its line."""
     loss, scores, steps = [], {}, []
-    line_number = 0
     try:
-        with open(path, encoding="utf-8") as f:
-            for line_number, line in enumerate(f, start=1):
+        with open(path, "rb") as f:  # decoded line by line, so a bad byte names its line
+            for line_number, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise UserError(f"{path}, line {line_number}: not UTF-8 text") from e
                 if not line.strip():
                     continue
                 try:
@@ -145,8 +148,6 @@ def _read_metrics(path: str) -> tuple[list, dict, int]:
                     loss.append((step, number(record["loss"])))
                 elif "/" not in split and number(record.get("score")) is not None:
                     scores.setdefault(split, []).append((step, number(record["score"])))
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}, line {line_number + 1}: not UTF-8 text") from e
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or e}") from e
     if not steps:

@@ -100,7 +100,8 @@ def _check_destination(path: str, overwrite: bool, source: Any = None) -> None:
         raise UserError(f"{path} already exists; pass --overwrite to replace it")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
-        raise UserError(f"cannot write {path}: its parent directory {parent} does not exist")
+        what = "is a file" if os.path.exists(parent) else "does not exist"
+        raise UserError(f"cannot write {path}: its parent directory {parent} {what}")
     atomic.check_writable_dir(parent, f"--to {path}: its directory")
 
 

@@ -80,6 +80,8 @@ class FileTask:
         for split, path in self.splits.items():
             if split not in SPLITS:
                 raise UserError(f"{where}: unknown split {split!r} (splits: {', '.join(SPLITS)})")
+            if os.path.isdir(path):  # whatever its name says
+                readers.require_file(path, f"{where} {split}")
             if self.format is None and os.path.splitext(path)[1].lower() not in FORMATS:
                 raise UserError(
                     f"{where}: cannot tell the format of {path} from its extension; "

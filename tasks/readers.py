@@ -66,6 +66,8 @@ def field(record: Mapping, name: str, kind: type, where: str):
 
 def require_file(path: str, what: str) -> None:
     """A one-line error naming `what` (e.g. "SuperGLUE cb validation") when `path` is absent."""
+    if os.path.isdir(path):
+        raise UserError(f"{what}: {path} is a directory, not a file")
     if not os.path.isfile(path):
         raise UserError(f"{what}: file {path} not found")
 

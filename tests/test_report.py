@@ -519,7 +519,16 @@ def _not_an_ensemble(tmp_path):
         _bad_run_json,
         _not_an_ensemble,
     ],
-    ids=["missing", "no-metrics", "bad-line", "bad-utf8", "no-step", "empty", "bad-run-json", "not-ensemble"],
+    ids=[
+        "missing",
+        "no-metrics",
+        "bad-line",
+        "bad-utf8",
+        "no-step",
+        "empty",
+        "bad-run-json",
+        "not-ensemble",
+    ],
 )
 def test_bad_input_raises_one_line_naming_the_file_and_writes_nothing(tmp_path, make):
     paths, expected = make(tmp_path)

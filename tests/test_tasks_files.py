@@ -132,10 +132,13 @@ def test_invalid_tasks_fail_at_registration_naming_task_and_cause(jsonl, tmp_pat
     good = jsonl("good.jsonl", ROWS)
     (tmp_path / "h.tsv").write_text("text\tlabel\n")
     (tmp_path / "rows.txt").write_text("")
+    (tmp_path / "d.jsonl").mkdir()
     cases = [
         (dict(splits={"train": str(tmp_path / "none.jsonl")}), r"task 'mine' train: file .*none.jsonl not found"),
         (dict(splits={"train": str(tmp_path / "rows.txt")}), r"task 'mine': cannot tell the format of .*rows.txt"),
         (dict(splits={"dev": good}), r"task 'mine': unknown split 'dev'"),
+        (dict(splits={"train": str(tmp_path)}), r"task 'mine' train: .* is a directory, not a file"),
+        (dict(splits={"train": str(tmp_path / "d.jsonl")}), r"train: .*d.jsonl is a directory, not a file"),
         (dict(splits={}), r"task 'mine': no files"),
         (dict(splits={"train": str(tmp_path / "h.tsv")}, inputs_field="sentence"), r"h.tsv:1: no column 'sentence' in the header \(text, label\)"),
         (dict(splits={"train": good}, vocabulary="gpt2"), r"vocabulary 'gpt2' is not t5 or byte"),

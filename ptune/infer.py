@@ -161,6 +161,19 @@ def _tokenize(vocabulary, text: str, length: int) -> np.ndarray:
     return server_lib.tokenize(vocabulary, text, length, eos_id=int(vocabulary.eos_id))
 
 
+def _check_decoding(cfg: InferConfig) -> None:
+    """What the types and ranges cannot say: settings that would be silently ignored."""
+    if cfg.top_p == 0:
+        raise UserError("TOP_P must be in (0, 1], got 0: sampling from no token")
+    if cfg.temperature == 0 and (cfg.top_k or cfg.top_p < 1):
+        raise UserError(
+            f"TOP_K ({cfg.top_k}) and TOP_P ({cfg.top_p}) shape sampling, but TEMPERATURE is 0 "
+            "(greedy decoding would ignore them): set TEMPERATURE > 0 to sample"
+        )
+    if cfg.num_beams > 1 and cfg.temperature > 0:
+        raise UserError("choose beam search (NUM_BEAMS > 1) or sampling (TEMPERATURE > 0)")
+
+
 def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
     """Serves every request in mixed batches; writes and returns the results."""
     import logging
@@ -168,6 +181,7 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
     from tqdm import tqdm
 
     task_checks.check_feature_lengths(cfg.task_feature_lengths, "TASK_FEATURE_LENGTHS")
+    _check_decoding(cfg)
     atomic.check_output_file(
         cfg.output_file,
         "INFER_OUTPUT_FILE",

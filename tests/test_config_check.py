@@ -382,7 +382,23 @@ def test_a_bad_eval_value_is_one_line_before_any_work(tmp_path, capsys, command,
     assert not out.exists()
 
 
-def test_infer_refuses_zero_beams_before_any_work(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--gin.NUM_BEAMS=0"], "NUM_BEAMS must be a positive int, got 0 (an int)"),
+        (["--gin.TOP_P=0.0"], "TOP_P must be in (0, 1], got 0: sampling from no token"),
+        (
+            ["--gin.TOP_K=5"],  # greedy: it would be ignored
+            "TOP_K (5) and TOP_P (1.0) shape sampling, but TEMPERATURE is 0 (greedy decoding "
+            "would ignore them): set TEMPERATURE > 0 to sample",
+        ),
+        (
+            ["--gin.NUM_BEAMS=2", "--gin.TEMPERATURE=0.5"],
+            "choose beam search (NUM_BEAMS > 1) or sampling (TEMPERATURE > 0)",
+        ),
+    ],
+)
+def test_infer_refuses_decoding_settings_before_any_work(tmp_path, capsys, flags, expected):
     from ptune import cli
 
     requests = tmp_path / "requests.jsonl"
@@ -397,11 +413,11 @@ def test_infer_refuses_zero_beams_before_any_work(tmp_path, capsys):
             f"--gin.PROMPT_FILES={{'ptune_demo': '{tmp_path / 'p.npy'}'}}",
             f"--gin.INFER_INPUT_FILE='{requests}'",
             f"--gin.INFER_OUTPUT_FILE='{output}'",
-            "--gin.NUM_BEAMS=0",
+            *flags,
         ]
     )
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err == ["ptune: error: NUM_BEAMS must be a positive int, got 0 (an int)"]
+    assert code == 2 and err == [f"ptune: error: {expected}"]
     assert sorted(os.listdir(tmp_path)) == ["requests.jsonl"]
 
 

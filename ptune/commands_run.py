@@ -58,6 +58,11 @@ def _run_training(argv: Sequence[str], gin_args, command_name: str):
             "ptune pretrain trains every weight and no prompt: use --gin_file=runs/pretrain.gin "
             "(ptune train is for prompts)"
         )
+    if command_name == "pretrain" and _binds_a_prompt():
+        raise UserError(
+            "ptune pretrain trains no prompt, but the gin files configure one "
+            "(prompts.PromptConfig: a prompts/*.gin file?): drop it, or use ptune train"
+        )
     if args.overwrite:
         cfg = dataclasses.replace(cfg, overwrite=True)
     return cfg, trainer.train(cfg, config_text=gin.config_str())
@@ -71,6 +76,18 @@ def cmd_train(argv: Sequence[str], gin_args) -> int:
         + (f"; best {best['metric']} {best['value']:.4f} at step {best['step']}" if best else "")
     )
     return 0
+
+
+def _binds_a_prompt() -> bool:
+    """Whether the parsed gin files bind any field of `prompts.PromptConfig` (which a run
+    without a prompt would silently ignore)."""
+    import gin
+    from ptune import prompts
+
+    try:
+        return bool(gin.get_bindings(prompts.PromptConfig))
+    except (ValueError, KeyError):
+        return False
 
 
 def cmd_pretrain(argv: Sequence[str], gin_args) -> int:

@@ -197,3 +197,14 @@ def test_the_demo_pretraining_recipe_runs_on_the_generated_corpus(tmp_path, caps
     config, _ = checkpoints.load(str(tmp_path / "run" / "model"))
     shipped, _ = checkpoints.load(demo.pretrained_model())
     assert config == shipped  # the recipe makes the shipped model's architecture
+
+
+@pytest.mark.parametrize("prompt_file", ["prompts/class_labels.gin", "prompts/residual.gin"])
+def test_pretrain_refuses_a_prompt_file_it_would_ignore(corpus, tmp_path, capsys, prompt_file):
+    spec = f"toy_ignored:train={corpus / 'train.txt'},vocabulary=byte"
+    code, err = _pretrain(capsys, tmp_path / "run", spec, f"--gin_file={prompt_file}")
+    assert code == 2 and err == [
+        "ptune: error: ptune pretrain trains no prompt, but the gin files configure one "
+        "(prompts.PromptConfig: a prompts/*.gin file?): drop it, or use ptune train"
+    ]
+    assert not (tmp_path / "run").exists()

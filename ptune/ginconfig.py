@@ -87,6 +87,11 @@ def _check_binding(binding: str, flag: str) -> str:
     if not eq or not name.strip() or not value.strip():
         raise UserError(f"malformed gin binding {flag!r}: expected NAME=VALUE")
     value = value.strip()
+    if re.match(r"^[A-Za-z_][\w.]*\(", value):  # float('nan'), np.inf(...): code, not a value
+        raise UserError(
+            f"{flag}: gin values are literals (numbers, 'strings', lists, dicts, True, None) "
+            f"or @configurables(), not Python calls such as {value}"
+        )
     if _BARE_WORD.match(value) and value not in _LITERALS and not value.startswith("gin."):
         raise UserError(
             f"{flag}: gin string values need quotes inside the shell's, e.g. "

@@ -55,9 +55,13 @@ class NonFinite:
     def check(self) -> None:
         bad_step, bad_loss = (float(x) for x in np.asarray(self.first_bad))
         if bad_step:
+            kept = (
+                "no checkpoint was written before it"
+                if self.last_checkpoint is None
+                else f"the last checkpoint, step {self.last_checkpoint}, is intact"
+            )
             raise UserError(
-                f"the training loss became {bad_loss} at step {int(bad_step)}; stopping "
-                f"(the last checkpoint, step {self.last_checkpoint}, is intact)"
+                f"the training loss became {bad_loss} at step {int(bad_step)}; stopping ({kept})"
             )
 
 

@@ -308,6 +308,12 @@ DEMO_EVAL = [
             "gin binding 'trainer.TrainConfig.zzz=1': Configurable 'trainer.TrainConfig' "
             "doesn't have a parameter named 'zzz'.",
         ),
+        (
+            ["--gin.optimizers.prompt_tuning_adafactor.learning_rate=float('nan')"],
+            "--gin.optimizers.prompt_tuning_adafactor.learning_rate=float('nan'): gin values "
+            "are literals (numbers, 'strings', lists, dicts, True, None) or @configurables(), "
+            "not Python calls such as float('nan')",
+        ),
         (  # checked where it is built, not inside the jitted step after the model loaded
             ["--gin.step.LossConfig.loss_normalizing_factor='NUM_TOKENS'"],
             "step.LossConfig.loss_normalizing_factor must be None, 'NUM_REAL_TARGET_TOKENS' "

@@ -1,6 +1,7 @@
 """Gin-configured runs: every shipped gin combination parses; a real (tiny) training run on
 the embedded demo task writes what it promises; eval reproduces it; bad input is one line."""
 
+import dataclasses
 import itertools
 import json
 import os
@@ -361,6 +362,9 @@ def test_nan_loss_stops_with_the_step(tmp_path):
     ):
         trainer.train(cfg)
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["1"]
+    first = dataclasses.replace(cfg, model_dir=str(tmp_path / "first"), checkpoint_period=100)
+    with pytest.raises(UserError, match=r"at step 2; stopping \(no checkpoint was written before"):
+        trainer.train(first)
 
 
 def test_unreachable_data_is_one_line_with_the_remedies():

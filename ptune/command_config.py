@@ -118,12 +118,17 @@ def take_data_flags(argv: Sequence[str]) -> list[str]:
     `--task_file=NAME:train=a.jsonl,...` registers a task from plain files (see
     `ptune.tasks.files.parse_spec`), each `--corpus=NAME:train=a.txt,...` a pretraining task
     (`ptune.tasks.pretraining.parse_spec`). The other arguments are returned."""
-    rest = []
+    rest, named = [], {}
     for arg in argv:
         name, eq, value = arg.partition("=")
         if name in DATA_FLAGS or name in TASK_FLAGS:
             if not eq or not value:
                 raise UserError(f"{name} needs a value: {name}=" + TASK_FLAGS.get(name, "PATH"))
+            key = (name, value.split(":", 1)[0] if name in TASK_FLAGS else "")
+            if key in named and named[key] != value:
+                what = f"names {key[1]!r} twice" if key[1] else "is given twice"
+                raise UserError(f"{name} {what} ({named[key]} and {value}): keep one")
+            named[key] = value
             if name == "--task_file":
                 from ptune.tasks import files
 

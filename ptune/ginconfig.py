@@ -63,7 +63,10 @@ def split_gin_args(argv: Sequence[str]) -> GinArgs:
             elif name == "--gin_bindings":
                 out.bindings.append(_check_binding(value, arg))
             else:
-                out.search_paths.extend(p for p in value.split(",") if p)
+                for path in (p for p in value.split(",") if p):
+                    if not os.path.isdir(path):
+                        raise UserError(f"--gin_search_paths: {path} is not a directory")
+                    out.search_paths.append(path)
         elif arg.startswith("--gin."):
             macro = name[len("--gin.") :]
             if not eq or not macro or not macro.replace(".", "_").replace("/", "_").isidentifier():

@@ -237,6 +237,8 @@ def split_spec(spec: str, where: str, usage: str) -> tuple[str, list[tuple[str, 
         key, eq, value = item.partition("=")
         if not eq or not value:
             raise UserError(f"{where}: {item!r} is not KEY=VALUE")
+        if key.strip() in dict(items):
+            raise UserError(f"{where}: {key.strip()} is given twice")
         items.append((key.strip(), value))
     return name, items
 

@@ -314,6 +314,12 @@ DEMO_EVAL = [
             "are literals (numbers, 'strings', lists, dicts, True, None) or @configurables(), "
             "not Python calls such as float('nan')",
         ),
+        (["--gin_search_paths=/no/such/dir"], "--gin_search_paths: /no/such/dir is not a dir"),
+        (["--spm_path=a.model", "--spm_path=b.model"], "--spm_path is given twice (a.model and"),
+        (
+            ["--task_file=mine:train=a.jsonl,train=b.jsonl"],
+            "task spec 'mine:train=a.jsonl,train=b.jsonl': train is given twice",
+        ),
         (  # checked where it is built, not inside the jitted step after the model loaded
             ["--gin.step.LossConfig.loss_normalizing_factor='NUM_TOKENS'"],
             "step.LossConfig.loss_normalizing_factor must be None, 'NUM_REAL_TARGET_TOKENS' "

@@ -1,5 +1,6 @@
 """Prompt parameter, placements and initializers (real T5 vocabulary and released prompts)."""
 
+import json
 import logging
 import os
 import subprocess
@@ -238,11 +239,25 @@ def test_from_file_round_trips(tmp_path):
     peft_dir = tmp_path / "adapter"
     peft_dir.mkdir()
     save_file({"prompt_embeddings": value}, str(peft_dir / "adapter_model.safetensors"))
+    config = {"peft_type": "PROMPT_TUNING", "num_transformer_submodules": 1}
+    (peft_dir / "adapter_config.json").write_text(json.dumps(config))
     for path in ("p.npy", "p.safetensors", "adapter"):
         got = prompts.initialize(
             prompts.from_file(str(tmp_path / path)), jax.random.PRNGKey(0), 6, ctx
         )
         np.testing.assert_array_equal(got, value)
+    # What the adapter's configuration says it is decides whether it is a ptune prompt.
+    for text, message in (
+        (json.dumps({**config, "peft_type": "LORA"}), "is a 'LORA' adapter"),
+        (json.dumps({**config, "num_transformer_submodules": 2}), "num_transformer_submodules 2"),
+        ("[1]", "adapter_config.json is not a JSON object"),
+        (None, "holds no adapter_config.json"),
+    ):
+        (peft_dir / "adapter_config.json").unlink(missing_ok=True)
+        if text is not None:
+            (peft_dir / "adapter_config.json").write_text(text)
+        with pytest.raises(UserError, match=message):
+            prompt_io.load_prompt_file(str(peft_dir))
 
 
 def test_released_prompts_load():

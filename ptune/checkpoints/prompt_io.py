@@ -109,6 +109,7 @@ def load_prompt_file(path: str, deep: bool = False) -> np.ndarray:
                 f"prompt directory {path} holds no adapter_model.safetensors "
                 "(a PEFT prompt-tuning adapter)"
             )
+        _check_peft_config(path)
         value = _read_safetensors(adapter, preferred=("prompt_embeddings",))
     elif path.endswith(".npy"):
         value = _read_npy(path)
@@ -134,6 +135,33 @@ def load_prompt_file(path: str, deep: bool = False) -> np.ndarray:
         bad = int(np.sum(~np.isfinite(value)))
         raise UserError(f"prompt file {path}: {bad} values are NaN or infinite")
     return value
+
+
+def _check_peft_config(directory: str) -> None:
+    """A PEFT adapter is a ptune prompt when its adapter_config.json says prompt tuning with
+    one set of virtual tokens (in front of the input; PEFT's seq2seq default of 2 puts a
+    second set in front of the decoder's, which ptune's prompts do not have)."""
+    path = os.path.join(directory, "adapter_config.json")
+    where = f"PEFT adapter {directory}"
+    if not os.path.isfile(path):
+        raise UserError(f"{where} holds no adapter_config.json: cannot tell what it adapts")
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+        raise UserError(f"{where}: cannot read adapter_config.json ({e})") from e
+    if not isinstance(config, dict):
+        raise UserError(f"{where}: adapter_config.json is not a JSON object")
+    if config.get("peft_type") != "PROMPT_TUNING":
+        raise UserError(
+            f"{where} is a {config.get('peft_type')!r} adapter; ptune reads PROMPT_TUNING ones"
+        )
+    if config.get("num_transformer_submodules") not in (None, 1):
+        raise UserError(
+            f"{where} has num_transformer_submodules {config['num_transformer_submodules']}: "
+            "its virtual tokens go in front of the decoder's inputs too, which ptune's prompts "
+            "do not; export with num_transformer_submodules=1"
+        )
 
 
 NPY_MAGIC = b"\x93NUMPY"  # how every .npy file begins (numpy.lib.format)

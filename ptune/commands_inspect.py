@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from ptune.errors import ArgumentParser
+from ptune.errors import ArgumentParser, UserError
 
 
 def cmd_explain(argv: Sequence[str], gin_args) -> int:
@@ -44,8 +44,10 @@ def cmd_explain(argv: Sequence[str], gin_args) -> int:
 
         vocabulary = data.output_vocabulary(args.task)
         labels = registry.label_names(args.task)
-    if args.labels:
-        labels = [x for x in args.labels.split(",") if x]
+    if args.labels is not None:
+        labels = [x.strip() for x in args.labels.split(",") if x.strip()]
+        if not labels:
+            raise UserError(f"--labels={args.labels!r} names no label: give e.g. --labels=yes,no")
     prompt = prompt_io.load_prompt_file(args.prompt_file)
     result = interpret.explain(
         prompt, interpret.read_embedding(args.checkpoint), vocabulary, labels, args.top_k

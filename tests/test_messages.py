@@ -411,3 +411,11 @@ def test_explain_refuses_an_output_that_is_a_directory_before_reading_the_model(
         f"ptune: error: --output {tmp_path / 'out'} is a directory; name the JSON file to write"
     )
     assert _snapshot(tmp_path) == before
+
+
+def test_explain_refuses_labels_that_name_no_label(tmp_path, capsys):
+    np.save(tmp_path / "p.npy", np.ones((2, 4), np.float32))
+    argv = ["explain", f"--prompt_file={tmp_path / 'p.npy'}", f"--checkpoint={tmp_path / 'm'}"]
+    line = _error(capsys, [*argv, "--labels=,"])
+    assert line == "ptune: error: --labels=',' names no label: give e.g. --labels=yes,no"
+    assert sorted(os.listdir(tmp_path)) == ["p.npy"]

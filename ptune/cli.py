@@ -111,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = did_you_mean(name, COMMANDS) or f"; the commands: {', '.join(COMMANDS)}"
         print(f"ptune: error: unknown command {name!r}{hint}", file=sys.stderr)
         return 2
+    # The data flags (--superglue_dir, ...) set the environment the tasks read, for this
+    # command only: a second command in one process (a sweep, `make paper`) sees its own.
+    data_env = {v: os.environ.get(v) for v in command_config.DATA_FLAGS.values()}
     try:
         if name in NEEDS_DATA or any(a.startswith("--gin_file") for a in rest):
             runtime.quiet_tensorflow()  # run gin files import the data modules, so TensorFlow
@@ -154,6 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # setting (ignored), since libraries that write to sockets rely on getting EPIPE.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        for variable, value in data_env.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
 
 
 def _out_of_memory(error: BaseException) -> bool:

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -280,8 +281,10 @@ def test_tsv_requests(tmp_path):
         infer.read_requests(str(path))
 
 
-def test_ensemble_table(saved):
+def test_ensemble_table(saved, tmp_path):
     root, files = saved
+    copy = str(tmp_path / "a_copy.npy")  # the same prompt under another name (one path twice
+    shutil.copy(files["a"], copy)  # is refused: it would vote twice)
     cfg = infer.EnsembleConfig(
         eval=evaluation.EvalConfig(
             mixture_or_task_name="ptune_demo_rank_classification",
@@ -289,7 +292,7 @@ def test_ensemble_table(saved):
             eval_feature_lengths={"inputs": 64, "targets": 9},
             batch_size=32,
         ),
-        prompt_files=[files["a"], files["b"], files["a"]],
+        prompt_files=[files["a"], files["b"], copy],
     )
     table = infer.run_ensemble(cfg)
     a, b, a2 = (p["metrics"] for p in table["prompts"])

@@ -196,6 +196,17 @@ def test_a_listing_read_by_head_ends_quietly_and_sigpipe_is_left_to_python():
     assert signal.getsignal(signal.SIGPIPE) == before
 
 
+def test_a_commands_data_flags_do_not_outlive_it(monkeypatch, capsys, tmp_path):
+    """`make paper` and a sweep run commands in one process: each sees its own data flags."""
+    from ptune import cli
+
+    monkeypatch.delenv("PTUNE_SUPERGLUE_DIR", raising=False)
+    monkeypatch.setenv("PTUNE_GLUE_DIR", "/before")
+    assert cli.main(["tasks", f"--superglue_dir={tmp_path}", f"--glue_dir={tmp_path}"]) == 0
+    assert "PTUNE_SUPERGLUE_DIR" not in os.environ
+    assert os.environ["PTUNE_GLUE_DIR"] == "/before"
+
+
 def test_a_misspelt_command_is_one_line_naming_the_closest(capsys):
     from ptune import cli
 

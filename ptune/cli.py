@@ -140,6 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ptune: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `ptune tasks | head` closed our stdout: end quietly. SIGPIPE keeps Python's own
+        # setting (ignored), since libraries that write to sockets rely on getting EPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # noqa: BLE001  only memory exhaustion is caught; the rest re-raised
         if not _out_of_memory(e):
             raise
@@ -152,11 +157,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except BrokenPipeError:
-        # `ptune tasks | head` closed our stdout: end quietly. SIGPIPE keeps Python's own
-        # setting (ignored), since libraries that write to sockets rely on getting EPIPE.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     finally:
         for variable, value in data_env.items():
             if value is None:

@@ -24,10 +24,9 @@ def did_you_mean(name: str, known: Iterable[str], *, n: int = 1, cutoff: float =
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse for every command's flags, with a bad flag one `UserError` line
-    (`argument --top_k: invalid int value: 'abc' (`ptune explain --help` lists the flags)`),
-    not argparse's usage block
-    and its own exit; `--help` still prints the help."""
+    """argparse for every command's flags: a bad flag is one `UserError` line, e.g.
+    "argument --top_k: invalid int value: 'abc' (`ptune explain --help` lists the flags)",
+    not argparse's usage block and its own exit; `--help` still prints the help."""
 
     def error(self, message: str):
         raise UserError(f"{message} (`{self.prog} --help` lists the flags)")

@@ -216,7 +216,7 @@ def test_the_first_non_finite_step_is_named_when_found_later(tmp_path):
         eval_period=0,
         optimizer=optimizers.prompt_tuning_adafactor(learning_rate=float("nan")),
     )
-    with pytest.raises(UserError, match=r"loss became nan at step 2; .*step None"):
+    with pytest.raises(UserError, match=r"at step 2; stopping \(no checkpoint was written before"):
         trainer.train(cfg)
     assert not (tmp_path / "run").exists()
 

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test demo paper pretrain-demo findings-models lint format bench gpu-check clean
+.PHONY: install test test-full-scale demo paper pretrain-demo findings-models lint format bench gpu-check clean
 
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,16 @@ install: $(STAMP)
 # SLOWEST_MODULES), one worker more than there are cores: a worker waiting on a `ptune`
 # subprocess or on disk leaves its core to another (2 cores, 2026-12-06: 652 s with 2 workers,
 # 581 s with 3); TEST_WORKERS=0 runs it in this process.
+# The tests marked `full_scale` (the experiment files' plans at real T5 1.1 shapes on 8 and 16
+# simulated devices, and the GPU check's dry run: about 4 of the suite's summed minutes) run in
+# `make test-full-scale`; CI (.ci/run) runs both targets.
 TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(os.cpu_count() + 1)')
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder tests
+	$(PYTEST) -m "not full_scale" tests
+
+test-full-scale: $(STAMP)
+	$(PYTEST) -m full_scale tests
 
 # The offline demo, on the embedded ptune_demo task and the small demo T5 whose pretrained
 # weights ship in tasks/data/demo/model (see `pretrain-demo`): prompt tuning with the paper's

@@ -101,6 +101,15 @@ SLOWEST_MODULES = (
 )
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "full_scale: compiles full-scale programs (real T5 1.1 shapes on simulated slices) or"
+        " runs the GPU check's dry run; `make test-full-scale` runs these, `make test` the rest,"
+        " CI (.ci/run) both",
+    )
+
+
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(SLOWEST_MODULES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: keeps the rest

@@ -74,6 +74,7 @@ LAYERED_PLANS = [
 ]  # fmt: skip
 
 
+@pytest.mark.full_scale
 @pytest.mark.parametrize("devices", [8, 16])
 def test_figure1_files_fit_the_slice_they_name(devices):
     names = [n for n in FIGURE1 if _slice(n)[0] == devices]

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 STEPS = (
@@ -19,6 +21,7 @@ STEPS = (
 )
 
 
+@pytest.mark.full_scale
 def test_the_gpu_check_runs_every_step_on_the_cpu_and_prints_one_table(tmp_path):
     out = tmp_path / "check"
     done = subprocess.run(

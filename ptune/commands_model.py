@@ -50,6 +50,7 @@ def cmd_info(argv: Sequence[str], gin_args) -> int:
     from flax import linen as nn
 
     from ptune import family, ginconfig, recipe
+    from ptune.model_config import resolve_model_config
 
     if gin_args.files or gin_args.bindings:
         parse_gin(gin_args)
@@ -60,7 +61,7 @@ def cmd_info(argv: Sequence[str], gin_args) -> int:
         described = model_family.describe_checkpoint(args.checkpoint)
         config = described.config
         if fields:
-            config = recipe.resolve_model_config(fields, args.checkpoint)
+            config = resolve_model_config(fields, args.checkpoint)
             model_family.check_checkpoint(args.checkpoint, config)
         assumed = {k: v for k, v in described.assumed.items() if k not in fields}
         print(f"checkpoint: {described.path}")
@@ -68,7 +69,7 @@ def cmd_info(argv: Sequence[str], gin_args) -> int:
         if described.step is not None:
             print(f"step: {described.step}")
     else:
-        config = recipe.resolve_model_config(fields, None)
+        config = resolve_model_config(fields, None)
     print("config:")
     for field in dataclasses.fields(config):
         note = f"  # assumed: {assumed[field.name]}" if field.name in assumed else ""
@@ -101,7 +102,8 @@ def cmd_convert(argv: Sequence[str], gin_args) -> int:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
     args = parser.parse_args(argv)
-    from ptune import checkpoints, family, ginconfig, recipe
+    from ptune import checkpoints, family, ginconfig
+    from ptune.model_config import resolve_model_config
 
     family.require(
         family.of_checkpoint(args.src),
@@ -111,7 +113,7 @@ def cmd_convert(argv: Sequence[str], gin_args) -> int:
     config = None
     if gin_args.files or gin_args.bindings:
         parse_gin(gin_args)
-        config = recipe.resolve_model_config(ginconfig.model_fields(), args.src)
+        config = resolve_model_config(ginconfig.model_fields(), args.src)
     written = checkpoints.convert(args.src, args.dst, config, overwrite=args.overwrite)
     print(f"wrote {written}")
     return 0
@@ -242,7 +244,8 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
     # The gin files are read before jax starts (nothing in them starts it): their mesh, when
     # --mesh_shape names none, decides how many devices to simulate.
     runtime.setup_logging()
-    from ptune import family, ginconfig, plan, recipe, trainer
+    from ptune import family, ginconfig, plan, trainer
+    from ptune.model_config import resolve_model_config
 
     parse_gin(gin_args, defaults=PLAN_PLACEHOLDERS)
     cfg = ginconfig.call(trainer.TrainConfig, model=ginconfig.model_fields() or None)
@@ -267,7 +270,7 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
         )
     if not args.real_devices:
         runtime.simulate_cpu_devices(data * model)
-    model_config = recipe.resolve_model_config(cfg.model, cfg.checkpoint_path, what="the plan")
+    model_config = resolve_model_config(cfg.model, cfg.checkpoint_path, what="the plan")
     if args.scan_layers:
         model_config = model_config.replace(scan_layers=True)
     if budget is not None:

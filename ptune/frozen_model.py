@@ -22,7 +22,7 @@ import dataclasses
 import logging
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from ptune import buckets, family, partitioning, prompts, recipe
+from ptune import buckets, family, model_config, partitioning, prompts, recipe
 from ptune.errors import UserError
 
 log = logging.getLogger("ptune")
@@ -37,7 +37,7 @@ class FrozenModel:
     checkpoint_path: the frozen model (t5x, Hugging Face directory or hub id, ptune
       conversion); bound from INITIAL_CHECKPOINT_PATH.
     model: None takes the checkpoint's configuration; a model gin file's fields (or a whole
-      T5Config / LlamaConfig) must agree with it (`recipe.resolve_model_config`).
+      T5Config / LlamaConfig) must agree with it (`model_config.resolve_model_config`).
     frozen_dtype: the frozen weights' dtype ("bfloat16" halves their memory); None: float32.
     partitioning: the device mesh and axis rules (`ptune.partitioning`).
     prompt: the prompt's shape and placement (None: a run without a prompt, model tuning).
@@ -46,7 +46,7 @@ class FrozenModel:
     """
 
     checkpoint_path: Optional[str] = None
-    model: recipe.ModelSpec = None
+    model: model_config.ModelSpec = None
     frozen_dtype: Optional[str] = dataclasses.field(default=None, metadata={"choices": DTYPES})
     partitioning: partitioning.MeshConfig = partitioning.MeshConfig()
     prompt: Optional[prompts.PromptConfig] = prompts.PromptConfig()
@@ -59,7 +59,7 @@ class FrozenModel:
             raise UserError(
                 f"INITIAL_CHECKPOINT_PATH is required: {what} runs over a pretrained frozen model"
             )
-        config = recipe.resolve_model_config(self.model, self.checkpoint_path, what=what)
+        config = model_config.resolve_model_config(self.model, self.checkpoint_path, what=what)
         return ResolvedModel(self, config, model_layout(config, self.checkpoint_path))
 
     def placement(self) -> str:
@@ -77,7 +77,7 @@ class ResolvedModel:
     """A `FrozenModel` with its configuration resolved and its tasks' layout in place."""
 
     spec: FrozenModel
-    config: recipe.ModelConfig
+    config: model_config.ModelConfig
     layout: Optional[Mapping[str, Any]]  # a decoder-only model's BOS / input EOS; T5: None
 
     def assemble(

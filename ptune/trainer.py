@@ -34,7 +34,7 @@ import jax
 from ptune import (
     data,
     frozen_model,
-    recipe,
+    model_config,
     selection,
     train_setup,
 )
@@ -107,7 +107,7 @@ class TrainConfig(frozen_model.FrozenModel):
     # (`ptune pretrain`), usable as the frozen model (INITIAL_CHECKPOINT_PATH) of prompt tuning.
     export_model: bool = False
 
-    def fingerprint(self, model: recipe.ModelConfig) -> dict:
+    def fingerprint(self, model: model_config.ModelConfig) -> dict:
         """What must not change when a run resumes (steps and periods may)."""
         return {
             "model": dataclasses.asdict(model),

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, tiny_hf_llama
-from ptune import cli, family, prompts, recipe
+from ptune import cli, family, model_config, prompts, recipe
 from ptune import server as server_lib
 from ptune.checkpoints import hf_causal
 from ptune.models import causal_decoding, llama, search
@@ -315,7 +315,7 @@ def test_infer_and_eval_of_a_decoder_only_model_decode_with_beams_and_sampling(
     beams = run_infer("--gin.NUM_BEAMS=2", "beams")
     sampled = run_infer("--gin.TEMPERATURE=0.7", "sampled")
     assert len(beams) == len(sampled) == 4
-    config = recipe.resolve_model_config(None, llama_dir)
+    config = model_config.resolve_model_config(None, llama_dir)
     frozen = recipe.load_frozen(config, llama_dir)
     tokenizer = vocab.active_tokenizer()
     decode = search.Decoding(

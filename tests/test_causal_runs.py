@@ -194,14 +194,14 @@ def test_a_prompt_for_another_model_is_refused_before_any_work(
 SHARDED_READ = """
 import json
 import jax, numpy as np
-from ptune import partitioning, recipe
+from ptune import model_config, partitioning, recipe
 from ptune.checkpoints import hf_causal
 
 assert jax.device_count() == 4
 directory = {directory!r}
 out = {{}}
 for scan in (False, True):
-    config = recipe.resolve_model_config(None, directory).replace(scan_layers=scan)
+    config = model_config.resolve_model_config(None, directory).replace(scan_layers=scan)
     mesh = partitioning.MeshConfig(mesh_shape=(2, 2), parameter_partitioning_dims=2)
     run = recipe.assemble(config, mesh=mesh)
     params = run.load_frozen(directory)

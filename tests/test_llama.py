@@ -212,11 +212,11 @@ def test_abstract_parameter_counts_equal_the_published_ones(name):
     ],
 )
 def test_the_decoder_only_model_files_are_the_published_models(gin_file, name):
-    from ptune import ginconfig, recipe
+    from ptune import ginconfig, model_config
 
     ginconfig.parse(ginconfig.GinArgs(files=[f"models/{gin_file}.gin"]))
     try:
-        config = recipe.resolve_model_config(ginconfig.model_fields(), None)
+        config = model_config.resolve_model_config(ginconfig.model_fields(), None)
     finally:
         ginconfig.gin.clear_config()
     fields, count = PUBLISHED[name]

@@ -6,7 +6,7 @@ import pytest
 
 import ptune.tasks  # noqa: F401  registers the tasks
 from conftest import REPO, tiny_run_config
-from ptune import evaluation, infer, memory, prompts, recipe, trainer
+from ptune import evaluation, infer, memory, model_config, prompts, recipe, trainer
 from ptune.errors import UserError
 
 
@@ -18,7 +18,7 @@ def test_an_absurd_prompt_is_refused_before_the_model_is_traced(tmp_path):
 
 
 def _run(cfg):
-    config = recipe.resolve_model_config(cfg.model, None)
+    config = model_config.resolve_model_config(cfg.model, None)
     return recipe.assemble(config, prompt_factory=cfg.prompt.factory(), trainable=cfg.trainable)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_causal_run, tiny_hf_qwen3
-from ptune import cli, ginconfig, prompts, recipe
+from ptune import cli, ginconfig, model_config, prompts
 from ptune.checkpoints import hf_causal, prompt_io
 from ptune.errors import UserError
 from ptune.models import causal_decoding, llama
@@ -194,7 +194,7 @@ def test_the_model_files_are_the_published_models(name):
     fields, count = PUBLISHED[name]
     ginconfig.parse(ginconfig.GinArgs(files=[f"models/{GIN_FILES[name]}.gin"]))
     try:
-        config = recipe.resolve_model_config(ginconfig.model_fields(), None)
+        config = model_config.resolve_model_config(ginconfig.model_fields(), None)
     finally:
         ginconfig.gin.clear_config()
     assert config == llama.from_hf_config(fields)

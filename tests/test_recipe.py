@@ -14,7 +14,7 @@ import pytest
 
 import ptune.tasks  # noqa: F401  registers the tasks
 from conftest import DEMO_TINY, REPO, tiny_run_config, tiny_t5
-from ptune import checkpoints, cli, optimizers, recipe, trainer
+from ptune import checkpoints, cli, model_config, optimizers, recipe, trainer
 from ptune.errors import UserError
 from ptune.models import t5
 
@@ -71,23 +71,25 @@ def test_no_module_but_prompts_spells_the_prompt_path():
 
 def test_a_model_needs_a_model_file_or_a_checkpoint_config():
     with pytest.raises(UserError, match=r"^no model configured: add a model file"):
-        recipe.resolve_model_config(None, None)
+        model_config.resolve_model_config(None, None)
     with pytest.raises(UserError, match=r"leaves .*relative_attention_max_distance unset"):
-        recipe.resolve_model_config({"emb_dim": 16, "vocab_size": 384}, None)
+        model_config.resolve_model_config({"emb_dim": 16, "vocab_size": 384}, None)
     with pytest.raises(TypeError):  # the architecture has no defaults to fall back on
         t5.T5Config()
     full = tiny_t5(**DEMO_TINY)
-    assert recipe.resolve_model_config(full, None) == full
+    assert model_config.resolve_model_config(full, None) == full
 
 
 def test_the_checkpoint_config_is_used_and_a_contradicting_model_file_is_named(hf_t5_dir):
-    config = recipe.resolve_model_config(None, str(hf_t5_dir))
+    config = model_config.resolve_model_config(None, str(hf_t5_dir))
     assert (config.emb_dim, config.num_heads, config.mlp_dim) == (16, 2, 32)
     # Run-time fields from gin apply on top of the checkpoint's architecture.
-    assert recipe.resolve_model_config({"dtype": "bfloat16"}, str(hf_t5_dir)).dtype == "bfloat16"
+    assert (
+        model_config.resolve_model_config({"dtype": "bfloat16"}, str(hf_t5_dir)).dtype == "bfloat16"
+    )
     wrong = {**config.__dict__, "emb_dim": 32, "num_heads": 4}
     with pytest.raises(UserError) as caught:
-        recipe.resolve_model_config(wrong, str(hf_t5_dir))
+        model_config.resolve_model_config(wrong, str(hf_t5_dir))
     message = str(caught.value)
     assert message.startswith("the model file contradicts hf checkpoint")
     assert "emb_dim (model file 32, checkpoint 16)" in message

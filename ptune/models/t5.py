@@ -76,7 +76,7 @@ class T5Config:
     """Architecture of a T5 model. Field names follow t5x's `network.T5Config`.
 
     The architecture fields (`ARCHITECTURE_FIELDS`) are required: they come from a model gin
-    file or from the checkpoint (see `ptune.recipe.resolve_model_config`). `head_dim=None`
+    file or from the checkpoint (see `ptune.model_config.resolve_model_config`). `head_dim=None`
     derives it as `emb_dim // num_heads` (which must divide). The rest are run-time choices:
     `dtype` is the activation dtype ('float32' on CPU, 'bfloat16' on accelerators);
     parameters are float32.

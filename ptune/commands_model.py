@@ -230,7 +230,7 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
     mesh = None if args.mesh_shape is None else _mesh_flag(args.mesh_shape)
     budget = None
     if args.fit is not None:
-        from ptune import plan as plan_lib
+        from ptune import plan_fit
 
         if args.fit.strip().replace(".", "", 1).isdigit():
             raise UserError(
@@ -238,13 +238,13 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
                 "16GiB, 500MiB, 16GB (B alone for bytes)"
             )
         try:
-            budget = plan_lib.parse_bytes(args.fit)
+            budget = plan_fit.parse_bytes(args.fit)
         except ValueError as e:
             raise UserError(f"--fit needs {e}")
     # The gin files are read before jax starts (nothing in them starts it): their mesh, when
     # --mesh_shape names none, decides how many devices to simulate.
     runtime.setup_logging()
-    from ptune import family, ginconfig, plan, trainer
+    from ptune import family, ginconfig, plan, plan_fit, trainer
     from ptune.model_config import resolve_model_config
 
     parse_gin(gin_args, defaults=PLAN_PLACEHOLDERS)
@@ -274,7 +274,7 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
     if args.scan_layers:
         model_config = model_config.replace(scan_layers=True)
     if budget is not None:
-        result = plan.fit_training(
+        result = plan_fit.fit_training(
             cfg, model_config, data * model, budget, log=lambda line: print(line, flush=True)
         )
         print("\n".join(result.lines()[len(result.tried) :]))

@@ -128,21 +128,21 @@ def test_bad_plan_input_is_one_line(capsys):
 
 
 def test_fit_settings_are_the_splits_of_the_devices_cheapest_first():
-    from ptune import plan
+    from ptune import plan_fit
 
-    settings = plan.candidate_settings(8, batch_size=4, frozen_weights=True)
+    settings = plan_fit.candidate_settings(8, batch_size=4, frozen_weights=True)
     assert {s.mesh_shape for s in settings} == {(4, 2), (2, 4), (1, 8)}  # data must divide 4
     first = settings[0]
-    assert first == plan.Setting((4, 2))  # nothing changed but the smallest model split
+    assert first == plan_fit.Setting((4, 2))  # nothing changed but the smallest model split
     assert [s.cost for s in settings] == sorted(s.cost for s in settings)
     assert settings[-1].frozen_dtype == "bfloat16" and settings[-1].remat_policy == "full"
-    model_tuning = plan.candidate_settings(8, batch_size=8, frozen_weights=False)
+    model_tuning = plan_fit.candidate_settings(8, batch_size=8, frozen_weights=False)
     assert all(s.frozen_dtype is None for s in model_tuning)
     assert (8, 1) in {s.mesh_shape for s in model_tuning}
-    frugal = plan.Setting((2, 4), "full", "bfloat16", "bfloat16", 2)
-    assert frugal.saves_at_least_as_much_as(plan.Setting((2, 4), "minimal"))
-    assert not plan.Setting((2, 4), "minimal").saves_at_least_as_much_as(frugal)
-    assert not frugal.saves_at_least_as_much_as(plan.Setting((4, 2)))
+    frugal = plan_fit.Setting((2, 4), "full", "bfloat16", "bfloat16", 2)
+    assert frugal.saves_at_least_as_much_as(plan_fit.Setting((2, 4), "minimal"))
+    assert not plan_fit.Setting((2, 4), "minimal").saves_at_least_as_much_as(frugal)
+    assert not frugal.saves_at_least_as_much_as(plan_fit.Setting((4, 2)))
 
 
 @pytest.mark.parametrize(
@@ -157,9 +157,9 @@ def test_fit_settings_are_the_splits_of_the_devices_cheapest_first():
     ],
 )
 def test_fit_budget_sizes(text, expected):
-    from ptune import plan
+    from ptune import plan_fit
 
-    assert plan.parse_bytes(text) == expected
+    assert plan_fit.parse_bytes(text) == expected
 
 
 def _per_device(stdout: str) -> int:

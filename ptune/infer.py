@@ -37,6 +37,15 @@ from ptune import (
 from ptune import evaluator as evaluator_lib
 from ptune import server as server_lib
 from ptune.errors import UserError
+from ptune.models import search
+
+# The decoding settings as `ptune infer`'s users spell them (gin macros, runs/infer.gin).
+DECODING_NAMES = {
+    "num_beams": "NUM_BEAMS",
+    "temperature": "TEMPERATURE",
+    "top_k": "TOP_K",
+    "top_p": "TOP_P",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,19 +170,6 @@ def _tokenize(vocabulary, text: str, length: int) -> np.ndarray:
     return server_lib.tokenize(vocabulary, text, length, eos_id=int(vocabulary.eos_id))
 
 
-def _check_decoding(cfg: InferConfig) -> None:
-    """What the types and ranges cannot say: settings that would be silently ignored."""
-    if cfg.top_p == 0:
-        raise UserError("TOP_P must be in (0, 1], got 0: sampling from no token")
-    if cfg.temperature == 0 and (cfg.top_k or cfg.top_p < 1):
-        raise UserError(
-            f"TOP_K ({cfg.top_k}) and TOP_P ({cfg.top_p}) shape sampling, but TEMPERATURE is 0 "
-            "(greedy decoding would ignore them): set TEMPERATURE > 0 to sample"
-        )
-    if cfg.num_beams > 1 and cfg.temperature > 0:
-        raise UserError("choose beam search (NUM_BEAMS > 1) or sampling (TEMPERATURE > 0)")
-
-
 def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
     """Serves every request in mixed batches; writes and returns the results."""
     import logging
@@ -181,7 +177,9 @@ def run_infer(cfg: InferConfig, progress: bool = True) -> list[dict]:
     from tqdm import tqdm
 
     task_checks.check_feature_lengths(cfg.task_feature_lengths, "TASK_FEATURE_LENGTHS")
-    _check_decoding(cfg)
+    search.check_decoding(
+        cfg.num_beams, cfg.temperature, cfg.top_k, cfg.top_p, names=DECODING_NAMES
+    )
     atomic.check_output_file(
         cfg.output_file,
         "INFER_OUTPUT_FILE",

@@ -101,9 +101,11 @@ class RunDir:
     # ------------------------------------------------------------------ before any work
 
     def check(self) -> None:
-        """Read-only: MODEL_DIR is a writable directory and holds this run, no run, or (with
-        `--overwrite`) a run to replace. A replaced run a killed command left aside is put
-        back first, under the lock."""
+        """MODEL_DIR is a writable directory and holds this run, no run, or (with
+        `--overwrite`) a run to replace. Writes nothing in MODEL_DIR: a MODEL_DIR that does
+        not exist yet is probed by creating and removing an empty directory in its nearest
+        existing parent (`atomic.check_writable_dir`). A replaced run a killed command left
+        aside is put back first, under the lock."""
         atomic.check_writable_dir(self.path, "MODEL_DIR")
         if os.path.isdir(self.file(REPLACED)) and self.primary:
             with self._locked():

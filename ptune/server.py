@@ -23,6 +23,7 @@ import numpy as np
 from ptune import family as family_lib
 from ptune import prompts
 from ptune.errors import UserError
+from ptune.models import search
 
 PyTree = Any
 
@@ -139,13 +140,7 @@ class Server:
         """[n, ls] tokens, [n] prompt indices -> [n, max_length]: greedy (temperature 0), the
         best beam (num_beams > 1), or sampled with temperature / top-k / top-p, each batch
         from its own key folded from `seed`."""
-        if num_beams > 1 and temperature > 0:
-            raise UserError("choose beam search (num_beams > 1) or sampling (temperature > 0)")
-        if temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
-            raise UserError(
-                f"sampling needs temperature >= 0, top_k >= 0 and 0 < top_p <= 1, got "
-                f"{temperature}, {top_k}, {top_p}"
-            )
+        search.check_decoding(num_beams, temperature, top_k, top_p)
         decode = family_lib.Decoding(
             num_beams,
             alpha,

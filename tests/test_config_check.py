@@ -433,6 +433,28 @@ def test_infer_refuses_decoding_settings_before_any_work(tmp_path, capsys, flags
     assert sorted(os.listdir(tmp_path)) == ["requests.jsonl"]
 
 
+@pytest.mark.parametrize(
+    "settings, expected",
+    [
+        ((0, 0.0, 0, 1.0), "num_beams must be at least 1, got 0"),
+        ((1, -0.5, 0, 1.0), "temperature and top_k must be >= 0, got -0.5 and 0"),
+        ((1, 0.7, 0, 1.5), "top_p must be in (0, 1], got 1.5"),
+        ((1, 0.0, 5, 1.0), "top_k (5) and top_p (1.0) shape sampling, but temperature is 0"),
+        ((4, 0.7, 0, 1.0), "choose beam search (num_beams > 1) or sampling (temperature > 0)"),
+    ],
+)
+def test_the_servers_api_refuses_the_decoding_settings_infer_refuses(settings, expected):
+    """One rule for both (`search.check_decoding`): `ptune infer` before any work, in its gin
+    names (above); `Server.generate` in its parameter names."""
+    from ptune.models import search
+
+    with pytest.raises(UserError) as e:
+        search.check_decoding(*settings)
+    assert str(e.value).startswith(expected), e.value
+    search.check_decoding(4, 0.0, 0, 1.0)  # beams, greedy
+    search.check_decoding(1, 0.7, 40, 0.9)  # sampling
+
+
 def _gin_files(kind):
     return sorted(f"{kind}/{name}" for name in os.listdir(os.path.join(REPO, "gin", kind)))
 

@@ -18,7 +18,7 @@ with static lengths. The numerical core: jax only; no TensorFlow, seqio or gin.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +45,46 @@ class Decoding:
     top_p: float = 1.0
     vocab_limit: Optional[int] = None
     eos_id: Optional[int] = None
+
+
+PARAMETER_NAMES = {n: n for n in ("num_beams", "temperature", "top_k", "top_p")}
+
+
+def check_decoding(
+    num_beams: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    names: Mapping[str, str] = PARAMETER_NAMES,
+) -> None:
+    """Refuses settings that cannot decode, and sampling settings that greedy decoding would
+    silently ignore: one UserError naming the settings as the user spelt them (`names`: the
+    gin names for `ptune infer`, which checks before any work; the Python API's parameter
+    names by default, as `Server.generate` checks)."""
+    from ptune.errors import UserError
+
+    n = names
+    if num_beams < 1:
+        raise UserError(f"{n['num_beams']} must be at least 1, got {num_beams}")
+    if temperature < 0 or top_k < 0:
+        raise UserError(
+            f"{n['temperature']} and {n['top_k']} must be >= 0, got {temperature} and {top_k}"
+        )
+    if not 0 < top_p <= 1:
+        raise UserError(
+            f"{n['top_p']} must be in (0, 1], got {top_p:g}"
+            + (": sampling from no token" if top_p == 0 else "")
+        )
+    if temperature == 0 and (top_k or top_p < 1):
+        raise UserError(
+            f"{n['top_k']} ({top_k}) and {n['top_p']} ({top_p}) shape sampling, but "
+            f"{n['temperature']} is 0 (greedy decoding would ignore them): set "
+            f"{n['temperature']} > 0 to sample"
+        )
+    if num_beams > 1 and temperature > 0:
+        raise UserError(
+            f"choose beam search ({n['num_beams']} > 1) or sampling ({n['temperature']} > 0)"
+        )
 
 
 def filter_logits(logits: Array, top_k: int, top_p: float) -> Array:

@@ -111,9 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = did_you_mean(name, COMMANDS) or f"; the commands: {', '.join(COMMANDS)}"
         print(f"ptune: error: unknown command {name!r}{hint}", file=sys.stderr)
         return 2
-    # The data flags (--superglue_dir, ...) set the environment the tasks read, for this
-    # command only: a second command in one process (a sweep, `make paper`) sees its own.
+    # The data flags (--superglue_dir, ...) set the environment the tasks read, and gin's
+    # `data.DataSources` the task modules' overrides, for this command only: a second command
+    # in one process (a sweep, `make paper`) sees its own.
     data_env = {v: os.environ.get(v) for v in command_config.DATA_FLAGS.values()}
+    data_overrides = _data_overrides()
     try:
         if name in NEEDS_DATA or any(a.startswith("--gin_file") for a in rest):
             runtime.quiet_tensorflow()  # run gin files import the data modules, so TensorFlow
@@ -163,6 +165,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.environ.pop(variable, None)
             else:
                 os.environ[variable] = value
+        _restore_data_overrides(data_overrides)
+
+
+def _data_overrides() -> tuple:
+    """What gin-bound `data.DataSources` may set process-wide (the task sources' directories,
+    the SentencePiece model), read without importing the task modules: None where they are not
+    loaded, so nothing is set yet."""
+    sources = sys.modules.get("ptune.tasks.sources")
+    vocab = sys.modules.get("ptune.tasks.vocab")
+    return (
+        sources.overrides() if sources else None,
+        vocab.sentencepiece_override() if vocab else None,
+    )
+
+
+def _restore_data_overrides(saved: tuple) -> None:
+    """Puts back what `_data_overrides` read, so a command's data sources last for it only."""
+    directories, spm_path = saved
+    if "ptune.tasks.sources" in sys.modules:
+        sys.modules["ptune.tasks.sources"].restore_overrides(directories)
+    if "ptune.tasks.vocab" in sys.modules:
+        sys.modules["ptune.tasks.vocab"].set_sentencepiece_path(spm_path)
 
 
 def _out_of_memory(error: BaseException) -> bool:

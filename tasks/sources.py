@@ -47,6 +47,19 @@ _overrides: dict[str, str | None] = {
 }
 
 
+def overrides() -> dict[str, str | None]:
+    """The directories set in this process (`set_*`; None: the environment's), to put back
+    with `restore_overrides` (`ptune.cli.main` does, so one command's gin-bound
+    `data.DataSources` does not outlast it)."""
+    return dict(_overrides)
+
+
+def restore_overrides(saved: dict[str, str | None] | None) -> None:
+    """Sets the directories `overrides()` returned; None clears every one."""
+    for key in _overrides:
+        _overrides[key] = (saved or {}).get(key)
+
+
 def set_superglue_dir(path: str | None) -> None:
     """Reads SuperGLUE from official JSONL files under `path` (None: back to the env var/TFDS)."""
     _overrides["superglue"] = path

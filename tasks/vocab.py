@@ -102,6 +102,11 @@ def set_sentencepiece_path(path: str | None) -> None:
     _override = path
 
 
+def sentencepiece_override() -> str | None:
+    """The path `set_sentencepiece_path` set (None: none set), to put back later."""
+    return _override
+
+
 def sentencepiece_path() -> str:
     """The path the vocabulary will load now, after aliases are expanded."""
     path = _override or os.environ.get(ENV_VAR) or DEFAULT_SPM_PATH

@@ -207,6 +207,43 @@ def test_a_commands_data_flags_do_not_outlive_it(monkeypatch, capsys, tmp_path):
     assert os.environ["PTUNE_GLUE_DIR"] == "/before"
 
 
+def test_a_commands_gin_bound_data_sources_do_not_outlive_it(capsys, tmp_path):
+    """The same for gin's `data.DataSources`, which sets the task modules' overrides: what
+    was set before the command (an API user's, a fixture's) is back after it, and what the
+    command set is gone, whether it succeeded or not."""
+    from ptune import cli
+    from ptune.tasks import sources, vocab
+
+    sources_gin = tmp_path / "sources.gin"
+    sources_gin.write_text(
+        "from __gin__ import dynamic_registration\n"
+        "from ptune import data\n"
+        f"data.DataSources.superglue_dir = '{tmp_path}'\n"
+        f"data.DataSources.glue_dir = '{tmp_path}'\n"
+        "data.DataSources.spm_path = 'mt5'\n"
+    )
+    sources.set_glue_dir("/before")
+    try:
+        code = cli.main(
+            [
+                "eval",
+                "--gin_file=models/ptune_demo.gin",
+                "--gin_file=runs/eval.gin",
+                f"--gin_file={sources_gin}",
+                "--gin.MIXTURE_OR_TASK_NAME='ptune_demo'",
+                f"--gin.INITIAL_CHECKPOINT_PATH='{tmp_path / 'missing'}'",
+                f"--gin.EVAL_OUTPUT_DIR='{tmp_path / 'out'}'",
+                "--gin.NO_PROMPT=True",
+            ]
+        )
+        err = capsys.readouterr().err
+        assert code == 2 and "missing does not exist" in err, err  # after `apply`
+        assert sources.overrides() == {**dict.fromkeys(sources.overrides()), "glue": "/before"}
+        assert vocab.sentencepiece_override() is None
+    finally:
+        sources.set_glue_dir(None)
+
+
 def test_a_misspelt_command_is_one_line_naming_the_closest(capsys):
     from ptune import cli
 

@@ -244,7 +244,7 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
     # The gin files are read before jax starts (nothing in them starts it): their mesh, when
     # --mesh_shape names none, decides how many devices to simulate.
     runtime.setup_logging()
-    from ptune import family, ginconfig, plan, plan_fit, trainer
+    from ptune import family, ginconfig, partitioning, plan, plan_fit, trainer
     from ptune.model_config import resolve_model_config
 
     parse_gin(gin_args, defaults=PLAN_PLACEHOLDERS)
@@ -262,12 +262,8 @@ def cmd_plan(argv: Sequence[str], gin_args) -> int:
             f"mesh {data},{model} is {data * model:,} devices; `ptune plan` simulates at most "
             f"{MAX_SIMULATED_DEVICES:,} (the largest TPU pod slices have 8,960 chips)"
         )
-    if not args.real_devices and budget is None and cfg.batch_size % data:
-        # `Partitioner.check_batch_size`'s line, said before thousands of devices are made.
-        raise UserError(
-            f"batch size {cfg.batch_size} is not divisible by the data axis ({data}); "
-            f"choose a multiple of {data}"
-        )
+    if not args.real_devices and budget is None:  # before thousands of devices are made
+        partitioning.check_divisible(cfg.batch_size, data, "the data axis")
     if not args.real_devices:
         runtime.simulate_cpu_devices(data * model)
     model_config = resolve_model_config(cfg.model, cfg.checkpoint_path, what="the plan")

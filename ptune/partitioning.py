@@ -216,6 +216,15 @@ def create_mesh(config: MeshConfig = MeshConfig(), devices: Optional[Sequence[An
     )
 
 
+def check_divisible(batch_size: int, ways: int, name: str, what: str = "batch size") -> None:
+    """A `UserError` unless `batch_size` rows split evenly `ways` ways (over `name`: the data
+    axis, the processes); `ptune plan` checks the data axis before it makes the devices."""
+    if batch_size % ways:
+        raise UserError(
+            f"{what} {batch_size} is not divisible by {name} ({ways}); choose a multiple of {ways}"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class Partitioner:
     """A mesh and its rules: builds shardings and compiles steps that run under them."""
@@ -305,15 +314,8 @@ class Partitioner:
 
     def check_batch_size(self, batch_size: int, what: str = "batch size") -> None:
         """A `UserError` unless `batch_size` splits evenly over the data axis and the hosts."""
-        for ways, name in (
-            (self.data_size, "the data axis"),
-            (jax.process_count(), "the processes"),
-        ):
-            if batch_size % ways:
-                raise UserError(
-                    f"{what} {batch_size} is not divisible by {name} ({ways}); "
-                    f"choose a multiple of {ways}"
-                )
+        check_divisible(batch_size, self.data_size, "the data axis", what)
+        check_divisible(batch_size, jax.process_count(), "the processes", what)
 
     def shard_batch(self, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         """Host-local rows [batch / processes, ...] -> global arrays [batch, ...] on `data`.

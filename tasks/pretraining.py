@@ -392,6 +392,8 @@ class CorpusTask:
                 raise UserError(
                     f"{where} {split}: no text in {', '.join(paths)} (empty or blank lines only)"
                 )
+            for path in paths:
+                _check_utf8(path, f"{where} {split}")
 
     def register(self) -> str:
         """Validates, then registers the task (again: replaces it); returns its name."""
@@ -432,6 +434,21 @@ def registered() -> frozenset[str]:
 @seqio.map_over_dataset
 def _line_as_targets(line):
     return {"targets": line}
+
+
+UTF8_CHECKED_LINES = 10_000  # lines of each corpus file checked before training
+
+
+def _check_utf8(path: str, where: str) -> None:
+    """The file's first `UTF8_CHECKED_LINES` lines must be UTF-8 (a corpus can be too big to
+    read whole before work): a model trained on another encoding's bytes would later be
+    given UTF-8 text."""
+    try:
+        for number, _ in readers.text_lines(path):
+            if number >= UTF8_CHECKED_LINES:
+                break
+    except UserError as e:
+        raise UserError(f"{where}: {e} (convert it to UTF-8, e.g. with iconv)") from None
 
 
 def _has_text(path: str) -> bool:

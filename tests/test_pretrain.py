@@ -32,6 +32,7 @@ def corpus(tmp_path_factory):
     lines = [" ".join(rng.choice(WORDS, rng.integers(5, 40))) for _ in range(200)]
     (root / "train.txt").write_text("\n".join(lines) + "\n")
     (root / "empty.txt").write_text("\n  \n")
+    (root / "latin1.txt").write_bytes("caf\u00e9 au lait\nd\u00e9j\u00e0 vu\n".encode("latin-1"))
     return root
 
 
@@ -150,9 +151,13 @@ def test_bad_settings_are_one_line_and_write_nothing(
 
 @pytest.mark.parametrize(
     "train, message",
-    [("missing.txt", "train: file {path} not found"), ("empty.txt", "train: no text in {path}")],
+    [
+        ("missing.txt", "train: file {path} not found"),
+        ("empty.txt", "train: no text in {path}"),
+        ("latin1.txt", "train: {path}:1: not UTF-8 text (invalid continuation byte)"),
+    ],
 )
-def test_missing_or_empty_corpus_is_one_line(corpus, tmp_path, capsys, train, message):
+def test_missing_empty_or_not_utf8_corpus_is_one_line(corpus, tmp_path, capsys, train, message):
     path = corpus / train
     code, err = _pretrain(capsys, tmp_path / "run", f"toy_file:train={path},vocabulary=byte")
     assert code == 2

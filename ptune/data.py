@@ -124,8 +124,16 @@ def building_dataset(task_name: str):
         ) from e
 
 
+# seqio's converters check every example's lengths in the pipeline, before and after
+# converting: features at most the task lengths, then exactly the model lengths. Both hold by
+# construction (`Task.get_dataset` trims every output feature to the lengths it is given, the
+# converter pads and trims to them), and the two checks' map functions were 7% of the time of
+# a test module of tiny runs (tests/test_runs.py, py-spy): not built.
+LENGTH_CHECK = False
+
+
 def feature_converter(pack: bool = False) -> seqio.FeatureConverter:
-    return seqio.EncDecFeatureConverter(pack=pack)
+    return seqio.EncDecFeatureConverter(pack=pack, apply_length_check=LENGTH_CHECK)
 
 
 def output_vocabulary(task_name: str):
@@ -167,7 +175,9 @@ def _tagged_mixture(name: str, lengths: Mapping[str, int], split: str, seed: int
         raise UserError(f"no task of mixture {name} has a {split!r} split")
     ds = tf.data.Dataset.sample_from_datasets(datasets, rates, seed, stop_on_empty_dataset=True)
     spec = seqio.FeatureConverter.FeatureSpec(dtype=tf.int32, rank=1)
-    converter = seqio.EncDecFeatureConverter(pack=False, passthrough_features={PROMPT_INDEX: spec})
+    converter = seqio.EncDecFeatureConverter(
+        pack=False, passthrough_features={PROMPT_INDEX: spec}, apply_length_check=LENGTH_CHECK
+    )
     return converter(ds, {**lengths, PROMPT_INDEX: 1})
 
 

@@ -1,7 +1,8 @@
 """Values built once per key in a process: a process that makes several runs (`make paper`'s
 points, a test module's runs, an API user's sweep) asks again for what an earlier run built
 from equal inputs. Used for a model's abstract shapes (`models.layers.abstract_once`), the
-optimizers (`optimizers.adafactor`) and the compiled train step (`recipe.Run.train_step`).
+optimizers (`optimizers.adafactor`), the compiled train step (`recipe.Run.train_step`) and
+random initialisation (`recipe.Run.random_frozen`).
 
 A key holds everything the value is built from, compared by value (configurations, frozen
 dataclasses, shardings) or by identity (functions); an unhashable key (a prompt factory

@@ -40,8 +40,10 @@ from ptune.models import attention, llama, t5
 
 log = logging.getLogger("ptune")
 PyTree = Any
-# The train steps of the most recent distinct runs of this process (`Run.train_step`).
+# The train steps and random initialisations of the most recent distinct runs of this process
+# (`Run.train_step`, `Run.random_frozen`).
 _TRAIN_STEPS = Memo(kept=8)
+_INITS = Memo(kept=8)
 
 
 def load_frozen(
@@ -108,11 +110,16 @@ class Run:
     def random_frozen(self, seed: int) -> dict:
         """Random frozen weights from `seed` (only for runs that name them, e.g. the demo);
         every host computes the same values, each device keeps its shards."""
-        params = self.partitioner.jit(
-            functools.partial(self.family.init_params, self.model),
-            in_shardings=self.partitioner.replicated,
-            out_shardings=self.shardings,
-        )(jax.random.PRNGKey(seed))
+        leaves, structure = jax.tree_util.tree_flatten(self.shardings)
+        init = _INITS.get(
+            (self.family, self.model, self.partitioner, structure, tuple(leaves)),
+            lambda: self.partitioner.jit(
+                functools.partial(self.family.init_params, self.model),
+                in_shardings=self.partitioner.replicated,
+                out_shardings=self.shardings,
+            ),
+        )  # an equal run in this process reuses the traced initialisation
+        params = init(jax.random.PRNGKey(seed))
         params = prompts.without_prompt(params) if prompts.has_prompt(params) else params
         if self.frozen_dtype:
             params = trainable_lib.cast_frozen(params, self.frozen_dtype)

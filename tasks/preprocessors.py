@@ -426,13 +426,18 @@ def count_truncated(
     """(examples read, {feature: {"examples": n truncated, "tokens": ids cut}}) over a dataset
     built with `trim_and_append_eos`; for the truncation lines of training and evaluation."""
     totals = {f: {"examples": 0, "tokens": 0} for f in features}
+    present = [f for f in features if f"{f}_truncated" in dataset.element_spec]
+    # Only the counts leave the pipeline, in large batches: one example at a time, reading
+    # a thousand examples took longer than building the pipeline.
+    counts = dataset.map(
+        lambda ex: {"read": tf.constant(1), **{f: ex[f"{f}_truncated"] for f in present}}
+    ).batch(4096)
     read = 0
-    for ex in dataset.as_numpy_iterator():
-        read += 1
-        for f in features:
-            cut = int(ex.get(f"{f}_truncated", 0))
-            totals[f]["examples"] += int(cut > 0)
-            totals[f]["tokens"] += cut
+    for batch in counts.as_numpy_iterator():
+        read += int(batch["read"].sum())
+        for f in present:
+            totals[f]["examples"] += int((batch[f] > 0).sum())
+            totals[f]["tokens"] += int(batch[f].sum())
     return read, totals
 
 

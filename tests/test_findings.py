@@ -3,10 +3,10 @@ prompt design, prompt tuning, model tuning, the shifted domain and an ensemble, 
 each over the shipped small findings model), the rules that read each finding, and its bad
 inputs."""
 
+import contextlib
+import io
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -23,14 +23,16 @@ MINI_POINTS = (
 
 @pytest.fixture(scope="module")
 def miniature(tmp_path_factory):
+    """The miniature run by `python -m ptune.findings`'s entry point, in this process."""
     out = tmp_path_factory.mktemp("paper") / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "ptune.findings", f"--output={out}", "--seeds=0,1", "--steps=2",
-         "--sizes=small", "--no_ablations", f"--points={','.join(MINI_POINTS)}"],
-        capture_output=True, text=True, cwd="/", timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc.stdout
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = findings_main.main(
+            [f"--output={out}", "--seeds=0,1", "--steps=2", "--sizes=small", "--no_ablations",
+             f"--points={','.join(MINI_POINTS)}"]
+        )  # fmt: skip
+    assert code == 0, stdout.getvalue()[-3000:]
+    return out, stdout.getvalue()
 
 
 def test_miniature_runs_every_kind_of_point_and_writes_the_report(miniature):

@@ -1,6 +1,9 @@
 """Kill -9 in the middle of a run, restart it, and get the very same prompt, bit for bit, as a
-run that was never interrupted. Real processes, real Orbax checkpoints."""
+run that was never interrupted. A real process killed, real Orbax checkpoints; the
+uninterrupted run and the restart run in this process (`ptune.cli.main`), at the same compiler
+flags."""
 
+import logging
 import os
 import signal
 import subprocess
@@ -9,14 +12,13 @@ import time
 
 import numpy as np
 
+from ptune import cli
+
 STEPS = 80  # killed at a checkpoint from step 30 on: 50 steps to spare
 
 
-def _command(model_dir, checkpoint_period=10):
+def _flags(model_dir, checkpoint_period=10):
     return [
-        sys.executable,
-        "-m",
-        "ptune.cli",
         "train",
         "--gin_file=models/ptune_demo.gin",
         "--gin_file=prompts/sampled_vocab.gin",
@@ -45,24 +47,26 @@ def _checkpoint_steps(model_dir):
     return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
 
 
-def _run(command):
-    """80 steps with dropout, at the suite's compiler flags (compiling takes more of the time
-    than running: 80 steps of the demo model run in about a second)."""
-    return subprocess.run(
-        command, capture_output=True, text=True, cwd="/", timeout=300, env=dict(os.environ)
-    )
+def _run(model_dir, caplog, **changes):
+    """80 steps with dropout in this process, at the suite's compiler flags (compiling takes
+    more of the time than running: 80 steps of the demo model run in about a second)
+    -> (exit status, the run's log)."""
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ptune"):
+        code = cli.main(_flags(model_dir, **changes))
+    return code, caplog.text
 
 
-def test_sigkill_and_resume_equals_an_uninterrupted_run(tmp_path):
+def test_sigkill_and_resume_equals_an_uninterrupted_run(tmp_path, caplog):
     # The run never interrupted saves only its last step: how often a run saves does not
     # change what it computes.
     straight = str(tmp_path / "straight")
-    proc = _run(_command(straight, checkpoint_period=STEPS))
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    code, err = _run(straight, caplog, checkpoint_period=STEPS)
+    assert code == 0, err[-2000:]
 
     killed = str(tmp_path / "killed")
     victim = subprocess.Popen(
-        _command(killed),
+        [sys.executable, "-m", "ptune.cli", *_flags(killed)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd="/",
@@ -78,9 +82,9 @@ def test_sigkill_and_resume_equals_an_uninterrupted_run(tmp_path):
     assert interrupted_at and max(interrupted_at) < STEPS, interrupted_at
     assert not os.path.exists(os.path.join(killed, "numpy_checkpoints", f"checkpoint_{STEPS}"))
 
-    proc = _run(_command(killed))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "resumed from" in proc.stderr
+    code, err = _run(killed, caplog)
+    assert code == 0, err[-2000:]
+    assert "resumed from" in err
     np.testing.assert_array_equal(_final_prompt(killed), _final_prompt(straight))
     assert _final_prompt(killed).tobytes() == _final_prompt(straight).tobytes()
     # Only whole checkpoints remain: temporaries of an interrupted save are cleaned up.

@@ -512,5 +512,8 @@ def abstract_params(config: LlamaConfig, prompt_factory: Optional[Any] = None) -
 
 
 def parameter_count(config: LlamaConfig) -> int:
-    leaves = jax.tree_util.tree_leaves(nn.unbox(abstract_params(config)))
+    """Total number of parameters, computed abstractly over scanned layers (as
+    `t5.parameter_count`): the same count, one layer traced instead of each."""
+    scanned = dataclasses.replace(config, scan_layers=True)
+    leaves = jax.tree_util.tree_leaves(nn.unbox(abstract_params(scanned)))
     return int(sum(np.prod(x.shape) for x in leaves))

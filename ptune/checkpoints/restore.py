@@ -190,6 +190,7 @@ def materialize(arrays: Mapping[str, LazyArray], dtype, shardings=None) -> dict:
     # Largest first: a read briefly holds its chunk (compressed and decoded, in the stored
     # dtype) beside what is loaded, so the peak is lowest when the big reads come early.
     largest_first = sorted(arrays.items(), key=lambda item: -_stored_bytes(item[1]))
+    unreturned = 0  # bytes read since the freed heap was last handed back
     for name, array in largest_first:
         if flat_shardings is None:
             out[name] = jax.device_put(array.read(None, dtype))
@@ -199,7 +200,10 @@ def materialize(arrays: Mapping[str, LazyArray], dtype, shardings=None) -> dict:
         out[name] = jax.make_array_from_callback(
             array.shape, flat_shardings[name], lambda index, a=array: a.read(index, dtype)
         )
-        _return_freed_memory()
+        unreturned += _stored_bytes(array)
+        if unreturned >= RETURN_EVERY:
+            _return_freed_memory()
+            unreturned = 0
     return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in out.items()})
 
 
@@ -214,6 +218,13 @@ def _malloc_trim():
         return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
         return None
+
+
+# Freed heap goes back after every 4 MiB read: each large array's read is followed by one
+# (as after every array before), while the small ones at the end of a read share one. A trim
+# walks the whole heap: after each of a tiny model's arrays, in a process that has compiled
+# much (a notebook, the test suite), trims took longer than the reads.
+RETURN_EVERY = 4 * 2**20
 
 
 def _return_freed_memory() -> None:

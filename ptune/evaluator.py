@@ -94,12 +94,15 @@ class Evaluation:
         }
 
     def _data_lengths(self) -> dict[str, int]:
-        """Longest inputs and targets over the eval data, rounded up to a power of two."""
-        longest = {"inputs": 1, "targets": 1}
-        for ds in self._evaluator.cached_model_datasets.values():
-            for _, ex in ds.as_numpy_iterator():  # enumerated: (index, features)
-                longest["inputs"] = max(longest["inputs"], len(ex["encoder_input_tokens"]))
-                longest["targets"] = max(longest["targets"], len(ex["decoder_target_tokens"]))
+        """Longest inputs and targets over the eval data, rounded up to a power of two.
+
+        seqio measured them while caching the eval data (without lengths it pads every task's
+        examples to the longest of all); its padded shapes say them without a second pass."""
+        shapes = self._evaluator.model_feature_shapes
+        longest = {
+            "inputs": max(shapes["encoder_input_tokens"][0], 1),
+            "targets": max(shapes["decoder_target_tokens"][0], 1),
+        }
         return {k: 1 << max(v - 1, 0).bit_length() for k, v in longest.items()}
 
     def _log_truncation(self) -> None:

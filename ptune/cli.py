@@ -87,7 +87,6 @@ COMMANDS: dict[str, tuple[str, Callable]] = {
     ),
 }
 
-NEEDS_DATA = ("train", "pretrain", "eval", "infer", "ensemble", "tasks", "explain")
 COMPILES = ("train", "pretrain", "eval", "infer", "ensemble")
 
 
@@ -117,8 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_env = {v: os.environ.get(v) for v in command_config.DATA_FLAGS.values()}
     data_overrides = _data_overrides()
     try:
-        if name in NEEDS_DATA or any(a.startswith("--gin_file") for a in rest):
-            runtime.quiet_tensorflow()  # run gin files import the data modules, so TensorFlow
+        runtime.quiet_tensorflow()  # when the data modules import it (commands, gin files)
         rest = runtime.take_process_flags(rest)
         if name in COMPILES:
             runtime.enable_compilation_cache()

@@ -6,6 +6,8 @@ it; `ptune.cli` and the commands do, once each, before the work starts.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import logging
 import os
 import sys
@@ -54,29 +56,53 @@ def take_process_flags(argv: Sequence[str]) -> list[str]:
 
 
 def quiet_tensorflow() -> None:
-    """Imports TensorFlow (seqio's data engine) with its C++ start-up lines silenced and its
-    GPUs hidden: ptune never computes with TensorFlow, and on a machine without a GPU its CUDA
-    probing prints lines that read like errors. Only the import and the device probe are
-    silenced: warnings raised later still show, and an import failure is re-raised after
-    stderr is restored."""
+    """Makes TensorFlow (seqio's data engine) start quietly whenever this process first imports
+    it: its C++ start-up lines silenced and its GPUs hidden. ptune never computes with
+    TensorFlow, and on a machine without a GPU its CUDA probing prints lines that read like
+    errors. Nothing is imported here: a command that reads no data (`ptune plan`, `info`)
+    never pays TensorFlow's start-up (about 5 s on 2 cores). Only the import and the device
+    probe are silenced: warnings raised later still show, and an import failure is re-raised
+    after stderr is restored."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "tensorflow" in sys.modules:
+    if "tensorflow" in sys.modules or any(isinstance(f, _QuietTensorFlow) for f in sys.meta_path):
         return
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            try:
-                import tensorflow as tf
+    sys.meta_path.insert(0, _QuietTensorFlow())
 
-                try:  # listing devices probes CUDA, which prints its own error lines
-                    tf.config.set_visible_devices([], "GPU")
-                except (RuntimeError, ValueError):
-                    pass  # already initialised by someone else: nothing to hide any more
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
+
+class _QuietTensorFlow(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """The import system's finder for the top-level `tensorflow` module (only): it finds the
+    module as the others would and loads it with stderr silenced, then hides the GPUs."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once: the real finders find it, and its submodules
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        self._loader = spec.loader
+        spec.loader = self
+        return spec
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        module.__loader__ = module.__spec__.loader = self._loader  # as if it had found it
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 2)
+                try:
+                    self._loader.exec_module(module)
+                    try:  # listing devices probes CUDA, which prints its own error lines
+                        module.config.set_visible_devices([], "GPU")
+                    except (RuntimeError, ValueError):
+                        pass  # already initialised by someone else: nothing to hide any more
+                finally:
+                    os.dup2(saved, 2)
+        finally:
+            os.close(saved)
 
 
 COMPILE_CACHE_ENV = "PTUNE_COMPILATION_CACHE"

@@ -39,15 +39,6 @@ log = logging.getLogger("ptune")
 PyTree = Any
 
 
-def initializer_name(prompt: Optional[prompts.PromptConfig]) -> Optional[str]:
-    """The configured initializer's name as records show it (None: no prompt trains)."""
-    if prompt is None:
-        return None
-    if prompt.initializer is None:
-        return "class_labels"
-    return getattr(prompt.initializer, "__qualname__", "custom").split(".")[0]
-
-
 @dataclasses.dataclass
 class Setup:
     """What `train` assembles before any work: the model configuration, MODEL_DIR (checked,

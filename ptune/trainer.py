@@ -31,16 +31,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 
-from ptune import (
-    data,
-    frozen_model,
-    model_config,
-    selection,
-    train_setup,
-)
+from ptune import frozen_model, model_config, selection
 from ptune import run_dir as run_dir_lib
 from ptune import step as step_lib
-from ptune import train_hooks as hooks_lib
 from ptune import trainable as trainable_lib
 from ptune.checkpoints.state import StateCheckpointer
 from ptune.errors import UserError
@@ -118,13 +111,23 @@ class TrainConfig(frozen_model.FrozenModel):
             "batch_size": self.batch_size,
             "group_by_length": self.group_by_length if self.length_buckets is not None else 0,
             "prompt": None if self.prompt is None else self.prompt.describe(),
-            "initializer": train_setup.initializer_name(self.prompt),
+            "initializer": _initializer_asked(self.prompt),
             "trainable": list(self.trainable),
             "loss": dataclasses.asdict(self.loss),
             "frozen_dtype": self.frozen_dtype,
             "seed": self.seed,
             "train_split": self.train_split,
         }
+
+
+def _initializer_asked(prompt) -> Optional[str]:
+    """The configured initializer's name as the fingerprint shows it (None: no prompt
+    trains)."""
+    if prompt is None:
+        return None
+    if prompt.initializer is None:
+        return "class_labels"
+    return getattr(prompt.initializer, "__qualname__", "custom").split(".")[0]
 
 
 @dataclasses.dataclass
@@ -196,6 +199,11 @@ def train(cfg: TrainConfig, *, config_text: str = "", hooks: Sequence[Hook] = ()
     """Runs (or resumes) a training run: setup (every check, nothing written) -> MODEL_DIR
     opened -> resume -> the loop, with logging, evaluation and checkpointing as hooks."""
     from tqdm import tqdm
+
+    # Imported here: `ptune plan` and gin files configure a TrainConfig without the data
+    # modules, and so without TensorFlow's start-up.
+    from ptune import data, train_setup
+    from ptune import train_hooks as hooks_lib
 
     started = time.perf_counter()
     primary = jax.process_index() == 0

@@ -41,6 +41,7 @@ for name, argv in {plans!r}.items():
     code = cli.main(["plan", *argv])
     if code:
         sys.exit(code)
+print("=== imported", [m for m in ("tensorflow", "seqio") if m in sys.modules])
 """
 
 
@@ -65,8 +66,10 @@ def plans_2x4():
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    _, prompt, model = re.split(r"^=== plan (?:prompt|model)\n", proc.stdout, flags=re.MULTILINE)
-    return {"prompt": prompt, "model": model}
+    _, prompt, model, imported = re.split(
+        r"^=== (?:plan prompt\n|plan model\n|imported)", proc.stdout, flags=re.MULTILINE
+    )
+    return {"prompt": prompt, "model": model, "imported": imported.strip()}
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +87,12 @@ def test_plan_reports_per_device_memory_on_a_simulated_mesh(prompt_plan):
     # bfloat16 frozen weights: 2 bytes each, vocab/mlp/heads split 4 ways on `model`.
     assert 0 < _bytes(prompt_plan, "frozen params") < 2 * 700
     assert _bytes(prompt_plan, "arguments") >= _bytes(prompt_plan, "frozen params")
+
+
+def test_plan_starts_without_tensorflow(plans_2x4):
+    # A plan compiles from shapes and reads no data: TensorFlow's start-up (about 5 s of a
+    # tiny plan's 9 on 2 cores) is not paid; commands that read data import it quietly.
+    assert plans_2x4["imported"] == "[]"
 
 
 def test_model_tuning_holds_more_per_device_than_prompt_tuning(plans_2x4, prompt_plan):

@@ -59,10 +59,10 @@ def quiet_tensorflow() -> None:
     """Makes TensorFlow (seqio's data engine) start quietly whenever this process first imports
     it: its C++ start-up lines silenced and its GPUs hidden. ptune never computes with
     TensorFlow, and on a machine without a GPU its CUDA probing prints lines that read like
-    errors. Nothing is imported here: a command that reads no data (`ptune plan`, `info`)
-    never pays TensorFlow's start-up (about 5 s on 2 cores). Only the import and the device
-    probe are silenced: warnings raised later still show, and an import failure is re-raised
-    after stderr is restored."""
+    errors. Nothing is imported here: a command that reads no data (`ptune plan`, `info`,
+    unless a gin file imports a task module) never pays TensorFlow's start-up (about 5 s on 2
+    cores). Only the import and the device probe are silenced: warnings raised later still
+    show, and an import failure is re-raised after stderr is restored."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules or any(isinstance(f, _QuietTensorFlow) for f in sys.meta_path):
         return

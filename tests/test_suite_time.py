@@ -1,0 +1,43 @@
+"""`benchmarks/suite_time.py`: the suite's JAX and seqio time, read from JAX's own monitoring
+events. If a JAX release renamed the events, the tool would report nothing; this fails first."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks import suite_time
+
+
+def test_a_new_program_records_its_trace_lowering_and_compile(tmp_path, monkeypatch):
+    log = tmp_path / "suite-time.jsonl"
+    monkeypatch.setenv(suite_time.LOG_ENV, str(log))
+    jax.monitoring.register_event_duration_secs_listener(suite_time.jax_listener)
+    try:
+        # a program no other test compiles (and with the persistent cache: a read, not a compile)
+        jax.jit(lambda x: jnp.cumsum(x * 3.0) - 17.0)(jnp.arange(13.0)).block_until_ready()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(suite_time.jax_listener)
+    kinds = [line.split('"kind": "')[1].split('"')[0] for line in log.read_text().splitlines()]
+    assert {"trace", "lower"} <= set(kinds) and {"compile", "cache_read"} & set(kinds), kinds
+    table = suite_time.summarize(str(log))
+    assert f"| trace | {kinds.count('trace')} |" in table
+    assert "| tests/test_suite_time.py |" in table  # the test that spent it
+
+
+def test_an_evaluators_own_pipelines_count_once(tmp_path):
+    log = tmp_path / "suite-time.jsonl"
+    records = [
+        {"kind": "get_dataset", "s": 0.5, "nested": True, "test": "tests/test_a.py::t"},
+        {"kind": "evaluator", "s": 2.0, "nested": False, "test": "tests/test_a.py::t"},
+        {"kind": "get_dataset", "s": 0.25, "nested": False, "test": "tests/test_b.py::u"},
+        {"kind": "compile", "s": 0.01, "test": "tests/test_b.py::u"},
+        {"kind": "compile", "s": 3.0, "test": "tests/test_b.py::u"},
+    ]
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    table = suite_time.summarize(str(log))
+    assert "| get_dataset | 1 | 0.2 |" in table and "| evaluator | 1 | 2.0 |" in table
+    assert "| [0, 0.05) | 1 | 0.0 |" in table and "| [2, inf) | 1 | 3.0 |" in table
+    rows = [line for line in table.splitlines() if line.startswith("| tests/")]
+    assert rows[0].startswith("| tests/test_b.py |") and rows[0].endswith("| 3.3 |")
+    assert rows[1].startswith("| tests/test_a.py |") and rows[1].endswith("| 2.0 |")

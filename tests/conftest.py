@@ -178,6 +178,17 @@ def tiny_t5(**changes):
     ).replace(**changes)
 
 
+def init_params(model, *inputs, seed: int = 0, **kwargs) -> dict:
+    """`model.init(PRNGKey(seed), *inputs, **kwargs)`'s parameters, unboxed, initialised in
+    one compiled call. Run op by op, `init` compiles each of its operations for its shape:
+    some 90 programs of about 20 ms for a tiny T5 (`benchmarks/suite_time.py`)."""
+    import jax
+    from flax import linen as nn
+
+    init = jax.jit(lambda key: model.init(key, *inputs, **kwargs)["params"])
+    return nn.unbox(init(jax.random.PRNGKey(seed)))
+
+
 # T5 1.1's fine-tuning dropout, for the tests about dropout.
 DROPOUT = 0.1
 

@@ -8,10 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen as nn
 
 import ptune.tasks  # noqa: F401  registers the demo task
-from conftest import DEMO_TINY, DROPOUT, tiny_t5
+from conftest import DEMO_TINY, DROPOUT, init_params, tiny_t5
 from ptune import decoding, evaluation, family, infer, interpret, prompts, recipe
 from ptune import server as server_lib
 from ptune.checkpoints.orbax_params import save_ptune
@@ -26,9 +25,7 @@ MAX = 6
 def frozen():
     model = t5.Transformer(CFG)
     tokens = jnp.ones((1, 4), jnp.int32)
-    return nn.unbox(
-        model.init(jax.random.PRNGKey(0), tokens, tokens, tokens, enable_dropout=False)["params"]
-    )
+    return init_params(model, tokens, tokens, tokens, enable_dropout=False)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from conftest import DEMO_TINY, tiny_t5
+from conftest import DEMO_TINY, init_params, tiny_t5
 from ptune import buckets, data, prompts, step, trainable
 from ptune import evaluator as evaluator_lib
 from ptune.errors import UserError
@@ -160,14 +160,13 @@ def test_evaluation_metrics_equal_fixed_padding():
     """Evaluating with buckets scores every example exactly as one padded shape does."""
     config = tiny_t5(**DEMO_TINY)
     model = t5.Transformer(config, prompts.prompt_factory(4))
-    params = nn.unbox(
-        model.init(
-            jax.random.PRNGKey(1),
-            np.ones((1, 8), np.int32),
-            np.ones((1, 4), np.int32),
-            np.ones((1, 4), np.int32),
-            enable_dropout=False,
-        )["params"]
+    params = init_params(
+        model,
+        np.ones((1, 8), np.int32),
+        np.ones((1, 4), np.int32),
+        np.ones((1, 4), np.int32),
+        seed=1,
+        enable_dropout=False,
     )
     results = {}
     shapes = {}

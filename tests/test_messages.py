@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import ptune.tasks  # noqa: F401  registers the demo task
-from conftest import DEMO_TINY, REPO, tiny_t5
+from conftest import DEMO_TINY, REPO, init_params, tiny_t5
 from ptune import cli, export, infer
 from ptune.checkpoints import hf, prompt_io
 from ptune.errors import UserError
@@ -205,20 +205,14 @@ def test_peft_export_refuses_a_base_model_path_that_is_no_model_of_its_task(
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A tiny byte-level T5 saved in ptune's format and one 16-wide prompt."""
-    import jax
     import jax.numpy as jnp
-    from flax import linen as nn
 
     from ptune.checkpoints.orbax_params import save_ptune
     from ptune.models import t5
 
     config = tiny_t5(**DEMO_TINY)
     tokens = jnp.ones((1, 4), jnp.int32)
-    params = nn.unbox(
-        t5.Transformer(config).init(
-            jax.random.PRNGKey(0), tokens, tokens, tokens, enable_dropout=False
-        )["params"]
-    )
+    params = init_params(t5.Transformer(config), tokens, tokens, tokens, enable_dropout=False)
     root = tmp_path_factory.mktemp("served")
     save_ptune(params, config, str(root / "model"))
     np.save(root / "p.npy", np.random.default_rng(1).normal(size=(3, 16)).astype(np.float32))

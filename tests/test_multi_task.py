@@ -8,10 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen as nn
 
 import ptune.tasks  # noqa: F401  registers the tasks
-from conftest import tiny_run_config, tiny_t5
+from conftest import init_params, tiny_run_config, tiny_t5
 from ptune import data, evaluation, infer, prompts, trainer
 from ptune import step as step_lib
 from ptune.checkpoints import prompt_io
@@ -47,7 +46,7 @@ def _batch():
 def _frozen():
     model = t5.Transformer(CFG)
     tokens = np.ones((1, 2), np.int32)
-    return nn.unbox(model.init(jax.random.PRNGKey(0), tokens, tokens, tokens)["params"])
+    return init_params(model, tokens, tokens, tokens)
 
 
 def _loss_and_grad(factory, module, batch, frozen):

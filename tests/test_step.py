@@ -6,10 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import linen as nn
 from flax import traverse_util
 
-from conftest import tiny_t5
+from conftest import init_params, tiny_t5
 from ptune import losses, optimizers, prompts, step, trainable
 from ptune.errors import UserError
 from ptune.models import t5
@@ -31,14 +30,12 @@ def _batch():
 def setup():
     model = t5.Transformer(CFG, prompts.prompt_factory(P))
     b = _batch()
-    params = nn.unbox(
-        model.init(
-            jax.random.PRNGKey(0),
-            b["encoder_input_tokens"],
-            b["decoder_input_tokens"],
-            b["decoder_target_tokens"],
-            enable_dropout=False,
-        )["params"]
+    params = init_params(
+        model,
+        b["encoder_input_tokens"],
+        b["decoder_input_tokens"],
+        b["decoder_target_tokens"],
+        enable_dropout=False,
     )
     return model, params
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from conftest import DROPOUT, REPO, tiny_t5
+from conftest import DROPOUT, REPO, init_params, tiny_t5
 from ptune.models import layers, t5, t5_layers
 
 TINY_11 = tiny_t5(dropout_rate=DROPOUT)
@@ -192,9 +192,7 @@ def tiny():
     dec_tgt = rng.integers(1, 64, size=(3, 7)).astype(np.int32)
     dec_tgt[0, 5:] = 0
     dec_in = np.concatenate([np.zeros((3, 1), np.int32), dec_tgt[:, :-1]], axis=1)
-    params = nn.unbox(
-        model.init(jax.random.PRNGKey(1), enc, dec_in, dec_tgt, enable_dropout=False)["params"]
-    )
+    params = init_params(model, enc, dec_in, dec_tgt, seed=1, enable_dropout=False)
 
     @jax.jit
     def logits(params, enc, dec_in, dec_tgt):

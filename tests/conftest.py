@@ -181,7 +181,7 @@ def tiny_t5(**changes):
 def init_params(model, *inputs, seed: int = 0, **kwargs) -> dict:
     """`model.init(PRNGKey(seed), *inputs, **kwargs)`'s parameters, unboxed, initialised in
     one compiled call. Run op by op, `init` compiles each of its operations for its shape:
-    some 90 programs of about 20 ms for a tiny T5 (`benchmarks/suite_time.py`)."""
+    dozens of programs of about 20 ms each for a tiny T5 (`benchmarks/suite_time.py`)."""
     import jax
     from flax import linen as nn
 

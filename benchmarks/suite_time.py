@@ -37,7 +37,6 @@ SMALL_COMPILE_S = 0.05  # below: one eager op or a tiny helper (about 20 ms each
 
 def _write(record: dict) -> None:
     record["test"] = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
-    record["pid"] = os.getpid()
     with open(os.environ[LOG_ENV], "a") as f:
         f.write(json.dumps(record) + "\n")
 

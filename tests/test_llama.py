@@ -379,7 +379,8 @@ def test_prompt_tuning_loss_and_gradient_equal_pefts_for_a_causal_lm(bos_id):
         )
         return value
 
-    value, grad = jax.jit(jax.value_and_grad(loss))(prompt)  # eagerly, every op compiles alone
+    # one compiled call: run op by op, every operation would compile on its own
+    value, grad = jax.jit(jax.value_and_grad(loss))(prompt)
     assert abs(float(value) - out.loss.item()) < 1e-5
     assert np.abs(np.asarray(grad) - expected_grad).max() < 1e-5
     assert np.abs(expected_grad).max() > 1e-3  # the prompt matters to the loss

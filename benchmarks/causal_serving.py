@@ -14,7 +14,7 @@ decodes `new_tokens` greedily (`ptune.models.causal_decoding.generate`). Three w
   cached, grouped: one batch per prompt, starting from the prompt's cache;
   cached, mixed: one batch of all requests, each row from its own prompt's cache.
 
-Prompt caches are built once before timing (as a server does when it loads its bank);
+Prompt caches are built and stacked once before timing (as a server does when it loads its bank);
 compilation is excluded (a warm-up round); the median of `rounds` rounds is reported, all
 three interleaved in each round. Ratios are against "recompute, grouped".
 """
@@ -69,7 +69,9 @@ def main(argv=None) -> int:
     tokens[~valid] = 0
     which = np.arange(args.batch) % args.prompts
     length = args.prompt_length + args.input_length + args.new_tokens
-    caches = [causal_decoding.prompt_cache(config, params, p, length) for p in bank]
+    caches = causal_decoding.stack_caches(
+        config, [causal_decoding.prompt_cache(config, params, p, length) for p in bank]
+    )
     prompted = llama.CausalLM(config, prompts.prompt_factory(args.prompt_length))
     plain = llama.CausalLM(config)
 

@@ -1,5 +1,6 @@
 """Where the test suite's time goes, as the workers spend it: JAX tracing, lowering and XLA
-compiling (per program), seqio pipeline builds and Evaluators, per test module.
+compiling (per program, with the call site that asked for it), seqio pipeline builds and
+Evaluators, per test module.
 
     .venv/bin/python -m pytest -p benchmarks.suite_time -n 3 --dist loadscope \
         --no-loadscope-reorder -m "not full_scale" tests      # writes suite-time.jsonl
@@ -23,6 +24,7 @@ import json
 import os
 import sys
 import time
+import traceback
 
 LOG_ENV = "SUITE_TIME_LOG"
 EVENTS = {
@@ -32,7 +34,9 @@ EVENTS = {
     "/jax/compilation_cache/cache_retrieval_time_sec": "cache_read",
 }
 KINDS = ("trace", "lower", "compile", "cache_read", "get_dataset", "evaluator")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_COMPILE_S = 0.05  # below: one eager op or a tiny helper (about 20 ms each here)
+WHERE_ROWS = 20  # call sites listed for them
 
 
 def _write(record: dict) -> None:
@@ -58,10 +62,26 @@ def _timed(kind: str, method):
     return wrapper
 
 
+def _caller() -> str:
+    """Where a compile came from (JAX reports its events in the thread that asked for the
+    program): the innermost "file:line" in the tests, then in ptune, joined by " > "."""
+    found = {}
+    for frame in reversed(traceback.extract_stack()):
+        path = os.path.relpath(frame.filename, REPO).replace(os.sep, "/")
+        top = path.split("/")[0]
+        if top in ("tests", "ptune") and top not in found:
+            found[top] = f"{path}:{frame.lineno}"
+    return " > ".join(found[k] for k in ("tests", "ptune") if k in found) or "(elsewhere)"
+
+
 def jax_listener(event: str, seconds: float, **_) -> None:
-    """Records JAX's compile-path durations (a `jax.monitoring` duration listener)."""
+    """Records JAX's compile-path durations (a `jax.monitoring` duration listener); each
+    compile with the call site that asked for it."""
     if event in EVENTS:
-        _write({"kind": EVENTS[event], "s": seconds})
+        record = {"kind": EVENTS[event], "s": seconds}
+        if record["kind"] == "compile":
+            record["where"] = _caller()
+        _write(record)
 
 
 def pytest_configure(config):
@@ -77,6 +97,14 @@ def pytest_configure(config):
     jax.monitoring.register_event_duration_secs_listener(jax_listener)
     seqio.Task.get_dataset = _timed("get_dataset", seqio.Task.get_dataset)
     seqio.Evaluator.__init__ = _timed("evaluator", seqio.Evaluator.__init__)
+
+
+def _site(where: str) -> str:
+    """A compile's call site as the tables group it: the test's line, then ptune's file."""
+    parts = where.split(" > ")
+    if parts[-1].startswith("ptune/"):
+        parts[-1] = parts[-1].rsplit(":", 1)[0]
+    return " > ".join(parts)
 
 
 def summarize(path: str) -> str:
@@ -100,6 +128,14 @@ def summarize(path: str) -> str:
     for low, high in zip(bounds, bounds[1:]):
         inside = [s for s in compiles if low <= s < high]
         out.append(f"| [{low:g}, {high:g}) | {len(inside)} | {sum(inside):.1f} |")
+    small = collections.Counter(
+        _site(r.get("where", "(not recorded)"))
+        for r in records
+        if r["kind"] == "compile" and r["s"] < SMALL_COMPILE_S
+    )
+    out += ["", f"| where compiles under {SMALL_COMPILE_S:g} s come from | programs |"]
+    out += ["|---|---:|"]
+    out += [f"| {where} | {n} |" for where, n in small.most_common(WHERE_ROWS)]
     out += ["", "| module | " + " | ".join(KINDS) + " | JAX + seqio |"]
     out.append("|---|" + "---:|" * (len(KINDS) + 1))
     ranked = sorted(modules.items(), key=lambda item: -sum(item[1].values()))

@@ -432,7 +432,9 @@ def test_decoding_from_precomputed_prompt_keys_and_values_equals_the_prompt_in_t
     bank = [rng.uniform(-0.5, 0.5, (n, 32)).astype(np.float32) for n in (4, 2)]
     tokens, valid = _batch()
     length = 4 + tokens.shape[1] + 5
-    caches = [causal_decoding.prompt_cache(config, params, p, length) for p in bank]
+    caches = causal_decoding.stack_caches(
+        config, [causal_decoding.prompt_cache(config, params, p, length) for p in bank]
+    )
     which = np.array([1, 0, 1])
     got = causal_decoding.generate(
         llama.CausalLM(config),

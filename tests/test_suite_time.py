@@ -23,6 +23,9 @@ def test_a_new_program_records_its_trace_lowering_and_compile(tmp_path, monkeypa
     table = suite_time.summarize(str(log))
     assert f"| trace | {kinds.count('trace')} |" in table
     assert "| tests/test_suite_time.py |" in table  # the test that spent it
+    compiles = [json.loads(line) for line in log.read_text().splitlines() if '"compile"' in line]
+    # the call site that asked for the program (this file's jit call above)
+    assert all(r["where"].startswith("tests/test_suite_time.py:") for r in compiles), compiles
 
 
 def test_an_evaluators_own_pipelines_count_once(tmp_path):
@@ -31,13 +34,17 @@ def test_an_evaluators_own_pipelines_count_once(tmp_path):
         {"kind": "get_dataset", "s": 0.5, "nested": True, "test": "tests/test_a.py::t"},
         {"kind": "evaluator", "s": 2.0, "nested": False, "test": "tests/test_a.py::t"},
         {"kind": "get_dataset", "s": 0.25, "nested": False, "test": "tests/test_b.py::u"},
-        {"kind": "compile", "s": 0.01, "test": "tests/test_b.py::u"},
+        {"kind": "compile", "s": 0.01, "test": "tests/test_b.py::u", "where": "ptune/x.py:7"},
+        {"kind": "compile", "s": 0.02, "test": "tests/test_b.py::u", "where": "ptune/x.py:9"},
+        {"kind": "compile", "s": 0.03, "test": "tests/test_b.py::u", "where": "tests/b.py:4"},
         {"kind": "compile", "s": 3.0, "test": "tests/test_b.py::u"},
     ]
     log.write_text("".join(json.dumps(r) + "\n" for r in records))
     table = suite_time.summarize(str(log))
     assert "| get_dataset | 1 | 0.2 |" in table and "| evaluator | 1 | 2.0 |" in table
-    assert "| [0, 0.05) | 1 | 0.0 |" in table and "| [2, inf) | 1 | 3.0 |" in table
-    rows = [line for line in table.splitlines() if line.startswith("| tests/")]
+    assert "| [0, 0.05) | 3 | 0.1 |" in table and "| [2, inf) | 1 | 3.0 |" in table
+    # the small compiles' call sites: the test's line, ptune's file
+    assert "| ptune/x.py | 2 |" in table and "| tests/b.py:4 | 1 |" in table
+    rows = [line for line in table.splitlines() if line.startswith("| tests/test_")]
     assert rows[0].startswith("| tests/test_b.py |") and rows[0].endswith("| 3.3 |")
     assert rows[1].startswith("| tests/test_a.py |") and rows[1].endswith("| 2.0 |")

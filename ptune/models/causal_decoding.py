@@ -1,7 +1,9 @@
 """Decoder-only decoding with a key/value cache (`llama.SelfAttention`'s `decode`): greedy,
 sampled or beam-searched generation from a prefix (`generate`, `beam_search`), the prompt's
-keys and values computed once (`prompt_cache`) and shared by the rows of a batch
-(`bank_cache`), and a bank's generation over them (`PromptCacheGenerator`).
+keys and values computed once (`prompt_cache`, stacked per bank: `stack_caches`) and shared
+by the rows of a batch (`bank_cache`), and a bank's generation over them
+(`PromptCacheGenerator`). Each call is one compiled program per shape: the prefill and the
+token loop together.
 
     first, cache = prefill(prompt + tokens)        # once per row, the logits of its next token
     search.sample(step, cache, first=first)        # or, the cache rows and `first` repeated
@@ -20,6 +22,7 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ptune import buckets, prompts
 from ptune.models import llama, search
@@ -83,22 +86,35 @@ def prompt_cache(
     are the model's, without a prompt."""
     placement = "prefix" if bos_id is None else "after_bos"
     model = llama.CausalLM(config, prompts.prompt_factory(int(prompt.shape[0]), placement))
-    params = prompts.with_prompt(params, prompt)
-    cache = init_cache(model, params, 1, length)
     # [BOS,] the prompt and one invalid placeholder token, which the next write replaces.
     head = [] if bos_id is None else [bos_id]
-    tokens = jnp.asarray([head + [0]], jnp.int32)
-    valid = jnp.asarray([[True] * len(head) + [False]])
-    _, cache = _cached_apply(model, params, cache, tokens, valid, True, None)
-    return cache
+    tokens = np.asarray([head + [0]], np.int32)
+    valid = np.asarray([[True] * len(head) + [False]])
+    return _prompt_cache(model, prompts.with_prompt(params, prompt), tokens, valid, length)
 
 
-def bank_cache(config: llama.LlamaConfig, caches: list, prompt_index: Array) -> Any:
-    """A batch's cache from per-prompt caches (`prompt_cache`, the same length): row i
-    starts from prompt `prompt_index[i]`'s keys and values."""
+@functools.partial(jax.jit, static_argnames=("model", "length"))
+def _prompt_cache(model, params, tokens, valid, length):
+    cache = init_cache(model, params, 1, length)  # traced: the zeros are made in the program
+    return _cached_apply(model, params, cache, tokens, valid, True, None)[1]
+
+
+def stack_caches(config: llama.LlamaConfig, caches: list) -> Any:
+    """One cache whose row k is `caches[k]`'s (one-row caches of the same length, one per
+    prompt of a bank: `prompt_cache`): built once per bank and length, then `bank_cache`
+    picks each request's row from it."""
     axis = _batch_axis(config)
-    stacked = jax.tree_util.tree_map(lambda *c: jnp.concatenate(c, axis=axis), *caches)
-    index = jnp.asarray(prompt_index, jnp.int32)
+    return jax.tree_util.tree_map(lambda *c: jnp.concatenate(c, axis=axis), *caches)
+
+
+def bank_cache(config: llama.LlamaConfig, stacked: Any, prompt_index: Array) -> Any:
+    """A batch's cache from a bank's (`stack_caches`): row i starts from prompt
+    `prompt_index[i]`'s keys and values (one compiled gather)."""
+    return _rows(stacked, jnp.asarray(prompt_index, jnp.int32), _batch_axis(config))
+
+
+@functools.partial(jax.jit, static_argnames=("axis",))
+def _rows(stacked, index, axis):
     return jax.tree_util.tree_map(lambda c: jnp.take(c, index, axis=axis), stacked)
 
 
@@ -117,7 +133,8 @@ def generate(
     """Decoding with the key/value cache as `decode` says: greedy (the default), sampled from
     `rng`, or the best of its beams (`beam_search`). tokens [b, l] right-padded with `valid`
     [b, l] -> the next `max_new_tokens` tokens of each row [b, max_new_tokens], 0 after the
-    row's `decode.eos_id` (without one, every row decodes them all).
+    row's `decode.eos_id` (without one, every row decodes them all). One compiled program
+    per model, shapes and decoding: the prefill and the token loop.
 
     Without `cache`, each row reads the model's prompt (if any; of a bank, row i's
     `prompt_index[i]`) + its tokens. With `cache` (`prompt_cache`/`bank_cache`: each row's
@@ -128,8 +145,8 @@ def generate(
             model, params, tokens, valid, max_new_tokens, cache, decode, prompt_index=prompt_index
         )
         return beams[:, 0]
-    first, cache = _prefill(model, params, tokens, valid, max_new_tokens, cache, prompt_index)
-    return _sample(model, params, cache, first, rng, decode, max_new_tokens)
+    index = None if prompt_index is None else jnp.asarray(prompt_index, jnp.int32)
+    return _sample(model, params, tokens, valid, cache, index, rng, decode, max_new_tokens)
 
 
 def beam_search(
@@ -146,21 +163,21 @@ def beam_search(
     """`search.beam_search` after one prefill: each row's prompt and tokens are read once (as
     `generate` reads them), then its cache rows and first logits are repeated per beam ->
     (tokens [b, num_beams, max_new_tokens], scores [b, num_beams]), best first."""
-    first, cache = _prefill(model, params, tokens, valid, max_new_tokens, cache, prompt_index)
-    return _beams(model, params, cache, first, decode, max_new_tokens)
+    index = None if prompt_index is None else jnp.asarray(prompt_index, jnp.int32)
+    return _beams(model, params, tokens, valid, cache, index, decode, max_new_tokens)
 
 
 def _prefill(model, params, tokens, valid, max_new_tokens, cache, prompt_index):
     """Reads each row's prompt (unless `cache` holds it) and tokens into the cache ->
-    (the logits of each row's first new token [b, vocab], the cache)."""
+    (the logits of each row's first new token [b, vocab], the cache). Traced inside the
+    decoding programs."""
     b, length = tokens.shape
     valid = jnp.asarray(valid, bool)
     if cache is None:
         prompt = prompt_length(model, params)
         cache = init_cache(model, params, b, prompt + length + max_new_tokens)
-    index = None if prompt_index is None else jnp.asarray(prompt_index, jnp.int32)
     before = _filled(cache)
-    logits, cache = _cached_apply(model, params, cache, tokens, valid, True, index)
+    logits, cache = _cached_apply(model, params, cache, tokens, valid, True, prompt_index)
     # Each row's last real position among the logits: the prompt (its own length, in a bank
     # of prompts of different lengths) and its tokens fill slots from the first, in order.
     last = _filled(cache) - before - 1
@@ -180,16 +197,22 @@ def _stepper(model: llama.CausalLM, params: Any) -> search.Step:
 
 
 @functools.partial(jax.jit, static_argnames=("model", "decode", "max_new_tokens"))
-def _sample(model, params, cache, first, rng, decode, max_new_tokens):
-    step = _stepper(model, params)
-    batch = first.shape[0]
+def _sample(model, params, tokens, valid, cache, prompt_index, rng, decode, max_new_tokens):
+    first, cache = _prefill(model, params, tokens, valid, max_new_tokens, cache, prompt_index)
     return search.sample(
-        step, cache, decode, batch=batch, max_length=max_new_tokens, rng=rng, first=first
+        _stepper(model, params),
+        cache,
+        decode,
+        batch=first.shape[0],
+        max_length=max_new_tokens,
+        rng=rng,
+        first=first,
     )
 
 
 @functools.partial(jax.jit, static_argnames=("model", "decode", "max_new_tokens"))
-def _beams(model, params, cache, first, decode, max_new_tokens):
+def _beams(model, params, tokens, valid, cache, prompt_index, decode, max_new_tokens):
+    first, cache = _prefill(model, params, tokens, valid, max_new_tokens, cache, prompt_index)
     k, axis = decode.num_beams, _batch_axis(model.config)
     cache = jax.tree_util.tree_map(lambda c: jnp.repeat(c, k, axis=axis), cache)
     return search.beam_search(
@@ -216,6 +239,10 @@ def _filled(cache: Any) -> Array:
     raise ValueError("not a decoding cache: it has no index")
 
 
+# seqio's inputs as one sequence per row (no targets), in one compiled call per shape.
+_layout = jax.jit(llama.seq2seq_layout, static_argnums=(2, 3))
+
+
 def seq2seq_generate(
     model: llama.CausalLM,
     params: Any,
@@ -228,10 +255,9 @@ def seq2seq_generate(
 ) -> Array:
     """Targets for seqio inputs [b, li] (`seq2seq_layout` without targets, so each row
     continues right after its input text) -> [b, max_length], decoded as `generate` does."""
-    empty = jnp.zeros((encoder_input_tokens.shape[0], 0), encoder_input_tokens.dtype)
-    tokens, valid, _ = llama.seq2seq_layout(
-        jnp.asarray(encoder_input_tokens), empty, model.bos_id, model.drop_input_eos
-    )
+    inputs = jnp.asarray(encoder_input_tokens, jnp.int32)
+    empty = jnp.zeros((inputs.shape[0], 0), jnp.int32)
+    tokens, valid, _ = _layout(inputs, empty, model.bos_id, model.drop_input_eos)
     return generate(
         model, params, tokens, valid, max_length, None, decode, rng=rng, prompt_index=prompt_index
     )
@@ -263,11 +289,12 @@ def _cache_length(needed: int) -> int:
 class PromptCacheGenerator:
     """A decoder-only bank's generation: each row continues from its prompt's keys and values
     (after the BOS with placement "after_bos"), computed once per cache length for the whole
-    bank (`prompt_cache`; `caches` {length: one cache per prompt}). Recomputed with each
-    request instead: a prompt after the first token of a model without a BOS, and a batch with
-    a request whose input text is empty (its first new token reads the prompt's last
-    position, which the cache holds only as keys and values). Beams and samples decode from
-    the same caches: each row's input is read once, then its cache rows repeat per beam."""
+    bank (`prompt_cache`; `caches` {length: the bank's caches, stacked: `stack_caches`}).
+    Recomputed with each request instead: a prompt after the first token of a model without a
+    BOS, and a batch with a request whose input text is empty (its first new token reads the
+    prompt's last position, which the cache holds only as keys and values). Beams and samples
+    decode from the same caches: each row's input is read once, then its cache rows repeat
+    per beam."""
 
     def __init__(self, family: Any, model: llama.CausalLM, frozen: PyTree, bank: Any):
         self.family, self.model, self.bank = family, model, bank
@@ -275,13 +302,14 @@ class PromptCacheGenerator:
         self.frozen = jax.device_put(frozen)
         self.bare = llama.CausalLM(model.config, None, model.bos_id, model.drop_input_eos)
         self.bos = model.bos_id if bank.placement == "after_bos" else None
-        self.caches: dict[int, list] = {}
+        self.caches: dict[int, Any] = {}
 
     def __call__(self, inputs, prompt_index, max_length: int, decode: Any, rng=None):
         model, bank, bos = self.model, self.bank, self.bos
+        inputs = jnp.asarray(inputs, jnp.int32)
         empty = jnp.zeros((inputs.shape[0], 0), jnp.int32)
-        sequence, valid, _ = llama.seq2seq_layout(inputs, empty, model.bos_id, model.drop_input_eos)
-        sequence, valid = jax.device_get((sequence, valid))
+        layout = _layout(inputs, empty, model.bos_id, model.drop_input_eos)[:2]
+        sequence, valid = jax.device_get(layout)
         if bos is not None:  # each prompt's cache starts with the BOS
             sequence, valid = sequence[:, 1:], valid[:, 1:]
         requests = jax.device_get(inputs).any(axis=1)  # padding rows are all 0
@@ -293,9 +321,12 @@ class PromptCacheGenerator:
             max(bank.lengths) + (bos is not None) + sequence.shape[1] + max_length
         )
         if length not in self.caches:
-            self.caches[length] = [
-                prompt_cache(model.config, self.frozen, p[:n], length, bos)
-                for p, n in zip(bank.prompts, bank.lengths)
-            ]
+            self.caches[length] = stack_caches(
+                model.config,
+                [
+                    prompt_cache(model.config, self.frozen, p[:n], length, bos)
+                    for p, n in zip(bank.prompts, bank.lengths)
+                ],
+            )
         cache = bank_cache(model.config, self.caches[length], prompt_index)
         return generate(self.bare, self.frozen, sequence, valid, max_length, cache, decode, rng=rng)

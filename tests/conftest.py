@@ -189,6 +189,17 @@ def init_params(model, *inputs, seed: int = 0, **kwargs) -> dict:
     return nn.unbox(init(jax.random.PRNGKey(seed)))
 
 
+def apply(model, variables, *inputs, **options):
+    """`model.apply(variables, *inputs, **options)` in one compiled call (`options` fixed in
+    the program): run op by op, a model compiles each of its operations for its shapes, as
+    `init` does (`init_params`)."""
+    import functools
+
+    import jax
+
+    return jax.jit(functools.partial(model.apply, **options))(variables, *inputs)
+
+
 # T5 1.1's fine-tuning dropout, for the tests about dropout.
 DROPOUT = 0.1
 

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import tiny_causal_run, tiny_hf_llama
+from conftest import apply, tiny_causal_run, tiny_hf_llama
 from ptune import cli, prompts
 from ptune import server as server_lib
 from ptune.checkpoints import hf_causal
@@ -116,13 +116,16 @@ def test_deep_prompt_logits_equal_transformers_llama_run_layer_by_layer():
         config, params = _ptune_side(hf, scan)
         model = llama.CausalLM(config, prompts.deep_factory(P))
         params = prompts.with_prompt(params, deep)
-        got[scan] = np.asarray(model.apply({"params": params}, tokens, valid))
+        got[scan] = np.asarray(apply(model, {"params": params}, tokens, valid))
         assert got[scan].shape == expected.shape == (3, P + 11, 97)
         assert np.abs(got[scan][rows] - expected[rows]).max() < TOLERANCE, scan
     # The later layers' prompts matter: layer 0's alone (a plain prompt) is another model.
     config, params = _ptune_side(hf)
-    plain = llama.CausalLM(config, prompts.prompt_factory(P)).apply(
-        {"params": prompts.with_prompt(params, deep[0])}, tokens, valid
+    plain = apply(
+        llama.CausalLM(config, prompts.prompt_factory(P)),
+        {"params": prompts.with_prompt(params, deep[0])},
+        tokens,
+        valid,
     )
     assert np.abs(np.asarray(plain)[rows] - expected[rows]).max() > 100 * TOLERANCE
 
@@ -132,11 +135,17 @@ def test_a_deep_prompt_of_one_layer_is_the_plain_prompt():
     config, params = _ptune_side(hf)
     deep = _deep_prompt(4)[:1]
     tokens, valid = _batch()
-    got = llama.CausalLM(config, prompts.deep_factory(P)).apply(
-        {"params": prompts.with_prompt(params, deep)}, tokens, valid
+    got = apply(
+        llama.CausalLM(config, prompts.deep_factory(P)),
+        {"params": prompts.with_prompt(params, deep)},
+        tokens,
+        valid,
     )
-    plain = llama.CausalLM(config, prompts.prompt_factory(P)).apply(
-        {"params": prompts.with_prompt(params, deep[0])}, tokens, valid
+    plain = apply(
+        llama.CausalLM(config, prompts.prompt_factory(P)),
+        {"params": prompts.with_prompt(params, deep[0])},
+        tokens,
+        valid,
     )
     np.testing.assert_array_equal(np.asarray(got), np.asarray(plain))
 

@@ -17,6 +17,7 @@ transformers = pytest.importorskip("transformers")
 
 from safetensors.numpy import save_file  # noqa: E402
 
+from conftest import apply  # noqa: E402
 from ptune import checkpoints  # noqa: E402
 from ptune.errors import UserError  # noqa: E402
 from ptune.models import t5  # noqa: E402
@@ -92,7 +93,8 @@ def max_logit_difference(model, directory, vocab, **load_kwargs):
             decoder_attention_mask=torch.tensor(tgt > 0).long(),
         ).logits.numpy()
     config, params = checkpoints.load(str(directory), **load_kwargs)
-    logits = t5.Transformer(config).apply(
+    logits = apply(
+        t5.Transformer(config),
         {"params": params},
         jnp.asarray(enc),
         jnp.asarray(dec),

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import apply
 from ptune import recipe
 from ptune.checkpoints import hf_causal, prompt_io
 from ptune.errors import UserError
@@ -105,8 +106,8 @@ def test_logits_equal_transformers_on_padded_batches(case):
     assert np.abs(got[valid] - expected[valid]).max() < TOLERANCE
     # Scanned layers (stacked on axis 1) compute the same.
     scanned = config.replace(scan_layers=True)
-    got_scanned = llama.CausalLM(scanned).apply(
-        {"params": hf_causal.params_from_hf(state, scanned)}, tokens, valid
+    got_scanned = apply(
+        llama.CausalLM(scanned), {"params": hf_causal.params_from_hf(state, scanned)}, tokens, valid
     )
     np.testing.assert_allclose(np.asarray(got_scanned)[valid], got[valid], rtol=1e-5, atol=1e-5)
 
@@ -271,7 +272,7 @@ def test_a_sharded_safetensors_directory_loads_strictly_and_pickles_are_refused(
         expected = model(
             input_ids=torch.tensor(tokens), attention_mask=torch.tensor(valid.astype(np.int64))
         ).logits.numpy()
-    got = np.asarray(llama.CausalLM(config).apply({"params": params}, tokens, valid))
+    got = np.asarray(apply(llama.CausalLM(config), {"params": params}, tokens, valid))
     assert np.abs(got[valid] - expected[valid]).max() < TOLERANCE
     (tmp_path / "pickled").mkdir()
     (tmp_path / "pickled" / "config.json").write_text(
@@ -315,7 +316,7 @@ def test_prompt_tuning_logits_equal_pefts_for_a_causal_lm():
         ).logits.numpy()
     params = prompts.with_prompt(hf_causal.params_from_hf(state, config), prompt)
     model = llama.CausalLM(config, prompts.prompt_factory(5))
-    got = np.asarray(model.apply({"params": params}, tokens, valid))
+    got = np.asarray(apply(model, {"params": params}, tokens, valid))
     assert got.shape == expected.shape == (3, 5 + 11, 97)
     rows = np.concatenate([np.ones((3, 5), bool), valid], axis=1)
     assert np.abs(got[rows] - expected[rows]).max() < TOLERANCE
@@ -577,7 +578,7 @@ def test_prompts_move_between_ptune_and_peft_for_a_causal_lm(tmp_path):
             input_ids=torch.tensor(tokens), attention_mask=torch.tensor(valid.astype(np.int64))
         ).logits.numpy()
     model = llama.CausalLM(config, prompts.prompt_factory(3))
-    got = np.asarray(model.apply({"params": prompts.with_prompt(params, prompt)}, tokens, valid))
+    got = np.asarray(apply(model, {"params": prompts.with_prompt(params, prompt)}, tokens, valid))
     rows = np.concatenate([np.ones((3, 3), bool), valid], axis=1)
     assert np.abs(got[rows] - expected[rows]).max() < TOLERANCE
     loaded.save_pretrained(str(tmp_path / "saved"))

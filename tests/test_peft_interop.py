@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
-from conftest import HF_T5_TINY  # noqa: E402
+from conftest import HF_T5_TINY, apply  # noqa: E402
 from ptune import checkpoints, export, prompts  # noqa: E402
 from ptune.models import t5  # noqa: E402
 
@@ -50,7 +50,7 @@ def _ptune_logits(hf_dir, prompt):
     params = dict(params, encoder=dict(params["encoder"], prompt={"prompt": jnp.asarray(prompt)}))
     model = t5.Transformer(config, prompts.prompt_factory(prompt.shape[0]))
     enc, dec, tgt = _batch()
-    return np.asarray(model.apply({"params": params}, enc, dec, tgt, enable_dropout=False))
+    return np.asarray(apply(model, {"params": params}, enc, dec, tgt, enable_dropout=False))
 
 
 def _peft_logits(peft_model):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from conftest import init_params, shared_path, tiny_t5
+from conftest import apply, init_params, shared_path, tiny_t5
 from ptune import prompts
 from ptune.checkpoints import prompt_io
 from ptune.errors import UserError
@@ -70,8 +70,8 @@ def test_prompt_parameter_path_shape_axes_and_mask_growth():
     )
     tokens = np.array([[3, 4, 5, 0]], np.int32)
     params = init_params(model, tokens, tokens, tokens, enable_dropout=False)
-    encoded, valid = model.apply(
-        {"params": params}, tokens, enable_dropout=False, method=t5.Transformer.encode
+    encoded, valid = apply(
+        model, {"params": params}, tokens, enable_dropout=False, method=t5.Transformer.encode
     )
     assert encoded.shape == (1, 9, 8)
     np.testing.assert_array_equal(np.asarray(valid), [[1] * 8 + [0]])

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import tiny_causal_run, tiny_hf_qwen3
+from conftest import apply, tiny_causal_run, tiny_hf_qwen3
 from ptune import cli, ginconfig, model_config, prompts
 from ptune.checkpoints import hf_causal, prompt_io
 from ptune.errors import UserError
@@ -104,7 +104,7 @@ def test_logits_equal_transformers_with_and_without_a_prompt(tied, prompt_length
     scanned, scanned_params = _ptune_side(hf, scan=True)
     if prompt_length:
         scanned_params = prompts.with_prompt(scanned_params, prompt)
-    again = llama.CausalLM(scanned, factory).apply({"params": scanned_params}, tokens, valid)
+    again = apply(llama.CausalLM(scanned, factory), {"params": scanned_params}, tokens, valid)
     np.testing.assert_allclose(np.asarray(again)[mask], got[mask], rtol=1e-5, atol=1e-5)
 
 
@@ -299,7 +299,7 @@ def test_a_prompt_exported_for_peft_gives_the_same_logits_over_qwen3(qwen3_dir, 
         ).logits.numpy()
     config, frozen = hf_causal.load(qwen3_dir)
     model = llama.CausalLM(config, prompts.prompt_factory(3))
-    got = np.asarray(model.apply({"params": prompts.with_prompt(frozen, prompt)}, tokens, valid))
+    got = np.asarray(apply(model, {"params": prompts.with_prompt(frozen, prompt)}, tokens, valid))
     rows = np.concatenate([np.ones((3, 3), bool), valid], axis=1)
     assert got.shape == expected.shape == (3, 3 + 11, 336)
     assert np.abs(got[rows] - expected[rows]).max() < TOLERANCE

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from conftest import DROPOUT, REPO, init_params, tiny_t5
+from conftest import DROPOUT, REPO, apply, init_params, tiny_t5
 from ptune.models import layers, t5, t5_layers
 
 TINY_11 = tiny_t5(dropout_rate=DROPOUT)
@@ -249,7 +249,8 @@ def test_dropout_on_and_off(tiny):
 
     def run(seed, enable):
         return np.asarray(
-            model.apply(
+            apply(
+                model,
                 {"params": params},
                 enc,
                 dec_in,
@@ -267,7 +268,8 @@ def test_dropout_on_and_off(tiny):
     no_dropout = t5.Transformer(TINY_11.replace(dropout_rate=0.0))
     np.testing.assert_allclose(
         np.asarray(
-            no_dropout.apply(
+            apply(
+                no_dropout,
                 {"params": params},
                 enc,
                 dec_in,
@@ -319,7 +321,7 @@ def test_scanned_model_equals_unscanned(tiny):
     }
     scanned["encoder"]["layers"] = stack("encoder", 2)
     scanned["decoder"]["layers"] = stack("decoder", 2)
-    out = scanned_model.apply({"params": scanned}, enc, dec_in, dec_tgt, enable_dropout=False)
+    out = apply(scanned_model, {"params": scanned}, enc, dec_in, dec_tgt, enable_dropout=False)
     np.testing.assert_allclose(
         np.asarray(out), np.asarray(logits(params, enc, dec_in, dec_tgt)), atol=1e-5, rtol=1e-5
     )
@@ -328,11 +330,12 @@ def test_scanned_model_equals_unscanned(tiny):
 def test_cached_decoding_matches_full_decoder(tiny):
     model, params, logits, enc, dec_in, dec_tgt = tiny
     full = np.asarray(logits(params, enc, dec_in, np.ones_like(dec_tgt)))
-    encoded, valid = model.apply(
-        {"params": params}, enc, enable_dropout=False, method=t5.Transformer.encode
+    encoded, valid = apply(
+        model, {"params": params}, enc, enable_dropout=False, method=t5.Transformer.encode
     )
     length = dec_in.shape[1]
-    _, variables = model.apply(
+    _, variables = apply(
+        model,
         {"params": params},
         encoded,
         valid,
@@ -344,18 +347,21 @@ def test_cached_decoding_matches_full_decoder(tiny):
     )
     cache = variables["cache"]
     steps = []
-    for i in range(length):
-        out, variables = model.apply(
-            {"params": params, "cache": cache},
+    one_token = jax.jit(
+        lambda variables, token: model.apply(
+            variables,
             None,
             valid,
-            dec_in[:, i : i + 1],
+            token,
             enable_dropout=False,
             decode=True,
             max_decode_length=length,
             mutable=["cache"],
             method=t5.Transformer.decode,
         )
+    )
+    for i in range(length):
+        out, variables = one_token({"params": params, "cache": cache}, dec_in[:, i : i + 1])
         cache = variables["cache"]
         steps.append(np.asarray(out[:, 0]))
     np.testing.assert_allclose(np.stack(steps, axis=1), full, atol=1e-5, rtol=1e-5)
@@ -364,7 +370,7 @@ def test_cached_decoding_matches_full_decoder(tiny):
 def test_bfloat16_activations_stay_close_to_float32(tiny):
     model, params, logits, enc, dec_in, dec_tgt = tiny
     bf16 = t5.Transformer(TINY_11.replace(dtype="bfloat16"))
-    out = bf16.apply({"params": params}, enc, dec_in, dec_tgt, enable_dropout=False)
+    out = apply(bf16, {"params": params}, enc, dec_in, dec_tgt, enable_dropout=False)
     assert out.dtype == jnp.float32
     ref = np.asarray(logits(params, enc, dec_in, dec_tgt))
     # bfloat16 has 8 mantissa bits; on logits of magnitude ~1 expect errors ~1e-2.

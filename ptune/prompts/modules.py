@@ -379,8 +379,8 @@ def effective_prompt(params: Any) -> Any:
     """The prompt the model sees: the stored one, or with a residual reparameterisation in
     the parameters, P + MLP(P), materialised (what exports and serving use)."""
     module = get_module(params)
-    if "residual" in module:
-        return apply_residual(module["residual"], module["prompt"])
+    if "residual" in module:  # one compiled call, not one per operation
+        return jax.jit(apply_residual)(module["residual"], module["prompt"])
     return module["prompt"]
 
 
@@ -402,6 +402,7 @@ def module_parameters(factory: Callable[..., nn.Module], value: Any, rng: Array)
     if getattr(module, "residual", None) is None:
         return given
     embedded = jnp.zeros((1, 1, given["prompt"].shape[-1]), jnp.float32)
-    variables = module.init(rng, embedded, jnp.ones((1, 1), bool))
+    # one compiled call: run op by op, init compiles each of its operations for its shapes
+    variables = jax.jit(module.init)(rng, embedded, jnp.ones((1, 1), bool))
     params = jax.device_get(nn.unbox(variables["params"]))
     return {**params, **given}

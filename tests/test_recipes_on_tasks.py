@@ -41,6 +41,11 @@ SIZES = [
     "--gin.LOG_PERIOD=1",
 ]
 
+# The inferred configuration's dropout (T5 1.1's fine-tuning 0.1) stays on in BoolQ's and the
+# mixture's runs and is off in the other tasks' (whose data, not model, they test): on a CPU it
+# triples a tiny prompt step's compile (threefry's rolled loops).
+WITH_DROPOUT = ("taskless_super_glue_boolq_v102", MIXTURE)
+
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
@@ -69,6 +74,7 @@ def _train(capsys, monkeypatch, model_dir, task, release, run):
             f"--spm_path={shared_path('t5_vocab', 'sentencepiece.model')}",
             *SIZES,
             *(["--gin.PROMPT_LENGTH=4"] if run == "runs/prompt_tuning.gin" else []),
+            *([] if task in WITH_DROPOUT else ["--gin.t5.T5Config.dropout_rate=0.0"]),
         ]
     )
     return code, capsys.readouterr().err.strip().splitlines()

@@ -26,6 +26,9 @@ MaybeRate = Annotated[Optional[float], {"min": 0}]
 # process's later runs with the same optimizer reuse the train step compiled for an earlier
 # one (`recipe.Run.train_step` keys on the optimizer).
 _BUILT = Memo(kept=16)
+# What each transformation built here was built from (JSON values): a run records it, and a
+# resume with another optimizer or learning rate is refused (`describe`).
+_DESCRIBED: dict = {}
 
 
 def adafactor(
@@ -56,7 +59,20 @@ def adafactor(
         weight_decay_rate=weight_decay_rate,
     )
     key = tuple((name, type(value), value) for name, value in arguments.items())
-    return _BUILT.get(key, lambda: optax.adafactor(**arguments))
+    built = _BUILT.get(key, lambda: optax.adafactor(**arguments))
+    if not callable(learning_rate):  # a schedule's maker describes it (`pretraining_adafactor`)
+        _DESCRIBED[built] = {"name": "adafactor", **arguments}
+    return built
+
+
+def describe(optimizer: optax.GradientTransformation) -> Optional[dict]:
+    """The arguments an optimizer of this module was built from, e.g. {"name": "adafactor",
+    "learning_rate": 0.3, ...}; None for a transformation built elsewhere (the Python API's
+    own optax optimizers), which a run cannot compare."""
+    try:
+        return _DESCRIBED.get(optimizer)
+    except TypeError:  # an unhashable transformation
+        return None
 
 
 def prompt_tuning_adafactor(
@@ -111,10 +127,17 @@ def pretraining_adafactor(
 
         return 1.0 / jnp.sqrt(jnp.maximum(step.astype(jnp.float32), float(warmup_steps)))
 
-    return adafactor(
+    built = adafactor(
         schedule,
         decay_rate=decay_rate,
         weight_decay_rate=None,
         clipping_threshold=clipping_threshold,
         multiply_by_parameter_scale=True,
     )
+    _DESCRIBED[built] = {
+        "name": "pretraining_adafactor",
+        "warmup_steps": warmup_steps,
+        "decay_rate": decay_rate,
+        "clipping_threshold": clipping_threshold,
+    }
+    return built

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 
-from ptune import frozen_model, model_config, selection
+from ptune import frozen_model, model_config, optimizers, selection
 from ptune import run_dir as run_dir_lib
 from ptune import step as step_lib
 from ptune import trainable as trainable_lib
@@ -114,6 +114,9 @@ class TrainConfig(frozen_model.FrozenModel):
             "initializer": _initializer_asked(self.prompt),
             "trainable": list(self.trainable),
             "loss": dataclasses.asdict(self.loss),
+            "optimizer": optimizers.describe(
+                self.optimizer or optimizers.prompt_tuning_adafactor()
+            ),
             "frozen_dtype": self.frozen_dtype,
             "seed": self.seed,
             "train_split": self.train_split,

@@ -15,7 +15,7 @@ import pytest
 
 import ptune.tasks  # noqa: F401  registers the tasks
 from conftest import tiny_run_config
-from ptune import prompts, run_dir, trainer
+from ptune import optimizers, prompts, run_dir, trainer
 from ptune.errors import UserError
 
 
@@ -160,6 +160,20 @@ def test_a_resume_with_another_initializer_is_refused_and_changes_nothing(run_co
     with pytest.raises(UserError, match=r"changed: initializer\)"):
         trainer.train(tiny_run_config(run_copy, prompt=other))
     assert snapshot(run_copy) == before
+
+
+def test_a_resume_with_another_learning_rate_is_refused_and_changes_nothing(run_copy):
+    """The records name the optimizer the prompt was trained with (config.gin, run.json)."""
+    recorded = json.load(open(run_copy / "run.json"))["optimizer"]
+    assert recorded["name"] == "adafactor" and recorded["learning_rate"] == 0.3
+    before = snapshot(run_copy)
+    faster = optimizers.prompt_tuning_adafactor(learning_rate=0.5)
+    with pytest.raises(UserError, match=r"changed: optimizer\)"):
+        trainer.train(tiny_run_config(run_copy, optimizer=faster))
+    assert snapshot(run_copy) == before
+    # the same optimizer, asked for by name, resumes
+    same = optimizers.prompt_tuning_adafactor(learning_rate=0.3)
+    assert trainer.train(tiny_run_config(run_copy, optimizer=same, train_steps=7)).step == 7
 
 
 def _damage(run, how):

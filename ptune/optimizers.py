@@ -121,7 +121,14 @@ def pretraining_adafactor(
     decaying), no weight decay."""
     if warmup_steps < 1:
         raise ValueError(f"warmup_steps must be >= 1, got {warmup_steps}")
+    arguments = dict(
+        warmup_steps=warmup_steps, decay_rate=decay_rate, clipping_threshold=clipping_threshold
+    )
+    key = ("pretraining",) + tuple((name, type(value), value) for name, value in arguments.items())
+    return _BUILT.get(key, lambda: _pretraining(**arguments))
 
+
+def _pretraining(warmup_steps: int, decay_rate: float, clipping_threshold: Optional[float]):
     def schedule(step):
         import jax.numpy as jnp
 

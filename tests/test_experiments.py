@@ -119,7 +119,7 @@ WITH_DROPOUT = ("figure1_prompt_tuning_xxl", "figure1_model_tuning_xxl")
 
 
 def _tiny_flags(model_dir, files, boolq, *extra):
-    dropout = any(f"experiments/{name}.gin" == files[-1] for name in WITH_DROPOUT)
+    dropout = files[-1] in {f"experiments/{name}.gin" for name in WITH_DROPOUT}
     return [
         *(f"--gin_file={f}" for f in files),
         "--gin_file=models/t5_1_1_tiny.gin",  # the tiny checkpoint's shapes, not the size's

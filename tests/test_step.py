@@ -195,3 +195,17 @@ def test_loss_normalisation_modes():
     assert float(metrics["tokens"]) == 3.0
     with pytest.raises(ValueError, match="loss_normalizing_factor"):
         losses.compute(logits, targets, loss_normalizing_factor="TOKENS")
+
+
+def test_each_optimizer_describes_what_it_was_built_from():
+    """What a run records of its optimizer (run.json) and checks on resume: equal arguments
+    give the very same transformation and description, another rate or warm-up another."""
+    prompt = optimizers.prompt_tuning_adafactor()
+    assert optimizers.prompt_tuning_adafactor(learning_rate=0.3) is prompt
+    assert optimizers.describe(prompt)["learning_rate"] == 0.3
+    assert optimizers.describe(optimizers.prompt_tuning_adafactor(0.5))["learning_rate"] == 0.5
+    assert optimizers.describe(optimizers.model_tuning_adafactor())["multiply_by_parameter_scale"]
+    pretraining = optimizers.pretraining_adafactor(warmup_steps=7)
+    assert optimizers.pretraining_adafactor(warmup_steps=7) is pretraining
+    assert optimizers.describe(pretraining)["warmup_steps"] == 7
+    assert optimizers.describe(optax.adam(1e-3)) is None  # built elsewhere: not compared

@@ -181,12 +181,44 @@ def tiny_t5(**changes):
 def init_params(model, *inputs, seed: int = 0, **kwargs) -> dict:
     """`model.init(PRNGKey(seed), *inputs, **kwargs)`'s parameters, unboxed, initialised in
     one compiled call. Run op by op, `init` compiles each of its operations for its shape:
-    dozens of programs of about 20 ms each for a tiny T5 (`benchmarks/suite_time.py`)."""
+    dozens of programs of about 20 ms each for a tiny T5 (`benchmarks/suite_time.py`).
+    Compiled, it is one program of 2-5 s, mostly its random draws (`random_params`)."""
     import jax
     from flax import linen as nn
 
     init = jax.jit(lambda key: model.init(key, *inputs, **kwargs)["params"])
     return nn.unbox(init(jax.random.PRNGKey(seed)))
+
+
+def random_params(model, *inputs, seed: int = 0, **kwargs) -> dict:
+    """Parameters of the shapes and dtypes `model.init(key, *inputs, **kwargs)` gives, drawn
+    by numpy, for the tests that need some weights, not flax's initializers (most compare two
+    computations on the same weights): N(0, 1/fan_in) for matrices (fan_in the second-to-last
+    axis), N(1, 0.1) for vectors (layer-norm scales, biases), every parameter distinct.
+
+    Only the shapes are traced. flax's init compiles a program of its own per model, mostly
+    its random draws (each parameter's threefry fold-in and normal: about 19,000 lines of
+    optimised HLO for the tiny T5, 2-5 s to compile at the suite's flags). Tests whose
+    tolerances were set on flax's initial weights, or about an initializer, use
+    `init_params`."""
+    import jax
+    import numpy as np
+    from flax import linen as nn
+
+    abstract = jax.eval_shape(
+        lambda key: model.init(key, *inputs, **kwargs)["params"], jax.random.PRNGKey(seed)
+    )
+    rng = np.random.default_rng(seed)
+
+    def draw(leaf):
+        shape = tuple(leaf.shape)
+        if len(shape) >= 2:
+            value = rng.normal(0.0, 1.0 / np.sqrt(shape[-2]), shape)
+        else:
+            value = rng.normal(1.0, 0.1, shape)
+        return jax.numpy.asarray(value.astype(leaf.dtype))
+
+    return jax.tree_util.tree_map(draw, nn.unbox(abstract))
 
 
 def apply(model, variables, *inputs, **options):

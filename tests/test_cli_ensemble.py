@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ptune.tasks  # noqa: F401  registers the demo task
-from conftest import DEMO_TINY, init_params, tiny_t5
+from conftest import DEMO_TINY, random_params, tiny_t5
 from ptune import cli, decoding
 from ptune import server as server_lib
 from ptune.checkpoints.orbax_params import save_ptune
@@ -24,7 +24,7 @@ def saved(tmp_path_factory):
     """A tiny frozen T5 in ptune's format (it carries its configuration) and two prompts."""
     root = tmp_path_factory.mktemp("ensemble")
     tokens = jnp.ones((1, 4), jnp.int32)
-    params = init_params(t5.Transformer(CFG), tokens, tokens, tokens, enable_dropout=False)
+    params = random_params(t5.Transformer(CFG), tokens, tokens, tokens, enable_dropout=False)
     save_ptune(params, CFG, str(root / "model"))
     rng = np.random.default_rng(1)
     files = []

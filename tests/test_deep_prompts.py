@@ -6,10 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen as nn
 
 import ptune.tasks  # noqa: F401  registers the tasks
-from conftest import DEMO_TINY, DROPOUT, tiny_run_config, tiny_t5
+from conftest import DEMO_TINY, DROPOUT, random_params, tiny_run_config, tiny_t5
 from ptune import cli, evaluation, prompts, recipe, trainable, trainer
 from ptune.checkpoints import prompt_io
 from ptune.errors import UserError
@@ -38,9 +37,7 @@ def _logits(config, factory, params, dropout_seed=None):
 
 
 def _params(config, factory, seed=0):
-    model = t5.Transformer(config, factory)
-    init = jax.jit(lambda rng: model.init(rng, TOKENS, TARGETS, TARGETS)["params"])
-    return nn.unbox(init(jax.random.PRNGKey(seed)))
+    return random_params(t5.Transformer(config, factory), TOKENS, TARGETS, TARGETS, seed=seed)
 
 
 @pytest.mark.parametrize("dropout_seed", [None, 5])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import ptune.tasks  # noqa: F401  registers the demo task
-from conftest import DEMO_TINY, DROPOUT, init_params, tiny_t5
+from conftest import DEMO_TINY, DROPOUT, random_params, tiny_t5
 from ptune import decoding, evaluation, family, infer, interpret, prompts, recipe
 from ptune import server as server_lib
 from ptune.checkpoints.orbax_params import save_ptune
@@ -25,7 +25,7 @@ MAX = 6
 def frozen():
     model = t5.Transformer(CFG)
     tokens = jnp.ones((1, 4), jnp.int32)
-    return init_params(model, tokens, tokens, tokens, enable_dropout=False)
+    return random_params(model, tokens, tokens, tokens, enable_dropout=False)
 
 
 @pytest.fixture(scope="module")
@@ -307,17 +307,20 @@ def test_ensemble_table(saved, tmp_path):
 
 
 def test_ids_past_the_vocabulary_are_never_generated(frozen, named_prompts):
-    # Make id 300 (an embedding padding row for a 259-id byte vocabulary) the likeliest token.
-    params = jax.tree_util.tree_map(np.array, frozen)
-    params["decoder"]["logits_dense"]["kernel"][:, 300] = 50.0
+    # Make id 300 (an embedding padding row for a 259-id byte vocabulary) the likeliest first
+    # token: its output column twice the column of the token greedy decoding picks first (the
+    # largest of the first position's logits, so a positive one).
     enc = _inputs(n=3)
-    unlimited = server_lib.Server(
-        recipe.assemble(CFG), params, server_lib.Bank.from_arrays(named_prompts), 4
-    )
-    limited = server_lib.Server(
-        recipe.assemble(CFG), params, server_lib.Bank.from_arrays(named_prompts), 4, vocab_limit=259
-    )
     index = np.zeros(3, np.int32)
+    bank = server_lib.Bank.from_arrays(named_prompts)
+    first = server_lib.Server(recipe.assemble(CFG), frozen, bank, 4).generate(
+        enc, index, max_length=1
+    )[0, 0]
+    params = jax.tree_util.tree_map(np.array, frozen)
+    kernel = params["decoder"]["logits_dense"]["kernel"]
+    kernel[:, 300] = 2 * kernel[:, first]
+    unlimited = server_lib.Server(recipe.assemble(CFG), params, bank, 4)
+    limited = server_lib.Server(recipe.assemble(CFG), params, bank, 4, vocab_limit=259)
     assert (unlimited.generate(enc, index, max_length=MAX) == 300).any()
     for beams in (1, 3):
         out = limited.generate(enc, index, max_length=MAX, num_beams=beams)

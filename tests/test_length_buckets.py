@@ -5,9 +5,8 @@ evaluation metrics equal fixed-length padding's."""
 import jax
 import numpy as np
 import pytest
-from flax import linen as nn
 
-from conftest import DEMO_TINY, init_params, tiny_t5
+from conftest import DEMO_TINY, random_params, tiny_t5
 from ptune import buckets, data, prompts, step, trainable
 from ptune import evaluator as evaluator_lib
 from ptune.errors import UserError
@@ -103,9 +102,8 @@ def test_loss_and_prompt_gradient_equal_fixed_padding(placement):
     fixed = _batch([7, 21, 12, 30], 128, [2, 3, 2, 2], 8)
     cut = buckets.cut_to_buckets(fixed, buckets.LengthBuckets())
     assert cut["encoder_input_tokens"].shape[1] == 32
-    init = jax.jit(lambda rng, *tokens: model.init(rng, *tokens, enable_dropout=False))
     keys = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")
-    params = nn.unbox(init(jax.random.PRNGKey(0), *(cut[k] for k in keys))["params"])
+    params = random_params(model, *(cut[k] for k in keys), enable_dropout=False)
     mask = trainable.trainable_mask(params, trainable.PROMPT_ONLY)
     train, frozen = trainable.partition(params, mask)
 
@@ -160,7 +158,7 @@ def test_evaluation_metrics_equal_fixed_padding():
     """Evaluating with buckets scores every example exactly as one padded shape does."""
     config = tiny_t5(**DEMO_TINY)
     model = t5.Transformer(config, prompts.prompt_factory(4))
-    params = init_params(
+    params = random_params(
         model,
         np.ones((1, 8), np.int32),
         np.ones((1, 4), np.int32),

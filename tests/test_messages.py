@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import ptune.tasks  # noqa: F401  registers the demo task
-from conftest import DEMO_TINY, REPO, init_params, tiny_t5
+from conftest import DEMO_TINY, REPO, random_params, tiny_t5
 from ptune import cli, export, infer
 from ptune.checkpoints import hf, prompt_io
 from ptune.errors import UserError
@@ -212,7 +212,7 @@ def served(tmp_path_factory):
 
     config = tiny_t5(**DEMO_TINY)
     tokens = jnp.ones((1, 4), jnp.int32)
-    params = init_params(t5.Transformer(config), tokens, tokens, tokens, enable_dropout=False)
+    params = random_params(t5.Transformer(config), tokens, tokens, tokens, enable_dropout=False)
     root = tmp_path_factory.mktemp("served")
     save_ptune(params, config, str(root / "model"))
     np.save(root / "p.npy", np.random.default_rng(1).normal(size=(3, 16)).astype(np.float32))

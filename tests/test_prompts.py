@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from conftest import apply, init_params, shared_path, tiny_t5
+from conftest import apply, random_params, shared_path, tiny_t5
 from ptune import prompts
 from ptune.checkpoints import prompt_io
 from ptune.errors import UserError
@@ -69,7 +69,7 @@ def test_prompt_parameter_path_shape_axes_and_mask_growth():
         int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(nn.unbox(variables))
     )
     tokens = np.array([[3, 4, 5, 0]], np.int32)
-    params = init_params(model, tokens, tokens, tokens, enable_dropout=False)
+    params = random_params(model, tokens, tokens, tokens, enable_dropout=False)
     encoded, valid = apply(
         model, {"params": params}, tokens, enable_dropout=False, method=t5.Transformer.encode
     )
@@ -82,7 +82,7 @@ def test_prompt_changes_outputs_and_padding_stays_invisible():
     enc = np.array([[3, 4, 5, 0, 0], [6, 7, 0, 0, 0]], np.int32)
     dec = np.array([[0, 9, 10], [0, 11, 12]], np.int32)
     tgt = np.array([[9, 10, 1], [11, 12, 1]], np.int32)
-    params = init_params(model, enc, dec, tgt, enable_dropout=False)
+    params = random_params(model, enc, dec, tgt, enable_dropout=False)
     apply = jax.jit(lambda p, e: model.apply({"params": p}, e, dec, tgt, enable_dropout=False))
     base = np.asarray(apply(params, enc))
     padded = np.concatenate([enc, np.zeros((2, 4), np.int32)], axis=1)
@@ -95,7 +95,7 @@ def test_prompt_changes_outputs_and_padding_stays_invisible():
 def test_packing_is_refused_with_a_prompt():
     model = t5.Transformer(CFG, prompts.prompt_factory(2))
     tokens = np.array([[3, 4]], np.int32)
-    params = init_params(model, tokens, tokens, tokens, enable_dropout=False)
+    params = random_params(model, tokens, tokens, tokens, enable_dropout=False)
     with pytest.raises(ValueError, match="packed inputs .* cannot be used with a prompt"):
         model.apply(
             {"params": params},

@@ -8,10 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import linen as nn
 
 import ptune.tasks  # noqa: F401  registers the tasks
-from conftest import DEMO_TINY, tiny_run_config, tiny_t5
+from conftest import DEMO_TINY, init_params, random_params, tiny_run_config, tiny_t5
 from ptune import evaluation, prompts, trainable, trainer
 from ptune.errors import UserError
 from ptune.models import t5
@@ -33,9 +32,9 @@ def _logits(factory, params):
 
 
 def _init(factory, seed=0):
-    model = t5.Transformer(CFG, factory)
-    init = jax.jit(lambda rng: model.init(rng, TOKENS, TARGETS, TARGETS)["params"])
-    return nn.unbox(init(jax.random.PRNGKey(seed)))
+    """Random weights (`random_params`); the test about the zero output layer takes flax's
+    initializers (`init_params`)."""
+    return random_params(t5.Transformer(CFG, factory), TOKENS, TARGETS, TARGETS, seed=seed)
 
 
 def _reference(mlp, p):
@@ -77,7 +76,8 @@ def test_parameters_and_the_formula(layer_norm):
 
 def test_a_zero_output_layer_equals_plain_prompt_tuning_at_step_zero():
     residual = prompts.Residual(bottleneck=4, zero_output=True)
-    params = _init(prompts.prompt_factory(3, residual=residual))
+    model = t5.Transformer(CFG, prompts.prompt_factory(3, residual=residual))
+    params = init_params(model, TOKENS, TARGETS, TARGETS)
     plain = prompts.with_prompt(prompts.without_prompt(params), prompts.get_prompt(params))
     np.testing.assert_array_equal(
         _logits(prompts.prompt_factory(3, residual=residual), params),

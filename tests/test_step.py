@@ -8,7 +8,7 @@ import optax
 import pytest
 from flax import traverse_util
 
-from conftest import init_params, tiny_t5
+from conftest import random_params, tiny_t5
 from ptune import losses, optimizers, prompts, step, trainable
 from ptune.errors import UserError
 from ptune.models import t5
@@ -30,7 +30,7 @@ def _batch():
 def setup():
     model = t5.Transformer(CFG, prompts.prompt_factory(P))
     b = _batch()
-    params = init_params(
+    params = random_params(
         model,
         b["encoder_input_tokens"],
         b["decoder_input_tokens"],

@@ -1,6 +1,7 @@
 """Where the test suite's time goes, as the workers spend it: JAX tracing, lowering and XLA
 compiling (per program, with the call site that asked for it), seqio pipeline builds and
-Evaluators, per test module.
+Evaluators, per test module; and each module's CPU seconds (its worker's and the subprocesses
+its tests waited for), which the machine's load changes far less than wall seconds.
 
     .venv/bin/python -m pytest -p benchmarks.suite_time -n 3 --dist loadscope \
         --no-loadscope-reorder -m "not full_scale" tests      # writes suite-time.jsonl
@@ -26,6 +27,8 @@ import sys
 import time
 import traceback
 
+import pytest
+
 LOG_ENV = "SUITE_TIME_LOG"
 EVENTS = {
     "/jax/core/compile/jaxpr_trace_duration": "trace",
@@ -37,10 +40,11 @@ KINDS = ("trace", "lower", "compile", "cache_read", "get_dataset", "evaluator")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_COMPILE_S = 0.05  # below: one eager op or a tiny helper (about 20 ms each here)
 WHERE_ROWS = 20  # call sites listed for them
+CPU_ROWS = 40  # modules listed by CPU seconds
 
 
 def _write(record: dict) -> None:
-    record["test"] = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+    record.setdefault("test", os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0])
     with open(os.environ[LOG_ENV], "a") as f:
         f.write(json.dumps(record) + "\n")
 
@@ -84,6 +88,27 @@ def jax_listener(event: str, seconds: float, **_) -> None:
         _write(record)
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU of this process and of the children it has waited for."""
+    import resource
+
+    usage = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Records each test's CPU seconds (its module-scoped fixtures count in the test that
+    first asks for them)."""
+    if LOG_ENV not in os.environ:
+        return None
+    start = _cpu_seconds()
+    try:
+        yield
+    finally:
+        _write({"kind": "cpu", "s": _cpu_seconds() - start, "test": item.nodeid})
+
+
 def pytest_configure(config):
     """Loaded with `-p benchmarks.suite_time` (in every xdist worker too): starts recording."""
     if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
@@ -117,6 +142,8 @@ def summarize(path: str) -> str:
     counts = collections.Counter()
     modules = collections.defaultdict(collections.Counter)
     for r in records:
+        if r["kind"] not in KINDS:
+            continue
         totals[r["kind"]] += r["s"]
         counts[r["kind"]] += 1
         modules[r["test"].split("::")[0] or "(outside a test)"][r["kind"]] += r["s"]
@@ -142,6 +169,13 @@ def summarize(path: str) -> str:
     for name, spent in ranked[:25]:
         cells = " | ".join(f"{spent[k]:.1f}" for k in KINDS)
         out.append(f"| {name} | {cells} | {sum(spent.values()):.1f} |")
+    cpu = collections.Counter()
+    for r in records:
+        if r["kind"] == "cpu":
+            cpu[r["test"].split("::")[0]] += r["s"]
+    if cpu:
+        out += ["", f"| module | CPU seconds (of {sum(cpu.values()):.0f}) |", "|---|---:|"]
+        out += [f"| {name} | {spent:.1f} |" for name, spent in cpu.most_common(CPU_ROWS)]
     return "\n".join(out)
 
 

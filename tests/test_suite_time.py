@@ -2,6 +2,8 @@
 events. If a JAX release renamed the events, the tool would report nothing; this fails first."""
 
 import json
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +49,8 @@ def test_an_evaluators_own_pipelines_count_once(tmp_path):
         {"kind": "compile", "s": 0.02, "test": "tests/test_b.py::u", "where": "ptune/x.py:9"},
         {"kind": "compile", "s": 0.03, "test": "tests/test_b.py::u", "where": "tests/b.py:4"},
         {"kind": "compile", "s": 3.0, "test": "tests/test_b.py::u"},
+        {"kind": "cpu", "s": 9.0, "test": "tests/test_a.py::t"},
+        {"kind": "cpu", "s": 1.5, "test": "tests/test_b.py::u"},
     ]
     log.write_text("".join(json.dumps(r) + "\n" for r in records))
     table = suite_time.summarize(str(log))
@@ -57,3 +61,13 @@ def test_an_evaluators_own_pipelines_count_once(tmp_path):
     rows = [line for line in table.splitlines() if line.startswith("| tests/test_")]
     assert rows[0].startswith("| tests/test_b.py |") and rows[0].endswith("| 3.3 |")
     assert rows[1].startswith("| tests/test_a.py |") and rows[1].endswith("| 2.0 |")
+    # CPU seconds: their own table, not in the JAX + seqio sums above
+    assert rows[2:] == ["| tests/test_a.py | 9.0 |", "| tests/test_b.py | 1.5 |"]
+    assert "| module | CPU seconds (of 10) |" in table
+
+
+def test_cpu_seconds_include_the_subprocesses_waited_for():
+    start = suite_time._cpu_seconds()
+    code = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert suite_time._cpu_seconds() - start >= 0.3

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import traceback
 from typing import Any, Optional
 
 import jax
@@ -97,6 +99,7 @@ class StateCheckpointer:
             try:
                 state, meta = self.restore(step, abstract_state)
             except Exception as e:  # noqa: BLE001  whatever a damaged file raises
+                _quiet_late_reads()
                 failures.append((step, _first_line(e)))
                 continue
             if failures:
@@ -130,6 +133,40 @@ class StateCheckpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+class _OrbaxReadsNeverRetrieved(logging.Filter):
+    """asyncio's "Task exception was never retrieved" of Orbax's reads (`_quiet_late_reads`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not ("Task exception was never retrieved" in text and "orbax" in text)
+
+
+def _quiet_late_reads() -> None:
+    """After a restore fails, Orbax's other reads of that checkpoint still finish: each failed
+    one is logged by asyncio as a "Task exception was never retrieved" with its traceback, and
+    each whose result comes back from tensorstore's threads after Orbax closed its event loop
+    prints a "RuntimeError: Event loop is closed" traceback (an unraisable exception). Dozens
+    of lines of noise around the one warning that says what happened: from the first failure
+    on, exactly those are dropped. Every other unraisable exception goes on to the hook that
+    was there before, every other asyncio record is logged."""
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, _OrbaxReadsNeverRetrieved) for f in asyncio_log.filters):
+        asyncio_log.addFilter(_OrbaxReadsNeverRetrieved())
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_late_reads", False):
+        return
+
+    def hook(unraisable) -> None:
+        error = unraisable.exc_value
+        late = isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+        frames = traceback.extract_tb(unraisable.exc_traceback) if late else []
+        if not any(frame.name == "call_soon_threadsafe" for frame in frames):
+            previous(unraisable)
+
+    hook.drops_late_reads = True
+    sys.unraisablehook = hook
 
 
 def _first_line(error: BaseException) -> str:

@@ -95,11 +95,11 @@ class StateCheckpointer:
         none. Damaged newer steps are moved aside with a warning each; if no step restores,
         nothing is moved and one line names each step's failure."""
         failures = []
+        _quiet_late_reads(self.directory)  # before the first read: late ones come during it
         for step in sorted(self.all_steps(), reverse=True):
             try:
                 state, meta = self.restore(step, abstract_state)
             except Exception as e:  # noqa: BLE001  whatever a damaged file raises
-                _quiet_late_reads()
                 failures.append((step, _first_line(e)))
                 continue
             if failures:
@@ -135,25 +135,35 @@ class StateCheckpointer:
         self._manager.close()
 
 
-class _OrbaxReadsNeverRetrieved(logging.Filter):
-    """asyncio's "Task exception was never retrieved" of Orbax's reads (`_quiet_late_reads`)."""
+class _ReadsNeverRetrieved(logging.Filter):
+    """asyncio's "... exception was never retrieved" of a read of a checkpoint in one of
+    `directories` (`_quiet_late_reads`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.directories: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
-        return not ("Task exception was never retrieved" in text and "orbax" in text)
+        ours = "exception was never retrieved" in text
+        return not (ours and any(d in text for d in self.directories))
 
 
-def _quiet_late_reads() -> None:
-    """After a restore fails, Orbax's other reads of that checkpoint still finish: each failed
-    one is logged by asyncio as a "Task exception was never retrieved" with its traceback, and
-    each whose result comes back from tensorstore's threads after Orbax closed its event loop
-    prints a "RuntimeError: Event loop is closed" traceback (an unraisable exception). Dozens
-    of lines of noise around the one warning that says what happened: from the first failure
-    on, exactly those are dropped. Every other unraisable exception goes on to the hook that
-    was there before, every other asyncio record is logged."""
+def _quiet_late_reads(directory: str) -> None:
+    """After a restore from `directory` fails, Orbax's other reads of that checkpoint still
+    finish: each failed one is logged by asyncio ("Task/Future exception was never
+    retrieved", with its traceback), and each whose result comes back from tensorstore's
+    threads after Orbax closed its event loop prints a "RuntimeError: Event loop is closed"
+    traceback (an unraisable exception). Dozens of lines of noise around the one warning that
+    says what happened: exactly those are dropped (installed before a resume's first read).
+    Every other unraisable exception goes on to the hook that was there before, every other
+    asyncio record is logged."""
     asyncio_log = logging.getLogger("asyncio")
-    if not any(isinstance(f, _OrbaxReadsNeverRetrieved) for f in asyncio_log.filters):
-        asyncio_log.addFilter(_OrbaxReadsNeverRetrieved())
+    quiet = next((f for f in asyncio_log.filters if isinstance(f, _ReadsNeverRetrieved)), None)
+    if quiet is None:
+        quiet = _ReadsNeverRetrieved()
+        asyncio_log.addFilter(quiet)
+    quiet.directories.add(directory)
     previous = sys.unraisablehook
     if getattr(previous, "drops_late_reads", False):
         return

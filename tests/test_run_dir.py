@@ -213,7 +213,11 @@ def test_only_the_late_reads_of_a_failed_restore_are_quieted(caplog, monkeypatch
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", seen.append)
     state_lib._quiet_late_reads("/runs/a/checkpoints")
+    hook = sys.unraisablehook
     state_lib._quiet_late_reads("/runs/a/checkpoints")  # a second call wraps nothing again
+    assert sys.unraisablehook is hook
+    filters = logging.getLogger("asyncio").filters
+    assert sum(isinstance(f, state_lib._ReadsNeverRetrieved) for f in filters) == 1
 
     def unraisable(error):
         try:

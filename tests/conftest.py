@@ -104,8 +104,9 @@ SLOWEST_MODULES = (
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
-        "full_scale: compiles full-scale programs (real T5 1.1 shapes on simulated slices) or"
-        " runs the GPU check's dry run; `make test-full-scale` runs these, `make test` the rest,"
+        "full_scale: compiles full-scale programs (real T5 1.1 shapes on simulated slices),"
+        " runs the GPU check's dry run, or trains the demo at its full length;"
+        " `make test-full-scale` runs these, `make test` the rest,"
         " CI (.ci/run) both",
     )
 
@@ -202,12 +203,29 @@ def random_params(model, *inputs, seed: int = 0, **kwargs) -> dict:
     tolerances were set on flax's initial weights, or about an initializer, use
     `init_params`."""
     import jax
-    import numpy as np
     from flax import linen as nn
 
     abstract = jax.eval_shape(
         lambda key: model.init(key, *inputs, **kwargs)["params"], jax.random.PRNGKey(seed)
     )
+    return _drawn_like(nn.unbox(abstract), seed)
+
+
+def random_frozen(run, seed: int = 0) -> dict:
+    """Frozen weights of the shapes and dtypes `run.random_frozen(seed)` gives (a
+    `recipe.Run`'s model without its prompt), drawn by numpy as `random_params` draws them,
+    for tests that need some frozen weights of a run's model, not its initializers' values:
+    the shapes are the run's abstract parameters, so nothing is compiled."""
+    from ptune import prompts, trainable
+
+    drawn = _drawn_like(prompts.without_prompt(run.abstract_params), seed)
+    return trainable.cast_frozen(drawn, run.frozen_dtype)
+
+
+def _drawn_like(abstract, seed: int) -> dict:
+    import jax
+    import numpy as np
+
     rng = np.random.default_rng(seed)
 
     def draw(leaf):
@@ -218,7 +236,7 @@ def random_params(model, *inputs, seed: int = 0, **kwargs) -> dict:
             value = rng.normal(1.0, 0.1, shape)
         return jax.numpy.asarray(value.astype(leaf.dtype))
 
-    return jax.tree_util.tree_map(draw, nn.unbox(abstract))
+    return jax.tree_util.tree_map(draw, abstract)
 
 
 def apply(model, variables, *inputs, **options):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from glue_records import RELEASE
 
-from conftest import shared_path, tiny_t5
+from conftest import random_frozen, shared_path, tiny_t5
 from ptune import cli, recipe
 from ptune.checkpoints.orbax_params import save_ptune
 
@@ -34,7 +34,7 @@ def base_width_model(tmp_path_factory):
         logits_via_embedding=True,
     )
     path = str(tmp_path_factory.mktemp("model") / "base_width")
-    save_ptune(recipe.assemble(config).random_frozen(0), config, path, source="random")
+    save_ptune(random_frozen(recipe.assemble(config)), config, path, source="random")
     return path
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import ptune.tasks  # noqa: F401  registers the tasks
-from conftest import REPO, tiny_run_config, tiny_t5
+from conftest import REPO, random_frozen, tiny_run_config, tiny_t5
 from ptune import (
     evaluation,
     evaluator,
@@ -535,7 +535,7 @@ def test_optimizer_step_counters_start_at_the_checkpoint_step(shared_data):
     run = recipe.assemble(
         tiny_t5(), prompt_factory=prompts.prompt_factory(4), trainable=cfg.trainable
     )
-    params = run.place_prompt(run.random_frozen(0), np.zeros((4, 8), np.float32))
+    params = run.place_prompt(random_frozen(run), np.zeros((4, 8), np.float32))
     state, _ = run.init_state(params, optimizer_step=3)
     counts = [x for x in jax.tree_util.tree_leaves(state.opt_state) if np.ndim(x) == 0]
     assert counts and all(int(c) == 3 for c in counts) and int(state.step) == 0

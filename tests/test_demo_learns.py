@@ -23,6 +23,10 @@ TRAIN = [
 ]
 RANDOM_FROZEN = ["--gin.INITIAL_CHECKPOINT_PATH=None", "--gin.trainer.TrainConfig.random_init=True"]
 
+# The demo at its full length (600 training steps, about 50 CPU seconds, the suite's longest
+# module): `make test-full-scale` runs it, with the real-shape plans; CI runs both targets.
+pytestmark = pytest.mark.full_scale
+
 
 # Both runs, one `ptune train` command after the other, in one process (one start-up).
 TRAIN_BOTH = """

@@ -17,7 +17,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-peft = pytest.importorskip("peft")
 
 from conftest import HF_T5_TINY, apply  # noqa: E402
 from ptune import checkpoints, export, prompts  # noqa: E402
@@ -26,6 +25,13 @@ from ptune.models import t5  # noqa: E402
 TOLERANCE = 1e-4
 PROMPT_LENGTH = 6
 VOCAB = HF_T5_TINY["vocab_size"]
+
+
+@pytest.fixture(scope="module")
+def peft():
+    """PEFT, imported by this module's tests only: at collection every pytest-xdist worker
+    would import it (about 3 CPU seconds each), and one runs these tests."""
+    return pytest.importorskip("peft")
 
 
 def _base(hf_dir):
@@ -70,7 +76,7 @@ def _max_difference(ours, theirs):
     return float(np.abs(ours - theirs)[valid].max())
 
 
-def test_ptune_prompt_exported_to_peft_gives_the_same_logits(hf_t5_dir, tmp_path):
+def test_ptune_prompt_exported_to_peft_gives_the_same_logits(peft, hf_t5_dir, tmp_path):
     prompt = np.random.RandomState(2).uniform(-0.5, 0.5, (PROMPT_LENGTH, 16)).astype(np.float32)
     np.save(tmp_path / "prompt.npy", prompt)
     adapter = str(tmp_path / "adapter")
@@ -94,7 +100,7 @@ def test_ptune_prompt_exported_to_peft_gives_the_same_logits(hf_t5_dir, tmp_path
     assert _max_difference(_ptune_logits(hf_t5_dir, prompt), _peft_logits(loaded)) < TOLERANCE
 
 
-def test_peft_saved_adapter_loads_as_a_ptune_prompt(hf_t5_dir, tmp_path):
+def test_peft_saved_adapter_loads_as_a_ptune_prompt(peft, hf_t5_dir, tmp_path):
     peft_config = peft.PromptTuningConfig(
         task_type="SEQ_2_SEQ_LM",
         num_virtual_tokens=PROMPT_LENGTH,

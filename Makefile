@@ -20,9 +20,9 @@ install: $(STAMP)
 # subprocess or on disk leaves its core to another (2 cores, 2026-12-06: 652 s with 2 workers,
 # 581 s with 3); TEST_WORKERS=0 runs it in this process.
 # The tests marked `full_scale` (the experiment files' plans at real T5 1.1 shapes on 8 and 16
-# simulated devices, the GPU check's dry run, and the demo's two 300-step runs, which must
-# learn: about 5 of the suite's summed minutes) run in `make test-full-scale`; CI (.ci/run)
-# runs both targets.
+# simulated devices and their one-step tiny runs, the GPU check's dry run, and the demo's two
+# 300-step runs, which must learn: about 6 of the suite's summed minutes) run in
+# `make test-full-scale`; CI (.ci/run) runs both targets.
 TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(os.cpu_count() + 1)')
 PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 test: $(STAMP)

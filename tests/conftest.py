@@ -104,8 +104,8 @@ SLOWEST_MODULES = (
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
-        "full_scale: compiles full-scale programs (real T5 1.1 shapes on simulated slices),"
-        " runs the GPU check's dry run, or trains the demo at its full length;"
+        "full_scale: the experiment files' plans (real T5 1.1 shapes on simulated slices)"
+        " and tiny runs, the GPU check's dry run, or the demo trained at its full length;"
         " `make test-full-scale` runs these, `make test` the rest,"
         " CI (.ci/run) both",
     )

@@ -69,6 +69,8 @@ def shared_data():
 # (`--no-loadscope-reorder`), so these go first and the run ends on short modules, instead of
 # one worker finishing a long module (xdist's own order, most tests first, put the one-test
 # test_resume.py near the end) while the other has nothing left. The rest keep their order.
+# test_experiments.py, test_gpu_check.py and test_demo_learns.py run mostly or wholly in
+# `make test-full-scale` (marked `full_scale`): first there too, they order that target.
 SLOWEST_MODULES = (
     "test_experiments.py",
     "test_gpu_check.py",
